@@ -1,0 +1,220 @@
+/*
+ * conf: paymentsd's key table and the checks that span several keys.
+ *
+ * The table is the single description of every key: its type, default,
+ * limits and whether a reload may change it.  conf/paymentsd.conf documents
+ * the same keys for operators; keep the two in step.
+ */
+#include "config.h"
+
+#include "common/conf.h"
+
+#include <ctype.h>
+#include <netdb.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/listen.h"
+
+static int
+check_listen(const void *field, char *err, size_t errlen)
+{
+    const cf_list_t *l = field;
+
+    for (size_t i = 0; i < l->n; i++) {
+        if (listen_parse(l->items[i], NULL, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+check_currencies(const void *field, char *err, size_t errlen)
+{
+    const cf_list_t *l = field;
+
+    for (size_t i = 0; i < l->n; i++) {
+        const char *c = l->items[i];
+        if (strlen(c) != 3 || !isupper((unsigned char)c[0])
+            || !isupper((unsigned char)c[1]) || !isupper((unsigned char)c[2])) {
+            snprintf(err, errlen, "currency \"%.16s\" is not three upper-case letters", c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The secret's full check (it decodes) lives with the HMAC code; here only
+ * its shape, so that -t catches a pasted-wrong line. */
+static int
+check_secrets(const void *field, char *err, size_t errlen)
+{
+    const cf_list_t *l = field;
+
+    for (size_t i = 0; i < l->n; i++) {
+        const char *s = l->items[i];
+        size_t n;
+
+        if (strncmp(s, "whsec_", 6) != 0) {
+            snprintf(err, errlen, "webhook_secret must start with \"whsec_\"");
+            return -1;
+        }
+        n = strlen(s + 6);
+        if (n < 4 || n % 4 != 0 || strspn(s + 6,
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != n) {
+            snprintf(err, errlen, "webhook_secret is not \"whsec_\" followed by base64");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+check_log_level(const void *field, char *err, size_t errlen)
+{
+    const char *s = *(char *const *)field;
+
+    if (log_level_parse(s) < 0) {
+        snprintf(err, errlen, "log_level must be error, warn, info or debug");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_url(const void *field, char *err, size_t errlen)
+{
+    const char *s = *(char *const *)field;
+
+    if (strncmp(s, "http://", 7) != 0 || s[7] == '\0') {
+        snprintf(err, errlen, "provider_url must be an http:// URL");
+        return -1;
+    }
+    return 0;
+}
+
+#define K(name, type, field, def, min, max, flags, check) \
+    { name, type, offsetof(conf_t, field), def, min, max, flags, check }
+#define MS_DAY (86400LL * 1000)
+
+static const cf_key_t keys[] = {
+    K("listen", CF_LIST, listen, "127.0.0.1:8000", 0, 0, CF_REPEAT | CF_NO_RELOAD, check_listen),
+    K("workers", CF_INT, workers, "auto", 1, 512, CF_AUTO, NULL),
+    K("worker_shutdown_timeout", CF_DURATION, worker_shutdown_timeout_ms, "30s", 1, MS_DAY, 0, NULL),
+    K("database", CF_STR, database, "postgresql://app:app@127.0.0.1:54320/payments", 0, 0, 0, NULL),
+    K("db_pool_size", CF_INT, db_pool_size, "4", 1, 256, 0, NULL),
+    K("db_queue_size", CF_INT, db_queue_size, "1024", 1, 1000000, 0, NULL),
+    K("db_timeout", CF_DURATION, db_timeout_ms, "5s", 10, 600000, 0, NULL),
+    K("provider_url", CF_STR, provider_url, "http://127.0.0.1:8001", 0, 0, 0, check_url),
+    K("provider_timeout", CF_DURATION, provider_timeout_ms, "800ms", 1, 600000, 0, NULL),
+    K("breaker_threshold", CF_INT, breaker_threshold, "5", 1, 1000000, 0, NULL),
+    K("breaker_cooldown", CF_DURATION, breaker_cooldown_ms, "5s", 1, MS_DAY, 0, NULL),
+    K("outage_pending_cap_cents", CF_INT, outage_pending_cap_cents, "10000", 0, INT64_MAX, 0, NULL),
+    K("max_amount_cents", CF_INT, max_amount_cents, "100000000", 1, INT64_MAX, 0, NULL),
+    K("currencies", CF_LIST, currencies, "EUR USD GBP", 0, 0, 0, check_currencies),
+    K("webhook_secret", CF_LIST, webhook_secrets, NULL, 0, 0, CF_REPEAT, check_secrets),
+    K("webhook_tolerance", CF_DURATION, webhook_tolerance_ms, "5m", 1000, MS_DAY, 0, NULL),
+    K("idempotency_ttl", CF_DURATION, idempotency_ttl_ms, "24h", 1000, 365 * MS_DAY, 0, NULL),
+    K("idempotency_lock_timeout", CF_DURATION, idempotency_lock_timeout_ms, "30s", 100, MS_DAY, 0, NULL),
+    K("shm_cache_size", CF_SIZE, shm_cache_size, "64m", 64 * 1024, 64LL << 30, CF_NO_RELOAD, NULL),
+    K("housekeeper_interval", CF_DURATION, housekeeper_interval_ms, "5s", 10, MS_DAY, 0, NULL),
+    K("pending_reconcile_age", CF_DURATION, pending_reconcile_age_ms, "10m", 1000, 365 * MS_DAY, 0, NULL),
+    K("max_body_size", CF_SIZE, max_body_size, "16k", 64, 64 << 20, 0, NULL),
+    K("max_header_size", CF_SIZE, max_header_size, "8k", 1024, 1 << 20, 0, NULL),
+    K("client_timeout", CF_DURATION, client_timeout_ms, "30s", 1000, 3600000, 0, NULL),
+    K("pid_file", CF_STR, pid_file, "var/paymentsd.pid", 0, 0, CF_NO_RELOAD, NULL),
+    K("error_log", CF_STR, error_log, "stderr", 0, 0, 0, NULL),
+    K("access_log", CF_STR, access_log, "off", 0, 0, 0, NULL),
+    K("log_level", CF_STR, log_level, "info", 0, 0, 0, check_log_level),
+};
+
+static const cf_alias_t aliases[] = {
+    { "DATABASE_URL", "database" },
+    { "OUTAGE_PENDING_CAP_CENTS", "outage_pending_cap_cents" },
+};
+
+static const cf_schema_t schema = {
+    keys, sizeof(keys) / sizeof(keys[0]),
+    "PAYMENTSD_", aliases, sizeof(aliases) / sizeof(aliases[0])
+};
+
+conf_t *
+conf_load(const char *path, char *err, size_t errlen)
+{
+    conf_t *conf = calloc(1, sizeof(*conf));
+
+    if (conf == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (cf_load(&schema, conf, path, err, errlen) < 0)
+        goto fail;
+    if (path != NULL && (conf->path = strdup(path)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (conf->workers == -1) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        conf->workers = n > 0 ? n : 1;
+    }
+    if (conf->listen.n == 0) {
+        snprintf(err, errlen, "%s: no listen address", path ? path : "conf");
+        goto fail;
+    }
+    if (conf->currencies.n == 0) {
+        snprintf(err, errlen, "%s: currencies must name at least one currency",
+                 path ? path : "conf");
+        goto fail;
+    }
+    if (conf->idempotency_lock_timeout_ms <= conf->provider_timeout_ms) {
+        /* A live checkout must never look stale while it waits for the
+         * provider, or a retry would take it over. */
+        snprintf(err, errlen, "%s: idempotency_lock_timeout must be longer than provider_timeout",
+                 path ? path : "conf");
+        goto fail;
+    }
+    return conf;
+fail:
+    conf_free(conf);
+    return NULL;
+}
+
+void
+conf_free(conf_t *conf)
+{
+    if (conf == NULL)
+        return;
+    cf_free(&schema, conf);
+    free(conf->path);
+    free(conf);
+}
+
+void
+conf_keep_restart_only(conf_t *next, const conf_t *old)
+{
+    for (size_t i = 0; i < schema.nkeys; i++) {
+        const cf_key_t *k = &keys[i];
+
+        if (!(k->flags & CF_NO_RELOAD) || !cf_differs(k, next, old))
+            continue;
+        log_warn("%s cannot change on reload: keeping the running value, restart to apply it",
+                 k->name);
+        cf_copy(k, next, old);
+    }
+}
+
+int
+conf_warnings(const conf_t *conf, void (*emit)(const char *msg))
+{
+    int n = 0;
+
+    if (conf->webhook_secrets.n == 0) {
+        emit("no webhook_secret is set: POST /webhooks/provider will refuse every webhook");
+        n++;
+    }
+    return n;
+}

@@ -1,0 +1,79 @@
+/*
+ * conf: paymentsd's configuration, one immutable struct.
+ *
+ * conf_load() builds a fresh conf_t from defaults, the file and the
+ * environment, and validates it as a whole.  Nothing changes a conf_t after
+ * that: a reload builds a new one and hands it to new workers, the old one
+ * stays with the old workers.  Pass it around as const conf_t *.
+ */
+#ifndef PD_CONF_H
+#define PD_CONF_H
+
+#include <stdint.h>
+
+#include "common/cfparse.h"
+
+typedef struct conf {
+    char *path;                         /* the file it came from */
+
+    cf_list_t listen;                   /* "host:port" each */
+    int64_t workers;                    /* "auto" = one per core */
+    int64_t worker_shutdown_timeout_ms;
+
+    char *database;                     /* libpq URI or conninfo */
+    int64_t db_pool_size;
+    int64_t db_queue_size;
+    int64_t db_timeout_ms;
+
+    char *provider_url;
+    int64_t provider_timeout_ms;
+    int64_t breaker_threshold;
+    int64_t breaker_cooldown_ms;
+
+    int64_t outage_pending_cap_cents;
+    int64_t max_amount_cents;
+    cf_list_t currencies;
+
+    cf_list_t webhook_secrets;
+    int64_t webhook_tolerance_ms;
+
+    int64_t idempotency_ttl_ms;
+    int64_t idempotency_lock_timeout_ms;
+    int64_t shm_cache_size;
+
+    int64_t housekeeper_interval_ms;
+    int64_t pending_reconcile_age_ms;
+
+    int64_t max_body_size;
+    int64_t max_header_size;
+    int64_t client_timeout_ms;
+
+    char *pid_file;
+    char *error_log;
+    char *access_log;
+    char *log_level;
+} conf_t;
+
+/* Exit status of a process that a restart cannot help (bad conf, port in
+ * use): the master stops respawning it. */
+#define PD_EXIT_FATAL 2
+
+/*
+ * Load path (NULL: defaults and environment only).  Returns a new conf, or
+ * NULL with "file:line: message" in err.
+ */
+conf_t *conf_load(const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void conf_free(conf_t *conf);
+
+/*
+ * For a reload: give next the values of old for every key that a reload
+ * cannot change, and log a warning for each one that was changed.
+ */
+void conf_keep_restart_only(conf_t *next, const conf_t *old);
+
+/* Warnings about a valid but risky conf (e.g. no webhook secret), one per
+ * call of emit; returns how many. */
+int conf_warnings(const conf_t *conf, void (*emit)(const char *msg));
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * log: the one logging facility of both daemons.
+ *
+ * Each process logs to the error log (stderr or a file opened O_APPEND) with
+ * one write(2) per line, so lines of several processes never interleave.
+ * Every line carries a time, the level and the process role ("master",
+ * "worker 3", "housekeeper").  Not thread-safe: our processes are single
+ * threaded.
+ */
+#ifndef PD_LOG_H
+#define PD_LOG_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+typedef enum {
+    LOG_LEVEL_ERROR = 0,
+    LOG_LEVEL_WARN,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_DEBUG
+} log_level_t;
+
+/* The current threshold; read by the macros so that a skipped debug line
+ * never evaluates its arguments. */
+extern log_level_t log_threshold;
+
+void log_write(log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void log_vwrite(log_level_t level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+#define log_error(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warn(...)  do { if (log_threshold >= LOG_LEVEL_WARN) log_write(LOG_LEVEL_WARN, __VA_ARGS__); } while (0)
+#define log_info(...)  do { if (log_threshold >= LOG_LEVEL_INFO) log_write(LOG_LEVEL_INFO, __VA_ARGS__); } while (0)
+#define log_debug(...) do { if (log_threshold >= LOG_LEVEL_DEBUG) log_write(LOG_LEVEL_DEBUG, __VA_ARGS__); } while (0)
+
+/* Parse "error", "warn", "info" or "debug"; -1 when unknown. */
+int log_level_parse(const char *name);
+
+/* Tag every following line with this role, e.g. "worker 2" (copied). */
+void log_set_role(const char *role);
+
+/*
+ * Open (or reopen, on SIGUSR1) the error log and the access log.  NULL,
+ * "stderr" or "" means stderr for the error log; NULL, "" or "off" disables
+ * the access log, "stdout" writes it there.  On failure the old files stay in
+ * use and -1 is returned with errno set.
+ */
+int log_open(const char *error_path, const char *access_path, log_level_t threshold)
+    __attribute__((warn_unused_result));
+int log_reopen(void) __attribute__((warn_unused_result));
+
+/* Append one line (a newline is added) to the access log, if one is open. */
+void log_access(const char *line, size_t len);
+int log_access_enabled(void);
+
+/* Format the current wall-clock time as ISO 8601 UTC with milliseconds into
+ * buf (at least 32 bytes). */
+void log_time_iso(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,355 @@
+/*
+ * Unit tests of the configuration parser (common/cfparse.c) and of
+ * paymentsd's key table (common/conf.c): every key, units, environment
+ * overrides, and errors with their line numbers.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/conf.h"
+
+static char path[64];
+
+/* Write text to a fresh temporary file, remembered in path. */
+static const char *
+write_conf(const char *text)
+{
+    int fd;
+
+    snprintf(path, sizeof(path), "/tmp/test_conf.XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static conf_t *
+load_ok(const char *text)
+{
+    char err[1024] = "";
+    conf_t *c = conf_load(write_conf(text), err, sizeof(err));
+
+    if (c == NULL)
+        fail_msg("unexpected error: %s", err);
+    unlink(path);
+    return c;
+}
+
+/* Expect an error whose text is "<file>:<suffix>". */
+static void
+load_fails(const char *text, const char *suffix)
+{
+    char err[1024] = "", want[1024];
+    conf_t *c = conf_load(write_conf(text), err, sizeof(err));
+
+    unlink(path);
+    assert_null(c);
+    snprintf(want, sizeof(want), "%s:%s", path, suffix);
+    assert_string_equal(err, want);
+}
+
+static void
+test_defaults(void **state)
+{
+    conf_t *c = load_ok("# nothing but a comment\n\n");
+
+    (void)state;
+    assert_int_equal(c->listen.n, 1);
+    assert_string_equal(c->listen.items[0], "127.0.0.1:8000");
+    assert_true(c->workers >= 1);
+    assert_int_equal(c->db_pool_size, 4);
+    assert_int_equal(c->provider_timeout_ms, 800);
+    assert_int_equal(c->outage_pending_cap_cents, 10000);
+    assert_int_equal(c->webhook_tolerance_ms, 5 * 60 * 1000);
+    assert_int_equal(c->idempotency_ttl_ms, 24LL * 3600 * 1000);
+    assert_int_equal(c->max_body_size, 16384);
+    assert_int_equal(c->currencies.n, 3);
+    assert_int_equal(c->webhook_secrets.n, 0);
+    assert_string_equal(c->log_level, "info");
+    conf_free(c);
+}
+
+static void
+test_every_key(void **state)
+{
+    conf_t *c = load_ok(
+        "listen = 127.0.0.1:9000\n"
+        "listen = [::1]:9001\n"
+        "workers = 3\n"
+        "worker_shutdown_timeout = 7s\n"
+        "database = postgresql://u:p@127.0.0.1:5432/db\n"
+        "db_pool_size = 8\n"
+        "db_queue_size = 99\n"
+        "db_timeout = 2s\n"
+        "provider_url = http://127.0.0.1:9999\n"
+        "provider_timeout = 1500ms\n"
+        "breaker_threshold = 3\n"
+        "breaker_cooldown = 2m\n"
+        "outage_pending_cap_cents = 5000\n"
+        "max_amount_cents = 700\n"
+        "currencies = EUR, CHF\n"
+        "webhook_secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+        "webhook_secret = whsec_c2VjcmV0Mg==   # rotation: both accepted\n"
+        "webhook_tolerance = 1m\n"
+        "idempotency_ttl = 2d\n"
+        "idempotency_lock_timeout = 10s\n"
+        "shm_cache_size = 1m\n"
+        "housekeeper_interval = 250ms\n"
+        "pending_reconcile_age = 1h\n"
+        "max_body_size = 32k\n"
+        "max_header_size = 4K\n"
+        "client_timeout = 5s\n"
+        "pid_file = /tmp/x.pid\n"
+        "error_log = \"/tmp/error log.txt\"\n"
+        "access_log = off\n"
+        "log_level = debug\n");
+
+    (void)state;
+    assert_int_equal(c->listen.n, 2);
+    assert_string_equal(c->listen.items[1], "[::1]:9001");
+    assert_int_equal(c->workers, 3);
+    assert_int_equal(c->worker_shutdown_timeout_ms, 7000);
+    assert_string_equal(c->database, "postgresql://u:p@127.0.0.1:5432/db");
+    assert_int_equal(c->db_pool_size, 8);
+    assert_int_equal(c->db_queue_size, 99);
+    assert_int_equal(c->db_timeout_ms, 2000);
+    assert_string_equal(c->provider_url, "http://127.0.0.1:9999");
+    assert_int_equal(c->provider_timeout_ms, 1500);
+    assert_int_equal(c->breaker_threshold, 3);
+    assert_int_equal(c->breaker_cooldown_ms, 120000);
+    assert_int_equal(c->outage_pending_cap_cents, 5000);
+    assert_int_equal(c->max_amount_cents, 700);
+    assert_int_equal(c->currencies.n, 2);
+    assert_string_equal(c->currencies.items[1], "CHF");
+    assert_int_equal(c->webhook_secrets.n, 2);
+    assert_string_equal(c->webhook_secrets.items[1], "whsec_c2VjcmV0Mg==");
+    assert_int_equal(c->webhook_tolerance_ms, 60000);
+    assert_int_equal(c->idempotency_ttl_ms, 2LL * 86400 * 1000);
+    assert_int_equal(c->idempotency_lock_timeout_ms, 10000);
+    assert_int_equal(c->shm_cache_size, 1048576);
+    assert_int_equal(c->housekeeper_interval_ms, 250);
+    assert_int_equal(c->pending_reconcile_age_ms, 3600000);
+    assert_int_equal(c->max_body_size, 32768);
+    assert_int_equal(c->max_header_size, 4096);
+    assert_int_equal(c->client_timeout_ms, 5000);
+    assert_string_equal(c->pid_file, "/tmp/x.pid");
+    assert_string_equal(c->error_log, "/tmp/error log.txt");
+    assert_string_equal(c->access_log, "off");
+    assert_string_equal(c->log_level, "debug");
+    conf_free(c);
+}
+
+static void
+test_units(void **state)
+{
+    char err[256];
+    int64_t v;
+
+    (void)state;
+    assert_int_equal(cf_parse_duration("800ms", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 800);
+    assert_int_equal(cf_parse_duration("5s", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 5000);
+    assert_int_equal(cf_parse_duration("5", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 5000);
+    assert_int_equal(cf_parse_duration("5m", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 300000);
+    assert_int_equal(cf_parse_duration("24h", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 86400000);
+    assert_int_equal(cf_parse_duration("1d", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 86400000);
+    assert_int_equal(cf_parse_duration("5 s", &v, err, sizeof(err)), -1);
+    assert_int_equal(cf_parse_duration("-1s", &v, err, sizeof(err)), -1);
+    assert_int_equal(cf_parse_duration("1.5s", &v, err, sizeof(err)), -1);
+    assert_int_equal(cf_parse_duration("s", &v, err, sizeof(err)), -1);
+    assert_int_equal(cf_parse_duration("5w", &v, err, sizeof(err)), -1);
+    assert_int_equal(cf_parse_duration("99999999999999999999h", &v, err, sizeof(err)), -1);
+
+    assert_int_equal(cf_parse_size("16k", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 16384);
+    assert_int_equal(cf_parse_size("64m", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 64LL << 20);
+    assert_int_equal(cf_parse_size("2G", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 2LL << 30);
+    assert_int_equal(cf_parse_size("100", &v, err, sizeof(err)), 0);
+    assert_int_equal(v, 100);
+    assert_int_equal(cf_parse_size("16kb", &v, err, sizeof(err)), -1);
+    assert_int_equal(cf_parse_size("k", &v, err, sizeof(err)), -1);
+    assert_int_equal(cf_parse_size("", &v, err, sizeof(err)), -1);
+    assert_int_equal(cf_parse_size("9223372036854775807k", &v, err, sizeof(err)), -1);
+}
+
+static void
+test_errors_have_line_numbers(void **state)
+{
+    (void)state;
+    load_fails("workers = 2\nbogus = 1\n", "2: unknown key \"bogus\"");
+    load_fails("\n\nworkers\n", "3: expected \"key = value\"");
+    load_fails("= 3\n", "1: missing key before \"=\"");
+    load_fails("workers =\n", "1: missing value for \"workers\"");
+    load_fails("workers = 2\nworkers = 3\n", "2: duplicate key \"workers\"");
+    load_fails("workers = two\n", "1: invalid number \"two\"");
+    load_fails("workers = 0\n", "1: \"0\" is out of range for workers (1..512)");
+    load_fails("provider_timeout = 5 parsecs\n",
+               "1: invalid duration \"5 parsecs\" (use e.g. 800ms, 5s, 5m, 24h)");
+    load_fails("max_body_size = lots\n", "1: invalid size \"lots\" (use e.g. 16k, 64m)");
+    load_fails("currencies = EUR usd\n", "1: currency \"usd\" is not three upper-case letters");
+    load_fails("webhook_secret = hunter2\n", "1: webhook_secret must start with \"whsec_\"");
+    load_fails("webhook_secret = whsec_!!!!\n",
+               "1: webhook_secret is not \"whsec_\" followed by base64");
+    load_fails("log_level = loud\n", "1: log_level must be error, warn, info or debug");
+    load_fails("provider_url = ftp://x\n", "1: provider_url must be an http:// URL");
+    load_fails("listen = 127.0.0.1:http\n",
+               "1: invalid port in listen address \"127.0.0.1:http\"");
+    load_fails("error_log = \"unterminated\n", "1: unterminated quoted value");
+}
+
+static void
+test_cross_key_checks(void **state)
+{
+    char err[1024];
+    conf_t *c = conf_load(write_conf("provider_timeout = 10s\nidempotency_lock_timeout = 5s\n"),
+                          err, sizeof(err));
+
+    (void)state;
+    unlink(path);
+    assert_null(c);
+    assert_non_null(strstr(err, "idempotency_lock_timeout must be longer than provider_timeout"));
+}
+
+static void
+test_missing_file(void **state)
+{
+    char err[1024];
+
+    (void)state;
+    assert_null(conf_load("/nonexistent/paymentsd.conf", err, sizeof(err)));
+    assert_string_equal(err, "/nonexistent/paymentsd.conf: cannot open: No such file or directory");
+}
+
+static void
+test_env_overrides(void **state)
+{
+    char err[1024];
+    conf_t *c;
+
+    (void)state;
+    setenv("DATABASE_URL", "postgresql://env@127.0.0.1/x", 1);
+    setenv("OUTAGE_PENDING_CAP_CENTS", "123", 1);
+    setenv("PAYMENTSD_WORKERS", "5", 1);
+    setenv("PAYMENTSD_WEBHOOK_SECRET", "whsec_YQ== whsec_Yg==", 1);
+    c = load_ok("workers = 2\ndatabase = postgresql://file@127.0.0.1/y\n");
+    assert_string_equal(c->database, "postgresql://env@127.0.0.1/x");
+    assert_int_equal(c->outage_pending_cap_cents, 123);
+    assert_int_equal(c->workers, 5);
+    assert_int_equal(c->webhook_secrets.n, 2);
+    conf_free(c);
+
+    /* The prefixed name is the more specific one and wins over the alias. */
+    setenv("PAYMENTSD_DATABASE", "postgresql://specific@127.0.0.1/z", 1);
+    c = load_ok("");
+    assert_string_equal(c->database, "postgresql://specific@127.0.0.1/z");
+    conf_free(c);
+
+    setenv("PAYMENTSD_WORKERS", "many", 1);
+    c = conf_load(NULL, err, sizeof(err));
+    assert_null(c);
+    assert_string_equal(err, "environment PAYMENTSD_WORKERS: invalid number \"many\"");
+
+    unsetenv("DATABASE_URL");
+    unsetenv("OUTAGE_PENDING_CAP_CENTS");
+    unsetenv("PAYMENTSD_WORKERS");
+    unsetenv("PAYMENTSD_WEBHOOK_SECRET");
+    unsetenv("PAYMENTSD_DATABASE");
+}
+
+static void
+test_workers_auto(void **state)
+{
+    conf_t *c = load_ok("workers = auto\n");
+
+    (void)state;
+    assert_int_equal(c->workers, sysconf(_SC_NPROCESSORS_ONLN));
+    conf_free(c);
+}
+
+static void
+test_comments_and_quotes(void **state)
+{
+    conf_t *c = load_ok(
+        "   # indented comment\n"
+        "database = postgresql://a:b#c@127.0.0.1/d   # the # inside stays\n"
+        "error_log = \"with # hash\"  # comment\n");
+
+    (void)state;
+    assert_string_equal(c->database, "postgresql://a:b#c@127.0.0.1/d");
+    assert_string_equal(c->error_log, "with # hash");
+    conf_free(c);
+}
+
+static void
+test_reload_keeps_restart_only_keys(void **state)
+{
+    conf_t *old = load_ok("listen = 127.0.0.1:9000\nshm_cache_size = 1m\nworkers = 2\n");
+    conf_t *next = load_ok("listen = 127.0.0.1:9100\nshm_cache_size = 2m\nworkers = 4\n");
+
+    (void)state;
+    conf_keep_restart_only(next, old);
+    assert_string_equal(next->listen.items[0], "127.0.0.1:9000");
+    assert_int_equal(next->shm_cache_size, 1048576);
+    assert_int_equal(next->workers, 4);     /* reloadable: the new value */
+    conf_free(old);
+    conf_free(next);
+}
+
+static int warnings_seen;
+
+static void
+count_warning(const char *msg)
+{
+    (void)msg;
+    warnings_seen++;
+}
+
+static void
+test_warns_without_webhook_secret(void **state)
+{
+    conf_t *c = load_ok("");
+
+    (void)state;
+    warnings_seen = 0;
+    assert_int_equal(conf_warnings(c, count_warning), 1);
+    assert_int_equal(warnings_seen, 1);
+    conf_free(c);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_units),
+        cmocka_unit_test(test_errors_have_line_numbers),
+        cmocka_unit_test(test_cross_key_checks),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_env_overrides),
+        cmocka_unit_test(test_workers_auto),
+        cmocka_unit_test(test_comments_and_quotes),
+        cmocka_unit_test(test_reload_keeps_restart_only_keys),
+        cmocka_unit_test(test_warns_without_webhook_secret),
+    };
+
+    return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
+}

@@ -1,0 +1,514 @@
+/*
+ * db: asynchronous libpq connection pool driven by libevent.
+ *
+ * Each connection is a small state machine:
+ *
+ *   DOWN --connect--> CONNECTING --PQconnectPoll ok--> IDLE <--> BUSY
+ *     ^                    |                            |         |
+ *     +---- back-off <-----+------------ error ---------+---------+
+ *
+ * IDLE connections stay watched for reading, so a server that goes away is
+ * noticed at once rather than by the next request.  A call runs with
+ * PQsendQueryParams; results are gathered with PQconsumeInput/PQgetResult
+ * only when the socket is readable, so nothing here ever waits.
+ *
+ * Calls that find no idle connection wait in a FIFO queue.  When no
+ * connection is up and the last attempt failed, db_call() refuses at once:
+ * a request must get its 503 quickly rather than hang.
+ */
+#include "config.h"
+
+#include "worker/db.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <event2/event_struct.h>
+
+#include "common/log.h"
+
+#define DB_BACKOFF_MIN_MS 100
+#define DB_BACKOFF_MAX_MS 5000
+
+typedef struct db_call {
+    TAILQ_ENTRY(db_call) next;
+    const char *sql;
+    int nparams;
+    char **params;              /* one allocation with the call */
+    db_cb_t cb;
+    void *arg;
+    int64_t deadline_ms;
+} db_call_t;
+
+typedef enum { DB_DOWN, DB_CONNECTING, DB_IDLE, DB_BUSY } db_state_t;
+
+typedef struct db_conn {
+    db_pool_t *pool;
+    PGconn *pg;
+    db_state_t state;
+    db_call_t *call;            /* the running call when BUSY */
+    PGresult *result;           /* its first result, until the last arrives */
+    struct event io;
+    struct event timer;         /* back-off when DOWN, deadline otherwise */
+    int io_added;
+    int64_t backoff_ms;
+    int index;
+} db_conn_t;
+
+struct db_pool {
+    struct event_base *base;
+    char *conninfo;
+    char *application_name;
+    char statement_timeout[64];
+    int64_t timeout_ms;
+    int size;
+    db_conn_t *conns;
+    TAILQ_HEAD(, db_call) queue;
+    int queued;
+    int queue_max;
+    int up;                     /* connections IDLE or BUSY */
+    int busy;
+    int last_attempt_failed;
+    struct event queue_timer;   /* expires the oldest waiting call */
+};
+
+static void conn_connect(db_conn_t *c);
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
+static void dispatch(db_pool_t *p);
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval
+tv_ms(int64_t ms)
+{
+    struct timeval tv;
+
+    if (ms < 0)
+        ms = 0;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
+    return tv;
+}
+
+static void
+call_finish(db_call_t *call, const PGresult *res, const char *err)
+{
+    call->cb(call->arg, res, err);
+    free(call);
+}
+
+/* (Re)watch the connection's socket; the socket may change while
+ * connecting, so the event is assigned afresh each time. */
+static void
+conn_watch(db_conn_t *c, short what)
+{
+    if (c->io_added)
+        event_del(&c->io);
+    event_assign(&c->io, c->pool->base, PQsocket(c->pg), what | EV_PERSIST, conn_io_cb, c);
+    event_add(&c->io, NULL);
+    c->io_added = 1;
+}
+
+static void
+conn_arm_timer(db_conn_t *c, int64_t ms)
+{
+    struct timeval tv = tv_ms(ms);
+
+    evtimer_add(&c->timer, &tv);
+}
+
+/* Drop the connection, fail its call, and schedule a reconnect. */
+static void
+conn_fail(db_conn_t *c, const char *why)
+{
+    db_pool_t *p = c->pool;
+    db_call_t *call = c->call;
+    int was_up = (c->state == DB_IDLE || c->state == DB_BUSY);
+    char msg[256];
+
+    snprintf(msg, sizeof(msg), "%s", why);
+    if (c->io_added) {
+        event_del(&c->io);
+        c->io_added = 0;
+    }
+    evtimer_del(&c->timer);
+    if (c->pg != NULL) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    if (was_up)
+        p->up--;
+    if (c->state == DB_BUSY)
+        p->busy--;
+    if (c->state == DB_CONNECTING || !was_up)
+        p->last_attempt_failed = 1;
+    if (c->result != NULL) {
+        PQclear(c->result);
+        c->result = NULL;
+    }
+    c->state = DB_DOWN;
+    c->call = NULL;
+    log_warn("database connection %d: %s; reconnecting in %lld ms",
+             c->index, msg, (long long)c->backoff_ms);
+    conn_arm_timer(c, c->backoff_ms);
+    c->backoff_ms = c->backoff_ms * 2 > DB_BACKOFF_MAX_MS ? DB_BACKOFF_MAX_MS : c->backoff_ms * 2;
+
+    if (call != NULL)
+        call_finish(call, NULL, msg);
+    /* Nothing can serve the waiting calls soon: fail them now. */
+    if (p->up == 0 && p->last_attempt_failed) {
+        while (!TAILQ_EMPTY(&p->queue)) {
+            db_call_t *q = TAILQ_FIRST(&p->queue);
+            TAILQ_REMOVE(&p->queue, q, next);
+            p->queued--;
+            call_finish(q, NULL, "database unavailable");
+        }
+    }
+}
+
+static void
+conn_send(db_conn_t *c, db_call_t *call)
+{
+    db_pool_t *p = c->pool;
+    int rc;
+
+    c->call = call;
+    c->state = DB_BUSY;
+    p->busy++;
+    if (!PQsendQueryParams(c->pg, call->sql, call->nparams, NULL,
+                           (const char *const *)call->params, NULL, NULL, 0)) {
+        conn_fail(c, PQerrorMessage(c->pg));
+        return;
+    }
+    rc = PQflush(c->pg);
+    if (rc < 0) {
+        conn_fail(c, PQerrorMessage(c->pg));
+        return;
+    }
+    conn_watch(c, rc == 1 ? EV_READ | EV_WRITE : EV_READ);
+    conn_arm_timer(c, call->deadline_ms - now_ms());
+}
+
+static void
+conn_became_idle(db_conn_t *c)
+{
+    c->state = DB_IDLE;
+    evtimer_del(&c->timer);
+    conn_watch(c, EV_READ);
+    dispatch(c->pool);
+}
+
+/* Read what the server sent for the running call; finish it when all of its
+ * results are in. */
+static void
+conn_read_results(db_conn_t *c)
+{
+    db_pool_t *p = c->pool;
+    PGresult *r;
+    db_call_t *call;
+    const char *err = NULL;
+
+    for (;;) {
+        if (PQisBusy(c->pg))
+            return;             /* the rest arrives with a later read */
+        r = PQgetResult(c->pg);
+        if (r == NULL)
+            break;
+        if (c->result == NULL)
+            c->result = r;      /* one statement per call: keep the first */
+        else
+            PQclear(r);
+    }
+    call = c->call;
+    r = c->result;
+    c->call = NULL;
+    c->result = NULL;
+    p->busy--;
+    if (r == NULL) {
+        err = "no result";
+    } else {
+        ExecStatusType st = PQresultStatus(r);
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            err = PQresultErrorMessage(r);
+    }
+    conn_became_idle(c);        /* before the callback: it may call again */
+    call_finish(call, r, err);
+    PQclear(r);
+}
+
+static void
+conn_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    db_conn_t *c = arg;
+
+    (void)fd;
+    if (c->state == DB_CONNECTING) {
+        conn_connect(c);
+        return;
+    }
+    if (what & EV_READ) {
+        if (!PQconsumeInput(c->pg)) {
+            conn_fail(c, PQerrorMessage(c->pg));
+            return;
+        }
+    }
+    if (c->state == DB_IDLE) {
+        PGnotify *n;
+        /* Unsolicited input while idle: notices, or the server closing. */
+        while ((n = PQnotifies(c->pg)) != NULL)
+            PQfreemem(n);
+        if (PQstatus(c->pg) == CONNECTION_BAD)
+            conn_fail(c, "server closed the connection");
+        return;
+    }
+    if (c->state == DB_BUSY) {
+        int rc = PQflush(c->pg);
+        if (rc < 0) {
+            conn_fail(c, PQerrorMessage(c->pg));
+            return;
+        }
+        if (rc == 0 && (what & EV_WRITE))
+            conn_watch(c, EV_READ);
+        conn_read_results(c);
+    }
+}
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    db_conn_t *c = arg;
+
+    (void)fd;
+    (void)what;
+    if (c->state == DB_DOWN)
+        conn_connect(c);
+    else if (c->state == DB_CONNECTING)
+        conn_fail(c, "connect timed out");
+    else if (c->state == DB_BUSY)
+        conn_fail(c, "query timed out");
+}
+
+/* Start connecting, or advance a connection attempt. */
+static void
+conn_connect(db_conn_t *c)
+{
+    db_pool_t *p = c->pool;
+    PostgresPollingStatusType st;
+
+    if (c->state == DB_DOWN) {
+        const char *keys[] = { "dbname", "application_name", "options", NULL };
+        const char *vals[] = { p->conninfo, p->application_name, p->statement_timeout, NULL };
+
+        c->pg = PQconnectStartParams(keys, vals, 1);
+        c->state = DB_CONNECTING;
+        if (c->pg == NULL) {
+            conn_fail(c, "out of memory");
+            return;
+        }
+        if (PQstatus(c->pg) == CONNECTION_BAD) {
+            conn_fail(c, PQerrorMessage(c->pg));
+            return;
+        }
+        if (PQsetnonblocking(c->pg, 1) != 0) {
+            conn_fail(c, PQerrorMessage(c->pg));
+            return;
+        }
+        conn_arm_timer(c, p->timeout_ms);
+        st = PGRES_POLLING_WRITING;
+    } else {
+        st = PQconnectPoll(c->pg);
+    }
+    switch (st) {
+    case PGRES_POLLING_READING:
+        conn_watch(c, EV_READ);
+        break;
+    case PGRES_POLLING_WRITING:
+        conn_watch(c, EV_WRITE);
+        break;
+    case PGRES_POLLING_OK:
+        c->backoff_ms = DB_BACKOFF_MIN_MS;
+        p->up++;
+        p->last_attempt_failed = 0;
+        log_debug("database connection %d ready", c->index);
+        conn_became_idle(c);
+        break;
+    default:
+        conn_fail(c, PQerrorMessage(c->pg));
+        break;
+    }
+}
+
+/* Hand waiting calls to idle connections. */
+static void
+dispatch(db_pool_t *p)
+{
+    for (int i = 0; i < p->size && !TAILQ_EMPTY(&p->queue); i++) {
+        db_conn_t *c = &p->conns[i];
+        db_call_t *call;
+
+        if (c->state != DB_IDLE)
+            continue;
+        call = TAILQ_FIRST(&p->queue);
+        TAILQ_REMOVE(&p->queue, call, next);
+        p->queued--;
+        conn_send(c, call);
+    }
+    if (TAILQ_EMPTY(&p->queue))
+        evtimer_del(&p->queue_timer);
+}
+
+static void
+queue_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    db_pool_t *p = arg;
+    int64_t now = now_ms();
+
+    (void)fd;
+    (void)what;
+    while (!TAILQ_EMPTY(&p->queue) && TAILQ_FIRST(&p->queue)->deadline_ms <= now) {
+        db_call_t *call = TAILQ_FIRST(&p->queue);
+        TAILQ_REMOVE(&p->queue, call, next);
+        p->queued--;
+        call_finish(call, NULL, "timed out waiting for a database connection");
+    }
+    if (!TAILQ_EMPTY(&p->queue)) {
+        struct timeval tv = tv_ms(TAILQ_FIRST(&p->queue)->deadline_ms - now);
+        evtimer_add(&p->queue_timer, &tv);
+    }
+}
+
+db_pool_t *
+db_pool_new(struct event_base *base, const char *conninfo, const char *application_name,
+            int size, int queue_max, int64_t timeout_ms)
+{
+    db_pool_t *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return NULL;
+    p->base = base;
+    p->size = size;
+    p->queue_max = queue_max;
+    p->timeout_ms = timeout_ms;
+    TAILQ_INIT(&p->queue);
+    /* The server stops a statement we gave up on, instead of running it on. */
+    snprintf(p->statement_timeout, sizeof(p->statement_timeout),
+             "-c statement_timeout=%lld", (long long)timeout_ms);
+    p->conninfo = strdup(conninfo);
+    p->application_name = strdup(application_name);
+    p->conns = calloc((size_t)size, sizeof(*p->conns));
+    if (p->conninfo == NULL || p->application_name == NULL || p->conns == NULL) {
+        free(p->conninfo);
+        free(p->application_name);
+        free(p->conns);
+        free(p);
+        return NULL;
+    }
+    evtimer_assign(&p->queue_timer, base, queue_timer_cb, p);
+    for (int i = 0; i < size; i++) {
+        db_conn_t *c = &p->conns[i];
+        c->pool = p;
+        c->index = i;
+        c->state = DB_DOWN;
+        c->backoff_ms = DB_BACKOFF_MIN_MS;
+        evtimer_assign(&c->timer, base, conn_timer_cb, c);
+        conn_connect(c);
+    }
+    return p;
+}
+
+void
+db_pool_free(db_pool_t *p)
+{
+    if (p == NULL)
+        return;
+    for (int i = 0; i < p->size; i++) {
+        db_conn_t *c = &p->conns[i];
+        db_call_t *call = c->call;
+
+        if (c->io_added)
+            event_del(&c->io);
+        evtimer_del(&c->timer);
+        if (c->pg != NULL)
+            PQfinish(c->pg);
+        if (c->result != NULL)
+            PQclear(c->result);
+        c->pg = NULL;
+        c->result = NULL;
+        c->call = NULL;
+        if (call != NULL)
+            call_finish(call, NULL, "shutting down");
+    }
+    evtimer_del(&p->queue_timer);
+    while (!TAILQ_EMPTY(&p->queue)) {
+        db_call_t *call = TAILQ_FIRST(&p->queue);
+        TAILQ_REMOVE(&p->queue, call, next);
+        call_finish(call, NULL, "shutting down");
+    }
+    free(p->conns);
+    free(p->conninfo);
+    free(p->application_name);
+    free(p);
+}
+
+int
+db_call(db_pool_t *p, const char *sql, int nparams, const char *const *params,
+        db_cb_t cb, void *arg)
+{
+    size_t need = sizeof(db_call_t) + (size_t)nparams * sizeof(char *);
+    db_call_t *call;
+    char *dst;
+
+    if (p->up == 0 && p->last_attempt_failed)
+        return -1;
+    if (p->queued >= p->queue_max)
+        return -1;
+    for (int i = 0; i < nparams; i++)
+        need += params[i] ? strlen(params[i]) + 1 : 0;
+    call = malloc(need);
+    if (call == NULL)
+        return -1;
+    call->sql = sql;
+    call->nparams = nparams;
+    call->params = (char **)(call + 1);
+    call->cb = cb;
+    call->arg = arg;
+    call->deadline_ms = now_ms() + p->timeout_ms;
+    dst = (char *)(call->params + nparams);
+    for (int i = 0; i < nparams; i++) {
+        if (params[i] == NULL) {
+            call->params[i] = NULL;
+            continue;
+        }
+        size_t len = strlen(params[i]) + 1;
+        memcpy(dst, params[i], len);
+        call->params[i] = dst;
+        dst += len;
+    }
+    TAILQ_INSERT_TAIL(&p->queue, call, next);
+    p->queued++;
+    if (p->queued == 1) {
+        struct timeval tv = tv_ms(p->timeout_ms);
+        evtimer_add(&p->queue_timer, &tv);
+    }
+    dispatch(p);
+    return 0;
+}
+
+void
+db_pool_stats(const db_pool_t *p, int *busy, int *queued, int *connected)
+{
+    *busy = p->busy;
+    *queued = p->queued;
+    *connected = p->up;
+}

@@ -1,0 +1,222 @@
+/*
+ * http: request lifetime, replies, request ids and the access log.
+ *
+ * Runs on the worker's event loop only.  Request ids that the client sends
+ * are kept when they are 1..128 characters of [A-Za-z0-9._-]; otherwise a
+ * random 128-bit id is made from a per-process generator seeded with
+ * getrandom(2) after fork, so two workers never share a sequence.
+ */
+#include "config.h"
+
+#include "worker/http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+
+static uint64_t rng_state[2];
+
+static int64_t
+now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* xorshift128+: fast, and unpredictable enough for ids (not for secrets). */
+static uint64_t
+rng_next(void)
+{
+    uint64_t s1 = rng_state[0];
+    const uint64_t s0 = rng_state[1];
+
+    if ((s0 | s1) == 0) {
+        if (getrandom(rng_state, sizeof(rng_state), 0) != sizeof(rng_state)) {
+            rng_state[0] = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32);
+            rng_state[1] = 0x9e3779b97f4a7c15ULL;
+        }
+        s1 = rng_state[0];
+    }
+    rng_state[0] = rng_state[1];
+    s1 ^= s1 << 23;
+    rng_state[1] = s1 ^ rng_state[0] ^ (s1 >> 17) ^ (rng_state[0] >> 26);
+    return rng_state[1] + rng_state[0];
+}
+
+static int
+request_id_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    return n >= 1 && n <= 128
+        && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+http_req_t *
+http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
+{
+    http_req_t *r = calloc(1, sizeof(*r));
+    const char *id;
+
+    if (r == NULL) {
+        evhttp_send_error(req, 503, "Service Unavailable");
+        return NULL;
+    }
+    evhttp_request_own(req);
+    r->req = req;
+    r->worker = w;
+    r->route = "unknown";
+    r->done = done;
+    r->start_us = now_us();
+    id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    if (id != NULL && request_id_valid(id)) {
+        snprintf(r->request_id, sizeof(r->request_id), "%s", id);
+    } else {
+        snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx",
+                 (unsigned long long)rng_next(), (unsigned long long)rng_next());
+    }
+    return r;
+}
+
+const char *
+http_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+void
+http_add_header(http_req_t *r, const char *name, const char *value)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
+}
+
+/* Append s to buf as the inside of a JSON string; stops at room. */
+static size_t
+json_escape(char *buf, size_t room, const char *s)
+{
+    size_t n = 0;
+
+    for (; *s != '\0' && n + 7 < room; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20 || c >= 0x7f) {
+            n += (size_t)snprintf(buf + n, room - n, "\\u%04x", c);
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    return n;
+}
+
+static void
+access_log_line(const http_req_t *r, int status, int64_t dur_us)
+{
+    static const char *const methods[] = { "GET", "POST", "HEAD", "PUT", "DELETE",
+                                           "OPTIONS", "TRACE", "CONNECT", "PATCH" };
+    char line[1024], now[32], path[512];
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(r->req);
+    const char *method = "OTHER";
+    const char *uri = evhttp_request_get_uri(r->req);
+    size_t plen;
+    int n;
+
+    for (unsigned i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (cmd == (enum evhttp_cmd_type)(1 << i))
+            method = methods[i];
+    }
+    plen = json_escape(path, sizeof(path), uri ? uri : "");
+    path[plen] = '\0';
+    log_time_iso(now, sizeof(now));
+    n = snprintf(line, sizeof(line),
+                 "{\"time\":\"%s\",\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\","
+                 "\"route\":\"%s\",\"status\":%d,\"duration_ms\":%.3f,\"worker_pid\":%ld}",
+                 now, r->request_id, method, path, r->route, status,
+                 (double)dur_us / 1000.0, (long)getpid());
+    if (n > 0 && (size_t)n < sizeof(line))
+        log_access(line, (size_t)n);
+}
+
+void
+http_reply(http_req_t *r, int status, const char *content_type, const char *body, size_t len)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    struct evbuffer *buf = NULL;
+    int64_t dur = now_us() - r->start_us;
+
+    /* Log before sending: evhttp may free the request inside the send when
+     * the client has gone away. */
+    if (log_access_enabled())
+        access_log_line(r, status, dur);
+    if (content_type != NULL)
+        evhttp_add_header(h, "Content-Type", content_type);
+    evhttp_add_header(h, "X-Request-Id", r->request_id);
+    if (body != NULL) {
+        buf = evbuffer_new();
+        if (buf != NULL)
+            evbuffer_add(buf, body, len);
+    }
+    evhttp_send_reply(r->req, status, http_reason(status), buf);
+    if (buf != NULL)
+        evbuffer_free(buf);
+    r->req = NULL;
+    if (r->done != NULL)
+        r->done(r->worker, r, status, dur);
+    free(r);
+}
+
+void
+http_reply_json(http_req_t *r, int status, json_object *obj)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
+
+    http_reply(r, status, "application/json", s, len);
+    json_object_put(obj);
+}
+
+void
+http_reply_error(http_req_t *r, int status, const char *code, const char *message,
+                 const char *field)
+{
+    json_object *err = json_object_new_object();
+    json_object *root = json_object_new_object();
+
+    json_object_object_add(err, "code", json_object_new_string(code));
+    json_object_object_add(err, "message", json_object_new_string(message));
+    if (field != NULL)
+        json_object_object_add(err, "field", json_object_new_string(field));
+    json_object_object_add(root, "error", err);
+    http_reply_json(r, status, root);
+}

@@ -1,0 +1,57 @@
+/*
+ * http: one HTTP request in a worker, from arrival to the reply.
+ *
+ * http_req_begin() takes ownership of the evhttp request, so that it stays
+ * valid however long the asynchronous work takes (and even if the client
+ * goes away meanwhile); exactly one http_reply*() call ends it, writes the
+ * access-log line and frees it.  Every reply is JSON unless said otherwise
+ * and carries X-Request-Id.
+ */
+#ifndef PD_HTTP_H
+#define PD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/http.h>
+#include <json-c/json.h>
+
+typedef struct worker worker_t;
+typedef struct http_req http_req_t;
+
+/* Called when a request ends, with its status and duration; the request
+ * must not be replied to again. */
+typedef void (*http_done_fn)(worker_t *w, const http_req_t *r, int status, int64_t dur_us);
+
+struct http_req {
+    struct evhttp_request *req;
+    worker_t *worker;
+    const char *route;          /* a static name for logs and metrics */
+    int64_t start_us;
+    http_done_fn done;
+    char request_id[129];
+};
+
+/* Start handling req; returns NULL only when out of memory (the request has
+ * then been answered 503 already). */
+http_req_t *http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
+    __attribute__((warn_unused_result));
+
+/* Send status with body (may be NULL) of content_type; ends the request. */
+void http_reply(http_req_t *r, int status, const char *content_type,
+                const char *body, size_t len);
+
+/* Send a JSON object (the reference is taken over and released). */
+void http_reply_json(http_req_t *r, int status, json_object *obj);
+
+/* Send {"error": {"code", "message"[, "field"]}}; field may be NULL. */
+void http_reply_error(http_req_t *r, int status, const char *code,
+                      const char *message, const char *field);
+
+/* Add a response header before replying. */
+void http_add_header(http_req_t *r, const char *name, const char *value);
+
+/* The reason phrase of a status code. */
+const char *http_reason(int status);
+
+#endif

@@ -1,0 +1,328 @@
+/*
+ * worker: the event loop, the route table and the drain on SIGQUIT.
+ *
+ * Signals arrive through libevent (evsignal), so their handlers run in the
+ * loop like any other callback.  A request is "in flight" from the moment the
+ * router sees it until its reply; a draining worker has stopped accepting and
+ * exits when that count reaches zero, or when worker_shutdown_timeout says it
+ * has waited long enough.
+ */
+#include "config.h"
+
+#include "worker/worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+#include "common/proctitle.h"
+#include "worker/http.h"
+
+struct worker {
+    const conf_t *conf;
+    int index;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket **bound;
+    size_t nbound;
+    db_pool_t *db;
+    int inflight;
+    int draining;
+    struct event *drain_timer;
+    struct event *signals[5];
+};
+
+typedef void (*handler_fn)(http_req_t *r);
+
+typedef struct {
+    const char *path;
+    int prefix;                 /* path is a prefix: "/orders/" */
+    unsigned methods;           /* EVHTTP_REQ_* allowed */
+    const char *allow;          /* the Allow header for a 405 */
+    const char *name;           /* route name in logs and metrics */
+    handler_fn handler;
+} route_t;
+
+static void handle_healthz(http_req_t *r);
+static void handle_readyz(http_req_t *r);
+
+static const route_t routes[] = {
+    { "/healthz", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "healthz", handle_healthz },
+    { "/readyz", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "readyz", handle_readyz },
+};
+
+const conf_t *
+worker_conf(const worker_t *w)
+{
+    return w->conf;
+}
+
+db_pool_t *
+worker_db(worker_t *w)
+{
+    return w->db;
+}
+
+static void
+reply_ok(http_req_t *r)
+{
+    static const char body[] = "{\"ok\":true}";
+
+    http_reply(r, 200, "application/json", body, sizeof(body) - 1);
+}
+
+static void
+handle_healthz(http_req_t *r)
+{
+    reply_ok(r);
+}
+
+static void
+readyz_done(void *arg, const PGresult *res, const char *err)
+{
+    http_req_t *r = arg;
+
+    (void)res;
+    if (err != NULL) {
+        http_add_header(r, "Retry-After", "1");
+        http_reply_error(r, 503, "service_unavailable", "the database does not answer", NULL);
+        return;
+    }
+    reply_ok(r);
+}
+
+static void
+handle_readyz(http_req_t *r)
+{
+    if (db_call(r->worker->db, "SELECT 1", 0, NULL, readyz_done, r) < 0) {
+        http_add_header(r, "Retry-After", "1");
+        http_reply_error(r, 503, "service_unavailable", "the database is unreachable", NULL);
+    }
+}
+
+static void
+worker_exit(worker_t *w, int status)
+{
+    log_info("exiting");
+    db_pool_free(w->db);
+    exit(status);
+}
+
+static void
+drain_check(worker_t *w)
+{
+    if (w->draining && w->inflight == 0) {
+        log_info("drained");
+        event_base_loopexit(w->base, NULL);
+    }
+}
+
+static void
+on_done(worker_t *w, const http_req_t *r, int status, int64_t dur_us)
+{
+    (void)r;
+    (void)status;
+    (void)dur_us;
+    w->inflight--;
+    drain_check(w);
+}
+
+static void
+on_request(struct evhttp_request *req, void *arg)
+{
+    worker_t *w = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    unsigned method = (unsigned)evhttp_request_get_command(req);
+    http_req_t *r = http_req_begin(req, w, on_done);
+
+    if (r == NULL)
+        return;
+    w->inflight++;
+    if (w->draining)
+        http_add_header(r, "Connection", "close");
+    if (path == NULL)
+        path = "";
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const route_t *rt = &routes[i];
+        int match = rt->prefix ? strncmp(path, rt->path, strlen(rt->path)) == 0
+                               : strcmp(path, rt->path) == 0;
+        if (!match)
+            continue;
+        r->route = rt->name;
+        if (!(method & rt->methods)) {
+            http_add_header(r, "Allow", rt->allow);
+            http_reply_error(r, 405, "method_not_allowed",
+                             "this method is not allowed on this path", NULL);
+            return;
+        }
+        rt->handler(r);
+        return;
+    }
+    http_reply_error(r, 404, "not_found", "no such route", NULL);
+}
+
+static void
+drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+
+    (void)fd;
+    (void)what;
+    log_warn("worker_shutdown_timeout reached with %d requests in flight", w->inflight);
+    worker_exit(w, 0);
+}
+
+static void
+start_drain(worker_t *w)
+{
+    struct timeval tv;
+
+    if (w->draining)
+        return;
+    w->draining = 1;
+    log_info("graceful stop: no new connections, %d requests in flight", w->inflight);
+    for (size_t i = 0; i < w->nbound; i++)
+        evhttp_del_accept_socket(w->http, w->bound[i]);
+    w->nbound = 0;
+    tv.tv_sec = (time_t)(w->conf->worker_shutdown_timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)((w->conf->worker_shutdown_timeout_ms % 1000) * 1000);
+    w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
+    if (w->drain_timer != NULL)
+        evtimer_add(w->drain_timer, &tv);
+    drain_check(w);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    worker_t *w = arg;
+
+    (void)what;
+    switch (sig) {
+    case SIGQUIT:
+        start_drain(w);
+        break;
+    case SIGTERM:
+    case SIGINT:
+        log_info("fast stop");
+        exit(0);
+    case SIGUSR1:
+        if (log_reopen() < 0)
+            log_error("reopening logs failed: %m");
+        break;
+    default:
+        break;
+    }
+}
+
+static void
+libevent_log(int severity, const char *msg)
+{
+    if (severity >= EVENT_LOG_ERR)
+        log_error("libevent: %s", msg);
+    else if (severity == EVENT_LOG_WARN)
+        log_warn("libevent: %s", msg);
+    else
+        log_debug("libevent: %s", msg);
+}
+
+int
+worker_child_init(const char *title, const char *role, pid_t master)
+{
+    static const int sigs[] = { SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGCHLD };
+    sigset_t none;
+
+    proctitle_set(title);
+    log_set_role(role);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        signal(sigs[i], SIG_DFL);
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* A worker must not outlive its master (kill -9 of the master). */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != master)
+        return -1;
+    event_set_log_callback(libevent_log);
+    return 0;
+}
+
+void
+worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid_t master)
+{
+    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGHUP };
+    worker_t w;
+    char role[32], appname[64];
+    const char *what;
+    struct timeval tv;
+
+    snprintf(role, sizeof(role), "worker %d", index);
+    if (worker_child_init("paymentsd: worker process", role, master) < 0)
+        exit(0);
+    memset(&w, 0, sizeof(w));
+    w.conf = conf;
+    w.index = index;
+
+    what = "event_base_new";
+    w.base = event_base_new();
+    if (w.base == NULL)
+        goto fail;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        what = "evsignal_new";
+        w.signals[i] = evsignal_new(w.base, sigs[i], on_signal, &w);
+        if (w.signals[i] == NULL || evsignal_add(w.signals[i], NULL) < 0)
+            goto fail;
+    }
+    what = "db_pool_new";
+    snprintf(appname, sizeof(appname), "paymentsd worker %d", index);
+    w.db = db_pool_new(w.base, conf->database, appname, (int)conf->db_pool_size,
+                       (int)conf->db_queue_size, conf->db_timeout_ms);
+    if (w.db == NULL)
+        goto fail;
+
+    what = "evhttp_new";
+    w.http = evhttp_new(w.base);
+    if (w.http == NULL)
+        goto fail;
+    evhttp_set_allowed_methods(w.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD
+                               | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS
+                               | EVHTTP_REQ_PATCH);
+    evhttp_set_max_headers_size(w.http, (ev_ssize_t)conf->max_header_size);
+    /* Bodies up to max_body_size get our JSON 413; evhttp's own limit is a
+     * backstop against absurd sizes (its 413 is not JSON). */
+    evhttp_set_max_body_size(w.http, (ev_ssize_t)(conf->max_body_size * 4 + 65536));
+    tv.tv_sec = (time_t)(conf->client_timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)((conf->client_timeout_ms % 1000) * 1000);
+    evhttp_set_timeout_tv(w.http, &tv);
+    evhttp_set_default_content_type(w.http, "application/json");
+    evhttp_set_gencb(w.http, on_request, &w);
+
+    what = "evhttp_accept_socket";
+    w.bound = calloc(nfds, sizeof(*w.bound));
+    if (w.bound == NULL)
+        goto fail;
+    for (size_t i = 0; i < nfds; i++) {
+        w.bound[i] = evhttp_accept_socket_with_handle(w.http, fds[i]);
+        if (w.bound[i] == NULL)
+            goto fail;
+        w.nbound++;
+    }
+
+    log_info("started");
+    event_base_dispatch(w.base);
+    evhttp_free(w.http);
+    worker_exit(&w, 0);
+
+fail:
+    log_error("%s failed", what);
+    exit(1);
+}

@@ -1,0 +1,35 @@
+/*
+ * worker: a paymentsd worker process.
+ *
+ * Serves HTTP on the listening sockets inherited from the master with one
+ * libevent loop; everything it does (database, provider) is asynchronous on
+ * that loop.  SIGQUIT drains it: stop accepting, finish what is in flight,
+ * exit 0.  SIGTERM/SIGINT exit at once.  SIGUSR1 reopens the logs.
+ */
+#ifndef PD_WORKER_H
+#define PD_WORKER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common/conf.h"
+#include "worker/db.h"
+
+typedef struct worker worker_t;
+
+/* Run worker number index until it is told to stop; never returns.  Call in
+ * the child right after fork(); master is the parent's pid. */
+void worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid_t master)
+    __attribute__((noreturn));
+
+/* Accessors for request handlers. */
+const conf_t *worker_conf(const worker_t *w);
+db_pool_t *worker_db(worker_t *w);
+
+/* Shared set-up of a child process: role in logs and ps, signals back to
+ * their defaults, exit when the master dies.  Returns 0, or -1 when the
+ * master is already gone. */
+int worker_child_init(const char *title, const char *role, pid_t master)
+    __attribute__((warn_unused_result));
+
+#endif
