@@ -108,27 +108,32 @@ main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         if (test_only)
             fprintf(stderr, "paymentsd: configuration file %s test failed\n", conf_path);
-        return 1;
+        rc = 1;
+        goto done;
     }
     if (test_only) {
         conf_warnings(conf, print_warning);
         fprintf(stderr, "paymentsd: configuration file %s test is successful\n", conf_path);
         conf_free(conf);
-        return 0;
+        rc = 0;
+        goto done;
     }
     if (signal_name != NULL) {
         rc = send_signal(conf, signal_name);
         conf_free(conf);
-        return rc;
+        goto done;
     }
     if (log_open(conf->error_log, conf->access_log,
                  (log_level_t)log_level_parse(conf->log_level)) < 0) {
         fprintf(stderr, "paymentsd: cannot open the logs (%s, %s): %s\n",
                 conf->error_log, conf->access_log, strerror(errno));
-        return PD_EXIT_FATAL;
+        conf_free(conf);
+        rc = PD_EXIT_FATAL;
+        goto done;
     }
     conf_warnings(conf, print_warning);
     rc = master_run(conf_path, conf);
+done:
     free(conf_path);
     free(signal_name);
     return rc;

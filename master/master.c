@@ -336,6 +336,20 @@ fast_stop(master_t *m)
     exit(0);
 }
 
+static void
+master_free(master_t *m)
+{
+    for (size_t i = 0; i < m->nfds; i++)
+        close(m->fds[i]);
+    if (m->sfd >= 0)
+        close(m->sfd);
+    conf_free(m->conf);
+    free(m->fds);
+    free(m->slots);
+    free(m->conf_path);
+    free(m);
+}
+
 int
 master_run(const char *conf_path, conf_t *conf)
 {
@@ -345,8 +359,10 @@ master_run(const char *conf_path, conf_t *conf)
     sigset_t set;
     const char *what;
 
-    if (m == NULL)
+    if (m == NULL) {
+        conf_free(conf);
         return 1;
+    }
     m->conf_path = strdup(conf_path);
     m->conf = conf;
     m->pid = getpid();
@@ -363,12 +379,14 @@ master_run(const char *conf_path, conf_t *conf)
         m->fds[i] = listen_open(conf->listen.items[i], err, sizeof(err));
         if (m->fds[i] < 0) {
             log_error("%s", err);
+            master_free(m);
             return PD_EXIT_FATAL;
         }
         m->nfds++;
     }
     if (write_pid_file(conf, m->pid, err, sizeof(err)) < 0) {
         log_error("%s", err);
+        master_free(m);
         return PD_EXIT_FATAL;
     }
 
@@ -423,6 +441,7 @@ master_run(const char *conf_path, conf_t *conf)
         if (m->quitting && m->nchildren == 0) {
             log_info("stopped");
             remove_pid_file(m);
+            master_free(m);
             return 0;
         }
         if (do_reload && !m->quitting)
@@ -436,11 +455,13 @@ master_run(const char *conf_path, conf_t *conf)
         if (!m->quitting && m->nchildren == 0 && next_timeout(m) < 0) {
             log_error("no worker can run: exiting");
             remove_pid_file(m);
+            master_free(m);
             return 1;
         }
     }
 
 fail:
     log_error("%s failed: %s", what, strerror(errno));
+    master_free(m);
     return 1;
 }

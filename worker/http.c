@@ -168,17 +168,43 @@ access_log_line(const http_req_t *r, int status, int64_t dur_us)
         log_access(line, (size_t)n);
 }
 
+/* The request is over: its reply was written, or its client has gone. */
+static void
+req_finish(http_req_t *r)
+{
+    if (r->done != NULL)
+        r->done(r->worker, r, r->status, r->dur_us);
+    free(r);
+}
+
+static void
+reply_written(struct evhttp_request *req, void *arg)
+{
+    /* The connection lives on (keep-alive): it must not call us later. */
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+    req_finish(arg);
+}
+
+static void
+connection_closed(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    req_finish(arg);
+}
+
 void
 http_reply(http_req_t *r, int status, const char *content_type, const char *body, size_t len)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
     struct evbuffer *buf = NULL;
-    int64_t dur = now_us() - r->start_us;
 
+    r->status = status;
+    r->dur_us = now_us() - r->start_us;
     /* Log before sending: evhttp may free the request inside the send when
      * the client has gone away. */
     if (log_access_enabled())
-        access_log_line(r, status, dur);
+        access_log_line(r, status, r->dur_us);
     if (content_type != NULL)
         evhttp_add_header(h, "Content-Type", content_type);
     evhttp_add_header(h, "X-Request-Id", r->request_id);
@@ -187,13 +213,17 @@ http_reply(http_req_t *r, int status, const char *content_type, const char *body
         if (buf != NULL)
             evbuffer_add(buf, body, len);
     }
+    /* The request ends when the reply is on the wire or the connection is
+     * gone, whichever comes first; a draining worker waits for that. */
+    if (evcon != NULL) {
+        evhttp_request_set_on_complete_cb(r->req, reply_written, r);
+        evhttp_connection_set_closecb(evcon, connection_closed, r);
+    }
     evhttp_send_reply(r->req, status, http_reason(status), buf);
     if (buf != NULL)
         evbuffer_free(buf);
-    r->req = NULL;
-    if (r->done != NULL)
-        r->done(r->worker, r, status, dur);
-    free(r);
+    if (evcon == NULL)
+        req_finish(r);
 }
 
 void

@@ -19,8 +19,8 @@
 typedef struct worker worker_t;
 typedef struct http_req http_req_t;
 
-/* Called when a request ends, with its status and duration; the request
- * must not be replied to again. */
+/* Called when a request is over (its reply written, or its client gone),
+ * with the status and the time until the reply was made. */
 typedef void (*http_done_fn)(worker_t *w, const http_req_t *r, int status, int64_t dur_us);
 
 struct http_req {
@@ -29,6 +29,8 @@ struct http_req {
     const char *route;          /* a static name for logs and metrics */
     int64_t start_us;
     http_done_fn done;
+    int status;                 /* set by the reply */
+    int64_t dur_us;
     char request_id[129];
 };
 
@@ -37,7 +39,8 @@ struct http_req {
 http_req_t *http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
     __attribute__((warn_unused_result));
 
-/* Send status with body (may be NULL) of content_type; ends the request. */
+/* Send status with body (may be NULL) of content_type.  Ends the request:
+ * r must not be used afterwards. */
 void http_reply(http_req_t *r, int status, const char *content_type,
                 const char *body, size_t len);
 

@@ -3,9 +3,12 @@
  *
  * Signals arrive through libevent (evsignal), so their handlers run in the
  * loop like any other callback.  A request is "in flight" from the moment the
- * router sees it until its reply; a draining worker has stopped accepting and
- * exits when that count reaches zero, or when worker_shutdown_timeout says it
- * has waited long enough.
+ * router sees it until its reply.  A draining worker has stopped accepting;
+ * it exits once nothing is in flight and no request has arrived for
+ * DRAIN_QUIET_MS, or when worker_shutdown_timeout says it has waited long
+ * enough.  The quiet period matters: a connection this worker accepted just
+ * before SIGQUIT may not have delivered its request yet, and evhttp gives no
+ * way to tell such a connection from an idle keep-alive one.
  */
 #include "config.h"
 
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -25,6 +29,8 @@
 #include "common/log.h"
 #include "common/proctitle.h"
 #include "worker/http.h"
+
+#define DRAIN_QUIET_MS 1000
 
 struct worker {
     const conf_t *conf;
@@ -36,7 +42,9 @@ struct worker {
     db_pool_t *db;
     int inflight;
     int draining;
+    int64_t last_request_ms;
     struct event *drain_timer;
+    struct event *quiet_timer;
     struct event *signals[5];
 };
 
@@ -116,13 +124,41 @@ worker_exit(worker_t *w, int status)
     exit(status);
 }
 
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* While draining: exit when idle and quiet, else look again later. */
 static void
 drain_check(worker_t *w)
 {
-    if (w->draining && w->inflight == 0) {
+    int64_t quiet;
+    struct timeval tv;
+
+    if (!w->draining || w->inflight > 0)
+        return;
+    quiet = now_ms() - w->last_request_ms;
+    if (quiet >= DRAIN_QUIET_MS) {
         log_info("drained");
         event_base_loopexit(w->base, NULL);
+        return;
     }
+    tv.tv_sec = 0;
+    tv.tv_usec = (suseconds_t)((DRAIN_QUIET_MS - quiet) * 1000);
+    evtimer_add(w->quiet_timer, &tv);
+}
+
+static void
+quiet_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    drain_check(arg);
 }
 
 static void
@@ -147,6 +183,7 @@ on_request(struct evhttp_request *req, void *arg)
     if (r == NULL)
         return;
     w->inflight++;
+    w->last_request_ms = now_ms();
     if (w->draining)
         http_add_header(r, "Connection", "close");
     if (path == NULL)
@@ -196,8 +233,12 @@ start_drain(worker_t *w)
     tv.tv_sec = (time_t)(w->conf->worker_shutdown_timeout_ms / 1000);
     tv.tv_usec = (suseconds_t)((w->conf->worker_shutdown_timeout_ms % 1000) * 1000);
     w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
-    if (w->drain_timer != NULL)
-        evtimer_add(w->drain_timer, &tv);
+    w->quiet_timer = evtimer_new(w->base, quiet_timer_cb, w);
+    if (w->drain_timer == NULL || w->quiet_timer == NULL) {
+        log_error("evtimer_new failed: stopping now");
+        worker_exit(w, 0);
+    }
+    evtimer_add(w->drain_timer, &tv);
     drain_check(w);
 }
 

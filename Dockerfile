@@ -1,0 +1,24 @@
+# Multi-stage build: compile with autotools, run on a slim Debian.
+FROM debian:12 AS build
+RUN apt-get update && apt-get install -y --no-install-recommends \
+        gcc make autoconf automake pkg-config python3 \
+        libevent-dev libpq-dev libjson-c-dev libssl-dev libcmocka-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN autoreconf -fi && ./configure --prefix=/usr/local && make -j"$(nproc)" && make install
+
+FROM debian:12-slim
+RUN apt-get update && apt-get install -y --no-install-recommends \
+        libevent-2.1-7 libevent-core-2.1-7 libpq5 libjson-c5 libssl3 curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /var/lib/paymentsd paymentsd \
+    && mkdir -p /var/lib/paymentsd/var && chown -R paymentsd /var/lib/paymentsd
+COPY --from=build /usr/local/bin/ /usr/local/bin/
+COPY conf/ /etc/paymentsd/
+USER paymentsd
+WORKDIR /var/lib/paymentsd
+EXPOSE 8000 8001
+# Logs to stderr/stdout; settings come from the environment (PAYMENTSD_*).
+ENV PAYMENTSD_ERROR_LOG=stderr PAYMENTSD_ACCESS_LOG=stdout
+CMD ["paymentsd", "-c", "/etc/paymentsd/paymentsd.conf"]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages that paymentsd needs to build, run and test,
+# when some are missing.  Idempotent: does nothing when all are there.
+set -euo pipefail
+
+packages=(
+    # build
+    gcc make autoconf automake pkg-config
+    libevent-dev libpq-dev libjson-c-dev libssl-dev libcmocka-dev
+    # the private database and its tests
+    postgresql-15 postgresql-client-15 postgresql-15-pgtap
+    # end-to-end tests and the README's demos
+    python3 curl
+)
+if [ "${WITH_BENCH:-0}" = 1 ]; then
+    packages+=(wrk nginx-light postgresql-contrib)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps.sh: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+    sudo="sudo"
+fi
+# Only our private cluster should exist: no system-wide "main" cluster.
+if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    $sudo mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null

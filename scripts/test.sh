@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: install what is
+# missing, build twice (plain, and with AddressSanitizer + UBSan), start the
+# private PostgreSQL, run make check in both builds, and print one closing
+# line "N passed, N failed".
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+scripts/deps.sh || exit 1
+scripts/build.sh build || exit 1
+scripts/build.sh build-asan --enable-sanitizers || exit 1
+scripts/pg.sh start || exit 1
+
+eval "$(scripts/pg.sh env)"
+export PGHOST PGPORT PGUSER=postgres
+export PAYMENTSD_TEST_DATABASE="postgresql://app:app@127.0.0.1:$PGPORT/payments"
+# Leaks are reported by LeakSanitizer; a finding fails the process.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+status=0
+passed=0
+failed=0
+skipped=0
+for b in build build-asan; do
+    echo "== make check in $b"
+    if ! make -C "$b" check -j1 >"$b/check.out" 2>&1; then
+        status=1
+    fi
+    grep -E '^(PASS|FAIL|ERROR|XPASS|SKIP):' "$b/check.out" | sed "s|^|  |"
+    if [ -f "$b/test-suite.log" ]; then
+        # the failures, with their logs, where a reader will look first
+        grep -q '^FAIL\|^ERROR' "$b/check.out" && sed -n '/^FAIL\|^ERROR/,$p' "$b/test-suite.log" | head -n 200
+        p=$(awk '/^# PASS:/ {print $3}' "$b/test-suite.log")
+        f=$(awk '/^# (FAIL|ERROR|XPASS):/ {s += $3} END {print s + 0}' "$b/test-suite.log")
+        s=$(awk '/^# SKIP:/ {print $3}' "$b/test-suite.log")
+        passed=$((passed + ${p:-0}))
+        failed=$((failed + ${f:-0}))
+        skipped=$((skipped + ${s:-0}))
+    else
+        failed=$((failed + 1))
+    fi
+done
+
+# docker-compose.yml must stay valid; checked where docker-compose exists.
+if command -v docker-compose >/dev/null 2>&1; then
+    if docker-compose -f docker-compose.yml config -q; then
+        echo "  PASS: docker-compose config"
+        passed=$((passed + 1))
+    else
+        echo "  FAIL: docker-compose config"
+        failed=$((failed + 1))
+        status=1
+    fi
+fi
+
+[ "$failed" -gt 0 ] && status=1
+if [ "$skipped" -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+exit $status

@@ -1,0 +1,334 @@
+"""End-to-end test harness: real processes on loopback ports, TAP output.
+
+Every test script imports this module, starts what it needs (paymentsd,
+provider-sim, helper servers) on free 127.0.0.1 ports, and prints TAP that
+automake's tap-driver reads.  Every wait is bounded; every process started
+here is stopped by its pid when the test ends, and only those.
+
+Environment:
+  PAYMENTSD            path of the paymentsd binary   (default ./paymentsd)
+  PROVIDER_SIM         path of provider-sim           (default ./provider-sim/provider-sim)
+  PAYMENTSD_TEST_DATABASE  libpq URI of the test database
+"""
+
+import atexit
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BUILD_DIR = os.getcwd()
+PAYMENTSD = os.environ.get("PAYMENTSD", os.path.join(BUILD_DIR, "paymentsd"))
+PROVIDER_SIM = os.environ.get("PROVIDER_SIM", os.path.join(BUILD_DIR, "provider-sim", "provider-sim"))
+DATABASE = os.environ.get("PAYMENTSD_TEST_DATABASE",
+                          "postgresql://app:app@127.0.0.1:54320/payments")
+
+_started = []       # every process we started, stopped at exit
+
+
+def _cleanup():
+    for p in _started:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+atexit.register(_cleanup)
+
+
+class TAP:
+    """Minimal TAP producer: ok() per check, done() prints the plan."""
+
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, name, diag=None):
+        self.n += 1
+        if cond:
+            print("ok %d - %s" % (self.n, name), flush=True)
+        else:
+            self.failed += 1
+            print("not ok %d - %s" % (self.n, name), flush=True)
+            if diag is not None:
+                for line in str(diag).splitlines()[:40]:
+                    print("# " + line, flush=True)
+        return cond
+
+    def eq(self, got, want, name):
+        return self.ok(got == want, name, "got:  %r\nwant: %r" % (got, want))
+
+    def diag(self, msg):
+        for line in str(msg).splitlines():
+            print("# " + line, flush=True)
+
+    def done(self):
+        print("1..%d" % self.n, flush=True)
+        _cleanup()
+        sys.exit(1 if self.failed else 0)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers      # dict, lower-case names
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "Response(%d, %r, %r)" % (self.status, self.headers, self.body[:300])
+
+
+def request(port, method, path, body=None, headers=None, timeout=10.0):
+    """One request on a fresh connection; returns a Response."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def wait_until(pred, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return True
+        except OSError:
+            pass
+        time.sleep(step)
+    return False
+
+
+def children_of(pid):
+    """Direct children of pid, from /proc."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Paymentsd:
+    """A paymentsd master started from a generated conf file."""
+
+    def __init__(self, workers=2, database=None, extra=None, port=None, env=None):
+        self.dir = tempfile.mkdtemp(prefix="paymentsd-e2e-")
+        self.port = port or free_port()
+        self.conf_path = os.path.join(self.dir, "paymentsd.conf")
+        self.log_path = os.path.join(self.dir, "error.log")
+        self.access_path = os.path.join(self.dir, "access.log")
+        self.pid_file = os.path.join(self.dir, "paymentsd.pid")
+        self.settings = {
+            "listen": "127.0.0.1:%d" % self.port,
+            "workers": str(workers),
+            "database": database or DATABASE,
+            "db_timeout": "3s",
+            "pid_file": self.pid_file,
+            "error_log": self.log_path,
+            "access_log": self.access_path,
+            "worker_shutdown_timeout": "10s",
+            "housekeeper_interval": "1s",
+        }
+        self.settings.update(extra or {})
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.write_conf()
+        self.proc = None
+        self.seen_pids = set()
+
+    def write_conf(self, text=None):
+        if text is None:
+            text = "".join("%s = %s\n" % (k, v) for k, v in self.settings.items())
+        with open(self.conf_path, "w") as f:
+            f.write(text)
+
+    def start(self, wait=True):
+        self.proc = subprocess.Popen([PAYMENTSD, "-c", self.conf_path], env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        _started.append(self.proc)
+        self.seen_pids.add(self.proc.pid)
+        if wait and not wait_until(self.healthy, timeout=10):
+            raise RuntimeError("paymentsd did not become healthy:\n" + self.log())
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def healthy(self):
+        return request(self.port, "GET", "/healthz", timeout=2).status == 200
+
+    def children(self):
+        kids = children_of(self.pid)
+        self.seen_pids.update(kids)
+        return kids
+
+    def workers(self):
+        return sorted(p for p in self.children() if "worker process" in cmdline(p))
+
+    def housekeepers(self):
+        return [p for p in self.children() if "housekeeper process" in cmdline(p)]
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def get(self, path, **kw):
+        return request(self.port, "GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return request(self.port, "POST", path, body=body, **kw)
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_exit(self, timeout=15):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self):
+        """Fast stop; returns True when the master and every child seen are gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.children()
+            self.signal(signal.SIGTERM)
+            if self.wait_exit(10) is None:
+                self.proc.kill()
+                self.proc.wait(5)
+        return wait_until(lambda: not any(alive(p) for p in self.seen_pids), timeout=5)
+
+
+class Load:
+    """Background client threads sending requests until stopped; counts
+    answers by status and connection errors.  Bounded by max_seconds."""
+
+    def __init__(self, port, path="/healthz", threads=2, max_seconds=30):
+        self.port = port
+        self.path = path
+        self.ok = 0
+        self.bad = []
+        self.errors = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._deadline = time.monotonic() + max_seconds
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            try:
+                r = request(self.port, "GET", self.path, timeout=5)
+                with self._lock:
+                    if r.status == 200:
+                        self.ok += 1
+                    else:
+                        self.bad.append(r.status)
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                with self._lock:
+                    self.errors.append(repr(e))
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+        return self
+
+
+class DelayProxy:
+    """A TCP proxy that can hold back the server's bytes: makes a real
+    dependency (PostgreSQL) slow on demand."""
+
+    def __init__(self, target_host, target_port):
+        self.target = (target_host, target_port)
+        self.delay = 0.0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, delayed):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if delayed and self.delay > 0:
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
