@@ -17,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "common/log.h"
 #include "common/listen.h"
 
@@ -29,6 +31,29 @@ check_listen(const void *field, char *err, size_t errlen)
         if (listen_parse(l->items[i], NULL, err, errlen) < 0)
             return -1;
     }
+    return 0;
+}
+
+/* libpq parses the string the same way when it connects: a typo is caught
+ * by -t rather than by every worker's first connection. */
+static int
+check_database(const void *field, char *err, size_t errlen)
+{
+    const char *s = *(char *const *)field;
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(s, &msg);
+
+    if (opts == NULL) {
+        size_t n;
+        snprintf(err, errlen, "invalid database connection string: %s",
+                 msg ? msg : "out of memory");
+        n = strlen(err);
+        if (n > 0 && err[n - 1] == '\n')
+            err[n - 1] = '\0';
+        PQfreemem(msg);
+        return -1;
+    }
+    PQconninfoFree(opts);
     return 0;
 }
 
@@ -105,7 +130,7 @@ static const cf_key_t keys[] = {
     K("listen", CF_LIST, listen, "127.0.0.1:8000", 0, 0, CF_REPEAT | CF_NO_RELOAD, check_listen),
     K("workers", CF_INT, workers, "auto", 1, 512, CF_AUTO, NULL),
     K("worker_shutdown_timeout", CF_DURATION, worker_shutdown_timeout_ms, "30s", 1, MS_DAY, 0, NULL),
-    K("database", CF_STR, database, "postgresql://app:app@127.0.0.1:54320/payments", 0, 0, 0, NULL),
+    K("database", CF_STR, database, "postgresql://app:app@127.0.0.1:54320/payments", 0, 0, 0, check_database),
     K("db_pool_size", CF_INT, db_pool_size, "4", 1, 256, 0, NULL),
     K("db_queue_size", CF_INT, db_queue_size, "1024", 1, 1000000, 0, NULL),
     K("db_timeout", CF_DURATION, db_timeout_ms, "5s", 10, 600000, 0, NULL),

@@ -6,6 +6,7 @@ stop, and no process left behind."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -34,7 +35,7 @@ t.ok(rc != 0, "-t rejects a broken file")
 t.ok(err.startswith("%s:3: invalid duration" % path), "-t names file:line: message", err)
 
 # a running server
-d = Paymentsd(workers=2).start()
+d = Paymentsd(workers=2, extra={"client_timeout": "1s", "max_header_size": "4k"}).start()
 r = d.get("/healthz")
 t.eq((r.status, r.json()), (200, {"ok": True}), "/healthz answers 200 {ok: true}")
 t.eq(r.headers.get("content-type"), "application/json", "/healthz is JSON")
@@ -67,9 +68,10 @@ load = Load(d.port, threads=2).start()
 time.sleep(1.0)
 d.signal(signal.SIGHUP)
 time.sleep(1.0)
-d.signal(signal.SIGHUP)
+rc = subprocess.run([PAYMENTSD, "-s", "reload", "-c", d.conf_path], timeout=10).returncode
 time.sleep(1.5)
 load.stop()
+t.eq(rc, 0, "paymentsd -s reload finds the master through the pid file")
 t.ok(load.ok > 100, "the load ran (%d requests)" % load.ok)
 t.eq((load.bad, load.errors[:3]), ([], []), "SIGHUP under load: zero failed requests and errors")
 t.ok(wait_until(lambda: len(d.workers()) == 2 and not set(d.workers()) & set(before), 5),
@@ -96,6 +98,29 @@ t.ok(wait_until(lambda: len(d.workers()) == 2 and victim not in d.workers(), 1.0
      "a new worker within a second (%.2fs)" % (time.monotonic() - t0), d.workers())
 t.ok("killed by signal 9" in d.log(), "the master logs the death")
 
+# a worker that keeps dying is respawned with a back-off
+for _ in range(4):
+    wait_until(lambda: len(d.workers()) == 2, 3)
+    os.kill(d.workers()[0], signal.SIGKILL)
+    time.sleep(0.05)
+t.ok(wait_until(lambda: "keeps dying: respawning in" in d.log(), 3),
+     "a worker dying repeatedly is respawned with back-off")
+t.ok(wait_until(lambda: len(d.workers()) == 2, 5), "and comes back")
+
+# limits: idle clients are dropped after client_timeout, huge headers refused
+s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+t0 = time.monotonic()
+try:
+    closed = s.recv(1) == b""
+except OSError:
+    closed = True
+s.close()
+t.ok(closed and 0.8 < time.monotonic() - t0 < 4, "an idle connection is closed after client_timeout (%.1fs)"
+     % (time.monotonic() - t0))
+r = d.get("/healthz", headers={"X-Big": "x" * 20000})
+t.ok(400 <= r.status < 500, "headers larger than max_header_size are refused (%d)" % r.status)
+t.eq(d.get("/healthz").status, 200, "and the worker carries on")
+
 # SIGUSR1 reopens the logs
 os.rename(d.access_path, d.access_path + ".1")
 d.signal(signal.SIGUSR1)
@@ -106,7 +131,8 @@ t.ok(wait_until(lambda: os.path.exists(d.access_path), 2), "SIGUSR1 reopens the 
 # SIGTERM: fast stop, nothing left behind
 d.children()
 t0 = time.monotonic()
-d.signal(signal.SIGTERM)
+t.eq(subprocess.run([PAYMENTSD, "-s", "stop", "-c", d.conf_path], timeout=10).returncode, 0,
+     "paymentsd -s stop sends SIGTERM")
 rc = d.wait_exit(5)
 t.eq(rc, 0, "SIGTERM stops the master with status 0")
 t.ok(time.monotonic() - t0 < 2.0, "SIGTERM is fast (%.2fs)" % (time.monotonic() - t0))

@@ -213,6 +213,10 @@ test_errors_have_line_numbers(void **state)
     load_fails("listen = 127.0.0.1:http\n",
                "1: invalid port in listen address \"127.0.0.1:http\"");
     load_fails("error_log = \"unterminated\n", "1: unterminated quoted value");
+    load_fails("database = postgresql://h:notaport/db\n",
+               "1: invalid database connection string: invalid integer value \"notaport\" for connection option \"port\"");
+    load_fails("database = host=127.0.0.1 bogus=1\n",
+               "1: invalid database connection string: invalid connection option \"bogus\"");
 }
 
 static void
