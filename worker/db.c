@@ -512,3 +512,16 @@ db_pool_stats(const db_pool_t *p, int *busy, int *queued, int *connected)
     *queued = p->queued;
     *connected = p->up;
 }
+
+int
+db_error_is_transient(const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (state == NULL)
+        return 1;               /* no server verdict: the connection failed */
+    /* 08 connection, 40 rollback (serialization, deadlock), 53 resources,
+     * 57 operator intervention (shutdown, statement_timeout = 57014). */
+    return strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0
+        || strncmp(state, "53", 2) == 0 || strncmp(state, "57", 2) == 0;
+}

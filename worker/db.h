@@ -52,6 +52,11 @@ int db_call(db_pool_t *pool, const char *sql, int nparams,
             const char *const *params, db_cb_t cb, void *arg)
     __attribute__((warn_unused_result));
 
+/* Non-zero when a failed call may succeed if retried (connection lost,
+ * timeout, server overloaded or shutting down, serialization failure): the
+ * request deserves 503 rather than 500.  res is the call's result or NULL. */
+int db_error_is_transient(const PGresult *res);
+
 /* Current load, for /metrics: calls running, calls waiting, live
  * connections. */
 void db_pool_stats(const db_pool_t *pool, int *busy, int *queued, int *connected);

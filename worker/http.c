@@ -230,7 +230,8 @@ void
 http_reply_json(http_req_t *r, int status, json_object *obj)
 {
     size_t len;
-    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
+    const char *s = json_object_to_json_string_length(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 
     http_reply(r, status, "application/json", s, len);
     json_object_put(obj);

@@ -28,7 +28,9 @@
 
 #include "common/log.h"
 #include "common/proctitle.h"
+#include "worker/checkout.h"
 #include "worker/http.h"
+#include "worker/provider.h"
 
 #define DRAIN_QUIET_MS 1000
 
@@ -40,6 +42,7 @@ struct worker {
     struct evhttp_bound_socket **bound;
     size_t nbound;
     db_pool_t *db;
+    provider_t *provider;
     int inflight;
     int draining;
     int64_t last_request_ms;
@@ -65,6 +68,8 @@ static void handle_readyz(http_req_t *r);
 static const route_t routes[] = {
     { "/healthz", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "healthz", handle_healthz },
     { "/readyz", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "readyz", handle_readyz },
+    { "/checkout", 0, EVHTTP_REQ_POST, "POST", "checkout", checkout_handle },
+    { "/orders/", 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "order", orders_handle },
 };
 
 const conf_t *
@@ -77,6 +82,12 @@ db_pool_t *
 worker_db(worker_t *w)
 {
     return w->db;
+}
+
+provider_t *
+worker_provider(worker_t *w)
+{
+    return w->provider;
 }
 
 static void
@@ -121,6 +132,7 @@ worker_exit(worker_t *w, int status)
 {
     log_info("exiting");
     db_pool_free(w->db);
+    provider_free(w->provider);
     exit(status);
 }
 
@@ -328,6 +340,11 @@ worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid_t ma
     w.db = db_pool_new(w.base, conf->database, appname, (int)conf->db_pool_size,
                        (int)conf->db_queue_size, conf->db_timeout_ms);
     if (w.db == NULL)
+        goto fail;
+
+    what = "provider_new";
+    w.provider = provider_new(w.base, conf->provider_url, conf->provider_timeout_ms);
+    if (w.provider == NULL)
         goto fail;
 
     what = "evhttp_new";

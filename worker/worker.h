@@ -14,6 +14,7 @@
 
 #include "common/conf.h"
 #include "worker/db.h"
+#include "worker/provider.h"
 
 typedef struct worker worker_t;
 
@@ -25,6 +26,7 @@ void worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid
 /* Accessors for request handlers. */
 const conf_t *worker_conf(const worker_t *w);
 db_pool_t *worker_db(worker_t *w);
+provider_t *worker_provider(worker_t *w);
 
 /* Shared set-up of a child process: role in logs and ps, signals back to
  * their defaults, exit when the master dies.  Returns 0, or -1 when the

@@ -1,0 +1,241 @@
+/*
+ * Unit tests of worker/validate.c: the checks of POST /checkout in SPEC.md's
+ * order, the Idempotency-Key forms, and the fingerprint's normalisation.
+ * Body cases are data: tests/unit/validate_cases.txt.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/conf.h"
+#include "worker/validate.h"
+
+static conf_t *conf;
+
+static int
+setup(void **state)
+{
+    char err[256];
+
+    (void)state;
+    conf = conf_load(NULL, err, sizeof(err));
+    return conf == NULL ? -1 : 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    conf_free(conf);
+    return 0;
+}
+
+static int
+key(const char *value, char *out, validate_error_t *e)
+{
+    const char *values[1] = { value };
+    return validate_idempotency_key(values, 1, out, e);
+}
+
+static void
+test_idempotency_key(void **state)
+{
+    char k[VALIDATE_KEY_MAX + 1], big[300];
+    validate_error_t e;
+    const char *two[2] = { "a", "b" };
+
+    (void)state;
+    assert_int_equal(validate_idempotency_key(NULL, 0, k, &e), -1);
+    assert_string_equal(e.code, "idempotency_key_missing");
+    assert_int_equal(e.status, 400);
+    assert_int_equal(validate_idempotency_key(two, 2, k, &e), -1);
+    assert_string_equal(e.code, "idempotency_key_invalid");
+
+    assert_int_equal(key("8e03978e-40d5", k, &e), 0);
+    assert_string_equal(k, "8e03978e-40d5");
+    assert_int_equal(key("\"8e03978e-40d5\"", k, &e), 0);
+    assert_string_equal(k, "8e03978e-40d5");          /* the same key */
+    assert_int_equal(key("\"a\\\"b\\\\c\"", k, &e), 0);
+    assert_string_equal(k, "a\"b\\c");
+    assert_int_equal(key("!~", k, &e), 0);
+
+    static const char *const bad[] = {
+        "", "\"\"", "a b", "tab\there", "caf\xc3\xa9", "\"unterminated", "\"a\"b\"",
+        "\"bad\\escape\"", "\"a b\"", "\x7f",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(key(bad[i], k, &e), -1);
+        assert_string_equal(e.code, "idempotency_key_invalid");
+    }
+    memset(big, 'k', 255);
+    big[255] = '\0';
+    assert_int_equal(key(big, k, &e), 0);
+    big[255] = 'k';
+    big[256] = '\0';
+    assert_int_equal(key(big, k, &e), -1);
+}
+
+static void
+test_content_type(void **state)
+{
+    validate_error_t e;
+
+    (void)state;
+    assert_int_equal(validate_content_type("application/json", &e), 0);
+    assert_int_equal(validate_content_type("Application/JSON", &e), 0);
+    assert_int_equal(validate_content_type("application/json; charset=utf-8", &e), 0);
+    assert_int_equal(validate_content_type("application/json;charset=\"UTF-8\"", &e), 0);
+    assert_int_equal(validate_content_type(NULL, &e), -1);
+    assert_int_equal(e.status, 415);
+    assert_string_equal(e.code, "unsupported_media_type");
+    assert_int_equal(validate_content_type("text/plain", &e), -1);
+    assert_int_equal(validate_content_type("application/jsonx", &e), -1);
+    assert_int_equal(validate_content_type("application/json; charset=latin1", &e), -1);
+    assert_int_equal(validate_content_type("application/json; boundary=x", &e), -1);
+}
+
+/* tests/unit/validate_cases.txt: "status code field|-  body" per line. */
+static void
+test_body_cases(void **state)
+{
+    char path[512], line[2048];
+    const char *srcdir = getenv("srcdir");
+    FILE *f;
+    int n = 0;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/tests/unit/validate_cases.txt", srcdir ? srcdir : ".");
+    f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        int status, off = 0;
+        char code[64], field[64];
+        checkout_req_t out;
+        validate_error_t e;
+        const char *body;
+        int rc;
+
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        assert_int_equal(sscanf(line, "%d %63s %63s %n", &status, code, field, &off), 3);
+        body = line + off;
+        rc = validate_checkout_body(body, strlen(body), conf, &out, &e);
+        n++;
+        if (status == 0) {
+            if (rc != 0)
+                fail_msg("line %d: %s: want ok, got %d %s %s (%s)", n, body, e.status, e.code,
+                         e.field, e.message);
+            continue;
+        }
+        if (rc == 0)
+            fail_msg("line %d: %s: want %d %s, got ok", n, body, status, code);
+        if (e.status != status || strcmp(e.code, code) != 0
+            || strcmp(e.field, strcmp(field, "-") == 0 ? "" : field) != 0)
+            fail_msg("line %d: %s: want %d %s %s, got %d %s %s", n, body, status, code, field,
+                     e.status, e.code, e.field);
+    }
+    fclose(f);
+    assert_true(n > 30);
+}
+
+static void
+test_body_too_large(void **state)
+{
+    size_t len = (size_t)conf->max_body_size + 1;
+    char *body = malloc(len);
+    checkout_req_t out;
+    validate_error_t e;
+
+    (void)state;
+    memset(body, ' ', len);
+    assert_int_equal(validate_checkout_body(body, len, conf, &out, &e), -1);
+    assert_int_equal(e.status, 413);
+    assert_string_equal(e.code, "payload_too_large");
+    free(body);
+}
+
+static void
+test_nul_byte_is_invalid_json(void **state)
+{
+    static const char body[] = "{\"buyer_id\":\"b\"}\0garbage";
+    checkout_req_t out;
+    validate_error_t e;
+
+    (void)state;
+    assert_int_equal(validate_checkout_body(body, sizeof(body) - 1, conf, &out, &e), -1);
+    assert_string_equal(e.code, "invalid_json");
+}
+
+static const char *
+fp(const char *body)
+{
+    static checkout_req_t out;
+    validate_error_t e;
+
+    if (validate_checkout_body(body, strlen(body), conf, &out, &e) != 0)
+        fail_msg("%s: %s", body, e.message);
+    return out.fingerprint;
+}
+
+static void
+test_fingerprint_normalised(void **state)
+{
+    char a[65];
+
+    (void)state;
+    snprintf(a, sizeof(a), "%s",
+             fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":\"EUR\"}"));
+    assert_int_equal(strlen(a), 64);
+    /* order, whitespace and an explicit default do not change it */
+    assert_string_equal(a, fp(" { \"currency\" : \"EUR\", \"amount_cents\":5000,\n"
+                              "\"seller_id\":\"s1\", \"buyer_id\":\"b1\" } "));
+    assert_string_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,"
+                              "\"currency\":\"EUR\",\"buyer_trust\":\"untrusted\"}"));
+    /* every field does */
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5001,\"currency\":\"EUR\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b2\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":\"EUR\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s2\",\"amount_cents\":5000,\"currency\":\"EUR\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":\"USD\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":\"EUR\",\"buyer_trust\":\"trusted\"}"));
+    /* no ambiguity by concatenation */
+    snprintf(a, sizeof(a), "%s",
+             fp("{\"buyer_id\":\"ab\",\"seller_id\":\"c\",\"amount_cents\":1,\"currency\":\"EUR\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"a\",\"seller_id\":\"bc\",\"amount_cents\":1,\"currency\":\"EUR\"}"));
+}
+
+static void
+test_uuid(void **state)
+{
+    (void)state;
+    assert_true(validate_uuid("9237c6f5-c980-4f3a-ad9d-1560172de162"));
+    assert_true(validate_uuid("9237C6F5-C980-4F3A-AD9D-1560172DE162"));
+    assert_false(validate_uuid("9237c6f5c9804f3aad9d1560172de162"));
+    assert_false(validate_uuid("9237c6f5-c980-4f3a-ad9d-1560172de16"));
+    assert_false(validate_uuid("9237c6f5-c980-4f3a-ad9d-1560172de16g"));
+    assert_false(validate_uuid(""));
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_content_type),
+        cmocka_unit_test(test_body_cases),
+        cmocka_unit_test(test_body_too_large),
+        cmocka_unit_test(test_nul_byte_is_invalid_json),
+        cmocka_unit_test(test_fingerprint_normalised),
+        cmocka_unit_test(test_uuid),
+    };
+
+    return cmocka_run_group_tests_name("validate", tests, setup, teardown);
+}

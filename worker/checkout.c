@@ -1,0 +1,262 @@
+/*
+ * checkout: the idempotent checkout flow and the order read endpoints.
+ *
+ * PostgreSQL decides everything about money: whether a key is new, replayed,
+ * reused, in progress or to be recovered (checkout_begin), and what the
+ * provider's answer makes of the order, ledger included (checkout_finish).
+ * This file validates, carries the state between the asynchronous steps,
+ * and turns results into HTTP.  A checkout that loses the database half-way
+ * leaves its key in progress; after idempotency_lock_timeout a retry with the
+ * same key (or the housekeeper) finishes the same order with the same
+ * provider key, so nothing is ever charged twice.
+ */
+#include "config.h"
+
+#include "worker/checkout.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+#include "worker/db.h"
+#include "worker/provider.h"
+#include "worker/validate.h"
+#include "worker/worker.h"
+
+#define MAX_KEY_HEADERS 4
+
+typedef struct {
+    http_req_t *r;
+    checkout_req_t req;
+    char key[VALIDATE_KEY_MAX + 1];
+    char order_id[37];
+} checkout_t;
+
+static const char SQL_BEGIN[] =
+    "SELECT result, order_id, response_status, response_body"
+    " FROM checkout_begin($1, $2, $3, $4, $5::bigint, $6, $7, $8::interval, $9::interval)";
+static const char SQL_FINISH[] =
+    "SELECT status, response_status, response_body"
+    " FROM checkout_finish($1::uuid, $2, $3, $4, $5::bigint)";
+static const char SQL_ORDER[] = "SELECT order_get($1::uuid)";
+static const char SQL_LEDGER[] = "SELECT order_ledger($1::uuid)";
+
+static void
+reply_validation(http_req_t *r, const validate_error_t *e)
+{
+    http_reply_error(r, e->status, e->code, e->message, e->field[0] ? e->field : NULL);
+}
+
+static void
+reply_unavailable(http_req_t *r)
+{
+    http_add_header(r, "Retry-After", "1");
+    http_reply_error(r, 503, "service_unavailable",
+                     "the database is unavailable; retry with the same Idempotency-Key", NULL);
+}
+
+/* A failed database call: 503 when retrying can help, else 500. */
+static void
+reply_db_error(http_req_t *r, const PGresult *res, const char *err)
+{
+    if (db_error_is_transient(res)) {
+        log_warn("database call failed: %s", err);
+        reply_unavailable(r);
+        return;
+    }
+    log_error("database call failed: %s", err);
+    http_reply_error(r, 500, "internal_error", "internal error", NULL);
+}
+
+static void
+checkout_free(checkout_t *c)
+{
+    free(c);
+}
+
+static void
+reply_order(checkout_t *c, int status, const char *body, size_t len, int replayed)
+{
+    char location[64];
+
+    if (status == 201) {
+        snprintf(location, sizeof(location), "/orders/%s", c->order_id);
+        http_add_header(c->r, "Location", location);
+    }
+    if (replayed)
+        http_add_header(c->r, "Idempotent-Replayed", "true");
+    http_reply(c->r, status, "application/json", body, len);
+    checkout_free(c);
+}
+
+static void
+finish_done(void *arg, const PGresult *res, const char *err)
+{
+    checkout_t *c = arg;
+
+    if (err != NULL || PQntuples(res) != 1) {
+        reply_db_error(c->r, res, err ? err : "checkout_finish returned no row");
+        checkout_free(c);
+        return;
+    }
+    reply_order(c, atoi(PQgetvalue(res, 0, 1)), PQgetvalue(res, 0, 2),
+                (size_t)PQgetlength(res, 0, 2), 0);
+}
+
+static void
+charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
+{
+    checkout_t *c = arg;
+    const conf_t *conf = worker_conf(c->r->worker);
+    char cap[32];
+    const char *params[5] = {
+        c->order_id, c->key, provider_outcome_name(outcome), charge_id, cap
+    };
+
+    snprintf(cap, sizeof(cap), "%lld", (long long)conf->outage_pending_cap_cents);
+    if (db_call(worker_db(c->r->worker), SQL_FINISH, 5, params, finish_done, c) < 0) {
+        /* The key stays in progress: a retry after the lock timeout
+         * recovers this order with the same provider key. */
+        reply_unavailable(c->r);
+        checkout_free(c);
+    }
+}
+
+static void
+begin_done(void *arg, const PGresult *res, const char *err)
+{
+    checkout_t *c = arg;
+    const char *result;
+
+    if (err != NULL || PQntuples(res) != 1) {
+        reply_db_error(c->r, res, err ? err : "checkout_begin returned no row");
+        checkout_free(c);
+        return;
+    }
+    result = PQgetvalue(res, 0, 0);
+    snprintf(c->order_id, sizeof(c->order_id), "%s", PQgetvalue(res, 0, 1));
+    if (strcmp(result, "new") == 0 || strcmp(result, "recover") == 0) {
+        if (result[0] == 'r')
+            log_info("recovering checkout of order %s", c->order_id);
+        provider_charge(worker_provider(c->r->worker), c->order_id, c->req.amount_cents,
+                        c->req.currency, charge_done, c);
+    } else if (strcmp(result, "replay") == 0) {
+        reply_order(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
+                    (size_t)PQgetlength(res, 0, 3), 1);
+    } else if (strcmp(result, "reused") == 0) {
+        http_reply_error(c->r, 409, "idempotency_key_reused",
+                         "this Idempotency-Key was used with a different request", NULL);
+        checkout_free(c);
+    } else if (strcmp(result, "in_progress") == 0) {
+        http_add_header(c->r, "Retry-After", "1");
+        http_reply_error(c->r, 409, "idempotency_key_in_use",
+                         "a request with this Idempotency-Key is still being processed", NULL);
+        checkout_free(c);
+    } else {
+        reply_db_error(c->r, NULL, "checkout_begin: unknown result");
+        checkout_free(c);
+    }
+}
+
+void
+checkout_handle(http_req_t *r)
+{
+    struct evhttp_request *req = r->req;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    const conf_t *conf = worker_conf(r->worker);
+    const char *keys[MAX_KEY_HEADERS];
+    struct evkeyval *kv;
+    validate_error_t e;
+    checkout_t *c;
+    size_t nkeys = 0, len;
+    char ttl[48], lock[48], amount[24];
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        http_reply_error(r, 503, "service_unavailable", "out of memory", NULL);
+        return;
+    }
+    c->r = r;
+    TAILQ_FOREACH(kv, in, next) {
+        if (strcasecmp(kv->key, "Idempotency-Key") == 0 && nkeys < MAX_KEY_HEADERS)
+            keys[nkeys++] = kv->value;
+    }
+    len = evbuffer_get_length(body);
+    if (validate_idempotency_key(keys, nkeys, c->key, &e) < 0
+        || validate_content_type(evhttp_find_header(in, "Content-Type"), &e) < 0
+        || validate_checkout_body((const char *)evbuffer_pullup(body, -1), len, conf,
+                                  &c->req, &e) < 0) {
+        reply_validation(r, &e);
+        checkout_free(c);
+        return;
+    }
+
+    snprintf(ttl, sizeof(ttl), "%lld milliseconds", (long long)conf->idempotency_ttl_ms);
+    snprintf(lock, sizeof(lock), "%lld milliseconds", (long long)conf->idempotency_lock_timeout_ms);
+    snprintf(amount, sizeof(amount), "%lld", (long long)c->req.amount_cents);
+    {
+        const char *params[9] = {
+            c->key, c->req.fingerprint, c->req.buyer_id, c->req.seller_id, amount,
+            c->req.currency, c->req.buyer_trust, lock, ttl
+        };
+        if (db_call(worker_db(r->worker), SQL_BEGIN, 9, params, begin_done, c) < 0) {
+            reply_unavailable(r);
+            checkout_free(c);
+        }
+    }
+}
+
+static void
+read_done(void *arg, const PGresult *res, const char *err)
+{
+    http_req_t *r = arg;
+
+    if (err != NULL) {
+        reply_db_error(r, res, err);
+        return;
+    }
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        http_reply_error(r, 404, "order_not_found", "no such order", NULL);
+        return;
+    }
+    http_reply(r, 200, "application/json", PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+}
+
+void
+orders_handle(http_req_t *r)
+{
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r->req));
+    const char *rest = path + strlen("/orders/");
+    char id[37];
+    const char *sql;
+
+    if (strlen(rest) < 36)
+        goto not_found;
+    memcpy(id, rest, 36);
+    id[36] = '\0';
+    if (!validate_uuid(id))
+        goto not_found;
+    if (rest[36] == '\0') {
+        sql = SQL_ORDER;
+    } else if (strcmp(rest + 36, "/ledger") == 0) {
+        sql = SQL_LEDGER;
+        r->route = "order_ledger";
+    } else {
+        goto not_found;
+    }
+    {
+        const char *params[1] = { id };
+        if (db_call(worker_db(r->worker), sql, 1, params, read_done, r) < 0)
+            reply_unavailable(r);
+    }
+    return;
+not_found:
+    http_reply_error(r, 404, "order_not_found", "no such order", NULL);
+}

@@ -1,0 +1,43 @@
+/*
+ * provider: the payment provider's HTTP API, called with libevent's HTTP
+ * client from a worker's event loop.
+ *
+ * Every charge carries Idempotency-Key: <order_id>, so that a retried or
+ * recovered checkout can never charge twice.  Connections are kept alive and
+ * reused; each call has its own deadline (provider_timeout) and nothing here
+ * ever blocks.
+ */
+#ifndef PD_PROVIDER_H
+#define PD_PROVIDER_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+
+typedef struct provider provider_t;
+
+typedef enum {
+    PROVIDER_SUCCEEDED,
+    PROVIDER_DECLINED,
+    PROVIDER_UNAVAILABLE        /* timeout, refused, 5xx, garbage */
+} provider_outcome_t;
+
+/* charge_id is NULL unless the provider named the charge; valid during the
+ * callback only. */
+typedef void (*provider_cb_t)(void *arg, provider_outcome_t outcome, const char *charge_id);
+
+/* url is "http://host:port" (a numeric host keeps the loop non-blocking).
+ * Returns NULL on a bad URL or allocation failure. */
+provider_t *provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
+    __attribute__((warn_unused_result));
+void provider_free(provider_t *p);
+
+/* POST /v1/charges for order_id.  cb is called exactly once, from the loop
+ * (never from inside this call). */
+void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
+                     const char *currency, provider_cb_t cb, void *arg);
+
+/* Name of an outcome for logs and metrics. */
+const char *provider_outcome_name(provider_outcome_t o);
+
+#endif
