@@ -64,10 +64,18 @@ typedef struct {
 
 static void handle_healthz(http_req_t *r);
 static void handle_readyz(http_req_t *r);
+static void handle_openapi(http_req_t *r);
+static void handle_docs(http_req_t *r);
+
+/* docs/openapi.json and docs/docs.html, compiled in (worker/docs_embed.c). */
+extern const char docs_openapi_json[], docs_html[];
+extern const size_t docs_openapi_json_len, docs_html_len;
 
 static const route_t routes[] = {
     { "/healthz", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "healthz", handle_healthz },
     { "/readyz", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "readyz", handle_readyz },
+    { "/openapi.json", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "openapi", handle_openapi },
+    { "/docs", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "docs", handle_docs },
     { "/checkout", 0, EVHTTP_REQ_POST, "POST", "checkout", checkout_handle },
     { "/orders/", 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "order", orders_handle },
 };
@@ -102,6 +110,18 @@ static void
 handle_healthz(http_req_t *r)
 {
     reply_ok(r);
+}
+
+static void
+handle_openapi(http_req_t *r)
+{
+    http_reply(r, 200, "application/json", docs_openapi_json, docs_openapi_json_len);
+}
+
+static void
+handle_docs(http_req_t *r)
+{
+    http_reply(r, 200, "text/html; charset=utf-8", docs_html, docs_html_len);
 }
 
 static void

@@ -3,6 +3,7 @@
 through, process titles, reload under load, worker crash, graceful and fast
 stop, and no process left behind."""
 
+import json
 import os
 import re
 import signal
@@ -53,14 +54,26 @@ r = d.post("/healthz", body="{}")
 t.eq((r.status, r.json()["error"]["code"], r.headers.get("allow")),
      (405, "method_not_allowed", "GET, HEAD"), "wrong method: JSON 405 with Allow")
 
+r = d.get("/openapi.json")
+doc = r.json() if r.status == 200 else {}
+t.eq((r.status, doc.get("openapi")), (200, "3.1.0"), "/openapi.json is an OpenAPI 3.1 document")
+t.ok({"/checkout", "/orders/{order_id}", "/orders/{order_id}/ledger", "/healthz", "/readyz",
+      "/docs"} <= set(doc.get("paths", {})), "it describes the API's paths", list(doc.get("paths", {})))
+r = d.get("/docs")
+t.ok(r.status == 200 and r.headers.get("content-type", "").startswith("text/html")
+     and b"/openapi.json" in r.body, "/docs is a page that renders it")
+
 titles = sorted(cmdline(p) for p in [d.pid] + d.children())
 t.eq(titles, ["paymentsd: housekeeper process", "paymentsd: master process",
               "paymentsd: worker process", "paymentsd: worker process"],
      "ps shows each process's role")
+r = d.post("/healthz", body="{}", headers={"X-Request-Id": "access-log-check"})
+time.sleep(0.2)
 with open(d.access_path) as f:
-    line = f.read().splitlines()[-1]
-t.ok('"request_id":' in line and '"status":405' in line and '"worker_pid":' in line,
-     "one JSON access-log line per request", line)
+    lines = [json.loads(x) for x in f.read().splitlines() if "access-log-check" in x]
+t.ok(len(lines) == 1 and lines[0]["status"] == 405 and lines[0]["method"] == "POST"
+     and lines[0]["path"] == "/healthz" and "worker_pid" in lines[0] and "duration_ms" in lines[0],
+     "one JSON access-log line per request", lines)
 
 # SIGHUP under continuous load: no failed request, new worker pids
 before = d.workers()
