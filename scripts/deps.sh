@@ -8,7 +8,7 @@ packages=(
     gcc make autoconf automake pkg-config
     libevent-dev libpq-dev libjson-c-dev libssl-dev libcmocka-dev
     # the private database and its tests
-    postgresql-15 postgresql-client-15 postgresql-15-pgtap
+    postgresql-15 postgresql-client-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
     # end-to-end tests and the README's demos
     python3 curl
 )

@@ -1,0 +1,991 @@
+-- paymentsd: PostgreSQL schema, integrity rules and the API functions.
+--
+-- PostgreSQL is the only source of truth, so the money rules live here, where
+-- no client (a buggy worker, a person with psql) can get around them:
+--
+--   * orders follow the state machine, and their identity never changes;
+--   * every ledger transaction balances per currency at COMMIT, and ledger
+--     rows are append-only (no UPDATE, DELETE or TRUNCATE, even by the owner);
+--   * one payment transaction per order, only for a PAID order, for exactly
+--     the order's amount and currency -- and a PAID order has it by COMMIT;
+--   * webhook events are recorded once and never changed.
+--
+-- The workers never touch a table directly: each step of a request is ONE call
+-- of a SECURITY DEFINER function below = one round trip = one transaction
+-- (DESIGN.md: the database is the bottleneck, so no step costs two).
+--
+-- Loading: run as a superuser in the target database, e.g.
+--     psql -v ON_ERROR_STOP=1 -d payments -f sql/init.sql
+-- (scripts/pg.sh start does this, and so does the postgres:15 image when the
+-- file is in /docker-entrypoint-initdb.d/).  The script is idempotent: it can
+-- be run again at any time and leaves the same schema, functions and grants.
+-- It runs as one transaction, so a failed load changes nothing.
+--
+-- The API (all SECURITY DEFINER, EXECUTE granted to role app; call them under
+-- READ COMMITTED, the default -- the race handling relies on it):
+--   checkout_begin(key, fingerprint, buyer_id, seller_id, amount_cents,
+--                  currency, buyer_trust, lock_timeout, ttl)
+--       -> (result, order_id, response_status, response_body)
+--   checkout_finish(order_id, key, outcome, charge_id, outage_cap_cents)
+--       -> (status, response_status, response_body)
+--   webhook_apply(event_id, order_id, outcome, payload)
+--       -> (result, order_status, conflict)
+--   order_get(order_id) -> text, order_ledger(order_id) -> text,
+--   order_json(orders) -> text
+--   purge_expired_idempotency_keys(ttl, limit) -> int
+--   checkout_claim_stale(lock_timeout, limit) -> (key, order_id, amount_cents, currency)
+--   pending_orders_due(age, limit) -> (order_id, amount_cents, currency)
+--
+-- Errors raised here (SQLSTATE):
+--   22004 null_value_not_allowed   an API function got NULL for a required argument
+--   22023 invalid_parameter_value  an API function got a malformed argument
+--   P0002 no_data_found            checkout_finish: no such idempotency key
+--   55000 object_not_in_prerequisite_state
+--                                  checkout_finish: the key belongs to another order
+--   23514 check_violation          an integrity rule (CHECK, order state machine,
+--                                  immutable column, unbalanced ledger, ...)
+--   23505 unique_violation         e.g. a second payment transaction for an order
+--   42501 insufficient_privilege   UPDATE/DELETE/TRUNCATE of an append-only table
+--   40001 serialization_failure    checkout_begin could not settle a key after
+--                                  several attempts (never seen in practice; retry)
+
+\set ON_ERROR_STOP 1
+
+BEGIN;
+
+SET LOCAL client_min_messages = warning;   -- "already exists, skipping" is not news
+SET LOCAL search_path = public;
+
+-- ---------------------------------------------------------------------------
+-- Roles and database-level privileges
+-- ---------------------------------------------------------------------------
+
+-- The application role.  Created only when missing, so a changed password is
+-- not reset by a re-run.  Roles are cluster-wide: the scratch test database
+-- and the dev database share it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app') THEN
+        CREATE ROLE app LOGIN PASSWORD 'app';
+    END IF;
+END
+$$;
+
+-- Nobody but the owner creates objects in public (PostgreSQL 15 already
+-- defaults to this; say it anyway for clusters upgraded from older versions).
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO app;
+
+-- The database is not open to every role of the cluster: app may connect, and
+-- may not create schemas or temporary objects (it needs neither).
+DO $$
+BEGIN
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM app', current_database());
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO app', current_database());
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Tables
+-- ---------------------------------------------------------------------------
+
+-- One row per checkout.  id doubles as the provider's Idempotency-Key, so a
+-- recovered checkout can never charge twice.
+CREATE TABLE IF NOT EXISTS orders (
+    id                 uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    buyer_id           text        NOT NULL,
+    seller_id          text        NOT NULL,
+    amount_cents       bigint      NOT NULL,
+    currency           char(3)     NOT NULL,
+    buyer_trust        text        NOT NULL,
+    status             text        NOT NULL DEFAULT 'PROCESSING',
+    failure_reason     text,
+    provider_charge_id text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    -- The same rules the API validates (SPEC.md), so that no other writer can
+    -- store what the API would have refused.
+    CONSTRAINT orders_buyer_id_format  CHECK (buyer_id  ~ '^[A-Za-z0-9_.:-]{1,64}$'),
+    CONSTRAINT orders_seller_id_format CHECK (seller_id ~ '^[A-Za-z0-9_.:-]{1,64}$'),
+    CONSTRAINT orders_amount_positive  CHECK (amount_cents > 0),
+    CONSTRAINT orders_currency_format  CHECK (currency ~ '^[A-Z]{3}$'),
+    CONSTRAINT orders_buyer_trust_valid CHECK (buyer_trust IN ('trusted', 'untrusted')),
+    CONSTRAINT orders_status_valid
+        CHECK (status IN ('PROCESSING', 'PAID', 'FAILED', 'PENDING_PAYMENT')),
+    -- A failure always says why, and only a failure has a reason.
+    CONSTRAINT orders_failure_reason_iff_failed
+        CHECK ((status = 'FAILED') = (failure_reason IS NOT NULL)),
+    CONSTRAINT orders_failure_reason_valid
+        CHECK (failure_reason IN ('declined', 'provider_unavailable')),
+    CONSTRAINT orders_provider_charge_id_length
+        CHECK (char_length(provider_charge_id) BETWEEN 1 AND 255)
+);
+
+-- The housekeeper reconciles PENDING_PAYMENT orders oldest first; the partial
+-- index holds only those few rows.
+CREATE INDEX IF NOT EXISTS orders_pending_updated_at_idx
+    ON orders (updated_at) WHERE status = 'PENDING_PAYMENT';
+
+-- The Idempotency-Key of each checkout, with the response that was sent, so
+-- that a retry gets the byte-identical answer.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key             text        PRIMARY KEY,
+    fingerprint     text        NOT NULL,
+    state           text        NOT NULL,
+    locked_at       timestamptz NOT NULL DEFAULT now(),
+    -- DEFERRABLE: checkout_begin claims the key (INSERT ... ON CONFLICT) before
+    -- it inserts the order, so that a lost race costs no order row; both rows
+    -- exist by COMMIT.
+    order_id        uuid        NOT NULL
+        REFERENCES orders (id) DEFERRABLE INITIALLY DEFERRED,
+    response_status int,
+    response_body   text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT idempotency_keys_key_format
+        CHECK (char_length(key) BETWEEN 1 AND 255 AND key ~ '^[!-~]+$'),
+    CONSTRAINT idempotency_keys_fingerprint_format
+        CHECK (fingerprint ~ '^[0-9a-f]{64}$'),
+    CONSTRAINT idempotency_keys_state_valid
+        CHECK (state IN ('in_progress', 'completed')),
+    -- The stored response exists exactly when the first request finished.
+    CONSTRAINT idempotency_keys_response_iff_completed
+        CHECK (CASE state
+                   WHEN 'completed' THEN response_status IS NOT NULL AND response_body IS NOT NULL
+                   ELSE response_status IS NULL AND response_body IS NULL
+               END),
+    CONSTRAINT idempotency_keys_response_status_valid
+        CHECK (response_status BETWEEN 100 AND 599)
+);
+
+-- purge_expired_idempotency_keys: completed keys oldest first.
+CREATE INDEX IF NOT EXISTS idempotency_keys_completed_created_at_idx
+    ON idempotency_keys (created_at) WHERE state = 'completed';
+-- checkout_claim_stale: in-progress keys by lock age (a handful of rows).
+CREATE INDEX IF NOT EXISTS idempotency_keys_in_progress_locked_at_idx
+    ON idempotency_keys (locked_at) WHERE state = 'in_progress';
+
+-- Every webhook event received for a known order, applied or not: the unique
+-- event_id is what makes a replayed delivery harmless.
+CREATE TABLE IF NOT EXISTS webhook_events (
+    event_id    text        PRIMARY KEY,
+    order_id    uuid        NOT NULL REFERENCES orders (id),
+    outcome     text        NOT NULL,
+    payload     text        NOT NULL,      -- the raw body, as signed
+    received_at timestamptz NOT NULL DEFAULT now(),
+    applied     boolean     NOT NULL,      -- false: the order was already final
+    CONSTRAINT webhook_events_event_id_length
+        CHECK (char_length(event_id) BETWEEN 1 AND 255),
+    CONSTRAINT webhook_events_outcome_valid
+        CHECK (outcome IN ('PAID', 'FAILED'))
+);
+
+-- Double-entry ledger: a transaction groups entries that must balance.
+CREATE TABLE IF NOT EXISTS ledger_transactions (
+    id         uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    order_id   uuid        NOT NULL REFERENCES orders (id),
+    kind       text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT ledger_transactions_kind_valid CHECK (kind IN ('payment'))
+);
+
+-- One payment per order, whoever tries to write a second one (webhook and
+-- checkout_finish racing, a replayed event, a bug).
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_transactions_one_payment_per_order
+    ON ledger_transactions (order_id) WHERE kind = 'payment';
+-- order_ledger lists every kind of transaction of an order.
+CREATE INDEX IF NOT EXISTS ledger_transactions_order_id_idx
+    ON ledger_transactions (order_id);
+
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    txn_id       uuid        NOT NULL REFERENCES ledger_transactions (id),
+    account      text        NOT NULL,
+    direction    text        NOT NULL,
+    amount_cents bigint      NOT NULL,
+    currency     char(3)     NOT NULL,
+    CONSTRAINT ledger_entries_account_format CHECK (account ~ '^[a-z][a-z0-9_]{0,62}$'),
+    CONSTRAINT ledger_entries_direction_valid CHECK (direction IN ('DEBIT', 'CREDIT')),
+    -- The sign lives in direction; a negative amount would be a second way to
+    -- say the same thing, and a zero amount says nothing.
+    CONSTRAINT ledger_entries_amount_positive CHECK (amount_cents > 0),
+    CONSTRAINT ledger_entries_currency_format CHECK (currency ~ '^[A-Z]{3}$')
+);
+
+-- An account appears once per side and currency in a transaction (amounts are
+-- summed, not split), which also pins a payment to exactly two entries.  The
+-- index serves every lookup of a transaction's entries.
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_entries_txn_account_direction_currency
+    ON ledger_entries (txn_id, account, direction, currency);
+
+-- ---------------------------------------------------------------------------
+-- Integrity triggers
+-- ---------------------------------------------------------------------------
+
+-- Orders are born PROCESSING (the WHEN clause keeps the normal path free of a
+-- function call).
+CREATE OR REPLACE FUNCTION orders_check_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'order % must be inserted as PROCESSING, not %', NEW.id, NEW.status
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_state_machine';
+END
+$$;
+
+CREATE OR REPLACE TRIGGER orders_insert_processing
+    BEFORE INSERT ON orders
+    FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM 'PROCESSING')
+    EXECUTE FUNCTION orders_check_insert();
+
+-- The state machine of SPEC.md, the immutable columns, and updated_at:
+--     PROCESSING      -> PAID | FAILED | PENDING_PAYMENT
+--     PENDING_PAYMENT -> PAID | FAILED
+--     PAID, FAILED    final: no UPDATE at all
+-- A non-final order may be updated without a transition only to record the
+-- provider's charge id, which is set once.
+CREATE OR REPLACE FUNCTION orders_check_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF (NEW.id, NEW.buyer_id, NEW.seller_id, NEW.amount_cents, NEW.currency,
+        NEW.buyer_trust, NEW.created_at)
+       IS DISTINCT FROM
+       (OLD.id, OLD.buyer_id, OLD.seller_id, OLD.amount_cents, OLD.currency,
+        OLD.buyer_trust, OLD.created_at) THEN
+        RAISE EXCEPTION 'order %: id, buyer_id, seller_id, amount_cents, currency, buyer_trust and created_at never change', OLD.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_immutable_columns';
+    END IF;
+    IF OLD.status IN ('PAID', 'FAILED') THEN
+        RAISE EXCEPTION 'order % is % (final) and cannot change', OLD.id, OLD.status
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_state_machine';
+    END IF;
+    IF NEW.status IS DISTINCT FROM OLD.status AND NOT (
+           (OLD.status = 'PROCESSING' AND NEW.status IN ('PAID', 'FAILED', 'PENDING_PAYMENT'))
+        OR (OLD.status = 'PENDING_PAYMENT' AND NEW.status IN ('PAID', 'FAILED'))) THEN
+        RAISE EXCEPTION 'order %: illegal transition % -> %', OLD.id, OLD.status, NEW.status
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_state_machine';
+    END IF;
+    IF OLD.provider_charge_id IS NOT NULL
+       AND NEW.provider_charge_id IS DISTINCT FROM OLD.provider_charge_id THEN
+        RAISE EXCEPTION 'order %: provider_charge_id is already set', OLD.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_charge_id_set_once';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER orders_state_machine
+    BEFORE UPDATE ON orders
+    FOR EACH ROW EXECUTE FUNCTION orders_check_update();
+
+-- Append-only tables: money records and received events are facts; a
+-- correction is a new row, never an edit.  Row triggers stop UPDATE and
+-- DELETE, a statement trigger stops TRUNCATE (which fires no row trigger).
+-- Triggers bind the table owner and superusers too (only
+-- session_replication_role = replica, a superuser setting, skips them).
+CREATE OR REPLACE FUNCTION forbid_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % is not allowed', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+CREATE OR REPLACE TRIGGER ledger_transactions_append_only
+    BEFORE UPDATE OR DELETE ON ledger_transactions
+    FOR EACH ROW EXECUTE FUNCTION forbid_change();
+CREATE OR REPLACE TRIGGER ledger_transactions_no_truncate
+    BEFORE TRUNCATE ON ledger_transactions
+    FOR EACH STATEMENT EXECUTE FUNCTION forbid_change();
+CREATE OR REPLACE TRIGGER ledger_entries_append_only
+    BEFORE UPDATE OR DELETE ON ledger_entries
+    FOR EACH ROW EXECUTE FUNCTION forbid_change();
+CREATE OR REPLACE TRIGGER ledger_entries_no_truncate
+    BEFORE TRUNCATE ON ledger_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION forbid_change();
+CREATE OR REPLACE TRIGGER webhook_events_append_only
+    BEFORE UPDATE OR DELETE ON webhook_events
+    FOR EACH ROW EXECUTE FUNCTION forbid_change();
+CREATE OR REPLACE TRIGGER webhook_events_no_truncate
+    BEFORE TRUNCATE ON webhook_events
+    FOR EACH STATEMENT EXECUTE FUNCTION forbid_change();
+
+-- The other half of "one payment transaction per paid order": an order that
+-- becomes PAID has its payment transaction by COMMIT (ready_to_ship is never
+-- true for money the ledger does not show).
+CREATE OR REPLACE FUNCTION orders_check_paid() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ledger_transactions t
+                    WHERE t.order_id = NEW.id AND t.kind = 'payment') THEN
+        RAISE EXCEPTION 'order % is PAID without a payment ledger transaction', NEW.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_paid_has_payment';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- The ledger check, run at COMMIT (deferred) for each new transaction and for
+-- each new entry, so it sees the transaction complete:
+--   * at least two entries;
+--   * per currency, sum of DEBIT = sum of CREDIT;
+--   * a payment is for a PAID order, and its entries are (cash, DEBIT) and
+--     (seller_payable, CREDIT) for the order's amount and currency (with the
+--     unique index and the balance this means exactly those two entries).
+-- One query per firing.  The check on ledger_transactions catches a
+-- transaction without entries; the one on ledger_entries catches entries
+-- added to a transaction committed earlier.
+CREATE OR REPLACE FUNCTION ledger_check_txn() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_txn        uuid;
+    v_kind       text;
+    v_status     text;
+    v_entries    bigint;
+    v_unbalanced bigint;
+    v_off_shape  bigint;
+BEGIN
+    IF TG_TABLE_NAME = 'ledger_entries' THEN
+        v_txn := NEW.txn_id;
+    ELSE
+        v_txn := NEW.id;
+    END IF;
+
+    SELECT t.kind, o.status, a.entries, a.unbalanced, a.off_shape
+      INTO v_kind, v_status, v_entries, v_unbalanced, v_off_shape
+      FROM ledger_transactions t
+      JOIN orders o ON o.id = t.order_id
+     CROSS JOIN LATERAL (
+            SELECT coalesce(sum(c.n), 0)              AS entries,
+                   count(*) FILTER (WHERE c.bal <> 0) AS unbalanced,
+                   coalesce(sum(c.off_shape), 0)      AS off_shape
+              FROM (SELECT count(*) AS n,
+                           sum(CASE e.direction WHEN 'DEBIT' THEN e.amount_cents
+                                                ELSE -e.amount_cents END) AS bal,
+                           count(*) FILTER (WHERE NOT (
+                                   e.amount_cents = o.amount_cents
+                               AND e.currency = o.currency
+                               AND (e.account, e.direction) IN (('cash', 'DEBIT'),
+                                                                ('seller_payable', 'CREDIT'))))
+                               AS off_shape
+                      FROM ledger_entries e
+                     WHERE e.txn_id = t.id
+                     GROUP BY e.currency) c
+          ) a
+     WHERE t.id = v_txn;
+
+    IF NOT FOUND THEN   -- the row that queued this check is gone: nothing to check
+        RETURN NULL;
+    END IF;
+    IF v_entries < 2 THEN
+        RAISE EXCEPTION 'ledger transaction % has % entries, needs at least 2', v_txn, v_entries
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_transaction_balanced';
+    END IF;
+    IF v_unbalanced > 0 THEN
+        RAISE EXCEPTION 'ledger transaction % does not balance: debits <> credits', v_txn
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_transaction_balanced';
+    END IF;
+    IF v_kind = 'payment' THEN
+        IF v_status <> 'PAID' THEN
+            RAISE EXCEPTION 'payment transaction % is for an order that is %, not PAID', v_txn, v_status
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_payment_shape';
+        END IF;
+        IF v_off_shape > 0 THEN
+            RAISE EXCEPTION 'payment transaction % must be (cash, DEBIT) and (seller_payable, CREDIT) for the order''s amount and currency', v_txn
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_payment_shape';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Constraint triggers have no CREATE OR REPLACE: create them when missing.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = 'ledger_transactions'::regclass
+                      AND tgname = 'ledger_transactions_balanced') THEN
+        CREATE CONSTRAINT TRIGGER ledger_transactions_balanced
+            AFTER INSERT ON ledger_transactions
+            DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW EXECUTE FUNCTION ledger_check_txn();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = 'orders'::regclass
+                      AND tgname = 'orders_paid_has_payment') THEN
+        CREATE CONSTRAINT TRIGGER orders_paid_has_payment
+            AFTER UPDATE ON orders
+            DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW WHEN (NEW.status = 'PAID')
+            EXECUTE FUNCTION orders_check_paid();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = 'ledger_entries'::regclass
+                      AND tgname = 'ledger_entries_balanced') THEN
+        CREATE CONSTRAINT TRIGGER ledger_entries_balanced
+            AFTER INSERT ON ledger_entries
+            DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW EXECUTE FUNCTION ledger_check_txn();
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- JSON rendering (the one rendering of an order, used by finish and by GET)
+-- ---------------------------------------------------------------------------
+
+-- Built by concatenation rather than json_build_object, whose text form has
+-- spaces (`{"a" : 1}`): compact output and a fixed member order, so a stored
+-- response and a fresh rendering of the same row are byte-identical.
+-- Free-text values go through to_json() for escaping.  Timestamps are ISO 8601
+-- in UTC with microseconds: "2026-11-24T10:00:00.123456Z".
+CREATE OR REPLACE FUNCTION order_json(o orders) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT '{"order_id":"' || (o).id::text
+        || '","status":' || to_json((o).status)::text
+        || ',"ready_to_ship":' || ((o).status = 'PAID')::text
+        || ',"amount_cents":' || (o).amount_cents::text
+        || ',"currency":' || to_json((o).currency::text)::text
+        || ',"buyer_id":' || to_json((o).buyer_id)::text
+        || ',"seller_id":' || to_json((o).seller_id)::text
+        || ',"buyer_trust":' || to_json((o).buyer_trust)::text
+        || CASE WHEN (o).status = 'FAILED'
+                THEN ',"failure_reason":' || to_json((o).failure_reason)::text
+                ELSE '' END
+        || ',"created_at":"'
+        || to_char((o).created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        || '","updated_at":"'
+        || to_char((o).updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        || '"}'
+$$;
+
+-- GET /orders/{id}: the order's JSON, NULL when there is no such order.
+CREATE OR REPLACE FUNCTION order_get(p_order_id uuid) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT order_json(o) FROM orders o WHERE o.id = p_order_id
+$$;
+
+-- GET /orders/{id}/ledger: the order's ledger transactions (oldest first)
+-- with their entries (DEBIT first); NULL when there is no such order.
+CREATE OR REPLACE FUNCTION order_ledger(p_order_id uuid) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT '{"order_id":"' || o.id::text || '","transactions":['
+        || coalesce((
+               SELECT string_agg(
+                          '{"txn_id":"' || t.id::text
+                       || '","kind":' || to_json(t.kind)::text
+                       || ',"created_at":"'
+                       || to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                       || '","entries":['
+                       || coalesce((
+                              SELECT string_agg(
+                                         '{"account":' || to_json(e.account)::text
+                                      || ',"direction":"' || e.direction
+                                      || '","amount_cents":' || e.amount_cents::text
+                                      || ',"currency":"' || e.currency::text || '"}',
+                                         ',' ORDER BY e.direction = 'CREDIT', e.account, e.currency)
+                                FROM ledger_entries e
+                               WHERE e.txn_id = t.id), '')
+                       || ']}',
+                          ',' ORDER BY t.created_at, t.id)
+                 FROM ledger_transactions t
+                WHERE t.order_id = o.id), '')
+        || ']}'
+      FROM orders o
+     WHERE o.id = p_order_id
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Internal helpers (not callable by app)
+-- ---------------------------------------------------------------------------
+
+-- The payment's ledger transaction: DEBIT cash, CREDIT seller_payable, for the
+-- order's amount and currency.  Called in the same transaction that makes the
+-- order PAID; balance and shape are checked again at COMMIT.
+CREATE OR REPLACE FUNCTION ledger_write_payment(p_order_id uuid, p_amount_cents bigint,
+                                                p_currency char(3)) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_txn uuid := gen_random_uuid();
+BEGIN
+    INSERT INTO ledger_transactions (id, order_id, kind)
+    VALUES (v_txn, p_order_id, 'payment');
+    INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+    VALUES (v_txn, 'cash',           'DEBIT',  p_amount_cents, p_currency),
+           (v_txn, 'seller_payable', 'CREDIT', p_amount_cents, p_currency);
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- API: checkout
+-- ---------------------------------------------------------------------------
+
+-- Step 1 of POST /checkout.  Claims the Idempotency-Key or reports what it
+-- holds:
+--   new          no live key: order created (PROCESSING), key in_progress,
+--                locked by this caller; order_id is the new order.
+--   replay       key completed, same fingerprint: the stored response.
+--   reused       key exists, different fingerprint: nothing changes (no
+--                order_id is given away).
+--   in_progress  key in_progress, same fingerprint, lock fresh (order_id set).
+--   recover      key in_progress, same fingerprint, lock older than
+--                p_lock_timeout: the lock is now this caller's; order_id is the
+--                existing order (charge it again with the same provider key).
+-- A completed key created more than p_ttl ago counts as absent and is replaced
+-- (`new`, new order).  An in_progress key is never replaced, however old: its
+-- order may have been charged; it follows the lock rules.
+--
+-- Concurrency (READ COMMITTED): INSERT ... ON CONFLICT DO NOTHING lets exactly
+-- one of several simultaneous callers create the key (the others wait for it
+-- to commit, then see it).  Reads that change nothing take no row lock (a
+-- lock is a write); taking a stale lock over or replacing an expired key is
+-- done under SELECT ... FOR UPDATE and re-decided on the locked row, so only
+-- one caller gets `recover` / `new`.  A key that disappears meanwhile (purged)
+-- sends the caller back to the INSERT.
+CREATE OR REPLACE FUNCTION checkout_begin(
+    p_key text, p_fingerprint text, p_buyer_id text, p_seller_id text,
+    p_amount_cents bigint, p_currency text, p_buyer_trust text,
+    p_lock_timeout interval, p_ttl interval)
+RETURNS TABLE (result text, order_id uuid, response_status int, response_body text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    k           record;
+    v_order     uuid;
+    v_try_insert boolean := true;
+    v_lock      boolean := false;
+BEGIN
+    IF p_key IS NULL OR p_fingerprint IS NULL OR p_buyer_id IS NULL OR p_seller_id IS NULL
+       OR p_amount_cents IS NULL OR p_currency IS NULL OR p_buyer_trust IS NULL
+       OR p_lock_timeout IS NULL OR p_ttl IS NULL THEN
+        RAISE EXCEPTION 'checkout_begin: no argument may be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF char_length(p_key) NOT BETWEEN 1 AND 255 OR p_key !~ '^[!-~]+$' THEN
+        RAISE EXCEPTION 'checkout_begin: p_key must be 1..255 visible ASCII characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_fingerprint !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION 'checkout_begin: p_fingerprint must be 64 lower-case hex digits'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_buyer_id !~ '^[A-Za-z0-9_.:-]{1,64}$' THEN
+        RAISE EXCEPTION 'checkout_begin: p_buyer_id must be 1..64 characters of [A-Za-z0-9_.:-]'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_seller_id !~ '^[A-Za-z0-9_.:-]{1,64}$' THEN
+        RAISE EXCEPTION 'checkout_begin: p_seller_id must be 1..64 characters of [A-Za-z0-9_.:-]'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_amount_cents <= 0 THEN
+        RAISE EXCEPTION 'checkout_begin: p_amount_cents must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'checkout_begin: p_currency must be three upper-case letters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_buyer_trust NOT IN ('trusted', 'untrusted') THEN
+        RAISE EXCEPTION 'checkout_begin: p_buyer_trust must be trusted or untrusted'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_lock_timeout <= interval '0' OR p_ttl <= interval '0' THEN
+        RAISE EXCEPTION 'checkout_begin: p_lock_timeout and p_ttl must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    FOR attempt IN 1..10 LOOP
+        IF v_try_insert THEN
+            v_order := gen_random_uuid();
+            INSERT INTO idempotency_keys (key, fingerprint, state, locked_at, order_id)
+            VALUES (p_key, p_fingerprint, 'in_progress', now(), v_order)
+            ON CONFLICT (key) DO NOTHING;
+            IF FOUND THEN
+                INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
+                VALUES (v_order, p_buyer_id, p_seller_id, p_amount_cents, p_currency, p_buyer_trust);
+                result := 'new'; order_id := v_order;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            v_try_insert := false;
+        END IF;
+
+        IF v_lock THEN
+            SELECT ik.state, ik.fingerprint, ik.order_id, ik.locked_at, ik.created_at,
+                   ik.response_status, ik.response_body
+              INTO k FROM idempotency_keys ik WHERE ik.key = p_key FOR UPDATE;
+        ELSE
+            SELECT ik.state, ik.fingerprint, ik.order_id, ik.locked_at, ik.created_at,
+                   ik.response_status, ik.response_body
+              INTO k FROM idempotency_keys ik WHERE ik.key = p_key;
+        END IF;
+        IF NOT FOUND THEN          -- purged since the INSERT saw it: claim it again
+            v_try_insert := true;
+            v_lock := false;
+            CONTINUE;
+        END IF;
+
+        IF k.state = 'completed' AND k.created_at < now() - p_ttl THEN
+            -- Expired: the key is free again.  Replace it in place, under lock.
+            IF NOT v_lock THEN v_lock := true; CONTINUE; END IF;
+            v_order := gen_random_uuid();
+            UPDATE idempotency_keys ik
+               SET fingerprint = p_fingerprint, state = 'in_progress', locked_at = now(),
+                   order_id = v_order, response_status = NULL, response_body = NULL,
+                   created_at = now()
+             WHERE ik.key = p_key;
+            INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
+            VALUES (v_order, p_buyer_id, p_seller_id, p_amount_cents, p_currency, p_buyer_trust);
+            result := 'new'; order_id := v_order;
+        ELSIF k.fingerprint <> p_fingerprint THEN
+            result := 'reused';
+        ELSIF k.state = 'completed' THEN
+            result := 'replay'; order_id := k.order_id;
+            response_status := k.response_status; response_body := k.response_body;
+        ELSIF k.locked_at >= now() - p_lock_timeout THEN
+            result := 'in_progress'; order_id := k.order_id;
+        ELSE
+            -- Stale lock: its holder died.  Take it over, under lock.
+            IF NOT v_lock THEN v_lock := true; CONTINUE; END IF;
+            UPDATE idempotency_keys ik SET locked_at = now() WHERE ik.key = p_key;
+            result := 'recover'; order_id := k.order_id;
+        END IF;
+        RETURN NEXT;
+        RETURN;
+    END LOOP;
+    RAISE EXCEPTION 'checkout_begin: key % kept changing, retry', p_key
+        USING ERRCODE = 'serialization_failure';
+END
+$$;
+
+-- Step 2 of POST /checkout, after the provider answered (p_outcome):
+--   succeeded    -> PAID, with the payment's ledger transaction
+--   declined     -> FAILED, failure_reason declined
+--   unavailable  -> PENDING_PAYMENT when buyer_trust = trusted and
+--                   amount_cents < p_outage_cap_cents, else FAILED
+--                   provider_unavailable
+--   not_charged  -> FAILED provider_unavailable (the housekeeper learned that
+--                   the provider never saw the charge)
+-- Only an order still PROCESSING moves; one that a webhook already moved keeps
+-- its state and is reported as it is.  p_charge_id (may be NULL) is stored
+-- when the order moves.  The key (which must be this order's) is completed
+-- with 201 and the order's JSON, which are returned.  If the key is already
+-- completed for this order (a duplicate finish, e.g. a recovered checkout
+-- racing the original worker), the stored response is returned unchanged.
+-- Locks: key, then order (checkout_begin locks only keys, webhook_apply only
+-- orders, so no deadlock cycle exists).
+CREATE OR REPLACE FUNCTION checkout_finish(
+    p_order_id uuid, p_key text, p_outcome text, p_charge_id text,
+    p_outage_cap_cents bigint)
+RETURNS TABLE (status text, response_status int, response_body text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    k      record;
+    o      orders;
+    v_body text;
+BEGIN
+    IF p_order_id IS NULL OR p_key IS NULL OR p_outcome IS NULL THEN
+        RAISE EXCEPTION 'checkout_finish: p_order_id, p_key and p_outcome must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_outcome NOT IN ('succeeded', 'declined', 'unavailable', 'not_charged') THEN
+        RAISE EXCEPTION 'checkout_finish: p_outcome must be succeeded, declined, unavailable or not_charged, not %', p_outcome
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_outcome = 'unavailable' AND p_outage_cap_cents IS NULL THEN
+        RAISE EXCEPTION 'checkout_finish: p_outage_cap_cents is needed for outcome unavailable'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_outage_cap_cents < 0 THEN
+        RAISE EXCEPTION 'checkout_finish: p_outage_cap_cents must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF char_length(p_charge_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'checkout_finish: p_charge_id must be NULL or 1..255 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT ik.state, ik.order_id, ik.response_status, ik.response_body
+      INTO k FROM idempotency_keys ik WHERE ik.key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'checkout_finish: no idempotency key %', p_key
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF k.order_id <> p_order_id THEN
+        RAISE EXCEPTION 'checkout_finish: idempotency key % belongs to order %, not %', p_key, k.order_id, p_order_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF k.state = 'completed' THEN
+        status := k.response_body::json ->> 'status';
+        response_status := k.response_status; response_body := k.response_body;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- One statement decides and moves; under READ COMMITTED a concurrent
+    -- webhook that moved the order first makes the WHERE fail on the new row.
+    UPDATE orders od
+       SET status = CASE
+                        WHEN p_outcome = 'succeeded' THEN 'PAID'
+                        WHEN p_outcome = 'unavailable' AND od.buyer_trust = 'trusted'
+                             AND od.amount_cents < p_outage_cap_cents THEN 'PENDING_PAYMENT'
+                        ELSE 'FAILED'
+                    END,
+           failure_reason = CASE
+                        WHEN p_outcome = 'succeeded' THEN NULL
+                        WHEN p_outcome = 'declined' THEN 'declined'
+                        WHEN p_outcome = 'unavailable' AND od.buyer_trust = 'trusted'
+                             AND od.amount_cents < p_outage_cap_cents THEN NULL
+                        ELSE 'provider_unavailable'
+                    END,
+           provider_charge_id = coalesce(p_charge_id, od.provider_charge_id)
+     WHERE od.id = p_order_id AND od.status = 'PROCESSING'
+    RETURNING od.* INTO o;
+    IF FOUND THEN
+        IF o.status = 'PAID' THEN
+            PERFORM ledger_write_payment(o.id, o.amount_cents, o.currency);
+        END IF;
+    ELSE
+        SELECT * INTO o FROM orders od WHERE od.id = p_order_id;
+    END IF;
+
+    v_body := order_json(o);
+    UPDATE idempotency_keys ik
+       SET state = 'completed', response_status = 201, response_body = v_body
+     WHERE ik.key = p_key;
+    status := o.status; response_status := 201; response_body := v_body;
+    RETURN NEXT;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- API: webhooks
+-- ---------------------------------------------------------------------------
+
+-- POST /webhooks/provider, after the signature was verified:
+--   not_found    no such order: nothing recorded (the provider retries)
+--   duplicate    event_id seen before: nothing changes
+--   applied      order PROCESSING or PENDING_PAYMENT moved to PAID (with the
+--                ledger) or FAILED (failure_reason declined); event recorded
+--                with applied = true
+--   not_applied  order already final; conflict = it is final in the other
+--                state; event recorded with applied = false
+-- order_status is the order's status after the call (NULL for not_found).
+-- The order row is locked first, so two deliveries of one event (or two
+-- events of one order) serialize on it; the loser's INSERT then conflicts on
+-- event_id (duplicate) or finds the order final (not_applied).
+CREATE OR REPLACE FUNCTION webhook_apply(
+    p_event_id text, p_order_id uuid, p_outcome text, p_payload text)
+RETURNS TABLE (result text, order_status text, conflict boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    v_status   text;
+    v_amount   bigint;
+    v_currency char(3);
+    v_applied  boolean;
+BEGIN
+    IF p_event_id IS NULL OR p_order_id IS NULL OR p_outcome IS NULL OR p_payload IS NULL THEN
+        RAISE EXCEPTION 'webhook_apply: no argument may be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF char_length(p_event_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'webhook_apply: p_event_id must be 1..255 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_outcome NOT IN ('PAID', 'FAILED') THEN
+        RAISE EXCEPTION 'webhook_apply: p_outcome must be PAID or FAILED, not %', p_outcome
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT od.status, od.amount_cents, od.currency
+      INTO v_status, v_amount, v_currency
+      FROM orders od WHERE od.id = p_order_id
+       FOR NO KEY UPDATE;      -- does not block the FK checks of inserts
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = p_event_id) THEN
+            result := 'duplicate';     -- a replay carrying a bad order id
+        ELSE
+            result := 'not_found';
+        END IF;
+        conflict := false;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    v_applied := v_status IN ('PROCESSING', 'PENDING_PAYMENT');
+    INSERT INTO webhook_events (event_id, order_id, outcome, payload, applied)
+    VALUES (p_event_id, p_order_id, p_outcome, p_payload, v_applied)
+    ON CONFLICT (event_id) DO NOTHING;
+    IF NOT FOUND THEN
+        result := 'duplicate'; order_status := v_status; conflict := false;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    IF v_applied THEN
+        UPDATE orders od
+           SET status = p_outcome,
+               failure_reason = CASE WHEN p_outcome = 'FAILED' THEN 'declined' END
+         WHERE od.id = p_order_id;
+        IF p_outcome = 'PAID' THEN
+            PERFORM ledger_write_payment(p_order_id, v_amount, v_currency);
+        END IF;
+        result := 'applied'; order_status := p_outcome; conflict := false;
+    ELSE
+        result := 'not_applied'; order_status := v_status; conflict := v_status <> p_outcome;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- API: housekeeper
+-- ---------------------------------------------------------------------------
+
+-- Deletes up to p_limit completed keys created more than p_ttl ago (small
+-- batches keep locks and WAL bursts short; call again while it returns
+-- p_limit).  In-progress keys are never purged: their order may be charged.
+-- Rows locked by a concurrent checkout_begin are skipped, not waited for.
+CREATE OR REPLACE FUNCTION purge_expired_idempotency_keys(p_ttl interval, p_limit int)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    n int;
+BEGIN
+    IF p_ttl IS NULL OR p_limit IS NULL THEN
+        RAISE EXCEPTION 'purge_expired_idempotency_keys: no argument may be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_ttl <= interval '0' OR p_limit <= 0 THEN
+        RAISE EXCEPTION 'purge_expired_idempotency_keys: p_ttl and p_limit must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM idempotency_keys ik
+     WHERE ik.key IN (SELECT x.key FROM idempotency_keys x
+                       WHERE x.state = 'completed' AND x.created_at < now() - p_ttl
+                       ORDER BY x.created_at
+                       LIMIT p_limit
+                         FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Checkouts whose worker died mid-way: in-progress keys whose lock is older
+-- than p_lock_timeout and whose order is still PROCESSING.  Their lock is
+-- taken over (locked_at = now()); the caller charges each order again with
+-- the same provider key (order_id) and calls checkout_finish (outcome
+-- not_charged when the provider never saw the charge).  SKIP LOCKED: several
+-- housekeepers, or a checkout_begin holding the row, never hand out one key
+-- twice.  Stale keys whose order a webhook already made final need no
+-- provider call: they are completed here with the order as it is.
+CREATE OR REPLACE FUNCTION checkout_claim_stale(p_lock_timeout interval, p_limit int)
+RETURNS TABLE (key text, order_id uuid, amount_cents bigint, currency text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_lock_timeout IS NULL OR p_limit IS NULL THEN
+        RAISE EXCEPTION 'checkout_claim_stale: no argument may be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_lock_timeout <= interval '0' OR p_limit <= 0 THEN
+        RAISE EXCEPTION 'checkout_claim_stale: p_lock_timeout and p_limit must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    UPDATE idempotency_keys ik
+       SET state = 'completed', response_status = 201, response_body = order_json(od)
+      FROM orders od
+     WHERE od.id = ik.order_id
+       AND ik.key IN (SELECT x.key
+                        FROM idempotency_keys x JOIN orders xo ON xo.id = x.order_id
+                       WHERE x.state = 'in_progress'
+                         AND x.locked_at < now() - p_lock_timeout
+                         AND xo.status <> 'PROCESSING'
+                       ORDER BY x.locked_at
+                       LIMIT p_limit
+                         FOR UPDATE OF x SKIP LOCKED);
+
+    RETURN QUERY
+    UPDATE idempotency_keys ik
+       SET locked_at = now()
+      FROM orders od
+     WHERE od.id = ik.order_id
+       AND ik.key IN (SELECT x.key
+                        FROM idempotency_keys x JOIN orders xo ON xo.id = x.order_id
+                       WHERE x.state = 'in_progress'
+                         AND x.locked_at < now() - p_lock_timeout
+                         AND xo.status = 'PROCESSING'
+                       ORDER BY x.locked_at
+                       LIMIT p_limit
+                         FOR UPDATE OF x SKIP LOCKED)
+    RETURNING ik.key, ik.order_id, od.amount_cents, od.currency::text;
+END
+$$;
+
+-- PENDING_PAYMENT orders last changed more than p_age ago, oldest first, for
+-- the housekeeper to reconcile with the provider (GET /v1/charges/{id}).
+CREATE OR REPLACE FUNCTION pending_orders_due(p_age interval, p_limit int)
+RETURNS TABLE (order_id uuid, amount_cents bigint, currency text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_age IS NULL OR p_limit IS NULL THEN
+        RAISE EXCEPTION 'pending_orders_due: no argument may be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_age < interval '0' OR p_limit <= 0 THEN
+        RAISE EXCEPTION 'pending_orders_due: p_age must not be negative and p_limit must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT od.id, od.amount_cents, od.currency::text
+      FROM orders od
+     WHERE od.status = 'PENDING_PAYMENT' AND od.updated_at < now() - p_age
+     ORDER BY od.updated_at
+     LIMIT p_limit;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Privileges of app
+-- ---------------------------------------------------------------------------
+
+-- app changes data only through the SECURITY DEFINER functions above; it may
+-- read the tables for inspection (psql, README demos).  Re-running resets
+-- anything granted by hand in between.
+REVOKE ALL ON TABLE orders, idempotency_keys, webhook_events,
+                    ledger_transactions, ledger_entries FROM PUBLIC, app;
+GRANT SELECT ON TABLE orders, idempotency_keys, webhook_events,
+                      ledger_transactions, ledger_entries TO app;
+REVOKE ALL ON SEQUENCE ledger_entries_id_seq FROM PUBLIC, app;
+
+-- Functions are executable by PUBLIC by default: revoke that everywhere, then
+-- grant the API to app.  (Only our own functions: other extensions in public,
+-- e.g. pgTAP in the test database, keep their grants.)
+REVOKE ALL ON FUNCTION
+    orders_check_insert(), orders_check_update(), orders_check_paid(),
+    forbid_change(), ledger_check_txn(),
+    ledger_write_payment(uuid, bigint, char),
+    order_json(orders), order_get(uuid), order_ledger(uuid),
+    checkout_begin(text, text, text, text, bigint, text, text, interval, interval),
+    checkout_finish(uuid, text, text, text, bigint),
+    webhook_apply(text, uuid, text, text),
+    purge_expired_idempotency_keys(interval, int),
+    checkout_claim_stale(interval, int),
+    pending_orders_due(interval, int)
+FROM PUBLIC, app;
+
+GRANT EXECUTE ON FUNCTION
+    order_json(orders), order_get(uuid), order_ledger(uuid),
+    checkout_begin(text, text, text, text, bigint, text, text, interval, interval),
+    checkout_finish(uuid, text, text, text, bigint),
+    webhook_apply(text, uuid, text, text),
+    purge_expired_idempotency_keys(interval, int),
+    checkout_claim_stale(interval, int),
+    pending_orders_due(interval, int)
+TO app;
+
+COMMIT;

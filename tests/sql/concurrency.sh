@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# Multi-session tests of sql/init.sql (bash + psql only), TAP output.
+#
+# What one pgTAP transaction cannot show: many sessions racing on one
+# idempotency key or one webhook event, SKIP LOCKED between housekeepers, the
+# deferred ledger check firing at a real COMMIT, and a fresh app session.
+#
+# A race: N sessions (as role app) queue on an advisory lock that a holder
+# session keeps until all N are waiting in pg_locks, then releases: they all
+# run their statement at the same instant.
+#
+# Needs PGHOST/PGPORT (and PGUSER = a superuser, default postgres) and the
+# database $SQLTEST_DB (default payments_sqltest) loaded with sql/init.sql;
+# run.sh sets this up.  Safe to run again on the same database (names carry
+# a per-run tag).
+set -uo pipefail
+
+DB=${SQLTEST_DB:-payments_sqltest}
+N=${CONC_SESSIONS:-16}
+export PGUSER=${PGUSER:-postgres}
+tag=$(date +%s%N)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+su() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+app() { PGUSER=app PGPASSWORD=${APP_PASSWORD:-app} psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+fp() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+n=0
+failed=0
+check() {   # description, got, want
+    n=$((n + 1))
+    if [ "$2" = "$3" ]; then
+        echo "ok $n - $1"
+    else
+        echo "not ok $n - $1"
+        printf '#   got:  %s\n#   want: %s\n' "$2" "$3"
+        failed=$((failed + 1))
+    fi
+}
+
+# race NAME SQL: run SQL in N app sessions at once.  In SQL, :i is the
+# session's number (1..N).  Each session's output: $tmp/NAME.out.I, errors:
+# $tmp/NAME.err.I.  Prints all outputs, one per line, sorted.
+race() {
+    local name=$1 sql=$2 gate=$((RANDOM * 2 + 100000)) i
+    su -c "SELECT pg_advisory_lock($gate)" \
+       -c "DO \$\$ BEGIN
+             FOR i IN 1..2000 LOOP   -- at most ~20 s
+                 EXIT WHEN (SELECT count(*) FROM pg_locks
+                             WHERE locktype = 'advisory' AND objid = $gate AND NOT granted) >= $N;
+                 PERFORM pg_sleep(0.01);
+             END LOOP;
+           END \$\$" \
+       -c "SELECT pg_advisory_unlock($gate)" >/dev/null &
+    local holder=$!
+    until [ "$(su -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $gate AND granted")" = 1 ]; do
+        sleep 0.01
+    done
+    local pids=()
+    for i in $(seq 1 "$N"); do
+        printf 'DO $$ BEGIN PERFORM pg_advisory_lock_shared(%s); END $$;\n%s\n' "$gate" "$sql" \
+            | app -v i="$i" >"$tmp/$name.out.$i" 2>"$tmp/$name.err.$i" &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i"; done
+    wait "$holder"
+    cat "$tmp/$name".out.* | sort
+}
+errors_of() { cat "$tmp/$1".err.* | head -5; }
+count_of() { grep -cx "$2" <<<"$1"; }
+
+echo "# $N sessions per race, tag $tag"
+
+# 1. checkout_begin: one key, N sessions at once -------------------------------
+key="race-$tag"
+out=$(race begin "SELECT result FROM checkout_begin('$key', '$(fp body)', 'race-buyer-$tag', 'seller', 5000, 'EUR', 'trusted', '30 s', '24 h');")
+check "checkout_begin race: no error leaks" "$(errors_of begin)" ""
+check "checkout_begin race: exactly one new" "$(count_of "$out" new)" 1
+check "checkout_begin race: all others in_progress" "$(count_of "$out" in_progress)" $((N - 1))
+check "checkout_begin race: exactly one order" \
+    "$(su -c "SELECT count(*) FROM orders WHERE buyer_id = 'race-buyer-$tag'")" 1
+check "checkout_begin race: the key names that order" \
+    "$(su -c "SELECT count(*) FROM idempotency_keys k JOIN orders o ON o.id = k.order_id WHERE k.key = '$key' AND o.buyer_id = 'race-buyer-$tag'")" 1
+
+# 2. checkout_begin: a stale lock, N retries at once --------------------------
+su -c "UPDATE idempotency_keys SET locked_at = now() - interval '1 minute' WHERE key = '$key'"
+out=$(race recover "SELECT result FROM checkout_begin('$key', '$(fp body)', 'race-buyer-$tag', 'seller', 5000, 'EUR', 'trusted', '30 s', '24 h');")
+check "stale-lock race: no error leaks" "$(errors_of recover)" ""
+check "stale-lock race: exactly one recover" "$(count_of "$out" recover)" 1
+check "stale-lock race: all others in_progress" "$(count_of "$out" in_progress)" $((N - 1))
+check "stale-lock race: still one order" \
+    "$(su -c "SELECT count(*) FROM orders WHERE buyer_id = 'race-buyer-$tag'")" 1
+
+# 3. checkout_begin: an expired completed key, N new requests at once ---------
+oid=$(su -c "SELECT order_id FROM idempotency_keys WHERE key = '$key'")
+su -c "SELECT status FROM checkout_finish('$oid', '$key', 'declined', NULL, 0)" >/dev/null
+su -c "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = '$key'"
+out=$(race expired "SELECT result FROM checkout_begin('$key', '$(fp body2)', 'race-buyer-$tag', 'seller', 700, 'EUR', 'trusted', '30 s', '24 h');")
+check "expired-key race: no error leaks" "$(errors_of expired)" ""
+check "expired-key race: exactly one new" "$(count_of "$out" new)" 1
+check "expired-key race: all others in_progress" "$(count_of "$out" in_progress)" $((N - 1))
+check "expired-key race: one new order beside the old one" \
+    "$(su -c "SELECT string_agg(status || ':' || amount_cents, ',' ORDER BY amount_cents) FROM orders WHERE buyer_id = 'race-buyer-$tag'")" \
+    "PROCESSING:700,FAILED:5000"
+
+# 4. webhook_apply: one event delivered N times at once ---------------------
+oid=$(su -c "SELECT id FROM orders WHERE buyer_id = 'race-buyer-$tag' AND status = 'PROCESSING'")
+out=$(race webhook "SELECT result FROM webhook_apply('evt-$tag', '$oid', 'PAID', '{\"event_id\":\"evt-$tag\"}');")
+check "webhook race: no error leaks" "$(errors_of webhook)" ""
+check "webhook race: exactly one applied" "$(count_of "$out" applied)" 1
+check "webhook race: all others duplicate" "$(count_of "$out" duplicate)" $((N - 1))
+check "webhook race: one event recorded" "$(su -c "SELECT count(*) FROM webhook_events WHERE event_id = 'evt-$tag'")" 1
+check "webhook race: one payment transaction" \
+    "$(su -c "SELECT count(*) FROM ledger_transactions WHERE order_id = '$oid'")" 1
+check "webhook race: the order is PAID" "$(su -c "SELECT status FROM orders WHERE id = '$oid'")" PAID
+
+# 5. webhook_apply: N different events for one PENDING_PAYMENT order --------
+oid=$(su -c "INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust)
+             VALUES ('race-pend-$tag', 's', 300, 'EUR', 'trusted') RETURNING id" | head -1)
+su -c "UPDATE orders SET status = 'PENDING_PAYMENT' WHERE id = '$oid'"
+out=$(race events "SELECT result || ':' || conflict FROM webhook_apply('evt-$tag-' || :i, '$oid', 'PAID', '{}');")
+check "many-events race: no error leaks" "$(errors_of events)" ""
+check "many-events race: exactly one applied" "$(count_of "$out" applied:false)" 1
+check "many-events race: the others not_applied, no conflict" "$(count_of "$out" not_applied:false)" $((N - 1))
+check "many-events race: one payment transaction" \
+    "$(su -c "SELECT count(*) FROM ledger_transactions WHERE order_id = '$oid'")" 1
+check "many-events race: every event recorded, one applied" \
+    "$(su -c "SELECT count(*) || '/' || count(*) FILTER (WHERE applied) FROM webhook_events WHERE order_id = '$oid'")" "$N/1"
+
+# 6. checkout_finish racing webhooks for the same order ---------------------
+fkey="race-fin-$tag"
+oid=$(su -c "SELECT order_id FROM checkout_begin('$fkey', '$(fp fin)', 'race-fin-$tag', 's', 900, 'EUR', 'trusted', '30 s', '24 h')")
+out=$(race finish "SELECT CASE WHEN :i = 1
+                      THEN (SELECT 'finish:' || status FROM checkout_finish('$oid', '$fkey', 'succeeded', 'ch_$tag', 10000))
+                      ELSE (SELECT 'webhook:' || result FROM webhook_apply('fin-evt-$tag-' || :i, '$oid', 'PAID', '{}'))
+                    END;")
+check "finish-vs-webhook race: no error leaks" "$(errors_of finish)" ""
+check "finish-vs-webhook race: finish reports PAID" "$(count_of "$out" finish:PAID)" 1
+check "finish-vs-webhook race: at most one webhook applied" \
+    "$(( $(count_of "$out" webhook:applied) <= 1 ))" 1
+check "finish-vs-webhook race: one payment transaction" \
+    "$(su -c "SELECT count(*) FROM ledger_transactions WHERE order_id = '$oid'")" 1
+check "finish-vs-webhook race: the key is completed with a PAID response" \
+    "$(su -c "SELECT state || ':' || (response_body::json ->> 'status') FROM idempotency_keys WHERE key = '$fkey'")" \
+    "completed:PAID"
+
+# 7. checkout_claim_stale: N housekeepers, each key handed out once ------------
+su -c "DO \$\$
+       DECLARE o uuid;
+       BEGIN
+           FOR i IN 1..20 LOOP
+               INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust)
+               VALUES ('race-hk-$tag', 's', 100 + i, 'EUR', 'trusted') RETURNING id INTO o;
+               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, locked_at)
+               VALUES ('hk-$tag-' || i, repeat('a', 64), 'in_progress', o, now() - interval '1 hour');
+           END LOOP;
+       END \$\$"
+out=$(race claim "SELECT key FROM checkout_claim_stale('30 s', 3) WHERE key LIKE 'hk-$tag-%';")
+check "claim_stale race: no error leaks" "$(errors_of claim)" ""
+check "claim_stale race: all 20 stale keys claimed" "$(grep -c . <<<"$out")" 20
+check "claim_stale race: none claimed twice" "$(sort -u <<<"$out" | grep -c .)" 20
+
+# 8. SKIP LOCKED: a key locked by another session is skipped, not waited for --
+su -c "DO \$\$
+       DECLARE o uuid;
+       BEGIN
+           FOR i IN 1..2 LOOP
+               INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust)
+               VALUES ('skip-$tag', 's', 100, 'EUR', 'trusted') RETURNING id INTO o;
+               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, locked_at)
+               VALUES ('skip-$tag-' || i, repeat('a', 64), 'in_progress', o, now() - interval '1 hour');
+               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, created_at,
+                                             response_status, response_body)
+               VALUES ('purge-$tag-' || i, repeat('a', 64), 'completed', o, now() - interval '3 days', 201, '{}');
+           END LOOP;
+       END \$\$"
+su -c "BEGIN" \
+   -c "SELECT 1 FROM idempotency_keys WHERE key IN ('skip-$tag-1', 'purge-$tag-1') FOR UPDATE" \
+   -c "SELECT pg_sleep(4) /* skip-locked-holder-$tag */" -c "COMMIT" >/dev/null &
+holder=$!
+until [ "$(su -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%skip-locked-holder-$tag%' AND state = 'active' AND pid <> pg_backend_pid()")" = 1 ]; do
+    sleep 0.02
+done
+start=$(date +%s%N)
+got=$(app -c "SET lock_timeout = '1s'" -c "SELECT key FROM checkout_claim_stale('30 s', 100) WHERE key LIKE 'skip-$tag-%'" 2>&1)
+check "claim_stale skips a key another session holds (SKIP LOCKED)" "$got" "skip-$tag-2"
+app -c "SET lock_timeout = '1s'" -c "SELECT purge_expired_idempotency_keys('1 day', 100)" >/dev/null 2>"$tmp/purge.err"
+check "purge skips a key another session holds, without error" \
+    "$(cat "$tmp/purge.err")$(su -c "SELECT string_agg(key, ',' ORDER BY key) FROM idempotency_keys WHERE key LIKE 'purge-$tag-%'")" \
+    "purge-$tag-1"
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+check "neither waited for the lock (${elapsed_ms} ms)" "$(( elapsed_ms < 2000 ))" 1
+wait "$holder"
+check "once released, the skipped key is claimed" \
+    "$(app -c "SELECT key FROM checkout_claim_stale('30 s', 100) WHERE key LIKE 'skip-$tag-%'")" "skip-$tag-1"
+
+# 9. The deferred ledger check at a real COMMIT --------------------------------
+bad=$(su -c "SELECT gen_random_uuid()")
+got=$(su 2>&1 <<SQL
+BEGIN;
+INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
+VALUES ('$bad', 'commit-$tag', 's', 5000, 'EUR', 'trusted');
+UPDATE orders SET status = 'PAID' WHERE id = '$bad';
+INSERT INTO ledger_transactions (id, order_id, kind) VALUES ('$bad', '$bad', 'payment');
+INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+VALUES ('$bad', 'cash', 'DEBIT', 5000, 'EUR'), ('$bad', 'seller_payable', 'CREDIT', 4999, 'EUR');
+SELECT 'statements-done';
+COMMIT;
+SQL
+)
+check "an unbalanced ledger transaction passes its statements" "$(grep -c '^statements-done$' <<<"$got")" 1
+check "and COMMIT refuses it" "$(grep -c "ERROR:  ledger transaction $bad does not balance" <<<"$got")" 1
+check "nothing of it was committed" "$(su -c "SELECT count(*) FROM orders WHERE id = '$bad'")" 0
+got=$(su 2>&1 <<SQL
+BEGIN;
+INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
+VALUES ('$bad', 'commit-$tag', 's', 5000, 'EUR', 'trusted');
+UPDATE orders SET status = 'PAID' WHERE id = '$bad';
+COMMIT;
+SQL
+)
+check "COMMIT refuses a PAID order without its payment" \
+    "$(grep -c "ERROR:  order $bad is PAID without a payment ledger transaction" <<<"$got")" 1
+got=$(su 2>&1 <<SQL
+BEGIN;
+INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
+VALUES ('$bad', 'commit-$tag', 's', 5000, 'EUR', 'trusted');
+UPDATE orders SET status = 'PAID' WHERE id = '$bad';
+INSERT INTO ledger_transactions (id, order_id, kind) VALUES ('$bad', '$bad', 'payment');
+INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+VALUES ('$bad', 'cash', 'DEBIT', 5000, 'EUR'), ('$bad', 'seller_payable', 'CREDIT', 5000, 'EUR');
+COMMIT;
+SQL
+)
+check "a balanced payment commits" "$got$(su -c "SELECT status FROM orders WHERE id = '$bad'")" "PAID"
+check "README query on it: cash DEBIT, seller_payable CREDIT" \
+    "$(app -c "SELECT e.account, e.direction, e.amount_cents, e.currency FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.txn_id WHERE t.order_id = '$bad' ORDER BY e.direction DESC" | tr '\n' ' ')" \
+    "cash|DEBIT|5000|EUR seller_payable|CREDIT|5000|EUR "
+
+# 10. A fresh app session ------------------------------------------------------
+check "a fresh app session cannot create temporary tables" \
+    "$(app -c "CREATE TEMP TABLE evil (a int)" 2>&1 | grep -c 'permission denied to create temporary tables')" 1
+
+echo "1..$n"
+if [ "$failed" -ne 0 ]; then
+    echo "# FAILED $failed of $n concurrency/commit tests"
+    exit 1
+fi
+echo "# all $n concurrency/commit tests passed"
