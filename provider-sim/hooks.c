@@ -4,10 +4,16 @@
  * Each delivery is a charge, an attempt count and a one-shot timer; the
  * "queue of due deliveries" is libevent's timer heap, which wakes the loop
  * for the earliest one.  An attempt opens its own connection to the
- * receiver (Connection: close, freed by libevent when the request ends:
- * evhttp_connection_free_on_completion), with webhook_timeout for connect,
- * write and read.  The receiver's address is resolved once at start-up so
- * that no delivery ever calls a blocking resolver.
+ * receiver (Connection: close), with webhook_timeout for connect, write and
+ * read.  The receiver's address is resolved once at start-up so that no
+ * delivery ever calls a blocking resolver.
+ *
+ * Connections are ours to free, never inside their own callback (libevent
+ * still uses them when it returns), and not with free_on_completion either:
+ * libevent 2.1 does not honour it when a connect fails, which leaked one
+ * connection per refused attempt.  A connection whose request has ended
+ * stays on its delivery and is freed in a later turn of the loop: by the
+ * next attempt, or, once the delivery is finished, by the reaper event.
  *
  * libevent may run the response callback inside evhttp_make_request (a
  * refused loopback connect fails at once), so attempt() never touches its
@@ -38,7 +44,7 @@ typedef struct delivery {
     sim_hooks_t *h;
     sim_charge_t *c;
     struct event *timer;
-    struct evhttp_connection *evcon;    /* while an attempt is in flight */
+    struct evhttp_connection *evcon;    /* the last attempt's, until freed */
     int attempts;
     int error;                          /* enum evhttp_request_error + 1, 0 = none */
     size_t len;
@@ -52,12 +58,15 @@ struct sim_hooks {
     char addr[NI_MAXHOST];              /* numeric address of the receiver */
     char host_header[NI_MAXHOST + 16];
     struct timeval timeout;
-    TAILQ_HEAD(, delivery) list;
+    TAILQ_HEAD(, delivery) list;        /* waiting, retrying or in flight */
+    TAILQ_HEAD(, delivery) finished;    /* done: the reaper frees them */
+    struct event *reaper;
     sim_hooks_stats_t stats;
     int stopping;
 };
 
 static void attempt(delivery_t *d);
+static void reap(evutil_socket_t fd, short what, void *arg);
 
 static struct timeval
 ms_to_tv(int64_t ms)
@@ -79,7 +88,7 @@ error_name(int error)
     case EVREQ_HTTP_BUFFER_ERROR: return "buffer error";
     case EVREQ_HTTP_REQUEST_CANCEL: return "cancelled";
     case EVREQ_HTTP_DATA_TOO_LONG: return "response too long";
-    default: return "no response";
+    default: return "connection failed";
     }
 }
 
@@ -121,18 +130,56 @@ sim_hooks_new(struct event_base *base, const sim_conf_t *conf, sim_charges_t *ch
     h->charges = charges;
     h->timeout = ms_to_tv(conf->webhook_timeout_ms);
     TAILQ_INIT(&h->list);
+    TAILQ_INIT(&h->finished);
+    h->reaper = event_new(base, -1, 0, reap, h);
+    if (h->reaper == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(h);
+        return NULL;
+    }
     return h;
 }
 
+/* Free a delivery that is in no list, and its connection: never call this
+ * from inside that connection's callback. */
 static void
 delivery_free(delivery_t *d)
 {
-    TAILQ_REMOVE(&d->h->list, d, link);
-    d->h->stats.pending--;
+    if (d->evcon != NULL)
+        evhttp_connection_free(d->evcon);
     if (d->timer != NULL)
         event_free(d->timer);
     free(d->body);
     free(d);
+}
+
+/* The delivery is over (delivered or given up): hand it to the reaper, which
+ * frees it in a later turn of the loop, outside any callback of its
+ * connection. */
+static void
+delivery_finish(delivery_t *d)
+{
+    sim_hooks_t *h = d->h;
+
+    TAILQ_REMOVE(&h->list, d, link);
+    h->stats.pending--;
+    TAILQ_INSERT_TAIL(&h->finished, d, link);
+    event_active(h->reaper, 0, 0);
+}
+
+static void
+reap(evutil_socket_t fd, short what, void *arg)
+{
+    sim_hooks_t *h = arg;
+
+    (void)fd;
+    (void)what;
+    while (!TAILQ_EMPTY(&h->finished)) {
+        delivery_t *d = TAILQ_FIRST(&h->finished);
+
+        TAILQ_REMOVE(&h->finished, d, link);
+        delivery_free(d);
+    }
 }
 
 /* The n-th retry waits backoff * 2^(n-1), capped, then halved and given back
@@ -179,7 +226,7 @@ attempt_done(delivery_t *d, int status)
         h->stats.delivered++;
         log_info("webhook %s for order %s delivered: attempt %d/%lld, HTTP %d",
                  c->event_id, c->order_id, d->attempts, (long long)max, status);
-        delivery_free(d);
+        delivery_finish(d);
         return;
     }
     if (d->attempts >= max) {
@@ -190,7 +237,7 @@ attempt_done(delivery_t *d, int status)
         else
             log_error("webhook %s for order %s failed: attempt %d/%lld, %s: giving up",
                       c->event_id, c->order_id, d->attempts, (long long)max, error_name(d->error));
-        delivery_free(d);
+        delivery_finish(d);
         return;
     }
     delay = retry_delay_ms(h, d);
@@ -206,7 +253,7 @@ attempt_done(delivery_t *d, int status)
         h->stats.failed++;
         log_error("webhook %s for order %s: cannot schedule a retry: giving up",
                   c->event_id, c->order_id);
-        delivery_free(d);
+        delivery_finish(d);
     }
 }
 
@@ -223,8 +270,7 @@ on_response(struct evhttp_request *req, void *arg)
 {
     delivery_t *d = arg;
 
-    /* libevent frees the connection once we return (free_on_completion). */
-    d->evcon = NULL;
+    /* d->evcon stays: it is freed later, outside this callback. */
     if (d->h->stopping)
         return;
     attempt_done(d, req != NULL ? evhttp_request_get_response_code(req) : 0);
@@ -240,6 +286,11 @@ attempt(delivery_t *d)
     struct evkeyvalq *hd;
     const char *what;
 
+    /* The previous attempt's connection ended in an earlier turn: free it. */
+    if (d->evcon != NULL) {
+        evhttp_connection_free(d->evcon);
+        d->evcon = NULL;
+    }
     d->attempts++;
     d->error = 0;
     h->stats.attempts++;
@@ -254,7 +305,6 @@ attempt(delivery_t *d)
         goto fail;
     evhttp_connection_set_timeout_tv(d->evcon, &h->timeout);
     evhttp_connection_set_retries(d->evcon, 0);
-    evhttp_connection_free_on_completion(d->evcon);
     what = "evhttp_request_new";
     req = evhttp_request_new(on_response, d);
     if (req == NULL)
@@ -337,9 +387,10 @@ sim_hooks_free(sim_hooks_t *h)
     while (!TAILQ_EMPTY(&h->list)) {
         delivery_t *d = TAILQ_FIRST(&h->list);
 
-        if (d->evcon != NULL)
-            evhttp_connection_free(d->evcon);
+        TAILQ_REMOVE(&h->list, d, link);
         delivery_free(d);
     }
+    reap(-1, 0, h);
+    event_free(h->reaper);
     free(h);
 }
