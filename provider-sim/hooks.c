@@ -325,7 +325,7 @@ attempt(delivery_t *d)
     /* On failure libevent has freed req but not the connection. */
     if (evhttp_make_request(d->evcon, req, EVHTTP_REQ_POST, h->conf->webhook_path) < 0)
         goto fail;
-    return;     /* d may be gone already: see the top of the file */
+    return;     /* d may be finished already: see the top of the file */
 fail:
     log_error("webhook %s: %s failed", d->c->event_id, what);
     if (d->evcon != NULL) {
