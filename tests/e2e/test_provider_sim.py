@@ -28,7 +28,8 @@ import time
 import traceback
 
 SIM = os.environ.get("PROVIDER_SIM", "./provider-sim/provider-sim")
-SRCDIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+SRCDIR = os.environ.get("PAYMENTSD_SRCDIR") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 SECRET = "whsec_dGVzdC1zZWNyZXQtb2YtdGhlLWUyZS10ZXN0"  # "test-secret-of-the-e2e-test"
 VECTOR = {
     "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
