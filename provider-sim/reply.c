@@ -1,0 +1,167 @@
+/*
+ * reply: immediate and deferred JSON replies.
+ *
+ * Each deferred reply owns its serialised body and a one-shot timer, and
+ * sits in a list so that shutdown can answer them all.  The evhttp request
+ * is not user-owned: libevent keeps it alive until we reply, and detaches
+ * it (instead of freeing it) when its client goes away first.
+ */
+#include "config.h"
+
+#include "provider-sim/reply.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+
+typedef struct deferred {
+    TAILQ_ENTRY(deferred) link;
+    sim_replies_t *q;
+    struct evhttp_request *req;
+    struct event *timer;
+    int status;
+    size_t len;
+    char body[];
+} deferred_t;
+
+struct sim_replies {
+    struct event_base *base;
+    TAILQ_HEAD(, deferred) list;
+    size_t n;
+};
+
+static const char *
+reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 422: return "Unprocessable Content";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+static void
+send_now(struct evhttp_request *req, int status, const char *body, size_t len)
+{
+    struct evbuffer *buf = evbuffer_new();
+
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    if (buf != NULL)
+        evbuffer_add(buf, body, len);
+    evhttp_send_reply(req, status, reason(status), buf);
+    if (buf != NULL)
+        evbuffer_free(buf);
+}
+
+static void
+deferred_send(deferred_t *d)
+{
+    TAILQ_REMOVE(&d->q->list, d, link);
+    d->q->n--;
+    send_now(d->req, d->status, d->body, d->len);
+    event_free(d->timer);
+    free(d);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    deferred_send(arg);
+}
+
+sim_replies_t *
+sim_reply_new(struct event_base *base)
+{
+    sim_replies_t *q = calloc(1, sizeof(*q));
+
+    if (q == NULL)
+        return NULL;
+    q->base = base;
+    TAILQ_INIT(&q->list);
+    return q;
+}
+
+void
+sim_reply_flush(sim_replies_t *q)
+{
+    while (!TAILQ_EMPTY(&q->list))
+        deferred_send(TAILQ_FIRST(&q->list));
+}
+
+void
+sim_reply_free(sim_replies_t *q)
+{
+    if (q == NULL)
+        return;
+    sim_reply_flush(q);
+    free(q);
+}
+
+size_t
+sim_reply_pending(const sim_replies_t *q)
+{
+    return q->n;
+}
+
+void
+sim_reply_json(sim_replies_t *q, struct evhttp_request *req, int status,
+               json_object *obj, int64_t delay_ms)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
+    deferred_t *d = NULL;
+    struct timeval tv;
+
+    if (delay_ms > 0)
+        d = malloc(sizeof(*d) + len + 1);
+    if (d == NULL) {
+        send_now(req, status, s, len);
+        json_object_put(obj);
+        return;
+    }
+    d->q = q;
+    d->req = req;
+    d->status = status;
+    d->len = len;
+    memcpy(d->body, s, len + 1);
+    json_object_put(obj);
+    d->timer = evtimer_new(q->base, on_timer, d);
+    tv.tv_sec = (time_t)(delay_ms / 1000);
+    tv.tv_usec = (suseconds_t)(delay_ms % 1000) * 1000;
+    if (d->timer == NULL || evtimer_add(d->timer, &tv) < 0) {
+        send_now(req, status, d->body, d->len);
+        if (d->timer != NULL)
+            event_free(d->timer);
+        free(d);
+        return;
+    }
+    TAILQ_INSERT_TAIL(&q->list, d, link);
+    q->n++;
+}
+
+void
+sim_reply_error(sim_replies_t *q, struct evhttp_request *req, int status,
+                const char *code, const char *message, const char *field, int64_t delay_ms)
+{
+    json_object *err = json_object_new_object();
+    json_object *root = json_object_new_object();
+
+    json_object_object_add(err, "code", json_object_new_string(code));
+    json_object_object_add(err, "message", json_object_new_string(message));
+    if (field != NULL)
+        json_object_object_add(err, "field", json_object_new_string(field));
+    json_object_object_add(root, "error", err);
+    sim_reply_json(q, req, status, root, delay_ms);
+}

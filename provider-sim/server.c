@@ -1,0 +1,635 @@
+/*
+ * server: routes, request validation, the outage switch and the lifetime of
+ * the provider-sim process.
+ *
+ * How a charge request is answered:
+ *
+ *   new key, no timeout drawn, no outage   settle now, 200 after `latency`
+ *   new key, timeout drawn or outage       hold: 503 after `hold`; settle
+ *                                          `webhook_delay` after arrival and
+ *                                          send a signed webhook
+ *   known key, settled, no outage          the same 200 again
+ *   known key, still pending, or outage    hold again (no new webhook)
+ *   known key, other order/amount/currency 409 idempotency_key_reused
+ *
+ * Everything runs on one libevent loop, signals included (evsignal), so no
+ * state is shared with a handler and nothing needs a lock.  The outage flag
+ * is the only state that changes at run time besides the charges.
+ */
+#include "config.h"
+
+#include "provider-sim/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <json-c/json.h>
+
+#include "common/listen.h"
+#include "common/log.h"
+#include "provider-sim/charges.h"
+#include "provider-sim/hooks.h"
+#include "provider-sim/reply.h"
+
+#define MAX_BODY (64 * 1024)
+#define MAX_HEADERS (16 * 1024)
+#define KEY_MAX 255
+#define FIELD_MAX 255
+#define STOP_FLUSH_MS 200       /* time given to the last replies to leave */
+
+typedef struct sim {
+    const sim_conf_t *conf;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    sim_charges_t *charges;
+    sim_hooks_t *hooks;
+    sim_replies_t *replies;
+    struct event *signals[5];
+    int outage;
+    int stopping;
+    int64_t timed_out;          /* charge requests held instead of answered */
+    int64_t rejected;           /* charge requests refused with a 4xx */
+} sim_t;
+
+typedef void (*handler_fn)(sim_t *s, struct evhttp_request *req, const char *path);
+
+typedef struct {
+    const char *path;
+    int prefix;                 /* path is a prefix: "/v1/charges/" */
+    int admin;                  /* loopback peers only */
+    unsigned methods;
+    const char *allow;
+    handler_fn handler;
+} route_t;
+
+static void handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path);
+static void handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path);
+static void handle_outage(sim_t *s, struct evhttp_request *req, const char *path);
+static void handle_stats(sim_t *s, struct evhttp_request *req, const char *path);
+
+static const route_t routes[] = {
+    { "/v1/charges", 0, 0, EVHTTP_REQ_POST, "POST", handle_charge_create },
+    { "/v1/charges/", 1, 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_charge_get },
+    { "/admin/outage", 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_POST, "GET, POST", handle_outage },
+    { "/admin/stats", 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_stats },
+};
+
+/* ---- helpers ---- */
+
+/* 1..max bytes, none of them a control character. */
+static int
+text_valid(const char *v, size_t max)
+{
+    size_t n = strnlen(v, max + 1);
+
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* An Idempotency-Key: 1..255 visible ASCII characters, as paymentsd takes. */
+static int
+key_valid(const char *k)
+{
+    size_t n = strnlen(k, KEY_MAX + 1);
+
+    if (n == 0 || n > KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k[i] < 0x21 || k[i] > 0x7e)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * The request body parsed as JSON, or NULL when it is not a single JSON
+ * value (the caller checks the type).  The caller owns the result.
+ */
+static json_object *
+body_json(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *data = (const char *)evbuffer_pullup(in, -1);
+    json_tokener *tok;
+    json_object *obj;
+    size_t end;
+
+    if (len == 0 || data == NULL || memchr(data, '\0', len) != NULL)
+        return NULL;
+    tok = json_tokener_new();
+    if (tok == NULL)
+        return NULL;
+    obj = json_tokener_parse_ex(tok, data, (int)len);
+    if (obj == NULL || json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(obj);
+        json_tokener_free(tok);
+        return NULL;
+    }
+    /* Only white space may follow the value. */
+    for (end = json_tokener_get_parse_end(tok); end < len; end++) {
+        if (strchr(" \t\r\n", data[end]) == NULL) {
+            json_object_put(obj);
+            obj = NULL;
+            break;
+        }
+    }
+    json_tokener_free(tok);
+    return obj;
+}
+
+/* Whether the peer is 127.0.0.0/8 or ::1 (also as a v4-mapped address). */
+static int
+peer_is_loopback(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    if (evcon == NULL)
+        return 0;
+    evhttp_connection_get_peer(evcon, &addr, &port);
+    if (addr == NULL)
+        return 0;
+    if (inet_pton(AF_INET, addr, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, addr, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return 0;
+}
+
+/* ---- charges ---- */
+
+static void
+answer_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
+    json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
+    sim_reply_json(s->replies, req, 200, o, s->conf->latency_ms);
+}
+
+/* Play the provider that does not answer in time: 503 only after `hold`,
+ * long past any sensible client timeout. */
+static void
+hold_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c)
+{
+    s->timed_out++;
+    log_info("charge %s for order %s (attempt %lld): not answering for %lld ms (%s)",
+             c->charge_id, c->order_id, (long long)c->attempts, (long long)s->conf->hold_ms,
+             s->outage ? "outage" : "timeout drawn");
+    sim_reply_error(s->replies, req, 503, "service_unavailable",
+                    "the provider did not answer in time", NULL, s->conf->hold_ms);
+}
+
+static void
+reject(sim_t *s, struct evhttp_request *req, int status, const char *code,
+       const char *message, const char *field)
+{
+    s->rejected++;
+    sim_reply_error(s->replies, req, status, code, message, field, s->conf->latency_ms);
+}
+
+/* Check the body's fields; returns 0, or -1 after answering. */
+static int
+charge_fields(sim_t *s, struct evhttp_request *req, json_object *body,
+              const char **order_id, int64_t *amount, const char **currency)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(body, "order_id", &v) || !json_object_is_type(v, json_type_string)
+        || !text_valid(json_object_get_string(v), FIELD_MAX)) {
+        reject(s, req, 422, "validation_failed", "order_id must be a string of 1..255 characters",
+               "order_id");
+        return -1;
+    }
+    *order_id = json_object_get_string(v);
+    /* json-c keeps integers above INT64_MAX as uint64: too big is invalid. */
+    if (!json_object_object_get_ex(body, "amount_cents", &v) || !json_object_is_type(v, json_type_int)
+        || json_object_get_int64(v) <= 0 || json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
+        reject(s, req, 422, "validation_failed", "amount_cents must be a positive integer",
+               "amount_cents");
+        return -1;
+    }
+    *amount = json_object_get_int64(v);
+    if (!json_object_object_get_ex(body, "currency", &v) || !json_object_is_type(v, json_type_string)
+        || json_object_get_string_len(v) != 3
+        || strspn(json_object_get_string(v), "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3) {
+        reject(s, req, 422, "validation_failed", "currency must be three upper-case letters",
+               "currency");
+        return -1;
+    }
+    *currency = json_object_get_string(v);
+    return 0;
+}
+
+static void
+handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
+{
+    const char *key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
+    const char *order_id, *currency;
+    json_object *body = NULL;
+    sim_charge_t *c;
+    int64_t amount;
+
+    (void)path;
+    if (key == NULL) {
+        reject(s, req, 400, "idempotency_key_missing", "the Idempotency-Key header is required", NULL);
+        return;
+    }
+    if (!key_valid(key)) {
+        reject(s, req, 400, "idempotency_key_invalid",
+               "Idempotency-Key must be 1..255 visible ASCII characters", NULL);
+        return;
+    }
+    body = body_json(req);
+    if (body == NULL || !json_object_is_type(body, json_type_object)) {
+        reject(s, req, 400, "invalid_json", "the body must be a JSON object", NULL);
+        goto done;
+    }
+    if (charge_fields(s, req, body, &order_id, &amount, &currency) < 0)
+        goto done;
+
+    c = sim_charges_find(s->charges, key);
+    if (c != NULL) {
+        if (strcmp(c->order_id, order_id) != 0 || c->amount_cents != amount
+            || strcmp(c->currency, currency) != 0) {
+            reject(s, req, 409, "idempotency_key_reused",
+                   "this Idempotency-Key was used with another order_id, amount_cents or currency",
+                   NULL);
+            goto done;
+        }
+        sim_charges_attempt(s->charges, c);
+        log_debug("charge %s for order %s: retry %lld", c->charge_id, c->order_id,
+                  (long long)c->attempts);
+        if (s->outage || !c->settled)
+            hold_charge(s, req, c);
+        else
+            answer_charge(s, req, c);
+        goto done;
+    }
+
+    c = sim_charges_add(s->charges, key, order_id, amount, currency);
+    if (c == NULL) {
+        log_error("out of memory recording a charge for order %s", order_id);
+        sim_reply_error(s->replies, req, 503, "service_unavailable", "out of memory", NULL, 0);
+        goto done;
+    }
+    sim_charges_attempt(s->charges, c);
+    log_debug("charge %s for order %s: new, %lld %s, %s%s", c->charge_id, c->order_id,
+              (long long)amount, currency, c->declined ? "declined" : "succeeded",
+              c->timeout ? ", timeout drawn" : "");
+    if (!s->outage && !c->timeout) {
+        sim_charges_settle(s->charges, c);
+        answer_charge(s, req, c);
+        goto done;
+    }
+    if (sim_hooks_settle_later(s->hooks, c) < 0) {
+        /* Without a webhook the charge could never be learnt of: answer. */
+        log_error("out of memory scheduling the webhook of %s: answering at once", c->charge_id);
+        sim_charges_settle(s->charges, c);
+        answer_charge(s, req, c);
+        goto done;
+    }
+    hold_charge(s, req, c);
+done:
+    json_object_put(body);
+}
+
+static void
+handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
+{
+    size_t len = 0;
+    char *order_id;
+    const sim_charge_t *c;
+    json_object *o;
+
+    if (s->outage) {
+        sim_reply_error(s->replies, req, 503, "service_unavailable", "the provider is in an outage",
+                        NULL, s->conf->latency_ms);
+        return;
+    }
+    order_id = evhttp_uridecode(path + strlen("/v1/charges/"), 0, &len);
+    c = order_id != NULL && len == strlen(order_id) && text_valid(order_id, FIELD_MAX)
+        ? sim_charges_find_order(s->charges, order_id) : NULL;
+    free(order_id);
+    if (c == NULL) {
+        sim_reply_error(s->replies, req, 404, "charge_not_found", "no charge was received for this order",
+                        NULL, s->conf->latency_ms);
+        return;
+    }
+    o = json_object_new_object();
+    json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
+    json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
+    json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
+    json_object_object_add(o, "amount_cents", json_object_new_int64(c->amount_cents));
+    json_object_object_add(o, "currency", json_object_new_string(c->currency));
+    json_object_object_add(o, "attempts", json_object_new_int64(c->attempts));
+    sim_reply_json(s->replies, req, 200, o, s->conf->latency_ms);
+}
+
+/* ---- admin ---- */
+
+static void
+reply_outage(sim_t *s, struct evhttp_request *req)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "outage", json_object_new_boolean(s->outage));
+    sim_reply_json(s->replies, req, 200, o, 0);
+}
+
+static void
+handle_outage(sim_t *s, struct evhttp_request *req, const char *path)
+{
+    json_object *body, *v;
+
+    (void)path;
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        reply_outage(s, req);
+        return;
+    }
+    body = body_json(req);
+    if (body == NULL || !json_object_is_type(body, json_type_object)) {
+        sim_reply_error(s->replies, req, 400, "invalid_json", "the body must be a JSON object", NULL, 0);
+    } else if (!json_object_object_get_ex(body, "enabled", &v)
+               || !json_object_is_type(v, json_type_boolean)) {
+        sim_reply_error(s->replies, req, 422, "validation_failed", "enabled must be true or false",
+                        "enabled", 0);
+    } else {
+        int on = json_object_get_boolean(v);
+
+        if (on != s->outage) {
+            if (on)
+                log_warn("outage mode on: charges are recorded but not answered in time");
+            else
+                log_info("outage mode off");
+        }
+        s->outage = on;
+        reply_outage(s, req);
+    }
+    json_object_put(body);
+}
+
+static void
+add_count(json_object *o, const char *name, int64_t v)
+{
+    json_object_object_add(o, name, json_object_new_int64(v));
+}
+
+static void
+handle_stats(sim_t *s, struct evhttp_request *req, const char *path)
+{
+    sim_charges_stats_t cs;
+    sim_hooks_stats_t hs;
+    json_object *o = json_object_new_object();
+
+    (void)path;
+    sim_charges_stats(s->charges, &cs);
+    sim_hooks_stats(s->hooks, &hs);
+    add_count(o, "charges", cs.charges);
+    add_count(o, "charge_requests", cs.charge_requests);
+    add_count(o, "succeeded", cs.succeeded);
+    add_count(o, "declined", cs.declined);
+    add_count(o, "pending", cs.pending);
+    add_count(o, "timed_out", s->timed_out);
+    add_count(o, "rejected_requests", s->rejected);
+    add_count(o, "held_requests", (int64_t)sim_reply_pending(s->replies));
+    add_count(o, "webhooks_delivered", hs.delivered);
+    add_count(o, "webhook_attempts", hs.attempts);
+    add_count(o, "webhooks_failed", hs.failed);
+    add_count(o, "webhooks_pending", hs.pending);
+    json_object_object_add(o, "outage", json_object_new_boolean(s->outage));
+    sim_reply_json(s->replies, req, 200, o, 0);
+}
+
+/* ---- routing and lifetime ---- */
+
+static void
+on_request(struct evhttp_request *req, void *arg)
+{
+    sim_t *s = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    unsigned method = (unsigned)evhttp_request_get_command(req);
+
+    if (path == NULL)
+        path = "";
+    if (s->stopping)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const route_t *rt = &routes[i];
+        int match = rt->prefix ? strncmp(path, rt->path, strlen(rt->path)) == 0
+                               : strcmp(path, rt->path) == 0;
+
+        if (!match)
+            continue;
+        if (rt->admin && !peer_is_loopback(req)) {
+            sim_reply_error(s->replies, req, 403, "forbidden",
+                            "admin endpoints answer loopback clients only", NULL, 0);
+            return;
+        }
+        if (!(method & rt->methods)) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", rt->allow);
+            sim_reply_error(s->replies, req, 405, "method_not_allowed",
+                            "this method is not allowed on this path", NULL, 0);
+            return;
+        }
+        rt->handler(s, req, path);
+        return;
+    }
+    sim_reply_error(s->replies, req, 404, "not_found", "no such route", NULL, 0);
+}
+
+static void
+stop(sim_t *s, const char *why)
+{
+    struct timeval tv = { 0, STOP_FLUSH_MS * 1000 };
+
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    log_info("stopping (%s): answering %zu held requests", why, sim_reply_pending(s->replies));
+    if (s->bound != NULL) {
+        evhttp_del_accept_socket(s->http, s->bound);
+        s->bound = NULL;
+    }
+    sim_reply_flush(s->replies);
+    event_base_loopexit(s->base, &tv);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    sim_t *s = arg;
+
+    (void)what;
+    switch (sig) {
+    case SIGTERM: stop(s, "SIGTERM"); break;
+    case SIGINT: stop(s, "SIGINT"); break;
+    case SIGQUIT: stop(s, "SIGQUIT"); break;
+    case SIGUSR1:
+        if (log_reopen() < 0)
+            log_error("reopening the error log failed: %s", strerror(errno));
+        break;
+    case SIGHUP:
+        log_warn("SIGHUP ignored: provider-sim has no reload, restart it to apply a new conf");
+        break;
+    default:
+        break;
+    }
+}
+
+static int
+pid_file_write(const char *path, char *err, size_t errlen)
+{
+    char buf[32];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+
+    if (fd < 0 || write(fd, buf, (size_t)n) != n) {
+        snprintf(err, errlen, "cannot write pid_file %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Remove the pid file only if it still names us (a successor may own it). */
+static void
+pid_file_remove(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+
+    if (f == NULL)
+        return;
+    if (fscanf(f, "%ld", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    if (pid == (long)getpid())
+        unlink(path);
+}
+
+int
+sim_server_run(const sim_conf_t *conf)
+{
+    static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP };
+    sim_t s;
+    char err[1024] = "";
+    const char *what;
+    struct timeval tv;
+    int fd = -1, rc = 1, pid_written = 0;
+
+    memset(&s, 0, sizeof(s));
+    s.conf = conf;
+    s.outage = conf->outage;
+
+    what = "event_base_new";
+    s.base = event_base_new();
+    if (s.base == NULL)
+        goto cleanup;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        what = "evsignal_new";
+        s.signals[i] = evsignal_new(s.base, sigs[i], on_signal, &s);
+        if (s.signals[i] == NULL || evsignal_add(s.signals[i], NULL) < 0)
+            goto cleanup;
+    }
+    what = "sim_charges_new";
+    s.charges = sim_charges_new(conf->seed, conf->decline_rate, conf->timeout_rate);
+    if (s.charges == NULL)
+        goto cleanup;
+    what = "sim_reply_new";
+    s.replies = sim_reply_new(s.base);
+    if (s.replies == NULL)
+        goto cleanup;
+    what = "sim_hooks_new";
+    s.hooks = sim_hooks_new(s.base, conf, s.charges, err, sizeof(err));
+    if (s.hooks == NULL)
+        goto cleanup;
+
+    what = "evhttp_new";
+    s.http = evhttp_new(s.base);
+    if (s.http == NULL)
+        goto cleanup;
+    evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD
+                               | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
+    evhttp_set_max_body_size(s.http, MAX_BODY);
+    evhttp_set_max_headers_size(s.http, MAX_HEADERS);
+    /* Idle connections must not time out under a held request. */
+    tv.tv_sec = (time_t)(conf->hold_ms / 1000 + 60);
+    tv.tv_usec = 0;
+    evhttp_set_timeout_tv(s.http, &tv);
+    evhttp_set_gencb(s.http, on_request, &s);
+
+    what = "listen";
+    fd = listen_open(conf->listen, err, sizeof(err));
+    if (fd < 0)
+        goto cleanup;
+    what = "evhttp_accept_socket_with_handle";
+    s.bound = evhttp_accept_socket_with_handle(s.http, fd);
+    if (s.bound == NULL)
+        goto cleanup;
+    fd = -1;                    /* the listener owns it now */
+
+    if (conf->pid_file != NULL) {
+        what = "pid_file";
+        if (pid_file_write(conf->pid_file, err, sizeof(err)) < 0)
+            goto cleanup;
+        pid_written = 1;
+    }
+    log_info("listening on %s; webhooks to %s; seed %lld, decline_rate %g, timeout_rate %g, "
+             "latency %lld ms%s",
+             conf->listen, conf->webhook_url, (long long)conf->seed, conf->decline_rate,
+             conf->timeout_rate, (long long)conf->latency_ms, s.outage ? "; outage mode on" : "");
+    if (event_base_dispatch(s.base) < 0) {
+        what = "event_base_dispatch";
+        goto cleanup;
+    }
+    rc = 0;
+    log_info("stopped");
+
+cleanup:
+    if (rc != 0 && err[0] != '\0')
+        log_error("cannot start: %s", err);
+    else if (rc != 0)
+        log_error("cannot start: %s failed", what);
+    if (pid_written)
+        pid_file_remove(conf->pid_file);
+    if (fd >= 0)
+        close(fd);
+    sim_hooks_free(s.hooks);
+    /* Answer anything still held before its connection goes away. */
+    sim_reply_free(s.replies);
+    if (s.http != NULL)
+        evhttp_free(s.http);
+    sim_charges_free(s.charges);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        if (s.signals[i] != NULL)
+            event_free(s.signals[i]);
+    }
+    if (s.base != NULL)
+        event_base_free(s.base);
+    return rc;
+}
