@@ -18,9 +18,11 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
 
 #include "common/log.h"
 #include "common/listen.h"
+#include "common/whsig.h"
 
 static int
 check_listen(const void *field, char *err, size_t errlen)
@@ -73,29 +75,23 @@ check_currencies(const void *field, char *err, size_t errlen)
     return 0;
 }
 
-/* The secret's full check (it decodes) lives with the HMAC code; here only
- * its shape, so that -t catches a pasted-wrong line. */
+/* Decoded the way the workers will decode it, so -t catches a bad secret. */
 static int
 check_secrets(const void *field, char *err, size_t errlen)
 {
     const cf_list_t *l = field;
+    whsig_key_t *key = malloc(sizeof(*key));
+    int rc = 0;
 
-    for (size_t i = 0; i < l->n; i++) {
-        const char *s = l->items[i];
-        size_t n;
-
-        if (strncmp(s, "whsec_", 6) != 0) {
-            snprintf(err, errlen, "webhook_secret must start with \"whsec_\"");
-            return -1;
-        }
-        n = strlen(s + 6);
-        if (n < 4 || n % 4 != 0 || strspn(s + 6,
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != n) {
-            snprintf(err, errlen, "webhook_secret is not \"whsec_\" followed by base64");
-            return -1;
-        }
+    if (key == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
-    return 0;
+    for (size_t i = 0; i < l->n && rc == 0; i++)
+        rc = whsig_key_parse(l->items[i], key, err, errlen);
+    OPENSSL_cleanse(key, sizeof(*key));
+    free(key);
+    return rc;
 }
 
 static int

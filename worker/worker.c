@@ -31,6 +31,7 @@
 #include "worker/checkout.h"
 #include "worker/http.h"
 #include "worker/provider.h"
+#include "worker/webhook.h"
 
 #define DRAIN_QUIET_MS 1000
 
@@ -43,6 +44,7 @@ struct worker {
     size_t nbound;
     db_pool_t *db;
     provider_t *provider;
+    webhook_keys_t *webhook_keys;
     int inflight;
     int draining;
     int64_t last_request_ms;
@@ -77,6 +79,7 @@ static const route_t routes[] = {
     { "/openapi.json", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "openapi", handle_openapi },
     { "/docs", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "docs", handle_docs },
     { "/checkout", 0, EVHTTP_REQ_POST, "POST", "checkout", checkout_handle },
+    { "/webhooks/provider", 0, EVHTTP_REQ_POST, "POST", "webhook", webhook_handle },
     { "/orders/", 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "order", orders_handle },
 };
 
@@ -96,6 +99,12 @@ provider_t *
 worker_provider(worker_t *w)
 {
     return w->provider;
+}
+
+const webhook_keys_t *
+worker_webhook_keys(const worker_t *w)
+{
+    return w->webhook_keys;
 }
 
 static void
@@ -153,6 +162,7 @@ worker_exit(worker_t *w, int status)
     log_info("exiting");
     db_pool_free(w->db);
     provider_free(w->provider);
+    webhook_keys_free(w->webhook_keys);
     exit(status);
 }
 
@@ -365,6 +375,11 @@ worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid_t ma
     what = "provider_new";
     w.provider = provider_new(w.base, conf->provider_url, conf->provider_timeout_ms);
     if (w.provider == NULL)
+        goto fail;
+
+    what = "webhook_keys_new";
+    w.webhook_keys = webhook_keys_new(conf);
+    if (w.webhook_keys == NULL)
         goto fail;
 
     what = "evhttp_new";

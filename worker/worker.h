@@ -27,6 +27,8 @@ void worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid
 const conf_t *worker_conf(const worker_t *w);
 db_pool_t *worker_db(worker_t *w);
 provider_t *worker_provider(worker_t *w);
+struct webhook_keys;
+const struct webhook_keys *worker_webhook_keys(const worker_t *w);
 
 /* Shared set-up of a child process: role in logs and ps, signals back to
  * their defaults, exit when the master dies.  Returns 0, or -1 when the

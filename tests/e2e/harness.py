@@ -332,3 +332,92 @@ class DelayProxy:
 
     def close(self):
         self.sock.close()
+
+
+DEV_SECRET = "whsec_c2ltdWxhdG9yLXNlY3JldC1mb3ItZGV2ZWxvcG1lbnQ="
+
+
+class ProviderSim:
+    """A provider-sim started from a generated conf file."""
+
+    def __init__(self, extra=None):
+        self.dir = tempfile.mkdtemp(prefix="provider-sim-e2e-")
+        self.port = free_port()
+        self.conf_path = os.path.join(self.dir, "provider-sim.conf")
+        self.log_path = os.path.join(self.dir, "provider-sim.log")
+        settings = {
+            "listen": "127.0.0.1:%d" % self.port,
+            "webhook_url": "http://127.0.0.1:9/webhooks/provider",
+            "webhook_secret": DEV_SECRET,
+            "decline_rate": "0",
+            "timeout_rate": "0",
+            "latency": "0ms",
+            "seed": "42",
+            "webhook_delay": "1s",
+            "webhook_max_attempts": "3",
+            "outage": "off",
+        }
+        settings.update(extra or {})
+        with open(self.conf_path, "w") as f:
+            f.write("".join("%s = %s\n" % kv for kv in settings.items()))
+        self.proc = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([PROVIDER_SIM, "-c", self.conf_path],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        _started.append(self.proc)
+        if not wait_until(lambda: request(self.port, "GET", "/admin/stats", timeout=2).status == 200, 10):
+            raise RuntimeError("provider-sim did not start:\n" + self.log())
+        return self
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stats(self):
+        return request(self.port, "GET", "/admin/stats").json()
+
+    def charge(self, order_id):
+        return request(self.port, "GET", "/v1/charges/" + order_id)
+
+    def outage(self, enabled):
+        r = request(self.port, "POST", "/admin/outage", body={"enabled": enabled})
+        assert r.status == 200, r
+        return r
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def psql(sql, database=None):
+    """Run one query with psql against the test database; rows as lists."""
+    out = subprocess.run(["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+                          "-d", database or DATABASE, "-c", sql],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def checkout(d, key, body, headers=None, timeout=10):
+    h = {"Content-Type": "application/json"}
+    if key is not None:
+        h["Idempotency-Key"] = key
+    h.update(headers or {})
+    return d.post("/checkout", body=body, headers=h, timeout=timeout)
+
+
+def new_key(prefix="k"):
+    return "%s-%d-%s" % (prefix, os.getpid(), os.urandom(8).hex())

@@ -205,16 +205,18 @@ test_errors_have_line_numbers(void **state)
                "1: invalid duration \"5 parsecs\" (use e.g. 800ms, 5s, 5m, 24h)");
     load_fails("max_body_size = lots\n", "1: invalid size \"lots\" (use e.g. 16k, 64m)");
     load_fails("currencies = EUR usd\n", "1: currency \"usd\" is not three upper-case letters");
-    load_fails("webhook_secret = hunter2\n", "1: webhook_secret must start with \"whsec_\"");
+    load_fails("webhook_secret = hunter2\n", "1: webhook secret must start with \"whsec_\"");
     load_fails("webhook_secret = whsec_!!!!\n",
-               "1: webhook_secret is not \"whsec_\" followed by base64");
+               "1: webhook secret is not \"whsec_\" + padded base64");
+    load_fails("webhook_secret = whsec_YQ\n",
+               "1: webhook secret is not \"whsec_\" + padded base64");
     load_fails("log_level = loud\n", "1: log_level must be error, warn, info or debug");
     load_fails("provider_url = ftp://x\n", "1: provider_url must be an http:// URL");
     load_fails("listen = 127.0.0.1:http\n",
                "1: invalid port in listen address \"127.0.0.1:http\"");
     load_fails("error_log = \"unterminated\n", "1: unterminated quoted value");
-    load_fails("database = postgresql://h:notaport/db\n",
-               "1: invalid database connection string: invalid integer value \"notaport\" for connection option \"port\"");
+    load_fails("database = postgresql://h:5432/db?bogus=1\n",
+               "1: invalid database connection string: invalid URI query parameter: \"bogus\"");
     load_fails("database = host=127.0.0.1 bogus=1\n",
                "1: invalid database connection string: invalid connection option \"bogus\"");
 }

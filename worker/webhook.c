@@ -1,0 +1,200 @@
+/*
+ * webhook: verify, validate, apply.
+ *
+ * The signature is checked over the raw body before anything parses it, with
+ * every configured secret (rotation) and in constant time (common/whsig.c);
+ * a timestamp outside webhook_tolerance is refused before the signature is
+ * even looked at.  Only then is the body parsed, and one webhook_apply() call
+ * records the event, moves the order and writes the ledger in a single
+ * transaction.  An event id seen before is a duplicate whatever it says, so
+ * a replayed webhook can never apply twice.
+ */
+#include "config.h"
+
+#include "worker/webhook.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <json-c/json.h>
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "common/whsig.h"
+#include "worker/db.h"
+#include "worker/validate.h"
+#include "worker/worker.h"
+
+struct webhook_keys {
+    size_t n;
+    whsig_key_t keys[];
+};
+
+static const char SQL_APPLY[] =
+    "SELECT result, order_status, conflict FROM webhook_apply($1, $2::uuid, $3, $4)";
+
+webhook_keys_t *
+webhook_keys_new(const conf_t *conf)
+{
+    size_t n = conf->webhook_secrets.n;
+    webhook_keys_t *k = calloc(1, sizeof(*k) + n * sizeof(whsig_key_t));
+    char err[256];
+
+    if (k == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (whsig_key_parse(conf->webhook_secrets.items[i], &k->keys[i], err, sizeof(err)) < 0) {
+            log_error("webhook_secret %zu: %s", i + 1, err);
+            webhook_keys_free(k);
+            return NULL;
+        }
+    }
+    k->n = n;
+    return k;
+}
+
+void
+webhook_keys_free(webhook_keys_t *k)
+{
+    if (k == NULL)
+        return;
+    /* Secrets do not linger in freed memory. */
+    OPENSSL_cleanse(k->keys, k->n * sizeof(k->keys[0]));
+    free(k);
+}
+
+static void
+apply_done(void *arg, const PGresult *res, const char *err)
+{
+    http_req_t *r = arg;
+    const char *result;
+    json_object *body;
+
+    if (err != NULL || PQntuples(res) != 1) {
+        if (db_error_is_transient(res)) {
+            /* The provider retries a non-2xx delivery later. */
+            log_warn("webhook_apply failed: %s", err ? err : "no row");
+            http_add_header(r, "Retry-After", "1");
+            http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
+        } else {
+            log_error("webhook_apply failed: %s", err ? err : "no row");
+            http_reply_error(r, 500, "internal_error", "internal error", NULL);
+        }
+        return;
+    }
+    result = PQgetvalue(res, 0, 0);
+    if (strcmp(result, "not_found") == 0) {
+        http_reply_error(r, 404, "order_not_found", "no such order", "order_id");
+        return;
+    }
+    body = json_object_new_object();
+    json_object_object_add(body, "ok", json_object_new_boolean(1));
+    if (strcmp(result, "duplicate") == 0) {
+        json_object_object_add(body, "duplicate", json_object_new_boolean(1));
+    } else {
+        json_object_object_add(body, "duplicate", json_object_new_boolean(0));
+        json_object_object_add(body, "applied", json_object_new_boolean(strcmp(result, "applied") == 0));
+        if (PQgetvalue(res, 0, 2)[0] == 't')
+            log_warn("webhook conflict: order is already %s, the event was not applied",
+                     PQgetvalue(res, 0, 1));
+    }
+    http_reply_json(r, 200, body);
+}
+
+/* A string member of the event: present, a string, 1..max bytes. */
+static const char *
+event_string(json_object *obj, const char *name, size_t max, validate_error_t *e)
+{
+    json_object *v;
+    size_t n;
+
+    if (!json_object_object_get_ex(obj, name, &v) || !json_object_is_type(v, json_type_string)) {
+        snprintf(e->message, sizeof(e->message), "%s must be a string", name);
+        snprintf(e->field, sizeof(e->field), "%s", name);
+        return NULL;
+    }
+    n = (size_t)json_object_get_string_len(v);
+    if (n < 1 || n > max || strlen(json_object_get_string(v)) != n) {
+        snprintf(e->message, sizeof(e->message), "%s must be 1..%zu characters", name, max);
+        snprintf(e->field, sizeof(e->field), "%s", name);
+        return NULL;
+    }
+    return json_object_get_string(v);
+}
+
+void
+webhook_handle(http_req_t *r)
+{
+    const conf_t *conf = worker_conf(r->worker);
+    const webhook_keys_t *keys = worker_webhook_keys(r->worker);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    struct evbuffer *buf = evhttp_request_get_input_buffer(r->req);
+    size_t len = evbuffer_get_length(buf);
+    const char *body, *event_id, *order_id, *outcome;
+    whsig_result_t v;
+    validate_error_t e;
+    json_object *obj;
+
+    if (keys == NULL || keys->n == 0) {
+        http_reply_error(r, 401, "signature_invalid", "no webhook secret is configured", NULL);
+        return;
+    }
+    if ((int64_t)len > conf->max_body_size) {
+        http_reply_error(r, 413, "payload_too_large", "the body is too large", NULL);
+        return;
+    }
+    body = (const char *)evbuffer_pullup(buf, -1);
+    v = whsig_verify(keys->keys, keys->n, evhttp_find_header(in, "webhook-id"),
+                     evhttp_find_header(in, "webhook-timestamp"),
+                     evhttp_find_header(in, "webhook-signature"), body, len,
+                     (int64_t)time(NULL), conf->webhook_tolerance_ms / 1000);
+    if (v != WHSIG_OK) {
+        log_warn("webhook refused: signature %s", whsig_result_name(v));
+        if (v == WHSIG_EXPIRED)
+            http_reply_error(r, 401, "signature_expired",
+                             "webhook-timestamp is outside the tolerance", NULL);
+        else
+            http_reply_error(r, 401, "signature_invalid", "the webhook signature is not valid", NULL);
+        return;
+    }
+
+    obj = validate_json_object(body, len, &e);
+    if (obj == NULL) {
+        http_reply_error(r, e.status, e.code, e.message, NULL);
+        return;
+    }
+    memset(&e, 0, sizeof(e));
+    event_id = event_string(obj, "event_id", 255, &e);
+    order_id = event_id ? event_string(obj, "order_id", 36, &e) : NULL;
+    if (order_id != NULL && !validate_uuid(order_id)) {
+        snprintf(e.message, sizeof(e.message), "order_id must be a UUID");
+        snprintf(e.field, sizeof(e.field), "order_id");
+        order_id = NULL;
+    }
+    outcome = order_id ? event_string(obj, "outcome", 6, &e) : NULL;
+    if (outcome != NULL && strcmp(outcome, "PAID") != 0 && strcmp(outcome, "FAILED") != 0) {
+        snprintf(e.message, sizeof(e.message), "outcome must be PAID or FAILED");
+        snprintf(e.field, sizeof(e.field), "outcome");
+        outcome = NULL;
+    }
+    if (outcome == NULL) {
+        http_reply_error(r, 422, "validation_failed", e.message, e.field);
+        json_object_put(obj);
+        return;
+    }
+    {
+        /* The raw body is stored as received: it is what was signed. */
+        char *payload = strndup(body, len);
+        const char *params[4] = { event_id, order_id, outcome, payload };
+
+        if (payload == NULL || db_call(worker_db(r->worker), SQL_APPLY, 4, params, apply_done, r) < 0) {
+            http_add_header(r, "Retry-After", "1");
+            http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
+        }
+        free(payload);
+    }
+    json_object_put(obj);
+}
