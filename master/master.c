@@ -59,6 +59,7 @@ typedef struct {
 typedef struct {
     char *conf_path;
     conf_t *conf;
+    worker_shared_t shared;
     int *fds;
     size_t nfds;
     int sfd;
@@ -104,7 +105,7 @@ spawn(master_t *m, int slot)
         close(m->sfd);
         if (slot == HOUSEKEEPER_SLOT)
             housekeeper_main(m->conf, m->pid);
-        worker_main(m->conf, m->fds, m->nfds, slot, m->pid);
+        worker_main(m->conf, &m->shared, m->fds, m->nfds, slot, m->pid);
     }
     m->children[m->nchildren++] = (child_t){
         .pid = pid, .slot = slot, .gen = m->gen, .retiring = 0, .started_ms = now_ms()
@@ -344,6 +345,7 @@ master_free(master_t *m)
     if (m->sfd >= 0)
         close(m->sfd);
     conf_free(m->conf);
+    shm_metrics_destroy(m->shared.metrics);
     free(m->fds);
     free(m->slots);
     free(m->conf_path);
@@ -374,6 +376,10 @@ master_run(const char *conf_path, conf_t *conf)
     what = "allocating";
     m->fds = calloc(conf->listen.n, sizeof(*m->fds));
     if (m->fds == NULL || m->conf_path == NULL)
+        goto fail;
+    what = "mapping shared memory for metrics";
+    m->shared.metrics = shm_metrics_create();
+    if (m->shared.metrics == NULL)
         goto fail;
     for (size_t i = 0; i < conf->listen.n; i++) {
         m->fds[i] = listen_open(conf->listen.items[i], err, sizeof(err));

@@ -50,12 +50,15 @@ static const char SQL_LEDGER[] = "SELECT order_ledger($1::uuid)";
 static void
 reply_validation(http_req_t *r, const validate_error_t *e)
 {
+    worker_count(r->worker, METRICS_CHECKOUT_INVALID);
     http_reply_error(r, e->status, e->code, e->message, e->field[0] ? e->field : NULL);
 }
 
 static void
 reply_unavailable(http_req_t *r)
 {
+    if (r->route == METRICS_ROUTE_CHECKOUT)
+        worker_count(r->worker, METRICS_CHECKOUT_UNAVAILABLE);
     http_add_header(r, "Retry-After", "1");
     http_reply_error(r, 503, "service_unavailable",
                      "the database is unavailable; retry with the same Idempotency-Key", NULL);
@@ -99,12 +102,17 @@ static void
 finish_done(void *arg, const PGresult *res, const char *err)
 {
     checkout_t *c = arg;
+    const char *status;
 
     if (err != NULL || PQntuples(res) != 1) {
         reply_db_error(c->r, res, err ? err : "checkout_finish returned no row");
         checkout_free(c);
         return;
     }
+    status = PQgetvalue(res, 0, 0);
+    worker_count(c->r->worker, strcmp(status, "PAID") == 0 ? METRICS_CHECKOUT_PAID
+                               : strcmp(status, "FAILED") == 0 ? METRICS_CHECKOUT_FAILED
+                               : METRICS_CHECKOUT_PENDING);
     reply_order(c, atoi(PQgetvalue(res, 0, 1)), PQgetvalue(res, 0, 2),
                 (size_t)PQgetlength(res, 0, 2), 0);
 }
@@ -119,6 +127,9 @@ charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
         c->order_id, c->key, provider_outcome_name(outcome), charge_id, cap
     };
 
+    worker_count(c->r->worker, outcome == PROVIDER_SUCCEEDED ? METRICS_PROVIDER_SUCCEEDED
+                               : outcome == PROVIDER_DECLINED ? METRICS_PROVIDER_DECLINED
+                               : METRICS_PROVIDER_UNAVAILABLE);
     snprintf(cap, sizeof(cap), "%lld", (long long)conf->outage_pending_cap_cents);
     if (db_call(worker_db(c->r->worker), SQL_FINISH, 5, params, finish_done, c) < 0) {
         /* The key stays in progress: a retry after the lock timeout
@@ -147,13 +158,17 @@ begin_done(void *arg, const PGresult *res, const char *err)
         provider_charge(worker_provider(c->r->worker), c->order_id, c->req.amount_cents,
                         c->req.currency, charge_done, c);
     } else if (strcmp(result, "replay") == 0) {
+        worker_count(c->r->worker, METRICS_CHECKOUT_REPLAYED);
+        worker_count(c->r->worker, METRICS_REPLAY_DB);
         reply_order(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
                     (size_t)PQgetlength(res, 0, 3), 1);
     } else if (strcmp(result, "reused") == 0) {
+        worker_count(c->r->worker, METRICS_CHECKOUT_REUSED);
         http_reply_error(c->r, 409, "idempotency_key_reused",
                          "this Idempotency-Key was used with a different request", NULL);
         checkout_free(c);
     } else if (strcmp(result, "in_progress") == 0) {
+        worker_count(c->r->worker, METRICS_CHECKOUT_IN_USE);
         http_add_header(c->r, "Retry-After", "1");
         http_reply_error(c->r, 409, "idempotency_key_in_use",
                          "a request with this Idempotency-Key is still being processed", NULL);
@@ -247,7 +262,7 @@ orders_handle(http_req_t *r)
         sql = SQL_ORDER;
     } else if (strcmp(rest + 36, "/ledger") == 0) {
         sql = SQL_LEDGER;
-        r->route = "order_ledger";
+        r->route = METRICS_ROUTE_ORDER_LEDGER;
     } else {
         goto not_found;
     }

@@ -75,7 +75,7 @@ http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
     evhttp_request_own(req);
     r->req = req;
     r->worker = w;
-    r->route = "unknown";
+    r->route = METRICS_ROUTE_UNKNOWN;
     r->done = done;
     r->start_us = now_us();
     id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
@@ -162,7 +162,7 @@ access_log_line(const http_req_t *r, int status, int64_t dur_us)
     n = snprintf(line, sizeof(line),
                  "{\"time\":\"%s\",\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\","
                  "\"route\":\"%s\",\"status\":%d,\"duration_ms\":%.3f,\"worker_pid\":%ld}",
-                 now, r->request_id, method, path, r->route, status,
+                 now, r->request_id, method, path, shm_metrics_route_name(r->route), status,
                  (double)dur_us / 1000.0, (long)getpid());
     if (n > 0 && (size_t)n < sizeof(line))
         log_access(line, (size_t)n);

@@ -16,6 +16,8 @@
 #include <event2/http.h>
 #include <json-c/json.h>
 
+#include "shm/metrics.h"
+
 typedef struct worker worker_t;
 typedef struct http_req http_req_t;
 
@@ -26,7 +28,7 @@ typedef void (*http_done_fn)(worker_t *w, const http_req_t *r, int status, int64
 struct http_req {
     struct evhttp_request *req;
     worker_t *worker;
-    const char *route;          /* a static name for logs and metrics */
+    metrics_route_t route;      /* for logs and metrics */
     int64_t start_us;
     http_done_fn done;
     int status;                 /* set by the reply */

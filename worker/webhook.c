@@ -74,6 +74,7 @@ apply_done(void *arg, const PGresult *res, const char *err)
     json_object *body;
 
     if (err != NULL || PQntuples(res) != 1) {
+        worker_count(r->worker, METRICS_WEBHOOK_UNAVAILABLE);
         if (db_error_is_transient(res)) {
             /* The provider retries a non-2xx delivery later. */
             log_warn("webhook_apply failed: %s", err ? err : "no row");
@@ -87,17 +88,22 @@ apply_done(void *arg, const PGresult *res, const char *err)
     }
     result = PQgetvalue(res, 0, 0);
     if (strcmp(result, "not_found") == 0) {
+        worker_count(r->worker, METRICS_WEBHOOK_NOT_FOUND);
         http_reply_error(r, 404, "order_not_found", "no such order", "order_id");
         return;
     }
     body = json_object_new_object();
     json_object_object_add(body, "ok", json_object_new_boolean(1));
     if (strcmp(result, "duplicate") == 0) {
+        worker_count(r->worker, METRICS_WEBHOOK_DUPLICATE);
         json_object_object_add(body, "duplicate", json_object_new_boolean(1));
     } else {
+        int conflict = PQgetvalue(res, 0, 2)[0] == 't';
+        worker_count(r->worker, strcmp(result, "applied") == 0 ? METRICS_WEBHOOK_APPLIED
+                                : conflict ? METRICS_WEBHOOK_CONFLICT : METRICS_WEBHOOK_NOT_APPLIED);
         json_object_object_add(body, "duplicate", json_object_new_boolean(0));
         json_object_object_add(body, "applied", json_object_new_boolean(strcmp(result, "applied") == 0));
-        if (PQgetvalue(res, 0, 2)[0] == 't')
+        if (conflict)
             log_warn("webhook conflict: order is already %s, the event was not applied",
                      PQgetvalue(res, 0, 1));
     }
@@ -139,6 +145,7 @@ webhook_handle(http_req_t *r)
     json_object *obj;
 
     if (keys == NULL || keys->n == 0) {
+        worker_count(r->worker, METRICS_WEBHOOK_SIGNATURE_INVALID);
         http_reply_error(r, 401, "signature_invalid", "no webhook secret is configured", NULL);
         return;
     }
@@ -153,6 +160,8 @@ webhook_handle(http_req_t *r)
                      (int64_t)time(NULL), conf->webhook_tolerance_ms / 1000);
     if (v != WHSIG_OK) {
         log_warn("webhook refused: signature %s", whsig_result_name(v));
+        worker_count(r->worker, v == WHSIG_EXPIRED ? METRICS_WEBHOOK_SIGNATURE_EXPIRED
+                                : METRICS_WEBHOOK_SIGNATURE_INVALID);
         if (v == WHSIG_EXPIRED)
             http_reply_error(r, 401, "signature_expired",
                              "webhook-timestamp is outside the tolerance", NULL);
@@ -163,6 +172,7 @@ webhook_handle(http_req_t *r)
 
     obj = validate_json_object(body, len, &e);
     if (obj == NULL) {
+        worker_count(r->worker, METRICS_WEBHOOK_INVALID);
         http_reply_error(r, e.status, e.code, e.message, NULL);
         return;
     }
@@ -181,6 +191,7 @@ webhook_handle(http_req_t *r)
         outcome = NULL;
     }
     if (outcome == NULL) {
+        worker_count(r->worker, METRICS_WEBHOOK_INVALID);
         http_reply_error(r, 422, "validation_failed", e.message, e.field);
         json_object_put(obj);
         return;

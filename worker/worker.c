@@ -30,6 +30,7 @@
 #include "common/proctitle.h"
 #include "worker/checkout.h"
 #include "worker/http.h"
+#include "worker/metrics.h"
 #include "worker/provider.h"
 #include "worker/webhook.h"
 
@@ -37,6 +38,8 @@
 
 struct worker {
     const conf_t *conf;
+    const worker_shared_t *shared;
+    shm_metrics_slot_t *metrics;
     int index;
     struct event_base *base;
     struct evhttp *http;
@@ -60,7 +63,7 @@ typedef struct {
     int prefix;                 /* path is a prefix: "/orders/" */
     unsigned methods;           /* EVHTTP_REQ_* allowed */
     const char *allow;          /* the Allow header for a 405 */
-    const char *name;           /* route name in logs and metrics */
+    metrics_route_t id;         /* route in logs and metrics */
     handler_fn handler;
 } route_t;
 
@@ -73,14 +76,17 @@ static void handle_docs(http_req_t *r);
 extern const char docs_openapi_json[], docs_html[];
 extern const size_t docs_openapi_json_len, docs_html_len;
 
+#define GET_HEAD (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
+
 static const route_t routes[] = {
-    { "/healthz", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "healthz", handle_healthz },
-    { "/readyz", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "readyz", handle_readyz },
-    { "/openapi.json", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "openapi", handle_openapi },
-    { "/docs", 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "docs", handle_docs },
-    { "/checkout", 0, EVHTTP_REQ_POST, "POST", "checkout", checkout_handle },
-    { "/webhooks/provider", 0, EVHTTP_REQ_POST, "POST", "webhook", webhook_handle },
-    { "/orders/", 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "order", orders_handle },
+    { "/healthz", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_HEALTHZ, handle_healthz },
+    { "/readyz", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_READYZ, handle_readyz },
+    { "/metrics", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_METRICS, metrics_handle },
+    { "/openapi.json", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_OPENAPI, handle_openapi },
+    { "/docs", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_DOCS, handle_docs },
+    { "/checkout", 0, EVHTTP_REQ_POST, "POST", METRICS_ROUTE_CHECKOUT, checkout_handle },
+    { "/webhooks/provider", 0, EVHTTP_REQ_POST, "POST", METRICS_ROUTE_WEBHOOK, webhook_handle },
+    { "/orders/", 1, GET_HEAD, "GET, HEAD", METRICS_ROUTE_ORDER, orders_handle },
 };
 
 const conf_t *
@@ -105,6 +111,29 @@ const webhook_keys_t *
 worker_webhook_keys(const worker_t *w)
 {
     return w->webhook_keys;
+}
+
+const worker_shared_t *
+worker_shared(const worker_t *w)
+{
+    return w->shared;
+}
+
+void
+worker_count(worker_t *w, metrics_counter_t c)
+{
+    shm_metrics_add(w->metrics, c, 1);
+}
+
+void
+worker_update_gauges(worker_t *w)
+{
+    int busy, queued, connected;
+
+    db_pool_stats(w->db, &busy, &queued, &connected);
+    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_BUSY, busy);
+    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_QUEUED, queued);
+    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_CONNECTED, connected);
 }
 
 static void
@@ -206,9 +235,8 @@ quiet_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 on_done(worker_t *w, const http_req_t *r, int status, int64_t dur_us)
 {
-    (void)r;
-    (void)status;
-    (void)dur_us;
+    shm_metrics_request(w->metrics, r->route, status, dur_us);
+    worker_update_gauges(w);
     w->inflight--;
     drain_check(w);
 }
@@ -236,7 +264,7 @@ on_request(struct evhttp_request *req, void *arg)
                                : strcmp(path, rt->path) == 0;
         if (!match)
             continue;
-        r->route = rt->name;
+        r->route = rt->id;
         if (!(method & rt->methods)) {
             http_add_header(r, "Allow", rt->allow);
             http_reply_error(r, 405, "method_not_allowed",
@@ -340,7 +368,8 @@ worker_child_init(const char *title, const char *role, pid_t master)
 }
 
 void
-worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid_t master)
+worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, size_t nfds,
+            int index, pid_t master)
 {
     static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGHUP };
     worker_t w;
@@ -353,6 +382,8 @@ worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid_t ma
         exit(0);
     memset(&w, 0, sizeof(w));
     w.conf = conf;
+    w.shared = shared;
+    w.metrics = shm_metrics_slot(shared->metrics, index);
     w.index = index;
 
     what = "event_base_new";
@@ -390,13 +421,18 @@ worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid_t ma
                                | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS
                                | EVHTTP_REQ_PATCH);
     evhttp_set_max_headers_size(w.http, (ev_ssize_t)conf->max_header_size);
-    /* Bodies up to max_body_size get our JSON 413; evhttp's own limit is a
-     * backstop against absurd sizes (its 413 is not JSON). */
+    /* Bodies are read whole before a handler runs, so evhttp cannot leave
+     * the size check to us: up to this backstop the handler answers in
+     * SPEC.md's order with a JSON 413; beyond it evhttp answers its own
+     * (HTML) 413 before any handler runs.  libevent 2.1 has no hook to
+     * change that page. */
     evhttp_set_max_body_size(w.http, (ev_ssize_t)(conf->max_body_size * 4 + 65536));
     tv.tv_sec = (time_t)(conf->client_timeout_ms / 1000);
     tv.tv_usec = (suseconds_t)((conf->client_timeout_ms % 1000) * 1000);
     evhttp_set_timeout_tv(w.http, &tv);
     evhttp_set_default_content_type(w.http, "application/json");
+    /* An over-long body is drained, not reset, so the client reads the 413. */
+    evhttp_set_flags(w.http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_gencb(w.http, on_request, &w);
 
     what = "evhttp_accept_socket";

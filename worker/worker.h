@@ -13,15 +13,22 @@
 #include <sys/types.h>
 
 #include "common/conf.h"
+#include "shm/metrics.h"
 #include "worker/db.h"
 #include "worker/provider.h"
 
 typedef struct worker worker_t;
 
+/* What the master maps before forking and every worker shares; it lives as
+ * long as the master and survives reloads. */
+typedef struct worker_shared {
+    shm_metrics_t *metrics;
+} worker_shared_t;
+
 /* Run worker number index until it is told to stop; never returns.  Call in
  * the child right after fork(); master is the parent's pid. */
-void worker_main(const conf_t *conf, const int *fds, size_t nfds, int index, pid_t master)
-    __attribute__((noreturn));
+void worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds,
+                 size_t nfds, int index, pid_t master) __attribute__((noreturn));
 
 /* Accessors for request handlers. */
 const conf_t *worker_conf(const worker_t *w);
@@ -29,6 +36,13 @@ db_pool_t *worker_db(worker_t *w);
 provider_t *worker_provider(worker_t *w);
 struct webhook_keys;
 const struct webhook_keys *worker_webhook_keys(const worker_t *w);
+const worker_shared_t *worker_shared(const worker_t *w);
+
+/* Count one event in this worker's metrics slot. */
+void worker_count(worker_t *w, metrics_counter_t c);
+
+/* Publish this worker's database pool gauges to its metrics slot. */
+void worker_update_gauges(worker_t *w);
 
 /* Shared set-up of a child process: role in logs and ps, signals back to
  * their defaults, exit when the master dies.  Returns 0, or -1 when the

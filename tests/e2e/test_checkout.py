@@ -9,6 +9,7 @@ and the database stopped mid-run."""
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -215,6 +216,40 @@ finally:
 key = new_key("db")
 t.ok(wait_until(lambda: checkout(d, key, BODY).status == 201, 15),
      "database back: checkouts succeed without restarting paymentsd")
+
+# --- /metrics: Prometheus text that parses, and counters that moved
+r = d.get("/metrics")
+t.ok(r.status == 200 and r.headers.get("content-type", "").startswith("text/plain; version=0.0.4"),
+     "/metrics is Prometheus text", r.headers)
+series = {}
+bad = []
+for line in r.body.decode().splitlines():
+    if line.startswith("# HELP ") or line.startswith("# TYPE "):
+        continue
+    m = re.fullmatch(r'(paymentsd_[a-z_]+)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+]+)', line)
+    if m is None:
+        bad.append(line)
+    else:
+        series[m.group(1) + (m.group(2) or "")] = float(m.group(4))
+t.eq(bad, [], "every /metrics line parses")
+t.ok(series.get('paymentsd_http_requests_total{route="checkout",status="201"}', 0) >= 2000,
+     "requests by route and status count the checkouts")
+t.ok(series.get('paymentsd_checkouts_total{outcome="paid"}', 0) >= 2000, "checkouts by outcome")
+t.ok(series.get('paymentsd_checkouts_total{outcome="pending_payment"}', 0) >= 1, "pending outcomes counted")
+t.ok(series.get('paymentsd_idempotent_replays_total{source="db"}', 0) >= 1, "replays counted")
+t.ok(series.get('paymentsd_provider_calls_total{result="unavailable"}', 0) >= 3, "provider calls by result")
+t.ok(series.get('paymentsd_http_request_duration_seconds_count{route="checkout"}', 0) >= 2000
+     and 'paymentsd_http_request_duration_seconds_bucket{route="checkout",le="+Inf"}' in series,
+     "a latency histogram per route")
+t.ok("paymentsd_db_pool_connections" in series, "database pool gauges")
+before = series.get('paymentsd_http_requests_total{route="healthz",status="200"}', 0)
+for _ in range(5):
+    d.get("/healthz")
+after = {}
+for line in d.get("/metrics").body.decode().splitlines():
+    if line.startswith('paymentsd_http_requests_total{route="healthz",status="200"}'):
+        after = float(line.split()[-1])
+t.eq(after, before + 5, "counters move as requests are made")
 
 for s in (d, d2):
     t.ok(s.stop(), "no process left behind")

@@ -57,8 +57,9 @@ t.eq((r.status, r.json()["error"]["code"], r.headers.get("allow")),
 r = d.get("/openapi.json")
 doc = r.json() if r.status == 200 else {}
 t.eq((r.status, doc.get("openapi")), (200, "3.1.0"), "/openapi.json is an OpenAPI 3.1 document")
-t.ok({"/checkout", "/orders/{order_id}", "/orders/{order_id}/ledger", "/healthz", "/readyz",
-      "/docs"} <= set(doc.get("paths", {})), "it describes the API's paths", list(doc.get("paths", {})))
+t.ok({"/checkout", "/orders/{order_id}", "/orders/{order_id}/ledger", "/webhooks/provider",
+      "/healthz", "/readyz", "/metrics", "/docs"} <= set(doc.get("paths", {})),
+     "it describes the API's paths", list(doc.get("paths", {})))
 r = d.get("/docs")
 t.ok(r.status == 200 and r.headers.get("content-type", "").startswith("text/html")
      and b"/openapi.json" in r.body, "/docs is a page that renders it")

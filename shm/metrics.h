@@ -1,0 +1,99 @@
+/*
+ * shm_metrics: per-process counters in shared memory, for /metrics.
+ *
+ * The master creates the mapping before forking; each worker (and the
+ * housekeeper) writes only to its own slot, one or more whole cache lines,
+ * with relaxed atomic adds: no lock, no contention, and a process killed at
+ * any instruction leaves every counter valid.  Counters survive worker
+ * restarts and reloads (a new worker of the same index adds to its slot), so
+ * they only ever grow, as Prometheus expects.  A scrape sums all slots into a
+ * plain snapshot struct.
+ */
+#ifndef PD_SHM_METRICS_H
+#define PD_SHM_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHM_METRICS_SLOTS 257           /* workers 0..255, then the housekeeper */
+#define SHM_METRICS_HOUSEKEEPER 256
+
+typedef enum {
+    METRICS_ROUTE_HEALTHZ, METRICS_ROUTE_READYZ, METRICS_ROUTE_METRICS,
+    METRICS_ROUTE_OPENAPI, METRICS_ROUTE_DOCS, METRICS_ROUTE_CHECKOUT,
+    METRICS_ROUTE_ORDER, METRICS_ROUTE_ORDER_LEDGER, METRICS_ROUTE_WEBHOOK,
+    METRICS_ROUTE_UNKNOWN,
+    METRICS_ROUTES
+} metrics_route_t;
+
+/* Status codes counted one by one; anything else is "other". */
+#define METRICS_STATUS_CODES 14
+
+/* Latency histogram upper bounds, in microseconds (+Inf is implied). */
+#define METRICS_BUCKETS 12
+
+typedef enum {
+    /* checkouts by what the client got */
+    METRICS_CHECKOUT_PAID, METRICS_CHECKOUT_FAILED, METRICS_CHECKOUT_PENDING,
+    METRICS_CHECKOUT_REPLAYED, METRICS_CHECKOUT_REUSED, METRICS_CHECKOUT_IN_USE,
+    METRICS_CHECKOUT_INVALID, METRICS_CHECKOUT_UNAVAILABLE,
+    /* idempotent replays by where the answer came from */
+    METRICS_REPLAY_CACHE, METRICS_REPLAY_DB,
+    /* shared-memory cache lookups */
+    METRICS_CACHE_HIT, METRICS_CACHE_MISS,
+    /* webhook results */
+    METRICS_WEBHOOK_APPLIED, METRICS_WEBHOOK_NOT_APPLIED, METRICS_WEBHOOK_CONFLICT,
+    METRICS_WEBHOOK_DUPLICATE, METRICS_WEBHOOK_NOT_FOUND, METRICS_WEBHOOK_SIGNATURE_INVALID,
+    METRICS_WEBHOOK_SIGNATURE_EXPIRED, METRICS_WEBHOOK_INVALID, METRICS_WEBHOOK_UNAVAILABLE,
+    /* provider calls by result, and calls the open breaker skipped */
+    METRICS_PROVIDER_SUCCEEDED, METRICS_PROVIDER_DECLINED, METRICS_PROVIDER_UNAVAILABLE,
+    METRICS_PROVIDER_SKIPPED,
+    METRICS_COUNTERS
+} metrics_counter_t;
+
+typedef enum {
+    METRICS_GAUGE_DB_BUSY,      /* database calls running */
+    METRICS_GAUGE_DB_QUEUED,    /* database calls waiting for a connection */
+    METRICS_GAUGE_DB_CONNECTED, /* live database connections */
+    METRICS_GAUGES
+} metrics_gauge_t;
+
+typedef struct shm_metrics shm_metrics_t;
+typedef struct shm_metrics_slot shm_metrics_slot_t;
+
+/* A scrape: every slot summed. */
+typedef struct {
+    uint64_t requests[METRICS_ROUTES][METRICS_STATUS_CODES + 1];
+    uint64_t latency_buckets[METRICS_ROUTES][METRICS_BUCKETS + 1];  /* cumulative */
+    uint64_t latency_count[METRICS_ROUTES];
+    uint64_t latency_sum_us[METRICS_ROUTES];
+    uint64_t counters[METRICS_COUNTERS];
+    int64_t gauges[METRICS_GAUGES];
+} shm_metrics_snapshot_t;
+
+/* Map the counters (master, before fork).  NULL on failure. */
+shm_metrics_t *shm_metrics_create(void) __attribute__((warn_unused_result));
+void shm_metrics_destroy(shm_metrics_t *m);
+
+/* The slot of worker index (or SHM_METRICS_HOUSEKEEPER); indexes past the
+ * end share the last worker slot (still correct: adds are atomic).  A new
+ * process of the index clears the slot's gauges, which were its
+ * predecessor's. */
+shm_metrics_slot_t *shm_metrics_slot(shm_metrics_t *m, int index);
+
+/* Count a finished request of route with status, taking dur_us. */
+void shm_metrics_request(shm_metrics_slot_t *s, metrics_route_t route, int status, int64_t dur_us);
+void shm_metrics_add(shm_metrics_slot_t *s, metrics_counter_t c, uint64_t n);
+void shm_metrics_gauge(shm_metrics_slot_t *s, metrics_gauge_t g, int64_t value);
+
+/* Sum every slot into *out. */
+void shm_metrics_snapshot(const shm_metrics_t *m, shm_metrics_snapshot_t *out);
+
+/* The route's name in logs and metric labels ("checkout", "order", ...). */
+const char *shm_metrics_route_name(metrics_route_t r);
+
+/* The status code counted at index i (0 for "other"), and the bucket bounds. */
+int shm_metrics_status_code(int i);
+int64_t shm_metrics_bucket_us(int i);
+
+#endif
