@@ -80,6 +80,17 @@ static void conn_connect(db_conn_t *c);
 static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
 static void dispatch(db_pool_t *p);
 
+/* libpq prints server notices (e.g. "terminating connection due to
+ * administrator command") on stderr by default: route them to our log. */
+static void
+notice_processor(void *arg, const char *message)
+{
+    size_t n = strlen(message);
+
+    (void)arg;
+    log_warn("database: %.*s", (int)(n > 0 && message[n - 1] == '\n' ? n - 1 : n), message);
+}
+
 static int64_t
 now_ms(void)
 {
@@ -324,6 +335,7 @@ conn_connect(db_conn_t *c)
             conn_fail(c, PQerrorMessage(c->pg));
             return;
         }
+        PQsetNoticeProcessor(c->pg, notice_processor, NULL);
         conn_arm_timer(c, p->timeout_ms);
         st = PGRES_POLLING_WRITING;
     } else {

@@ -4,8 +4,11 @@
  * A small free list of keep-alive evhttp connections: a call takes an idle
  * one or opens a new one, and gives it back when its response is complete.
  * A call's deadline is enforced by the connection timeout; a connection that
- * failed or timed out is dropped, never reused.  All callbacks run on the
- * worker's loop.
+ * failed or timed out is dropped, never reused.  Dropped connections are
+ * freed on a later turn of the loop: libevent still uses a connection after
+ * its request callback returns, and libevent 2.1 does not honour
+ * evhttp_connection_free_on_completion() when the connect itself failed.
+ * All callbacks run on the worker's loop.
  */
 #include "config.h"
 
@@ -32,6 +35,9 @@ struct provider {
     int64_t timeout_ms;
     struct evhttp_connection *idle[PROVIDER_IDLE_MAX];
     int nidle;
+    struct evhttp_connection **dead;    /* to free on the next turn */
+    size_t ndead, dead_cap;
+    struct event *reaper;
 };
 
 typedef struct {
@@ -51,6 +57,36 @@ provider_outcome_name(provider_outcome_t o)
     case PROVIDER_UNAVAILABLE: return "unavailable";
     }
     return "unknown";
+}
+
+static void
+reap_dead(evutil_socket_t fd, short what, void *arg)
+{
+    provider_t *p = arg;
+
+    (void)fd;
+    (void)what;
+    for (size_t i = 0; i < p->ndead; i++)
+        evhttp_connection_free(p->dead[i]);
+    p->ndead = 0;
+}
+
+/* Drop a connection that failed: never reused, freed on the next turn. */
+static void
+conn_discard(provider_t *p, struct evhttp_connection *c)
+{
+    if (p->ndead == p->dead_cap) {
+        size_t cap = p->dead_cap ? p->dead_cap * 2 : 16;
+        struct evhttp_connection **d = realloc(p->dead, cap * sizeof(*d));
+        if (d == NULL) {
+            log_error("provider: out of memory: a connection is leaked");
+            return;
+        }
+        p->dead = d;
+        p->dead_cap = cap;
+    }
+    p->dead[p->ndead++] = c;
+    event_active(p->reaper, 0, 0);
 }
 
 provider_t *
@@ -75,6 +111,11 @@ provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
     snprintf(p->hostport, sizeof(p->hostport), "%s:%d", p->host, p->port);
     p->timeout_ms = timeout_ms;
     evhttp_uri_free(uri);
+    p->reaper = event_new(base, -1, 0, reap_dead, p);
+    if (p->reaper == NULL) {
+        free(p);
+        return NULL;
+    }
     return p;
 }
 
@@ -85,6 +126,9 @@ provider_free(provider_t *p)
         return;
     for (int i = 0; i < p->nidle; i++)
         evhttp_connection_free(p->idle[i]);
+    reap_dead(-1, 0, p);
+    event_free(p->reaper);
+    free(p->dead);
     free(p);
 }
 
@@ -116,18 +160,24 @@ conn_give_back(provider_t *p, struct evhttp_connection *c)
         evhttp_connection_free(c);
 }
 
-/* Read {"charge_id": "...", "status": "succeeded"|"declined"}. */
+/* Read {"charge_id": "...", "status": "succeeded"|"declined"}.  The buffer
+ * is not NUL-terminated: parse exactly its length. */
 static provider_outcome_t
 parse_charge(struct evbuffer *buf, char *charge_id, size_t idlen)
 {
     size_t len = evbuffer_get_length(buf);
-    struct json_object *obj, *v;
+    struct json_tokener *tok;
+    struct json_object *obj = NULL, *v;
     provider_outcome_t out = PROVIDER_UNAVAILABLE;
     const char *status;
 
     if (len == 0 || len > PROVIDER_BODY_MAX)
         return PROVIDER_UNAVAILABLE;
-    obj = json_tokener_parse((const char *)evbuffer_pullup(buf, -1));
+    tok = json_tokener_new();
+    if (tok == NULL)
+        return PROVIDER_UNAVAILABLE;
+    obj = json_tokener_parse_ex(tok, (const char *)evbuffer_pullup(buf, -1), (int)len);
+    json_tokener_free(tok);
     if (obj == NULL)
         return PROVIDER_UNAVAILABLE;
     if (json_object_object_get_ex(obj, "status", &v) && json_object_is_type(v, json_type_string)) {
@@ -165,7 +215,7 @@ charge_done(struct evhttp_request *req, void *arg)
     if (code == 200 && out != PROVIDER_UNAVAILABLE)
         conn_give_back(p, ch->conn);
     else
-        evhttp_connection_free_on_completion(ch->conn);
+        conn_discard(p, ch->conn);
     ch->cb(ch->arg, out, charge_id[0] ? charge_id : NULL);
     free(ch);
 }

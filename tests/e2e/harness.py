@@ -30,6 +30,22 @@ DATABASE = os.environ.get("PAYMENTSD_TEST_DATABASE",
                           "postgresql://app:app@127.0.0.1:54320/payments")
 
 _started = []       # every process we started, stopped at exit
+_stderr_logs = []   # where their stderr went: sanitizer reports land there
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def sanitizer_reports():
+    """Sanitizer reports found in the stderr of every process started here."""
+    found = []
+    for path in _stderr_logs:
+        try:
+            with open(path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if any(m in text for m in SANITIZER_MARKS):
+            found.append("%s:\n%s" % (path, text[-3000:]))
+    return found
 
 
 def _cleanup():
@@ -72,8 +88,10 @@ class TAP:
             print("# " + line, flush=True)
 
     def done(self):
-        print("1..%d" % self.n, flush=True)
         _cleanup()
+        reports = sanitizer_reports()
+        self.ok(not reports, "no sanitizer report from any process", "\n".join(reports))
+        print("1..%d" % self.n, flush=True)
         sys.exit(1 if self.failed else 0)
 
 
@@ -185,8 +203,11 @@ class Paymentsd:
             f.write(text)
 
     def start(self, wait=True):
-        self.proc = subprocess.Popen([PAYMENTSD, "-c", self.conf_path], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        stderr_path = os.path.join(self.dir, "stderr.log")
+        _stderr_logs.append(stderr_path)
+        with open(stderr_path, "a") as err:
+            self.proc = subprocess.Popen([PAYMENTSD, "-c", self.conf_path], env=self.env,
+                                         stdout=err, stderr=subprocess.STDOUT)
         _started.append(self.proc)
         self.seen_pids.add(self.proc.pid)
         if wait and not wait_until(self.healthy, timeout=10):
@@ -367,6 +388,7 @@ class ProviderSim:
         return "http://127.0.0.1:%d" % self.port
 
     def start(self):
+        _stderr_logs.append(self.log_path)
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen([PROVIDER_SIM, "-c", self.conf_path],
                                          stdout=log, stderr=subprocess.STDOUT)
