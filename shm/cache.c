@@ -55,6 +55,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "shm/hash.h"
 
 #define WAYS            8
 #define SLOT_SIZE       2048
@@ -180,77 +181,7 @@ pid_alive(pid_t pid)
     return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
 }
 
-static uint64_t
-le64(const unsigned char *p)
-{
-    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
-           (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
-           (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
-}
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND do {                                                   \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);      \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                          \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                          \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);      \
-    } while (0)
-
-/* SipHash-2-4: keys are chosen by clients, so the set index must not be
- * predictable without the per-mapping random key. */
-static uint64_t
-siphash24(uint64_t k0, uint64_t k1, const unsigned char *in, size_t len)
-{
-    uint64_t v0 = UINT64_C(0x736f6d6570736575) ^ k0;
-    uint64_t v1 = UINT64_C(0x646f72616e646f6d) ^ k1;
-    uint64_t v2 = UINT64_C(0x6c7967656e657261) ^ k0;
-    uint64_t v3 = UINT64_C(0x7465646279746573) ^ k1;
-    uint64_t b = (uint64_t)len << 56;
-    const unsigned char *end = in + (len & ~(size_t)7);
-
-    for (; in != end; in += 8) {
-        uint64_t m = le64(in);
-
-        v3 ^= m;
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (size_t i = 0; i < (len & 7); i++)
-        b |= (uint64_t)in[i] << (8 * i);
-    v3 ^= b;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* Checksum step over whole words: each step is a bijection of the running
- * value for a fixed word, so a copy differing from what was written in any
- * single word always fails.  Fast, since it runs on every hit. */
-static uint64_t
-csum_feed(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    uint64_t w;
-
-    for (; len >= 8; p += 8, len -= 8) {
-        memcpy(&w, p, 8);
-        h = (h ^ w) * UINT64_C(0x9e3779b97f4a7c15);
-        h ^= h >> 29;
-    }
-    w = (uint64_t)len << 56;
-    if (len > 0)
-        memcpy(&w, p, len);     /* the length byte survives: len < 8 */
-    h = (h ^ w ^ ((uint64_t)len << 59)) * UINT64_C(0x9e3779b97f4a7c15);
-    return h ^ (h >> 29);
-}
-
+/* Keyed by the mapping's random key, so clients cannot aim keys at a set. */
 static uint64_t
 key_hash(const shm_cache_t *c, const void *key, size_t keylen)
 {
@@ -258,7 +189,7 @@ key_hash(const shm_cache_t *c, const void *key, size_t keylen)
     if (shm_cache_test_constant_hash)
         return UINT64_C(0x5eed5eed5eed5eed);
 #endif
-    return siphash24(c->k0, c->k1, key, keylen);
+    return shm_hash_siphash24(c->k0, c->k1, key, keylen);
 }
 
 static uint64_t
@@ -267,11 +198,11 @@ slot_csum(const shm_cache_t *c, const struct slot_meta *m, const void *key,
 {
     uint64_t h = c->k1 ^ UINT64_C(0x2545f4914f6cdd1d);
 
-    h = csum_feed(h, m, sizeof(*m));
-    h = csum_feed(h, key, m->keylen);
-    h = csum_feed(h, fp, SHM_CACHE_FP_LEN);
+    h = shm_hash_csum(h, m, sizeof(*m));
+    h = shm_hash_csum(h, key, m->keylen);
+    h = shm_hash_csum(h, fp, SHM_CACHE_FP_LEN);
     if (m->state == ST_COMPLETED)
-        h = csum_feed(h, body, m->body_len);
+        h = shm_hash_csum(h, body, m->body_len);
     return h;
 }
 
@@ -883,9 +814,4 @@ shm_cache_test_corrupt(shm_cache_t *c, const void *key, size_t keylen)
     return 0;
 }
 
-uint64_t
-shm_cache_test_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len)
-{
-    return siphash24(k0, k1, data, len);
-}
 #endif

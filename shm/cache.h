@@ -166,9 +166,6 @@ size_t shm_cache_test_set_of(shm_cache_t *cache, const void *key, size_t keylen)
 /* Flip one body byte of key's entry without touching its version, as a stray
  * write would.  Returns 0, or -1 when key has no entry. */
 int shm_cache_test_corrupt(shm_cache_t *cache, const void *key, size_t keylen);
-
-/* SipHash-2-4 of data under key k0, k1, to check against the reference. */
-uint64_t shm_cache_test_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len);
 #endif
 
 #endif

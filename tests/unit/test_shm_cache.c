@@ -214,21 +214,6 @@ teardown(void **state)
 /* ---- single process --------------------------------------------------- */
 
 static void
-test_siphash_reference(void **state)
-{
-    /* The reference implementation's vectors: key 00..0f, message 00..n-1. */
-    unsigned char msg[15];
-
-    (void)state;
-    for (int i = 0; i < 15; i++)
-        msg[i] = (unsigned char)i;
-    assert_true(shm_cache_test_siphash(UINT64_C(0x0706050403020100), UINT64_C(0x0f0e0d0c0b0a0908),
-                                       msg, 0) == UINT64_C(0x726fdb47dd0e0e31));
-    assert_true(shm_cache_test_siphash(UINT64_C(0x0706050403020100), UINT64_C(0x0f0e0d0c0b0a0908),
-                                       msg, 15) == UINT64_C(0xa129ca6149be45e5));
-}
-
-static void
 test_create_too_small(void **state)
 {
     (void)state;
@@ -845,7 +830,6 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_siphash_reference),
         cmocka_unit_test(test_create_too_small),
         cmocka_unit_test_setup_teardown(test_begin_complete_lookup, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_full_key_compare, setup_one_set, teardown),
