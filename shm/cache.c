@@ -20,7 +20,9 @@
  * is changing it.  A reader copies the slot out between two reads of the
  * sequence and keeps the copy only if the sequence was even and unchanged and
  * the copy's checksum matches; else it retries a few times and then reports a
- * MISS.  The tags in the directory only steer readers to candidate slots;
+ * MISS.  The checksum also catches what no sequence can, a stray write into
+ * the mapping by a buggy process: a damaged body must never be replayed to a
+ * client.  The tags in the directory only steer readers to candidate slots;
  * the full key is compared in the copy.
  *
  * Writers take the set's lock word: 0 when free, else the holder's pid.  A
