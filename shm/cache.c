@@ -1,0 +1,819 @@
+/*
+ * shm_cache: the idempotency cache in memory shared by a host's workers.
+ *
+ * Layout.  One MAP_SHARED|MAP_ANONYMOUS mapping made by the master before
+ * fork, so every worker sees it at the same address; even so nothing in it is
+ * a pointer: sets and slots are found by index arithmetic from the base kept
+ * in each process's handle (struct shm_cache), and the geometry and hash key
+ * are read from the handle, never from the mapping, so a stray write into the
+ * mapping cannot send a process out of bounds.  The mapping holds
+ *
+ *   header      magic, geometry, counters striped over cache lines
+ *   directory   per set, one cache line: the set lock and a tag per way
+ *   slots       per set, WAYS slots of SLOT_SIZE bytes
+ *
+ * The directory is apart from the slots so that stats and release_pid read a
+ * compact array and leave unused slot pages untouched (shared anonymous pages
+ * are allocated on first touch, even by a read).
+ *
+ * Reads are lock-free.  Each slot has a sequence number, odd while a writer
+ * is changing it.  A reader copies the slot out between two reads of the
+ * sequence and keeps the copy only if the sequence was even and unchanged and
+ * the copy's checksum matches; else it retries a few times and then reports a
+ * MISS.  The checksum also catches what no sequence can, a stray write into
+ * the mapping by a buggy process: a damaged body must never be replayed to a
+ * client.  The tags in the directory only steer readers to candidate slots;
+ * the full key is compared in the copy.
+ *
+ * Writers take the set's lock word: 0 when free, else the holder's pid.  A
+ * writer that finds the lock taken spins briefly, then yields until its time
+ * budget runs out and gives up (NOT_CACHED): the request goes to PostgreSQL
+ * as for a miss.  A lock whose holder is dead (kill(pid, 0) fails with ESRCH)
+ * or that carries our own pid (a dead predecessor's, reused) is taken over,
+ * and the taker repairs the set: slots left odd or failing their checksum are
+ * emptied and the tags rebuilt.  A dead worker stays a zombie, hence "alive",
+ * until the master reaps it; the master then calls shm_cache_release_pid,
+ * which takes over its locks and drops its IN_PROGRESS markers.
+ *
+ * Counters are relaxed atomics in the mapping, striped by set so that workers
+ * busy on different keys rarely write the same cache line.
+ */
+#include "config.h"
+
+#include "shm/cache.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "shm/hash.h"
+
+#define WAYS            8
+#define SLOT_SIZE       2048
+#define NSTRIPES        16
+#define CACHE_MAGIC     UINT64_C(0x7061796d73686d31)    /* "paymshm1" */
+
+/* A reader gives up on a slot that stays odd or changes under it this often:
+ * a writer holds a slot for about a microsecond, unless it was preempted or
+ * killed, and then a MISS is the right answer anyway. */
+#define READ_TRIES      8
+
+/* Lock waits: spin this many times, then yield until the budget is spent.
+ * begin runs before the database call and loses nothing by giving up soon;
+ * complete and abort wait longer because giving up leaves a marker behind;
+ * the master (release_pid, wipe) longest, it is alone in its loop. */
+#define LOCK_SPINS          100
+#define BUDGET_BEGIN_NS     (200 * 1000)
+#define BUDGET_FINISH_NS    (5 * 1000 * 1000)
+#define BUDGET_MASTER_NS    (20 * 1000 * 1000)
+
+/* Processes share these atomics through the mapping, which is only sound
+ * when they are lock-free (address-free). */
+static_assert(ATOMIC_INT_LOCK_FREE == 2, "int atomics must be lock-free");
+static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+
+enum { ST_EMPTY = 0, ST_IN_PROGRESS = 1, ST_COMPLETED = 2 };
+
+enum { C_HITS, C_MISSES, C_INSERTS, C_EVICTIONS, C_TOO_BIG, C_CONTENDED,
+       C_REPAIRS, C_CORRUPT, NCOUNTERS };
+
+/* What a slot says about its entry; copied out by readers in one piece.
+ * Padding is explicit and zeroed, because the checksum covers it. */
+struct slot_meta {
+    uint64_t hash;
+    int64_t expiry_ms;
+    int64_t start_ms;           /* stored at: eviction age, IN_PROGRESS start */
+    int32_t owner_pid;          /* IN_PROGRESS only */
+    uint16_t status;
+    uint16_t body_len;
+    uint8_t state;
+    uint8_t keylen;
+    uint8_t pad[6];
+};
+
+struct slot {
+    _Atomic uint32_t seq;       /* odd while a writer is changing the slot */
+    uint32_t pad;
+    uint64_t csum;              /* over meta, key, fingerprint and body */
+    struct slot_meta m;
+    char fp[SHM_CACHE_FP_LEN];
+    char key[SHM_CACHE_KEY_MAX + 1];
+    unsigned char body[SLOT_SIZE - 2 * sizeof(uint32_t) - sizeof(uint64_t)
+                       - sizeof(struct slot_meta) - SHM_CACHE_FP_LEN - (SHM_CACHE_KEY_MAX + 1)];
+};
+
+static_assert(sizeof(struct slot) == SLOT_SIZE, "a slot is SLOT_SIZE bytes");
+static_assert(sizeof(((struct slot *)0)->body) == SHM_CACHE_BODY_MAX,
+              "SHM_CACHE_BODY_MAX matches the slot layout");
+
+/* A set's directory entry: its lock and a hint per way (0 = empty). */
+struct set_dir {
+    alignas(64) _Atomic uint32_t lock;
+    _Atomic uint32_t tag[WAYS];
+};
+
+struct stripe {
+    alignas(64) _Atomic uint64_t c[NCOUNTERS];
+};
+
+struct cache_hdr {
+    uint64_t magic;
+    uint64_t nsets;             /* for a debugger: the handle's copy is used */
+    struct stripe stripe[NSTRIPES];
+};
+
+/* Per-process handle: copied into each worker by fork. */
+struct shm_cache {
+    unsigned char *base;
+    size_t map_len;
+    size_t nsets;
+    struct cache_hdr *hdr;
+    struct set_dir *dir;
+    unsigned char *slots;
+    uint64_t k0, k1;            /* SipHash key, random per mapping */
+};
+
+#ifdef SHM_CACHE_TESTING
+void (*shm_cache_test_hook)(shm_cache_test_point_t point);
+int shm_cache_test_constant_hash;
+#define TEST_POINT(p) do { if (shm_cache_test_hook != NULL) shm_cache_test_hook(p); } while (0)
+#else
+#define TEST_POINT(p) ((void)0)
+#endif
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+static int64_t
+mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Only ESRCH proves death: EPERM means it exists under another uid.  A pid
+ * <= 0 is garbage (and kill(0, 0) would address our process group). */
+static bool
+pid_alive(pid_t pid)
+{
+    return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
+}
+
+/* Keyed by the mapping's random key, so clients cannot aim keys at a set. */
+static uint64_t
+key_hash(const shm_cache_t *c, const void *key, size_t keylen)
+{
+#ifdef SHM_CACHE_TESTING
+    if (shm_cache_test_constant_hash)
+        return UINT64_C(0x5eed5eed5eed5eed);
+#endif
+    return shm_hash_siphash24(c->k0, c->k1, key, keylen);
+}
+
+static uint64_t
+slot_csum(const shm_cache_t *c, const struct slot_meta *m, const void *key,
+          const char *fp, const void *body)
+{
+    uint64_t h = c->k1 ^ UINT64_C(0x2545f4914f6cdd1d);
+
+    h = shm_hash_csum(h, m, sizeof(*m));
+    h = shm_hash_csum(h, key, m->keylen);
+    h = shm_hash_csum(h, fp, SHM_CACHE_FP_LEN);
+    if (m->state == ST_COMPLETED)
+        h = shm_hash_csum(h, body, m->body_len);
+    return h;
+}
+
+static bool
+meta_sane(const struct slot_meta *m)
+{
+    return (m->state == ST_IN_PROGRESS || m->state == ST_COMPLETED) &&
+           m->keylen >= 1 && m->body_len <= SHM_CACHE_BODY_MAX &&
+           (m->state == ST_COMPLETED || m->body_len == 0);
+}
+
+static uint32_t
+tag_of(uint64_t hash)
+{
+    uint32_t t = (uint32_t)(hash >> 32);
+
+    return t != 0 ? t : 1;
+}
+
+static struct slot *
+slot_at(const shm_cache_t *c, size_t si, unsigned w)
+{
+    return (struct slot *)(c->slots + (si * WAYS + w) * SLOT_SIZE);
+}
+
+static void
+count(const shm_cache_t *c, size_t si, int which)
+{
+    atomic_fetch_add_explicit(&c->hdr->stripe[si % NSTRIPES].c[which], 1, memory_order_relaxed);
+}
+
+static bool
+key_ok(const void *key, size_t keylen)
+{
+    return key != NULL && keylen >= 1 && keylen <= SHM_CACHE_KEY_MAX;
+}
+
+/* ---- slot writes: caller holds the set lock --------------------------- */
+
+/* Make the sequence odd (and different from any value a reader saw) before
+ * changing the slot; a dead writer's odd value is moved on, not flipped. */
+static uint32_t
+slot_write_begin_locked(struct slot *sl)
+{
+    uint32_t v = atomic_load_explicit(&sl->seq, memory_order_relaxed);
+    uint32_t odd = (v & 1) ? v + 2 : v + 1;
+
+    atomic_store_explicit(&sl->seq, odd, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    return odd;
+}
+
+static void
+slot_write_end_locked(struct slot *sl, uint32_t odd)
+{
+    atomic_store_explicit(&sl->seq, odd + 1, memory_order_release);
+}
+
+static void
+slot_clear_locked(shm_cache_t *c, size_t si, unsigned w)
+{
+    struct slot *sl = slot_at(c, si, w);
+    uint32_t odd;
+
+    atomic_store_explicit(&c->dir[si].tag[w], 0, memory_order_relaxed);
+    odd = slot_write_begin_locked(sl);
+    memset(&sl->m, 0, sizeof(sl->m));
+    sl->csum = 0;
+    slot_write_end_locked(sl, odd);
+}
+
+static void
+slot_store_locked(shm_cache_t *c, size_t si, unsigned w, const struct slot_meta *m,
+                  const void *key, const char *fp, const void *body)
+{
+    struct slot *sl = slot_at(c, si, w);
+    size_t half = m->body_len / 2;
+    uint64_t sum = slot_csum(c, m, key, fp, body);
+    uint32_t odd = slot_write_begin_locked(sl);
+
+    sl->m = *m;
+    memcpy(sl->key, key, m->keylen);
+    memcpy(sl->fp, fp, SHM_CACHE_FP_LEN);
+    /* Two halves, so that a test can stop a writer with the body torn. */
+    if (half > 0)
+        memcpy(sl->body, body, half);
+    TEST_POINT(SHM_CACHE_TP_MID_WRITE);
+    if (m->body_len > half)
+        memcpy(sl->body + half, (const unsigned char *)body + half, m->body_len - half);
+    sl->csum = sum;
+    slot_write_end_locked(sl, odd);
+    atomic_store_explicit(&c->dir[si].tag[w], tag_of(m->hash), memory_order_relaxed);
+}
+
+/* The set lock was taken over from a dead holder: whatever it was writing is
+ * half done.  Empty every slot that is odd or fails its checksum, rebuild the
+ * tags from what remains. */
+static void
+set_repair_locked(shm_cache_t *c, size_t si, pid_t dead)
+{
+    int dropped = 0;
+
+    for (unsigned w = 0; w < WAYS; w++) {
+        struct slot *sl = slot_at(c, si, w);
+        uint32_t v = atomic_load_explicit(&sl->seq, memory_order_relaxed);
+        bool used = sl->m.state != ST_EMPTY;
+
+        if ((v & 1) || (used && (!meta_sane(&sl->m) ||
+                                 slot_csum(c, &sl->m, sl->key, sl->fp, sl->body) != sl->csum))) {
+            slot_clear_locked(c, si, w);
+            dropped++;
+            continue;
+        }
+        atomic_store_explicit(&c->dir[si].tag[w], used ? tag_of(sl->m.hash) : 0,
+                              memory_order_relaxed);
+    }
+    count(c, si, C_REPAIRS);
+    log_warn("shm cache: took over set %zu from dead pid %d, dropped %d half-written entries",
+             si, (int)dead, dropped);
+}
+
+/* ---- set lock --------------------------------------------------------- */
+
+/* Take set si's lock within budget_ns.  Returns 0 (held), or -1 when a live
+ * process kept it: the caller reports NOT_CACHED. */
+static int
+set_lock(shm_cache_t *c, size_t si, int64_t budget_ns)
+{
+    _Atomic uint32_t *lock = &c->dir[si].lock;
+    uint32_t me = (uint32_t)getpid();
+    int64_t deadline = 0;
+
+    for (unsigned i = 0; ; i++) {
+        uint32_t holder = 0;
+
+        if (atomic_compare_exchange_weak_explicit(lock, &holder, me, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            TEST_POINT(SHM_CACHE_TP_LOCKED);
+            return 0;
+        }
+        if (i < LOCK_SPINS) {
+            cpu_relax();
+            continue;
+        }
+        /* We never nest, so our own pid here is a dead predecessor's. */
+        if (holder != 0 && (holder == me || !pid_alive((pid_t)holder))) {
+            if (atomic_compare_exchange_strong_explicit(lock, &holder, me, memory_order_acquire,
+                                                        memory_order_relaxed)) {
+                set_repair_locked(c, si, (pid_t)holder);
+                TEST_POINT(SHM_CACHE_TP_LOCKED);
+                return 0;
+            }
+            continue;
+        }
+        if (deadline == 0) {
+            deadline = mono_ns() + budget_ns;
+        } else if (mono_ns() >= deadline) {
+            count(c, si, C_CONTENDED);
+            return -1;
+        }
+        sched_yield();
+    }
+}
+
+static void
+set_unlock(shm_cache_t *c, size_t si)
+{
+    atomic_store_explicit(&c->dir[si].lock, 0, memory_order_release);
+}
+
+/* Whether way w holds an entry.  Under the set lock the tags are exact
+ * (writers keep them so, and a takeover rebuilds them), which spares reading
+ * slot pages that were never used. */
+static bool
+way_used_locked(const shm_cache_t *c, size_t si, unsigned w)
+{
+    return atomic_load_explicit(&c->dir[si].tag[w], memory_order_relaxed) != 0;
+}
+
+/* The way holding key, or -1. */
+static int
+set_find_locked(shm_cache_t *c, size_t si, uint64_t hash, const void *key, size_t keylen)
+{
+    uint32_t tag = tag_of(hash);
+
+    for (unsigned w = 0; w < WAYS; w++) {
+        const struct slot *sl = slot_at(c, si, w);
+
+        if (atomic_load_explicit(&c->dir[si].tag[w], memory_order_relaxed) == tag &&
+            sl->m.hash == hash && sl->m.keylen == keylen && memcmp(sl->key, key, keylen) == 0)
+            return (int)w;
+    }
+    return -1;
+}
+
+/* A way to write a new key into: empty, else expired (oldest), else the
+ * oldest COMPLETED, else an IN_PROGRESS whose owner died.  A live marker of a
+ * live owner is never taken: -1 then.  *evicted tells whether a live entry
+ * goes. */
+static int
+set_victim_locked(shm_cache_t *c, size_t si, int64_t now_ms, bool *evicted)
+{
+    int expired = -1, oldest = -1;
+    int64_t expired_at = 0, oldest_at = 0;
+
+    *evicted = false;
+    for (unsigned w = 0; w < WAYS; w++) {
+        const struct slot_meta *m = &slot_at(c, si, w)->m;
+
+        if (!way_used_locked(c, si, w))
+            return (int)w;
+        if (now_ms >= m->expiry_ms) {
+            if (expired < 0 || m->start_ms < expired_at) {
+                expired = (int)w;
+                expired_at = m->start_ms;
+            }
+        } else if (m->state == ST_COMPLETED && (oldest < 0 || m->start_ms < oldest_at)) {
+            oldest = (int)w;
+            oldest_at = m->start_ms;
+        }
+    }
+    if (expired >= 0)
+        return expired;
+    *evicted = true;
+    if (oldest >= 0)
+        return oldest;
+    for (unsigned w = 0; w < WAYS; w++) {
+        const struct slot_meta *m = &slot_at(c, si, w)->m;
+
+        if (m->state == ST_IN_PROGRESS && !pid_alive(m->owner_pid))
+            return (int)w;
+    }
+    *evicted = false;
+    return -1;
+}
+
+/* Fill *out from a valid meta; fingerprint bytes and body are copied by the
+ * caller, which knows where from. */
+static void
+entry_fill(shm_cache_entry_t *out, const struct slot_meta *m)
+{
+    out->state = m->state == ST_COMPLETED ? SHM_CACHE_COMPLETED : SHM_CACHE_IN_PROGRESS;
+    out->fingerprint[SHM_CACHE_FP_LEN] = '\0';
+    out->expiry_ms = m->expiry_ms;
+    out->start_ms = m->start_ms;
+    out->owner_pid = m->state == ST_IN_PROGRESS ? m->owner_pid : 0;
+    out->status = m->state == ST_COMPLETED ? m->status : 0;
+    out->body_len = m->state == ST_COMPLETED ? m->body_len : 0;
+}
+
+/* ---- public API ------------------------------------------------------- */
+
+shm_cache_t *
+shm_cache_create(size_t bytes)
+{
+    const size_t per_set = sizeof(struct set_dir) + WAYS * SLOT_SIZE;
+    const size_t hdr_len = (sizeof(struct cache_hdr) + 63) & ~(size_t)63;
+    shm_cache_t *c = NULL;
+    const char *what;
+    uint64_t key[2];
+    int saved;
+
+    what = "size check";
+    if (bytes < hdr_len + per_set) {
+        errno = EINVAL;
+        goto fail;
+    }
+    what = "malloc";
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        goto fail;
+    what = "getrandom";
+    if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key))
+        goto fail;
+    c->k0 = key[0];
+    c->k1 = key[1];
+    c->nsets = (bytes - hdr_len) / per_set;
+    c->map_len = hdr_len + c->nsets * per_set;
+    what = "mmap";
+    c->base = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (c->base == MAP_FAILED)
+        goto fail;
+    /* A fresh anonymous mapping is zeroed: every lock free, every slot empty
+     * with an even sequence. */
+    c->hdr = (struct cache_hdr *)c->base;
+    c->dir = (struct set_dir *)(c->base + hdr_len);
+    c->slots = c->base + hdr_len + c->nsets * sizeof(struct set_dir);
+    c->hdr->magic = CACHE_MAGIC;
+    c->hdr->nsets = c->nsets;
+    return c;
+
+fail:
+    saved = errno;
+    log_error("shm cache of %zu bytes: %s failed: %s", bytes, what, strerror(saved));
+    free(c);
+    errno = saved;
+    return NULL;
+}
+
+void
+shm_cache_destroy(shm_cache_t *c)
+{
+    if (c == NULL)
+        return;
+    munmap(c->base, c->map_len);
+    free(c);
+}
+
+/* Copy way w of set si into *out if it holds key.  Returns 1 (copied, valid),
+ * 0 (another key or empty), -1 (kept changing or odd: report a MISS) or -2
+ * (stable but failing its checksum). */
+static int
+slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
+          size_t keylen, shm_cache_entry_t *out)
+{
+    struct slot *sl = slot_at(c, si, w);
+
+    for (int attempt = 0; attempt < READ_TRIES; attempt++) {
+        struct slot_meta m;
+        uint64_t sum;
+        bool same_key;
+        uint32_t v1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
+
+        if (v1 & 1) {
+            cpu_relax();
+            continue;
+        }
+        /* These copies may race with a writer; they are trusted only when
+         * the sequence is unchanged afterwards. */
+        memcpy(&m, &sl->m, sizeof(m));
+        same_key = m.state != ST_EMPTY && m.hash == hash && m.keylen == keylen &&
+                   memcmp(sl->key, key, keylen) == 0;
+        if (same_key) {
+            memcpy(out->fingerprint, sl->fp, SHM_CACHE_FP_LEN);
+            if (m.state == ST_COMPLETED)
+                memcpy(out->body, sl->body, m.body_len <= SHM_CACHE_BODY_MAX
+                                            ? m.body_len : SHM_CACHE_BODY_MAX);
+        }
+        sum = sl->csum;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != v1)
+            continue;
+        if (!same_key)
+            return 0;
+        if (!meta_sane(&m) || slot_csum(c, &m, key, out->fingerprint, out->body) != sum)
+            return -2;
+        entry_fill(out, &m);
+        return 1;
+    }
+    return -1;
+}
+
+shm_cache_result_t
+shm_cache_lookup(shm_cache_t *c, const void *key, size_t keylen, int64_t now_ms,
+                 shm_cache_entry_t *out)
+{
+    uint64_t hash;
+    size_t si;
+    uint32_t tag;
+
+    if (!key_ok(key, keylen))
+        return SHM_CACHE_MISS;
+    hash = key_hash(c, key, keylen);
+    si = hash % c->nsets;
+    tag = tag_of(hash);
+    for (unsigned w = 0; w < WAYS; w++) {
+        int r;
+
+        if (atomic_load_explicit(&c->dir[si].tag[w], memory_order_relaxed) != tag)
+            continue;
+        r = slot_read(c, si, w, hash, key, keylen, out);
+        if (r == 0)
+            continue;
+        if (r == -2)
+            count(c, si, C_CORRUPT);
+        if (r == 1 && now_ms < out->expiry_ms) {
+            count(c, si, C_HITS);
+            return out->state;
+        }
+        break;      /* a key lives in one way only */
+    }
+    count(c, si, C_MISSES);
+    return SHM_CACHE_MISS;
+}
+
+shm_cache_result_t
+shm_cache_begin(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint,
+                pid_t pid, int64_t now_ms, int64_t expiry_ms, shm_cache_entry_t *out)
+{
+    struct slot_meta m;
+    uint64_t hash;
+    size_t si;
+    bool evicted = false;
+    int w;
+
+    if (!key_ok(key, keylen) || fingerprint == NULL || pid <= 0)
+        return SHM_CACHE_NOT_CACHED;
+    hash = key_hash(c, key, keylen);
+    si = hash % c->nsets;
+    if (set_lock(c, si, BUDGET_BEGIN_NS) < 0)
+        return SHM_CACHE_NOT_CACHED;
+    w = set_find_locked(c, si, hash, key, keylen);
+    if (w >= 0) {
+        struct slot *sl = slot_at(c, si, (unsigned)w);
+        bool live = now_ms < sl->m.expiry_ms && meta_sane(&sl->m) &&
+                    slot_csum(c, &sl->m, sl->key, sl->fp, sl->body) == sl->csum &&
+                    (sl->m.state == ST_COMPLETED || pid_alive(sl->m.owner_pid));
+
+        if (live) {
+            entry_fill(out, &sl->m);
+            memcpy(out->fingerprint, sl->fp, SHM_CACHE_FP_LEN);
+            memcpy(out->body, sl->body, out->body_len);
+            set_unlock(c, si);
+            return SHM_CACHE_EXISTS;
+        }
+    } else {
+        w = set_victim_locked(c, si, now_ms, &evicted);
+        if (w < 0) {
+            set_unlock(c, si);
+            return SHM_CACHE_NOT_CACHED;
+        }
+    }
+    memset(&m, 0, sizeof(m));
+    m.hash = hash;
+    m.expiry_ms = expiry_ms;
+    m.start_ms = now_ms;
+    m.owner_pid = pid;
+    m.state = ST_IN_PROGRESS;
+    m.keylen = (uint8_t)keylen;
+    slot_store_locked(c, si, (unsigned)w, &m, key, fingerprint, NULL);
+    set_unlock(c, si);
+    count(c, si, C_INSERTS);
+    if (evicted)
+        count(c, si, C_EVICTIONS);
+    return SHM_CACHE_BEGUN;
+}
+
+shm_cache_result_t
+shm_cache_complete(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint,
+                   int status, const void *body, size_t body_len, int64_t now_ms,
+                   int64_t expiry_ms)
+{
+    struct slot_meta m;
+    uint64_t hash;
+    size_t si;
+    bool evicted = false;
+    int w;
+
+    if (!key_ok(key, keylen) || fingerprint == NULL || status < 100 || status > 999 ||
+        (body == NULL && body_len > 0))
+        return SHM_CACHE_NOT_CACHED;
+    hash = key_hash(c, key, keylen);
+    si = hash % c->nsets;
+    if (set_lock(c, si, BUDGET_FINISH_NS) < 0)
+        return SHM_CACHE_NOT_CACHED;
+    w = set_find_locked(c, si, hash, key, keylen);
+    if (body_len > SHM_CACHE_BODY_MAX) {
+        /* Whatever the key has here is now superseded: drop it. */
+        if (w >= 0)
+            slot_clear_locked(c, si, (unsigned)w);
+        set_unlock(c, si);
+        count(c, si, C_TOO_BIG);
+        return SHM_CACHE_NOT_CACHED;
+    }
+    if (w < 0) {
+        w = set_victim_locked(c, si, now_ms, &evicted);
+        if (w < 0) {
+            set_unlock(c, si);
+            return SHM_CACHE_NOT_CACHED;
+        }
+    }
+    memset(&m, 0, sizeof(m));
+    m.hash = hash;
+    m.expiry_ms = expiry_ms;
+    m.start_ms = now_ms;
+    m.status = (uint16_t)status;
+    m.body_len = (uint16_t)body_len;
+    m.state = ST_COMPLETED;
+    m.keylen = (uint8_t)keylen;
+    slot_store_locked(c, si, (unsigned)w, &m, key, fingerprint, body);
+    set_unlock(c, si);
+    count(c, si, C_INSERTS);
+    if (evicted)
+        count(c, si, C_EVICTIONS);
+    return SHM_CACHE_STORED;
+}
+
+int
+shm_cache_abort(shm_cache_t *c, const void *key, size_t keylen, pid_t pid)
+{
+    uint64_t hash;
+    size_t si;
+    int w;
+
+    if (!key_ok(key, keylen))
+        return 0;
+    hash = key_hash(c, key, keylen);
+    si = hash % c->nsets;
+    if (set_lock(c, si, BUDGET_FINISH_NS) < 0)
+        return -1;
+    w = set_find_locked(c, si, hash, key, keylen);
+    if (w >= 0) {
+        const struct slot_meta *m = &slot_at(c, si, (unsigned)w)->m;
+
+        if (m->state == ST_IN_PROGRESS && m->owner_pid == pid)
+            slot_clear_locked(c, si, (unsigned)w);
+    }
+    set_unlock(c, si);
+    return 0;
+}
+
+int
+shm_cache_release_pid(shm_cache_t *c, pid_t pid)
+{
+    uint32_t me = (uint32_t)getpid();
+    int dropped = 0, skipped = 0;
+
+    if (pid <= 0)
+        return 0;
+    for (size_t si = 0; si < c->nsets; si++) {
+        uint32_t holder = (uint32_t)pid;
+
+        /* The caller vouches that pid is dead: take its lock without asking. */
+        if (atomic_compare_exchange_strong_explicit(&c->dir[si].lock, &holder, me,
+                                                    memory_order_acquire, memory_order_relaxed)) {
+            set_repair_locked(c, si, pid);
+        } else if (set_lock(c, si, BUDGET_MASTER_NS) < 0) {
+            skipped++;
+            continue;
+        }
+        for (unsigned w = 0; w < WAYS; w++) {
+            const struct slot_meta *m = &slot_at(c, si, w)->m;
+
+            if (way_used_locked(c, si, w) && m->state == ST_IN_PROGRESS && m->owner_pid == pid) {
+                slot_clear_locked(c, si, w);
+                dropped++;
+            }
+        }
+        set_unlock(c, si);
+    }
+    if (skipped > 0)
+        log_warn("shm cache: %d sets stayed locked while releasing pid %d; "
+                 "its markers there expire on their own", skipped, (int)pid);
+    return dropped;
+}
+
+int
+shm_cache_wipe(shm_cache_t *c)
+{
+    int skipped = 0;
+
+    for (size_t si = 0; si < c->nsets; si++) {
+        if (set_lock(c, si, BUDGET_MASTER_NS) < 0) {
+            skipped++;
+            continue;
+        }
+        for (unsigned w = 0; w < WAYS; w++) {
+            if (way_used_locked(c, si, w))
+                slot_clear_locked(c, si, w);
+        }
+        set_unlock(c, si);
+    }
+    return skipped;
+}
+
+void
+shm_cache_stats(shm_cache_t *c, shm_cache_stats_t *st)
+{
+    uint64_t sum[NCOUNTERS] = { 0 };
+    uint64_t entries = 0;
+
+    for (int s = 0; s < NSTRIPES; s++) {
+        for (int i = 0; i < NCOUNTERS; i++)
+            sum[i] += atomic_load_explicit(&c->hdr->stripe[s].c[i], memory_order_relaxed);
+    }
+    for (size_t si = 0; si < c->nsets; si++) {
+        for (unsigned w = 0; w < WAYS; w++)
+            entries += atomic_load_explicit(&c->dir[si].tag[w], memory_order_relaxed) != 0;
+    }
+    st->hits = sum[C_HITS];
+    st->misses = sum[C_MISSES];
+    st->inserts = sum[C_INSERTS];
+    st->evictions = sum[C_EVICTIONS];
+    st->too_big = sum[C_TOO_BIG];
+    st->contended = sum[C_CONTENDED];
+    st->repairs = sum[C_REPAIRS];
+    st->corrupt = sum[C_CORRUPT];
+    st->entries = entries;
+    st->capacity = (uint64_t)c->nsets * WAYS;
+}
+
+#ifdef SHM_CACHE_TESTING
+size_t
+shm_cache_test_set_of(shm_cache_t *c, const void *key, size_t keylen)
+{
+    return key_hash(c, key, keylen) % c->nsets;
+}
+
+int
+shm_cache_test_corrupt(shm_cache_t *c, const void *key, size_t keylen)
+{
+    uint64_t hash = key_hash(c, key, keylen);
+    size_t si = hash % c->nsets;
+    int w = set_find_locked(c, si, hash, key, keylen);
+
+    if (w < 0)
+        return -1;
+    slot_at(c, si, (unsigned)w)->body[0] ^= 0x20;
+    return 0;
+}
+
+#endif

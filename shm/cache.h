@@ -1,0 +1,171 @@
+/*
+ * shm_cache: the idempotency fast path, shared by the workers of one host.
+ *
+ * A fixed-size, set-associative table in one shared anonymous mapping that
+ * the master creates before forking and keeps across reloads and worker
+ * crashes.  It remembers, per Idempotency-Key, either "a request with this
+ * fingerprint is executing on this host" (IN_PROGRESS, with the owner's pid)
+ * or the first response as sent (COMPLETED: status and body).
+ *
+ * PostgreSQL stays the source of truth.  The cache may forget anything at any
+ * time (eviction, a full set, contention, a half-written entry, a restart),
+ * so every "MISS" or "NOT_CACHED" below means "ask the database", never
+ * "there is no such key".  What the cache does answer is never torn or stale
+ * past its expiry: lookups verify a version counter and a checksum.
+ *
+ * Times are absolute milliseconds on one clock that every process shares;
+ * use CLOCK_REALTIME, since expiries mirror the database's wall-clock ones.
+ * The cache never reads the clock for expiry itself, which keeps tests
+ * deterministic.
+ *
+ * Locking: lookups take no lock; writers serialise per set on a lock word
+ * holding the writer's pid, which survives a writer killed at any instruction
+ * (see shm_cache_release_pid).  No call ever waits long: when in doubt it
+ * reports a MISS or NOT_CACHED.
+ */
+#ifndef PD_SHM_CACHE_H
+#define PD_SHM_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct shm_cache shm_cache_t;
+
+#define SHM_CACHE_KEY_MAX   255     /* Idempotency-Key bytes, 1..255 */
+#define SHM_CACHE_FP_LEN    64      /* fingerprint: 64 hex characters */
+#define SHM_CACHE_BODY_MAX  1672    /* largest response body a slot holds */
+
+typedef enum {
+    SHM_CACHE_MISS = 0,         /* ask the database */
+    SHM_CACHE_IN_PROGRESS,      /* a request with this key runs on this host */
+    SHM_CACHE_COMPLETED,        /* the first response, status and body */
+    SHM_CACHE_BEGUN,            /* begin: our IN_PROGRESS marker is in */
+    SHM_CACHE_EXISTS,           /* begin: a live entry exists, see out->state */
+    SHM_CACHE_STORED,           /* complete: the response is cached */
+    SHM_CACHE_NOT_CACHED        /* nothing stored: full set, contention, too big */
+} shm_cache_result_t;
+
+/* A copy of one entry, filled by lookup and by begin's EXISTS.  Owned by the
+ * caller (about 1.8 KiB: fine on a stack). */
+typedef struct shm_cache_entry {
+    shm_cache_result_t state;   /* SHM_CACHE_IN_PROGRESS or SHM_CACHE_COMPLETED */
+    char fingerprint[SHM_CACHE_FP_LEN + 1];     /* NUL-terminated */
+    int64_t expiry_ms;
+    pid_t owner_pid;            /* IN_PROGRESS: the worker running it */
+    int64_t start_ms;           /* when it was stored (IN_PROGRESS: started) */
+    int status;                 /* COMPLETED: HTTP status */
+    size_t body_len;            /* COMPLETED: bytes of body */
+    unsigned char body[SHM_CACHE_BODY_MAX];
+} shm_cache_entry_t;
+
+/* Counters, summed over the mapping's stripes.  They are relaxed atomics
+ * updated by every process, so a snapshot is approximate but never torn. */
+typedef struct shm_cache_stats {
+    uint64_t hits;              /* lookups answered IN_PROGRESS or COMPLETED */
+    uint64_t misses;            /* lookups answered MISS */
+    uint64_t inserts;           /* markers begun and responses stored */
+    uint64_t evictions;         /* live entries pushed out of a full set */
+    uint64_t too_big;           /* responses larger than a slot */
+    uint64_t contended;         /* writes given up on a busy set lock */
+    uint64_t repairs;           /* set locks taken over from a dead writer */
+    uint64_t corrupt;           /* entries that failed their checksum */
+    uint64_t entries;           /* slots in use now (expired ones included) */
+    uint64_t capacity;          /* slots in all */
+} shm_cache_stats_t;
+
+/*
+ * Map a cache of at most bytes bytes (header plus whole sets of 8 slots of
+ * 2 KiB).  Call in the master before forking: the children inherit the
+ * mapping and this handle.  Returns NULL with errno set (EINVAL when bytes is
+ * too small for one set).
+ */
+shm_cache_t *shm_cache_create(size_t bytes) __attribute__((warn_unused_result));
+
+/* Unmap this process's view and free the handle.  NULL is ignored.  Other
+ * processes keep their mappings. */
+void shm_cache_destroy(shm_cache_t *cache);
+
+/*
+ * Find key (keylen bytes, compared in full).  Returns COMPLETED or
+ * IN_PROGRESS with a copy in *out, or MISS when absent, expired at now_ms,
+ * being rewritten, or failing its checksum.  Lock-free; never waits.  A
+ * marker is reported until its expiry, abort, complete, or the master's
+ * shm_cache_release_pid of its owner (lookups make no syscalls).
+ */
+shm_cache_result_t shm_cache_lookup(shm_cache_t *cache, const void *key, size_t keylen,
+                                    int64_t now_ms, shm_cache_entry_t *out)
+    __attribute__((warn_unused_result));
+
+/*
+ * Claim key for a request with this fingerprint (SHM_CACHE_FP_LEN bytes) run
+ * by pid: insert an IN_PROGRESS marker expiring at expiry_ms unless a live
+ * entry exists.  Returns BEGUN; EXISTS with a copy in *out (an IN_PROGRESS of
+ * a dead owner is not live); or NOT_CACHED (set full of live markers, set lock
+ * busy, bad arguments): then go to the database as for a miss.
+ */
+shm_cache_result_t shm_cache_begin(shm_cache_t *cache, const void *key, size_t keylen,
+                                   const char *fingerprint, pid_t pid,
+                                   int64_t now_ms, int64_t expiry_ms,
+                                   shm_cache_entry_t *out)
+    __attribute__((warn_unused_result));
+
+/*
+ * Store the response the database now holds for key: overwrites the key's
+ * marker or older entry, or takes a slot by age.  Returns STORED, or
+ * NOT_CACHED when body_len > SHM_CACHE_BODY_MAX (the key's entry is dropped
+ * so nothing stale remains), the set is full of live markers, or its lock
+ * stayed busy (the marker then lives until its expiry), or status is not
+ * 100..999.  body is copied.
+ */
+shm_cache_result_t shm_cache_complete(shm_cache_t *cache, const void *key, size_t keylen,
+                                      const char *fingerprint, int status,
+                                      const void *body, size_t body_len,
+                                      int64_t now_ms, int64_t expiry_ms);
+
+/*
+ * Drop pid's IN_PROGRESS marker for key (the request ended without a stored
+ * answer, e.g. 503).  Returns 0 when no such marker remains, -1 when the set
+ * lock stayed busy: the marker then lives until its expiry.
+ */
+int shm_cache_abort(shm_cache_t *cache, const void *key, size_t keylen, pid_t pid);
+
+/*
+ * The master, after reaping worker pid: release any set lock it held
+ * (repairing what it was writing) and drop its IN_PROGRESS markers.  pid must
+ * be dead and reaped, since its locks are taken without asking.  Returns the
+ * number of markers dropped.  Takes each set's lock in turn, briefly.
+ */
+int shm_cache_release_pid(shm_cache_t *cache, pid_t pid);
+
+/* Empty every set (tests; or a restart that must not replay old answers).
+ * Sets whose lock stays busy are skipped; returns how many were. */
+int shm_cache_wipe(shm_cache_t *cache);
+
+/* Snapshot the counters into *stats.  Lock-free; reads every set's tags, so
+ * call it for /metrics, not per request. */
+void shm_cache_stats(shm_cache_t *cache, shm_cache_stats_t *stats);
+
+#ifdef SHM_CACHE_TESTING
+/* Test builds only (cache.c compiled with -DSHM_CACHE_TESTING). */
+typedef enum {
+    SHM_CACHE_TP_LOCKED,        /* a writer just took a set lock */
+    SHM_CACHE_TP_MID_WRITE      /* a slot is half written, its version odd */
+} shm_cache_test_point_t;
+
+/* Called at each point when set; a test stops or kills the process there. */
+extern void (*shm_cache_test_hook)(shm_cache_test_point_t point);
+
+/* When non-zero every key hashes alike (same set, same tag), so that only the
+ * full key comparison tells keys apart. */
+extern int shm_cache_test_constant_hash;
+
+/* The set index of key, to build colliding keys. */
+size_t shm_cache_test_set_of(shm_cache_t *cache, const void *key, size_t keylen);
+
+/* Flip one body byte of key's entry without touching its version, as a stray
+ * write would.  Returns 0, or -1 when key has no entry. */
+int shm_cache_test_corrupt(shm_cache_t *cache, const void *key, size_t keylen);
+#endif
+
+#endif
