@@ -204,6 +204,10 @@ reap(master_t *m)
                 continue;
             child_t c = m->children[i];
             m->children[i] = m->children[--m->nchildren];
+            /* A worker killed mid-request may hold a cache set lock and
+             * leaves in-progress markers: both are released now. */
+            if (shm_cache_release_pid(m->shared.cache, pid) > 0)
+                log_info("released the cache entries of process %ld", (long)pid);
             child_died(m, &c, status);
             break;
         }
@@ -346,6 +350,8 @@ master_free(master_t *m)
         close(m->sfd);
     conf_free(m->conf);
     shm_metrics_destroy(m->shared.metrics);
+    shm_cache_destroy(m->shared.cache);
+    shm_breaker_destroy(m->shared.breaker);
     free(m->fds);
     free(m->slots);
     free(m->conf_path);
@@ -380,6 +386,14 @@ master_run(const char *conf_path, conf_t *conf)
     what = "mapping shared memory for metrics";
     m->shared.metrics = shm_metrics_create();
     if (m->shared.metrics == NULL)
+        goto fail;
+    what = "mapping shared memory for the idempotency cache (shm_cache_size)";
+    m->shared.cache = shm_cache_create((size_t)conf->shm_cache_size);
+    if (m->shared.cache == NULL)
+        goto fail;
+    what = "mapping shared memory for the circuit breaker";
+    m->shared.breaker = shm_breaker_create();
+    if (m->shared.breaker == NULL)
         goto fail;
     for (size_t i = 0; i < conf->listen.n; i++) {
         m->fds[i] = listen_open(conf->listen.items[i], err, sizeof(err));

@@ -9,6 +9,21 @@
  * leaves its key in progress; after idempotency_lock_timeout a retry with the
  * same key (or the housekeeper) finishes the same order with the same
  * provider key, so nothing is ever charged twice.
+ *
+ * The shared-memory cache (shm/cache) is a fast path in front of
+ * checkout_begin: a completed response is replayed, a key running on this
+ * host is answered 409, both without PostgreSQL.  It only ever holds what
+ * PostgreSQL said (a completed response) or what this host is doing right
+ * now (an in-progress marker, dropped when the request ends), and a cached
+ * response expires no later than its key in the database: from the order's
+ * created_at (equal to the key's) plus idempotency_ttl, less a margin for
+ * clock skew.  So a miss, an eviction or a wiped cache costs a round trip
+ * and never changes an answer.
+ *
+ * The circuit breaker (shm/breaker) is shared by all workers: while it is
+ * open a new checkout takes the outage path at once instead of waiting for
+ * provider_timeout.  A recovered checkout always asks the provider: its
+ * first attempt may have charged.
  */
 #include "config.h"
 
@@ -18,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 #include <sys/queue.h>
 
 #include <event2/buffer.h>
@@ -30,12 +47,16 @@
 #include "worker/worker.h"
 
 #define MAX_KEY_HEADERS 4
+#define CACHE_SKEW_MARGIN_MS 60000  /* cached answers expire this much early */
 
 typedef struct {
     http_req_t *r;
     checkout_req_t req;
     char key[VALIDATE_KEY_MAX + 1];
+    size_t keylen;
     char order_id[37];
+    int marked;                 /* our in-progress marker is in the cache */
+    int probe;                  /* this charge is the breaker's probe */
 } checkout_t;
 
 static const char SQL_BEGIN[] =
@@ -77,18 +98,81 @@ reply_db_error(http_req_t *r, const PGresult *res, const char *err)
     http_reply_error(r, 500, "internal_error", "internal error", NULL);
 }
 
+static int64_t
+clock_ms(clockid_t clock)
+{
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static shm_cache_t *
+cache_of(checkout_t *c)
+{
+    return worker_shared(c->r->worker)->cache;
+}
+
+/* The request ends: a marker it left in the cache goes with it. */
 static void
 checkout_free(checkout_t *c)
 {
+    if (c->marked)
+        shm_cache_abort(cache_of(c), c->key, c->keylen, getpid());
     free(c);
+}
+
+/* "created_at" of an order body, as Unix ms; -1 when absent. */
+static int64_t
+body_created_ms(const char *body, size_t len)
+{
+    static const char tag[] = "\"created_at\":\"";
+    const char *p = memmem(body, len, tag, sizeof(tag) - 1);
+    struct tm tm;
+    char *end;
+
+    if (p == NULL)
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(p + sizeof(tag) - 1, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (end == NULL)
+        return -1;
+    return (int64_t)timegm(&tm) * 1000;
+}
+
+/* Remember the response PostgreSQL holds for this key, until the key's
+ * expiry in the database (less the skew margin). */
+static void
+cache_store(checkout_t *c, int status, const char *body, size_t len)
+{
+    const conf_t *conf = worker_conf(c->r->worker);
+    int64_t created = body_created_ms(body, len);
+    int64_t now = clock_ms(CLOCK_REALTIME);
+    int64_t expiry = created + conf->idempotency_ttl_ms - CACHE_SKEW_MARGIN_MS;
+
+    if (created < 0 || expiry <= now) {
+        return;                 /* the marker, if any, goes at checkout_free */
+    }
+    shm_cache_complete(cache_of(c), c->key, c->keylen, c->req.fingerprint, status,
+                       body, len, now, expiry);
+    c->marked = 0;              /* complete() replaced it */
 }
 
 static void
 reply_order(checkout_t *c, int status, const char *body, size_t len, int replayed)
 {
     char location[64];
+    static const char tag[] = "\"order_id\":\"";
+    const char *id = memmem(body, len, tag, sizeof(tag) - 1);
 
-    if (status == 201) {
+    /* From a cached body the order id is only in the body itself. */
+    if (c->order_id[0] == '\0' && id != NULL && (size_t)(id - body) + sizeof(tag) - 1 + 36 <= len) {
+        memcpy(c->order_id, id + sizeof(tag) - 1, 36);
+        c->order_id[36] = '\0';
+        if (!validate_uuid(c->order_id))
+            c->order_id[0] = '\0';
+    }
+    if (status == 201 && c->order_id[0] != '\0') {
         snprintf(location, sizeof(location), "/orders/%s", c->order_id);
         http_add_header(c->r, "Location", location);
     }
@@ -113,23 +197,29 @@ finish_done(void *arg, const PGresult *res, const char *err)
     worker_count(c->r->worker, strcmp(status, "PAID") == 0 ? METRICS_CHECKOUT_PAID
                                : strcmp(status, "FAILED") == 0 ? METRICS_CHECKOUT_FAILED
                                : METRICS_CHECKOUT_PENDING);
+    cache_store(c, atoi(PQgetvalue(res, 0, 1)), PQgetvalue(res, 0, 2),
+                (size_t)PQgetlength(res, 0, 2));
     reply_order(c, atoi(PQgetvalue(res, 0, 1)), PQgetvalue(res, 0, 2),
                 (size_t)PQgetlength(res, 0, 2), 0);
 }
 
-static void
-charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
+static const char *
+breaker_name(shm_breaker_state_t s)
 {
-    checkout_t *c = arg;
+    return s == SHM_BREAKER_OPEN ? "open" : s == SHM_BREAKER_HALF_OPEN ? "half-open" : "closed";
+}
+
+/* Record the provider's answer in PostgreSQL: checkout_finish decides the
+ * order's status (outage policy included) and writes the ledger. */
+static void
+finish(checkout_t *c, provider_outcome_t outcome, const char *charge_id)
+{
     const conf_t *conf = worker_conf(c->r->worker);
     char cap[32];
     const char *params[5] = {
         c->order_id, c->key, provider_outcome_name(outcome), charge_id, cap
     };
 
-    worker_count(c->r->worker, outcome == PROVIDER_SUCCEEDED ? METRICS_PROVIDER_SUCCEEDED
-                               : outcome == PROVIDER_DECLINED ? METRICS_PROVIDER_DECLINED
-                               : METRICS_PROVIDER_UNAVAILABLE);
     snprintf(cap, sizeof(cap), "%lld", (long long)conf->outage_pending_cap_cents);
     if (db_call(worker_db(c->r->worker), SQL_FINISH, 5, params, finish_done, c) < 0) {
         /* The key stays in progress: a retry after the lock timeout
@@ -137,6 +227,25 @@ charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
         reply_unavailable(c->r);
         checkout_free(c);
     }
+}
+
+static void
+charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
+{
+    checkout_t *c = arg;
+    const conf_t *conf = worker_conf(c->r->worker);
+    shm_breaker_t *b = worker_shared(c->r->worker)->breaker;
+    shm_breaker_state_t before = shm_breaker_state(b);
+
+    worker_count(c->r->worker, outcome == PROVIDER_SUCCEEDED ? METRICS_PROVIDER_SUCCEEDED
+                               : outcome == PROVIDER_DECLINED ? METRICS_PROVIDER_DECLINED
+                               : METRICS_PROVIDER_UNAVAILABLE);
+    shm_breaker_record(b, outcome != PROVIDER_UNAVAILABLE, clock_ms(CLOCK_MONOTONIC),
+                       conf->breaker_threshold, conf->breaker_cooldown_ms);
+    if (shm_breaker_state(b) != before)
+        log_warn("provider circuit breaker: %s -> %s%s", breaker_name(before),
+                 breaker_name(shm_breaker_state(b)), c->probe ? " (probe)" : "");
+    finish(c, outcome, charge_id);
 }
 
 static void
@@ -153,13 +262,27 @@ begin_done(void *arg, const PGresult *res, const char *err)
     result = PQgetvalue(res, 0, 0);
     snprintf(c->order_id, sizeof(c->order_id), "%s", PQgetvalue(res, 0, 1));
     if (strcmp(result, "new") == 0 || strcmp(result, "recover") == 0) {
+        const conf_t *conf = worker_conf(c->r->worker);
+        shm_breaker_verdict_t v = SHM_BREAKER_ALLOW;
+
         if (result[0] == 'r')
             log_info("recovering checkout of order %s", c->order_id);
+        else
+            v = shm_breaker_allow(worker_shared(c->r->worker)->breaker, clock_ms(CLOCK_MONOTONIC),
+                                  2 * conf->provider_timeout_ms);
+        if (v == SHM_BREAKER_DENY) {
+            worker_count(c->r->worker, METRICS_PROVIDER_SKIPPED);
+            finish(c, PROVIDER_UNAVAILABLE, NULL);
+            return;
+        }
+        c->probe = (v == SHM_BREAKER_ALLOW_PROBE);
         provider_charge(worker_provider(c->r->worker), c->order_id, c->req.amount_cents,
                         c->req.currency, charge_done, c);
     } else if (strcmp(result, "replay") == 0) {
         worker_count(c->r->worker, METRICS_CHECKOUT_REPLAYED);
         worker_count(c->r->worker, METRICS_REPLAY_DB);
+        cache_store(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
+                    (size_t)PQgetlength(res, 0, 3));
         reply_order(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
                     (size_t)PQgetlength(res, 0, 3), 1);
     } else if (strcmp(result, "reused") == 0) {
@@ -177,6 +300,51 @@ begin_done(void *arg, const PGresult *res, const char *err)
         reply_db_error(c->r, NULL, "checkout_begin: unknown result");
         checkout_free(c);
     }
+}
+
+/*
+ * Answer from the shared cache when it knows: returns 1 when the request was
+ * answered.  Otherwise our in-progress marker is in (or the cache could not
+ * take it) and the database decides.
+ */
+static int
+cache_fast_path(checkout_t *c)
+{
+    const conf_t *conf = worker_conf(c->r->worker);
+    int64_t now = clock_ms(CLOCK_REALTIME);
+    shm_cache_entry_t *e = malloc(sizeof(*e));
+    shm_cache_result_t res;
+
+    if (e == NULL)
+        return 0;
+    res = shm_cache_begin(cache_of(c), c->key, c->keylen, c->req.fingerprint, getpid(), now,
+                          now + conf->idempotency_lock_timeout_ms, e);
+    if (res != SHM_CACHE_EXISTS) {
+        c->marked = (res == SHM_CACHE_BEGUN);
+        worker_count(c->r->worker, METRICS_CACHE_MISS);
+        free(e);
+        return 0;
+    }
+    worker_count(c->r->worker, METRICS_CACHE_HIT);
+    if (strcmp(e->fingerprint, c->req.fingerprint) != 0) {
+        worker_count(c->r->worker, METRICS_CHECKOUT_REUSED);
+        http_reply_error(c->r, 409, "idempotency_key_reused",
+                         "this Idempotency-Key was used with a different request", NULL);
+    } else if (e->state == SHM_CACHE_COMPLETED) {
+        worker_count(c->r->worker, METRICS_CHECKOUT_REPLAYED);
+        worker_count(c->r->worker, METRICS_REPLAY_CACHE);
+        reply_order(c, e->status, (const char *)e->body, e->body_len, 1);
+        free(e);
+        return 1;               /* reply_order freed c */
+    } else {
+        worker_count(c->r->worker, METRICS_CHECKOUT_IN_USE);
+        http_add_header(c->r, "Retry-After", "1");
+        http_reply_error(c->r, 409, "idempotency_key_in_use",
+                         "a request with this Idempotency-Key is still being processed", NULL);
+    }
+    free(e);
+    checkout_free(c);
+    return 1;
 }
 
 void
@@ -212,6 +380,10 @@ checkout_handle(http_req_t *r)
         checkout_free(c);
         return;
     }
+
+    c->keylen = strlen(c->key);
+    if (cache_fast_path(c))
+        return;
 
     snprintf(ttl, sizeof(ttl), "%lld milliseconds", (long long)conf->idempotency_ttl_ms);
     snprintf(lock, sizeof(lock), "%lld milliseconds", (long long)conf->idempotency_lock_timeout_ms);

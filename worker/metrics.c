@@ -57,7 +57,9 @@ static const series_t provider[] = {
 static const family_t families[] = {
     FAMILY("paymentsd_checkouts_total", "Checkout requests by what the client got.", "outcome", checkouts),
     FAMILY("paymentsd_idempotent_replays_total", "Replayed checkout responses by source.", "source", replays),
-    FAMILY("paymentsd_shm_cache_lookups_total", "Idempotency cache lookups in shared memory.", "result", cache),
+    FAMILY("paymentsd_shm_cache_lookups_total",
+           "Checkouts looked up in the shared-memory cache: hit = answered without PostgreSQL.",
+           "result", cache),
     FAMILY("paymentsd_webhooks_total", "Provider webhooks by result.", "result", webhooks),
     FAMILY("paymentsd_provider_calls_total", "Provider charge calls by result.", "result", provider),
 };
@@ -106,6 +108,13 @@ gauge(struct evbuffer *b, const char *name, const char *help, long long v)
     evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", name, help, name, name, v);
 }
 
+static void
+counter(struct evbuffer *b, const char *name, const char *help, uint64_t v)
+{
+    evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+                        (unsigned long long)v);
+}
+
 void
 metrics_handle(http_req_t *r)
 {
@@ -130,6 +139,22 @@ metrics_handle(http_req_t *r)
             evbuffer_add_printf(b, "%s{%s=\"%s\"} %llu\n", fam->name, fam->label, fam->series[i].label,
                                 (unsigned long long)s->counters[fam->series[i].counter]);
     }
+    {
+        shm_cache_stats_t cs;
+        shm_cache_stats(shared->cache, &cs);
+        counter(b, "paymentsd_shm_cache_evictions_total", "Live entries pushed out of a full set.",
+                cs.evictions);
+        counter(b, "paymentsd_shm_cache_too_big_total", "Responses too large for a slot.", cs.too_big);
+        counter(b, "paymentsd_shm_cache_repairs_total", "Set locks taken over from a dead writer.",
+                cs.repairs);
+        gauge(b, "paymentsd_shm_cache_entries", "Cache slots in use.", (long long)cs.entries);
+        gauge(b, "paymentsd_shm_cache_capacity", "Cache slots in all.", (long long)cs.capacity);
+    }
+    gauge(b, "paymentsd_provider_circuit_breaker_state",
+          "Provider circuit breaker: 0 closed, 1 open, 2 half-open.",
+          (long long)shm_breaker_state(shared->breaker));
+    counter(b, "paymentsd_provider_circuit_breaker_transitions_total",
+            "Circuit breaker state changes.", shm_breaker_transitions(shared->breaker));
     gauge(b, "paymentsd_db_pool_busy", "Database calls running, all workers.",
           s->gauges[METRICS_GAUGE_DB_BUSY]);
     gauge(b, "paymentsd_db_pool_waiting", "Database calls waiting for a connection, all workers.",

@@ -13,6 +13,8 @@
 #include <sys/types.h>
 
 #include "common/conf.h"
+#include "shm/breaker.h"
+#include "shm/cache.h"
 #include "shm/metrics.h"
 #include "worker/db.h"
 #include "worker/provider.h"
@@ -23,6 +25,8 @@ typedef struct worker worker_t;
  * long as the master and survives reloads. */
 typedef struct worker_shared {
     shm_metrics_t *metrics;
+    shm_cache_t *cache;         /* completed and in-progress idempotency keys */
+    shm_breaker_t *breaker;     /* the provider's circuit breaker */
 } worker_shared_t;
 
 /* Run worker number index until it is told to stop; never returns.  Call in

@@ -236,7 +236,7 @@ t.ok(series.get('paymentsd_http_requests_total{route="checkout",status="201"}', 
      "requests by route and status count the checkouts")
 t.ok(series.get('paymentsd_checkouts_total{outcome="paid"}', 0) >= 2000, "checkouts by outcome")
 t.ok(series.get('paymentsd_checkouts_total{outcome="pending_payment"}', 0) >= 1, "pending outcomes counted")
-t.ok(series.get('paymentsd_idempotent_replays_total{source="db"}', 0) >= 1, "replays counted")
+t.ok(series.get('paymentsd_idempotent_replays_total{source="cache"}', 0) >= 1, "replays counted")
 t.ok(series.get('paymentsd_provider_calls_total{result="unavailable"}', 0) >= 3, "provider calls by result")
 t.ok(series.get('paymentsd_http_request_duration_seconds_count{route="checkout"}', 0) >= 2000
      and 'paymentsd_http_request_duration_seconds_bucket{route="checkout",le="+Inf"}' in series,
