@@ -169,7 +169,11 @@ class Paymentsd:
             "error_log": self.log_path,
             "access_log": self.access_path,
             "worker_shutdown_timeout": "10s",
-            "housekeeper_interval": "1s",
+            # The housekeeper finishes stale checkouts and settles pending
+            # orders with *its* provider; every test shares one database,
+            # and several run their own sims.  Quiet unless a test asks
+            # (test_housekeeper.py sets its own).
+            "housekeeper_interval": "1h",
         }
         self.settings.update(extra or {})
         self.env = dict(os.environ)
