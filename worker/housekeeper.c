@@ -20,8 +20,10 @@
  * Within a step the batch's orders are worked on concurrently; the step ends
  * when the last one is done.  A full purge or stale batch starts the next
  * round at once; otherwise it waits housekeeper_interval.  The pending step
- * runs at most once per interval (its batch does not shrink while the
- * provider says "pending", so a full one says nothing about progress).
+ * runs at most once per interval and asks about the due orders it asked
+ * least recently: an order the provider cannot settle yet stays due (it is
+ * not locked or touched), so oldest-first alone would let a few such orders
+ * block every newer one.
  *
  * Everything is asynchronous on the process's own loop (db pool, provider
  * client); the workers never wait for any of it.  Several housekeepers (on
@@ -51,7 +53,8 @@
 
 #define PURGE_BATCH 500
 #define STALE_BATCH 20
-#define PENDING_BATCH 20
+#define PENDING_BATCH 20       /* orders asked about per round */
+#define PENDING_WINDOW 200      /* due orders looked at to choose them */
 #define DB_POOL_SIZE 2
 #define DB_QUEUE_MAX (2 * (STALE_BATCH + PENDING_BATCH))
 
@@ -69,7 +72,7 @@ typedef enum { STEP_NONE, STEP_PURGE, STEP_STALE, STEP_PENDING } step_t;
 
 /* What one step did, for its log line. */
 typedef struct {
-    int rows;                   /* keys purged, checkouts claimed, orders due */
+    int rows;                   /* checkouts claimed, pending orders asked about */
     int paid, failed;           /* orders this step made (or found) PAID / FAILED */
     int not_charged;            /* of failed: the provider never saw the charge */
     int resent;                 /* charges sent again */
@@ -77,6 +80,12 @@ typedef struct {
     int left;                   /* the provider could not tell yet */
     int errors;
 } tally_t;
+
+/* When the provider was last asked about a pending order (0: never). */
+typedef struct {
+    char order_id[37];
+    int64_t at_ms;
+} asked_t;
 
 typedef struct {
     const conf_t *conf;
@@ -89,6 +98,8 @@ typedef struct {
     int more;                   /* a full batch this round: next round at once */
     int quitting;
     int64_t pending_due_ms;     /* the pending step runs again from then on */
+    asked_t asked[PENDING_WINDOW];  /* when each order of the last window was asked */
+    int nasked;
     tally_t tally;
     char ttl[48], lock_timeout[48], reconcile_age[48], cap[24];
 } housekeeper_t;
@@ -140,11 +151,11 @@ step_log(housekeeper_t *h)
             log_debug("stale checkouts: %d claimed, all left for a later claim", t->rows);
     } else if (h->step == STEP_PENDING && t->rows > 0) {
         if (acted > 0 || t->resent > 0)
-            log_info("pending orders: %d due; %d PAID, %d FAILED, %d settled meanwhile, "
+            log_info("pending orders: asked about %d; %d PAID, %d FAILED, %d settled meanwhile, "
                      "%d charged again; %d left for a later round; %d errors",
                      t->rows, t->paid, t->failed, t->already, t->resent, t->left, t->errors);
         else
-            log_debug("pending orders: %d due, all left for a later round", t->rows);
+            log_debug("pending orders: asked about %d, all left for a later round", t->rows);
     }
 }
 
@@ -434,23 +445,75 @@ pending_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     free(payload);
 }
 
+/* A due order of the window, ranked for this round. */
+typedef struct {
+    int row;
+    int64_t asked_ms;
+} due_t;
+
+static int
+due_cmp(const void *a, const void *b)
+{
+    const due_t *x = a, *y = b;
+
+    if (x->asked_ms != y->asked_ms)
+        return x->asked_ms < y->asked_ms ? -1 : 1;
+    return x->row - y->row;     /* then oldest first, as listed */
+}
+
+static int64_t
+asked_at(const housekeeper_t *h, const char *order_id)
+{
+    for (int i = 0; i < h->nasked; i++) {
+        if (strcmp(h->asked[i].order_id, order_id) == 0)
+            return h->asked[i].at_ms;
+    }
+    return 0;
+}
+
+/*
+ * The due orders, oldest first (up to PENDING_WINDOW).  The provider is
+ * asked about PENDING_BATCH of them: those asked least recently, never-asked
+ * first.  With few due orders that is all of them every round; with many,
+ * the ones the provider cannot settle yet (still pending, or it is down) go
+ * to the back instead of blocking the rest of the queue.
+ */
 static void
 pending_listed(void *arg, const PGresult *res, const char *err)
 {
     housekeeper_t *h = arg;
-    int n;
+    due_t due[PENDING_WINDOW];
+    asked_t next[PENDING_WINDOW];
+    int64_t now = now_ms();
+    int n, pick;
 
     if (err != NULL) {
         log_warn("listing pending orders failed: %s", err);
         step_next(h);
         return;
     }
-    n = PQntuples(res);
-    h->tally.rows = n;
-    h->inflight++;              /* the loop's own hold, as in stale_claimed */
+    n = PQntuples(res) < PENDING_WINDOW ? PQntuples(res) : PENDING_WINDOW;
     for (int i = 0; i < n; i++) {
-        item_t *it = item_new(h, NULL, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                              PQgetvalue(res, i, 2));
+        due[i].row = i;
+        due[i].asked_ms = asked_at(h, PQgetvalue(res, i, 0));
+    }
+    qsort(due, (size_t)n, sizeof(due[0]), due_cmp);
+    pick = n < PENDING_BATCH ? n : PENDING_BATCH;
+    /* Remember the window only: an order that left it is settled (or will
+     * be looked at afresh when it comes back into view). */
+    for (int i = 0; i < n; i++) {
+        snprintf(next[i].order_id, sizeof(next[i].order_id), "%s", PQgetvalue(res, due[i].row, 0));
+        next[i].at_ms = i < pick ? now : due[i].asked_ms;
+    }
+    memcpy(h->asked, next, (size_t)n * sizeof(next[0]));
+    h->nasked = n;
+
+    h->tally.rows = pick;
+    h->inflight++;              /* the loop's own hold, as in stale_claimed */
+    for (int i = 0; i < pick; i++) {
+        int r = due[i].row;
+        item_t *it = item_new(h, NULL, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
+                              PQgetvalue(res, r, 2));
         if (it != NULL)
             provider_get_charge(h->provider, it->order_id, it->amount_cents, it->currency,
                                 pending_answered, it);
@@ -465,7 +528,7 @@ pending_start(housekeeper_t *h)
     char limit[16];
     const char *params[2] = { h->reconcile_age, limit };
 
-    snprintf(limit, sizeof(limit), "%d", PENDING_BATCH);
+    snprintf(limit, sizeof(limit), "%d", PENDING_WINDOW);
     if (db_call(h->db, SQL_DUE, 2, params, pending_listed, h) < 0) {
         log_warn("listing pending orders: the database is unavailable");
         step_next(h);

@@ -8,7 +8,8 @@
   again under the same key, once, and settled by its answer;
 - a stale checkout the provider never saw is FAILED provider_unavailable,
   without a charge;
-- while the provider is down nothing is decided, only retried;
+- while the provider is down nothing is decided, only retried, and more
+  due orders than a round's batch are all asked about in turn;
 - two paymentsd (two hosts) housekeeping the same database at once;
 - a checkout whose worker was killed while the provider was answering is
   finished by the housekeeper with the one charge, and the client's retry
@@ -58,8 +59,11 @@ def logs():
 
 
 # --- during an outage: PENDING orders (charges held by the sim, and charges
-# that never reached it) and a stale checkout nobody charged
+# that never reached it) and a stale checkout nobody charged.  Older
+# PENDING orders than a round's batch (20) come first: while the provider
+# cannot settle them they must not hide the newer ones.
 sim.outage(True)
+blockers = [db_pending_order(new_key("hk-old")) for _ in range(25)]
 lost = []           # the sim has their charge; its webhooks go nowhere
 for _ in range(3):  # until both outcomes are covered (each try: 50 %)
     keys = [new_key("hk-lost") for _ in range(2)]
@@ -82,11 +86,10 @@ stale_key = new_key("hk-stale")
 stale = db_begin_checkout(stale_key)
 t.diag("orders: lost webhooks %s, never sent %s, stale %s" % (lost, unsent, stale))
 
-# (Other PENDING orders in a shared test database may come first in the
-# batch: wait for the stale checkout and for some of ours.)
-t.ok(wait_until(lambda: "GET charge of order %s answered HTTP 503" % stale in logs()
-                and any("GET charge of order %s answered HTTP 503" % o in logs() for o in lost + unsent), 8),
-     "the housekeepers ask the provider about them (it answers 503)")
+t.ok(wait_until(lambda: all("GET charge of order %s answered HTTP 503" % o in logs()
+                            for o in lost + unsent + [stale]), 8),
+     "the housekeepers ask the provider about each of them (it answers 503), "
+     "though %d older PENDING orders come first" % len(blockers))
 t.ok(all(order_status(o) == ("PENDING_PAYMENT", "") for o in lost + unsent),
      "provider unavailable: the PENDING orders are left as they are",
      [order_status(o) for o in lost + unsent])
@@ -96,7 +99,7 @@ t.eq(psql("SELECT state FROM idempotency_keys WHERE key = '%s'" % stale_key), [[
 
 # --- outage over: everything is settled as the provider says
 sim.outage(False)
-t.ok(wait_until(lambda: all(order_status(o)[0] != "PENDING_PAYMENT" for o in lost + unsent), 15),
+t.ok(wait_until(lambda: all(order_status(o)[0] != "PENDING_PAYMENT" for o in lost + unsent + blockers), 15),
      "outage over: every PENDING order is settled by reconciliation",
      [order_status(o) for o in lost + unsent])
 for o in lost:
