@@ -1,9 +1,37 @@
 /*
- * housekeeper: periodic database chores, off the request path.
+ * housekeeper: periodic chores off the request path, in their own process.
  *
- * One chore runs at a time; a purge that removed a full batch runs again at
- * once, otherwise the next round waits for the timer.  Several housekeepers
- * (several hosts) may run at once: the SQL functions lock with SKIP LOCKED.
+ * A round runs three steps, one after the other, each on a small batch:
+ *
+ *   purge    delete idempotency keys older than idempotency_ttl;
+ *   stale    finish checkouts whose worker died mid-way: claim in-progress
+ *            keys older than idempotency_lock_timeout, ask the provider
+ *            what became of each order's charge (GET, never a new POST: one
+ *            charge per order) and finish the order with checkout_finish;
+ *   pending  reconcile PENDING_PAYMENT orders older than
+ *            pending_reconcile_age whose webhook never came: ask the
+ *            provider and apply its answer with webhook_apply under the
+ *            event id "reconcile:<order_id>", so that it is recorded like a
+ *            webhook and applied at most once.  A charge the provider never
+ *            received is sent again with the same Idempotency-Key (the order
+ *            id): the buyer was promised this payment, and the key makes a
+ *            second charge impossible.
+ *
+ * Within a step the batch's orders are worked on concurrently; the step ends
+ * when the last one is done.  A full purge or stale batch starts the next
+ * round at once; otherwise it waits housekeeper_interval.  The pending step
+ * runs at most once per interval and asks about the due orders it asked
+ * least recently: an order the provider cannot settle yet stays due (it is
+ * not locked or touched), so oldest-first alone would let a few such orders
+ * block every newer one.
+ *
+ * Everything is asynchronous on the process's own loop (db pool, provider
+ * client); the workers never wait for any of it.  Several housekeepers (on
+ * several hosts) may run at once: the claims use SKIP LOCKED, and the
+ * reconciliation is idempotent on the provider's side (same key) and on
+ * ours (same event id).  SIGQUIT lets the current step finish, then exits;
+ * SIGTERM exits at once (a claimed key is claimed again after another lock
+ * timeout, a pending order is simply due again).
  */
 #include "config.h"
 
@@ -13,25 +41,91 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
+#include <json-c/json.h>
 
 #include "common/log.h"
 #include "worker/db.h"
+#include "worker/provider.h"
 #include "worker/worker.h"
 
-#define PURGE_BATCH "500"
+#define PURGE_BATCH 500
+#define STALE_BATCH 20
+#define PENDING_BATCH 20       /* orders asked about per round */
+#define PENDING_WINDOW 200      /* due orders looked at to choose them */
+#define DB_POOL_SIZE 2
+#define DB_QUEUE_MAX (2 * (STALE_BATCH + PENDING_BATCH))
+
+static const char SQL_PURGE[] = "SELECT purge_expired_idempotency_keys($1::interval, $2::int)";
+static const char SQL_CLAIM[] =
+    "SELECT key, order_id, amount_cents, currency FROM checkout_claim_stale($1::interval, $2::int)";
+static const char SQL_FINISH[] =
+    "SELECT status FROM checkout_finish($1::uuid, $2, $3, $4, $5::bigint)";
+static const char SQL_DUE[] =
+    "SELECT order_id, amount_cents, currency FROM pending_orders_due($1::interval, $2::int)";
+static const char SQL_APPLY[] =
+    "SELECT result, order_status FROM webhook_apply($1, $2::uuid, $3, $4)";
+
+typedef enum { STEP_NONE, STEP_PURGE, STEP_STALE, STEP_PENDING } step_t;
+
+/* What one step did, for its log line. */
+typedef struct {
+    int rows;                   /* checkouts claimed, pending orders asked about */
+    int paid, failed;           /* orders this step made (or found) PAID / FAILED */
+    int not_charged;            /* of failed: the provider never saw the charge */
+    int resent;                 /* charges sent again */
+    int already;                /* settled meanwhile by someone else */
+    int left;                   /* the provider could not tell yet */
+    int errors;
+} tally_t;
+
+/* When the provider was last asked about a pending order (0: never). */
+typedef struct {
+    char order_id[37];
+    int64_t at_ms;
+} asked_t;
 
 typedef struct {
     const conf_t *conf;
     struct event_base *base;
     db_pool_t *db;
+    provider_t *provider;
     struct event *timer;
-    int busy;
+    step_t step;                /* STEP_NONE between rounds */
+    int inflight;               /* orders of the current step still at work */
+    int more;                   /* a full batch this round: next round at once */
     int quitting;
+    int64_t pending_due_ms;     /* the pending step runs again from then on */
+    asked_t asked[PENDING_WINDOW];  /* when each order of the last window was asked */
+    int nasked;
+    tally_t tally;
+    char ttl[48], lock_timeout[48], reconcile_age[48], cap[24];
 } housekeeper_t;
 
-static void run_chores(housekeeper_t *h);
+/* One order being worked on in the stale or pending step. */
+typedef struct {
+    housekeeper_t *h;
+    char key[256];              /* stale: the checkout's Idempotency-Key */
+    char order_id[37];
+    int64_t amount_cents;
+    char currency[8];
+    provider_outcome_t said;    /* the provider's answer being applied */
+    int resent;                 /* pending: its charge was sent again */
+    char charge_id[128];
+} item_t;
+
+static void step_next(housekeeper_t *h);
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void
 schedule(housekeeper_t *h, int64_t ms)
@@ -42,41 +136,441 @@ schedule(housekeeper_t *h, int64_t ms)
 }
 
 static void
+step_log(housekeeper_t *h)
+{
+    const tally_t *t = &h->tally;
+    int acted = t->paid + t->failed + t->already + t->errors;
+
+    if (h->step == STEP_STALE && t->rows > 0) {
+        /* A round where the provider still cannot tell is not news. */
+        if (acted > 0)
+            log_info("stale checkouts: %d claimed; finished %d PAID, %d FAILED (%d never reached "
+                     "the provider); %d left for a later claim; %d errors",
+                     t->rows, t->paid, t->failed, t->not_charged, t->left, t->errors);
+        else
+            log_debug("stale checkouts: %d claimed, all left for a later claim", t->rows);
+    } else if (h->step == STEP_PENDING && t->rows > 0) {
+        if (acted > 0 || t->resent > 0)
+            log_info("pending orders: asked about %d; %d PAID, %d FAILED, %d settled meanwhile, "
+                     "%d charged again; %d left for a later round; %d errors",
+                     t->rows, t->paid, t->failed, t->already, t->resent, t->left, t->errors);
+        else
+            log_debug("pending orders: asked about %d, all left for a later round", t->rows);
+    }
+}
+
+/* The current step is over: log it and start the next one (or stop). */
+static void
+step_end(housekeeper_t *h)
+{
+    step_log(h);
+    memset(&h->tally, 0, sizeof(h->tally));
+    step_next(h);
+}
+
+static item_t *
+item_new(housekeeper_t *h, const char *key, const char *order_id, const char *amount,
+         const char *currency)
+{
+    item_t *it = calloc(1, sizeof(*it));
+
+    if (it == NULL) {
+        log_error("out of memory");
+        h->tally.errors++;
+        return NULL;
+    }
+    it->h = h;
+    snprintf(it->key, sizeof(it->key), "%s", key ? key : "");
+    snprintf(it->order_id, sizeof(it->order_id), "%s", order_id);
+    it->amount_cents = strtoll(amount, NULL, 10);
+    snprintf(it->currency, sizeof(it->currency), "%s", currency);
+    h->inflight++;
+    return it;
+}
+
+static void
+item_done(item_t *it)
+{
+    housekeeper_t *h = it->h;
+
+    free(it);
+    if (--h->inflight == 0)
+        step_end(h);
+}
+
+/* ---- purge ---- */
+
+static void
 purge_done(void *arg, const PGresult *res, const char *err)
 {
     housekeeper_t *h = arg;
     int purged;
 
-    h->busy = 0;
-    if (h->quitting) {
-        event_base_loopexit(h->base, NULL);
-        return;
-    }
     if (err != NULL) {
         log_warn("purging expired idempotency keys failed: %s", err);
-        schedule(h, h->conf->housekeeper_interval_ms);
+        step_next(h);
         return;
     }
     purged = atoi(PQgetvalue(res, 0, 0));
     if (purged > 0)
         log_info("purged %d expired idempotency keys", purged);
-    /* A full batch means more are waiting. */
-    schedule(h, purged == atoi(PURGE_BATCH) ? 0 : h->conf->housekeeper_interval_ms);
+    if (purged == PURGE_BATCH)
+        h->more = 1;            /* more are waiting */
+    step_next(h);
 }
 
 static void
-run_chores(housekeeper_t *h)
+purge_start(housekeeper_t *h)
 {
-    char ttl[64];
-    const char *params[2] = { ttl, PURGE_BATCH };
+    char limit[16];
+    const char *params[2] = { h->ttl, limit };
 
-    snprintf(ttl, sizeof(ttl), "%lld milliseconds", (long long)h->conf->idempotency_ttl_ms);
-    if (db_call(h->db, "SELECT purge_expired_idempotency_keys($1::interval, $2::int)",
-                2, params, purge_done, h) < 0) {
-        schedule(h, h->conf->housekeeper_interval_ms);
+    snprintf(limit, sizeof(limit), "%d", PURGE_BATCH);
+    if (db_call(h->db, SQL_PURGE, 2, params, purge_done, h) < 0) {
+        log_warn("purging expired idempotency keys: the database is unavailable");
+        step_next(h);
+    }
+}
+
+/* ---- stale checkouts ---- */
+
+static void
+stale_finished(void *arg, const PGresult *res, const char *err)
+{
+    item_t *it = arg;
+    housekeeper_t *h = it->h;
+    const char *status;
+
+    if (err != NULL || PQntuples(res) != 1) {
+        log_warn("finishing the stale checkout of order %s failed: %s", it->order_id,
+                 err ? err : "no row");
+        h->tally.errors++;
+        item_done(it);
         return;
     }
-    h->busy = 1;
+    status = PQgetvalue(res, 0, 0);
+    log_info("stale checkout of order %s finished: the provider says %s, the order is %s",
+             it->order_id, provider_outcome_name(it->said), status);
+    if (strcmp(status, "PAID") == 0) {
+        h->tally.paid++;
+    } else if (strcmp(status, "FAILED") == 0) {
+        h->tally.failed++;
+        if (it->said == PROVIDER_NOT_FOUND)
+            h->tally.not_charged++;
+    }
+    item_done(it);
+}
+
+static void
+stale_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
+{
+    item_t *it = arg;
+    housekeeper_t *h = it->h;
+    const char *sql_outcome;
+
+    it->said = outcome;
+    switch (outcome) {
+    case PROVIDER_SUCCEEDED: sql_outcome = "succeeded"; break;
+    case PROVIDER_DECLINED: sql_outcome = "declined"; break;
+    case PROVIDER_NOT_FOUND: sql_outcome = "not_charged"; break;
+    default:
+        /* Pending or no answer: the claim holds the lock, and the key is
+         * claimed again after another lock timeout. */
+        log_debug("stale checkout of order %s: the provider says %s: left for later",
+                  it->order_id, provider_outcome_name(outcome));
+        h->tally.left++;
+        item_done(it);
+        return;
+    }
+    snprintf(it->charge_id, sizeof(it->charge_id), "%s", charge_id ? charge_id : "");
+    {
+        const char *params[5] = {
+            it->order_id, it->key, sql_outcome, it->charge_id[0] ? it->charge_id : NULL, h->cap
+        };
+        if (db_call(h->db, SQL_FINISH, 5, params, stale_finished, it) < 0) {
+            log_warn("finishing the stale checkout of order %s: the database is unavailable",
+                     it->order_id);
+            h->tally.errors++;
+            item_done(it);
+        }
+    }
+}
+
+static void
+stale_claimed(void *arg, const PGresult *res, const char *err)
+{
+    housekeeper_t *h = arg;
+    int n;
+
+    if (err != NULL) {
+        log_warn("claiming stale checkouts failed: %s", err);
+        step_next(h);
+        return;
+    }
+    n = PQntuples(res);
+    h->tally.rows = n;
+    if (n == STALE_BATCH)
+        h->more = 1;            /* the claimed ones are locked again: others wait */
+    h->inflight++;              /* the loop's own hold: the step cannot end inside it */
+    for (int i = 0; i < n; i++) {
+        item_t *it = item_new(h, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                              PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
+        if (it == NULL)
+            continue;
+        log_info("checkout of order %s was left unfinished: asking the provider", it->order_id);
+        provider_get_charge(h->provider, it->order_id, it->amount_cents, it->currency,
+                            stale_answered, it);
+    }
+    if (--h->inflight == 0)
+        step_end(h);
+}
+
+static void
+stale_start(housekeeper_t *h)
+{
+    char limit[16];
+    const char *params[2] = { h->lock_timeout, limit };
+
+    snprintf(limit, sizeof(limit), "%d", STALE_BATCH);
+    if (db_call(h->db, SQL_CLAIM, 2, params, stale_claimed, h) < 0) {
+        log_warn("claiming stale checkouts: the database is unavailable");
+        step_next(h);
+    }
+}
+
+/* ---- pending orders ---- */
+
+static void
+pending_applied(void *arg, const PGresult *res, const char *err)
+{
+    item_t *it = arg;
+    housekeeper_t *h = it->h;
+    const char *result;
+
+    if (err != NULL || PQntuples(res) != 1) {
+        log_warn("reconciling order %s failed: %s", it->order_id, err ? err : "no row");
+        h->tally.errors++;
+        item_done(it);
+        return;
+    }
+    result = PQgetvalue(res, 0, 0);
+    if (strcmp(result, "applied") == 0) {
+        log_info("reconciled order %s: the provider says %s%s, the order is %s", it->order_id,
+                 provider_outcome_name(it->said), it->resent ? " (charge sent again)" : "",
+                 PQgetvalue(res, 0, 1));
+        if (it->said == PROVIDER_SUCCEEDED)
+            h->tally.paid++;
+        else
+            h->tally.failed++;
+    } else if (strcmp(result, "not_found") == 0) {
+        log_warn("reconciling order %s: the order is gone", it->order_id);
+        h->tally.errors++;
+    } else {
+        /* duplicate or not_applied: a webhook or another housekeeper was
+         * first; webhook_apply logged nothing, so say it here. */
+        log_info("reconciling order %s: already settled (%s, order is %s)", it->order_id, result,
+                 PQgetvalue(res, 0, 1));
+        h->tally.already++;
+    }
+    item_done(it);
+}
+
+/* The payload recorded with the reconciliation "event": where it came from. */
+static char *
+reconcile_payload(const item_t *it, const char *outcome)
+{
+    json_object *o = json_object_new_object();
+    char *s = NULL;
+
+    if (o == NULL)
+        return NULL;
+    json_object_object_add(o, "source", json_object_new_string("reconciliation"));
+    json_object_object_add(o, "order_id", json_object_new_string(it->order_id));
+    json_object_object_add(o, "outcome", json_object_new_string(outcome));
+    json_object_object_add(o, "provider_status",
+                           json_object_new_string(provider_outcome_name(it->said)));
+    if (it->charge_id[0] != '\0')
+        json_object_object_add(o, "charge_id", json_object_new_string(it->charge_id));
+    json_object_object_add(o, "charge_resent", json_object_new_boolean(it->resent));
+    s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return s;
+}
+
+static void
+pending_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
+{
+    item_t *it = arg;
+    housekeeper_t *h = it->h;
+    const char *verdict;
+    char event_id[64], *payload;
+
+    switch (outcome) {
+    case PROVIDER_SUCCEEDED: verdict = "PAID"; break;
+    case PROVIDER_DECLINED: verdict = "FAILED"; break;
+    case PROVIDER_NOT_FOUND:
+        /* The checkout's charge never reached the provider (refused, lost,
+         * or skipped by an open circuit breaker).  The order is one the
+         * buyer expects to pay: send the charge now, under the same key, so
+         * that at most one charge can ever exist.  (A POST never answers
+         * "not found", so this happens once per order and round.) */
+        log_info("order %s is PENDING_PAYMENT but the provider never received its charge: "
+                 "sending it again", it->order_id);
+        it->resent = 1;
+        h->tally.resent++;
+        provider_charge(h->provider, it->order_id, it->amount_cents, it->currency,
+                        pending_answered, it);
+        return;
+    default:
+        log_debug("pending order %s: the provider says %s: left for a later round",
+                  it->order_id, provider_outcome_name(outcome));
+        h->tally.left++;
+        item_done(it);
+        return;
+    }
+    it->said = outcome;
+    snprintf(it->charge_id, sizeof(it->charge_id), "%s", charge_id ? charge_id : "");
+    snprintf(event_id, sizeof(event_id), "reconcile:%s", it->order_id);
+    payload = reconcile_payload(it, verdict);
+    {
+        const char *params[4] = { event_id, it->order_id, verdict, payload };
+        if (payload == NULL || db_call(h->db, SQL_APPLY, 4, params, pending_applied, it) < 0) {
+            log_warn("reconciling order %s: the database is unavailable", it->order_id);
+            h->tally.errors++;
+            free(payload);
+            item_done(it);
+            return;
+        }
+    }
+    free(payload);
+}
+
+/* A due order of the window, ranked for this round. */
+typedef struct {
+    int row;
+    int64_t asked_ms;
+} due_t;
+
+static int
+due_cmp(const void *a, const void *b)
+{
+    const due_t *x = a, *y = b;
+
+    if (x->asked_ms != y->asked_ms)
+        return x->asked_ms < y->asked_ms ? -1 : 1;
+    return x->row - y->row;     /* then oldest first, as listed */
+}
+
+static int64_t
+asked_at(const housekeeper_t *h, const char *order_id)
+{
+    for (int i = 0; i < h->nasked; i++) {
+        if (strcmp(h->asked[i].order_id, order_id) == 0)
+            return h->asked[i].at_ms;
+    }
+    return 0;
+}
+
+/*
+ * The due orders, oldest first (up to PENDING_WINDOW).  The provider is
+ * asked about PENDING_BATCH of them: those asked least recently, never-asked
+ * first.  With few due orders that is all of them every round; with many,
+ * the ones the provider cannot settle yet (still pending, or it is down) go
+ * to the back instead of blocking the rest of the queue.
+ */
+static void
+pending_listed(void *arg, const PGresult *res, const char *err)
+{
+    housekeeper_t *h = arg;
+    due_t due[PENDING_WINDOW];
+    asked_t next[PENDING_WINDOW];
+    int64_t now = now_ms();
+    int n, pick;
+
+    if (err != NULL) {
+        log_warn("listing pending orders failed: %s", err);
+        step_next(h);
+        return;
+    }
+    n = PQntuples(res) < PENDING_WINDOW ? PQntuples(res) : PENDING_WINDOW;
+    for (int i = 0; i < n; i++) {
+        due[i].row = i;
+        due[i].asked_ms = asked_at(h, PQgetvalue(res, i, 0));
+    }
+    qsort(due, (size_t)n, sizeof(due[0]), due_cmp);
+    pick = n < PENDING_BATCH ? n : PENDING_BATCH;
+    /* Remember the window only: an order that left it is settled (or will
+     * be looked at afresh when it comes back into view). */
+    for (int i = 0; i < n; i++) {
+        snprintf(next[i].order_id, sizeof(next[i].order_id), "%s", PQgetvalue(res, due[i].row, 0));
+        next[i].at_ms = i < pick ? now : due[i].asked_ms;
+    }
+    memcpy(h->asked, next, (size_t)n * sizeof(next[0]));
+    h->nasked = n;
+
+    h->tally.rows = pick;
+    h->inflight++;              /* the loop's own hold, as in stale_claimed */
+    for (int i = 0; i < pick; i++) {
+        int r = due[i].row;
+        item_t *it = item_new(h, NULL, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
+                              PQgetvalue(res, r, 2));
+        if (it != NULL)
+            provider_get_charge(h->provider, it->order_id, it->amount_cents, it->currency,
+                                pending_answered, it);
+    }
+    if (--h->inflight == 0)
+        step_end(h);
+}
+
+static void
+pending_start(housekeeper_t *h)
+{
+    char limit[16];
+    const char *params[2] = { h->reconcile_age, limit };
+
+    snprintf(limit, sizeof(limit), "%d", PENDING_WINDOW);
+    if (db_call(h->db, SQL_DUE, 2, params, pending_listed, h) < 0) {
+        log_warn("listing pending orders: the database is unavailable");
+        step_next(h);
+    }
+}
+
+/* ---- rounds ---- */
+
+/* Start the step after the current one; after the last, wait for the next
+ * round.  A SIGQUIT received meanwhile ends the process here, between
+ * steps. */
+static void
+step_next(housekeeper_t *h)
+{
+    if (h->quitting) {
+        h->step = STEP_NONE;
+        event_base_loopexit(h->base, NULL);
+        return;
+    }
+    switch (h->step) {
+    case STEP_NONE:
+        h->more = 0;
+        h->step = STEP_PURGE;
+        purge_start(h);
+        return;
+    case STEP_PURGE:
+        h->step = STEP_STALE;
+        stale_start(h);
+        return;
+    case STEP_STALE:
+        if (now_ms() >= h->pending_due_ms) {
+            h->pending_due_ms = now_ms() + h->conf->housekeeper_interval_ms;
+            h->step = STEP_PENDING;
+            pending_start(h);
+            return;
+        }
+        break;
+    case STEP_PENDING:
+        break;
+    }
+    h->step = STEP_NONE;
+    schedule(h, h->more ? 0 : h->conf->housekeeper_interval_ms);
 }
 
 static void
@@ -84,7 +578,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    run_chores(arg);
+    step_next(arg);
 }
 
 static void
@@ -99,11 +593,12 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     if (sig == SIGQUIT) {
-        /* Let a running chore finish its transaction's round trip. */
         h->quitting = 1;
         evtimer_del(h->timer);
-        if (!h->busy)
+        if (h->step == STEP_NONE)
             event_base_loopexit(h->base, NULL);
+        else
+            log_info("finishing the current step before exiting");
         return;
     }
     if (sig == SIGTERM || sig == SIGINT)
@@ -114,28 +609,58 @@ void
 housekeeper_main(const conf_t *conf, pid_t master)
 {
     static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGHUP };
+    struct event *signals[sizeof(sigs) / sizeof(sigs[0])] = { NULL };
     housekeeper_t h;
+    const char *what;
 
     if (worker_child_init("paymentsd: housekeeper process", "housekeeper", master) < 0)
         exit(0);
     memset(&h, 0, sizeof(h));
     h.conf = conf;
+    snprintf(h.ttl, sizeof(h.ttl), "%lld milliseconds", (long long)conf->idempotency_ttl_ms);
+    snprintf(h.lock_timeout, sizeof(h.lock_timeout), "%lld milliseconds",
+             (long long)conf->idempotency_lock_timeout_ms);
+    snprintf(h.reconcile_age, sizeof(h.reconcile_age), "%lld milliseconds",
+             (long long)conf->pending_reconcile_age_ms);
+    snprintf(h.cap, sizeof(h.cap), "%lld", (long long)conf->outage_pending_cap_cents);
+
+    what = "event_base_new";
     h.base = event_base_new();
     if (h.base == NULL)
-        exit(1);
+        goto fail;
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        struct event *ev = evsignal_new(h.base, sigs[i], on_signal, &h);
-        if (ev == NULL || evsignal_add(ev, NULL) < 0)
-            exit(1);
+        what = "evsignal_new";
+        signals[i] = evsignal_new(h.base, sigs[i], on_signal, &h);
+        if (signals[i] == NULL || evsignal_add(signals[i], NULL) < 0)
+            goto fail;
     }
-    h.db = db_pool_new(h.base, conf->database, "paymentsd housekeeper", 1, 16, conf->db_timeout_ms);
+    what = "db_pool_new";
+    h.db = db_pool_new(h.base, conf->database, "paymentsd housekeeper", DB_POOL_SIZE,
+                       DB_QUEUE_MAX, conf->db_timeout_ms);
+    if (h.db == NULL)
+        goto fail;
+    what = "provider_new";
+    h.provider = provider_new(h.base, conf->provider_url, conf->provider_timeout_ms);
+    if (h.provider == NULL)
+        goto fail;
+    what = "evtimer_new";
     h.timer = evtimer_new(h.base, timer_cb, &h);
-    if (h.db == NULL || h.timer == NULL)
-        exit(1);
+    if (h.timer == NULL)
+        goto fail;
+
     schedule(&h, conf->housekeeper_interval_ms);
     log_info("started");
     event_base_dispatch(h.base);
-    db_pool_free(h.db);
     log_info("exiting");
+    event_free(h.timer);
+    provider_free(h.provider);
+    db_pool_free(h.db);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        event_free(signals[i]);
+    event_base_free(h.base);
     exit(0);
+
+fail:
+    log_error("cannot start: %s failed", what);
+    exit(1);
 }

@@ -2,13 +2,19 @@
  * provider: HTTP client of the payment provider.
  *
  * A small free list of keep-alive evhttp connections: a call takes an idle
- * one or opens a new one, and gives it back when its response is complete.
+ * one or opens a new one, and gives it back when its exchange ended cleanly.
  * A call's deadline is enforced by the connection timeout; a connection that
- * failed or timed out is dropped, never reused.  Dropped connections are
- * freed on a later turn of the loop: libevent still uses a connection after
- * its request callback returns, and libevent 2.1 does not honour
- * evhttp_connection_free_on_completion() when the connect itself failed.
- * All callbacks run on the worker's loop.
+ * failed or timed out is dropped, never reused.
+ *
+ * Every call ends in two steps.  libevent's response callback only records
+ * the outcome and activates the call's `done` event; the caller's callback
+ * runs from that event, in a later turn of the loop.  That keeps two
+ * promises libevent 2.1 makes hard to keep otherwise: the caller's callback
+ * never runs inside provider_charge() (a refused loopback connect fails
+ * inside evhttp_make_request), and a connection is freed outside its own
+ * callbacks (evhttp_connection_free_on_completion is not honoured when a
+ * connect fails, which leaked one connection per refused call).
+ * Single-threaded: everything runs on the owner's loop.
  */
 #include "config.h"
 
@@ -19,6 +25,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event_struct.h>
 #include <event2/http.h>
 #include <json-c/json.h>
 
@@ -26,6 +33,7 @@
 
 #define PROVIDER_IDLE_MAX 64    /* idle keep-alive connections kept */
 #define PROVIDER_BODY_MAX 4096  /* a charge response is small */
+#define ORDER_ID_MAX 64         /* order ids are UUIDs */
 
 struct provider {
     struct event_base *base;
@@ -35,18 +43,25 @@ struct provider {
     int64_t timeout_ms;
     struct evhttp_connection *idle[PROVIDER_IDLE_MAX];
     int nidle;
-    struct evhttp_connection **dead;    /* to free on the next turn */
-    size_t ndead, dead_cap;
-    struct event *reaper;
 };
+
+typedef enum { CALL_CHARGE, CALL_GET } call_kind_t;
 
 typedef struct {
     provider_t *p;
+    call_kind_t kind;
     struct evhttp_connection *conn;
+    int finished;               /* the outcome is known and `done` is active */
+    int reusable;               /* the exchange ended cleanly: keep conn */
+    provider_outcome_t out;
+    char charge_id[128];
+    char order_id[ORDER_ID_MAX + 1];
+    int64_t amount_cents;
+    char currency[8];
     provider_cb_t cb;
     void *arg;
-    struct event *defer;        /* reports a failure to start from the loop */
-} charge_t;
+    struct event done;          /* runs cb from the loop */
+} call_t;
 
 const char *
 provider_outcome_name(provider_outcome_t o)
@@ -55,38 +70,10 @@ provider_outcome_name(provider_outcome_t o)
     case PROVIDER_SUCCEEDED: return "succeeded";
     case PROVIDER_DECLINED: return "declined";
     case PROVIDER_UNAVAILABLE: return "unavailable";
+    case PROVIDER_PENDING: return "pending";
+    case PROVIDER_NOT_FOUND: return "not_found";
     }
     return "unknown";
-}
-
-static void
-reap_dead(evutil_socket_t fd, short what, void *arg)
-{
-    provider_t *p = arg;
-
-    (void)fd;
-    (void)what;
-    for (size_t i = 0; i < p->ndead; i++)
-        evhttp_connection_free(p->dead[i]);
-    p->ndead = 0;
-}
-
-/* Drop a connection that failed: never reused, freed on the next turn. */
-static void
-conn_discard(provider_t *p, struct evhttp_connection *c)
-{
-    if (p->ndead == p->dead_cap) {
-        size_t cap = p->dead_cap ? p->dead_cap * 2 : 16;
-        struct evhttp_connection **d = realloc(p->dead, cap * sizeof(*d));
-        if (d == NULL) {
-            log_error("provider: out of memory: a connection is leaked");
-            return;
-        }
-        p->dead = d;
-        p->dead_cap = cap;
-    }
-    p->dead[p->ndead++] = c;
-    event_active(p->reaper, 0, 0);
 }
 
 provider_t *
@@ -111,11 +98,6 @@ provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
     snprintf(p->hostport, sizeof(p->hostport), "%s:%d", p->host, p->port);
     p->timeout_ms = timeout_ms;
     evhttp_uri_free(uri);
-    p->reaper = event_new(base, -1, 0, reap_dead, p);
-    if (p->reaper == NULL) {
-        free(p);
-        return NULL;
-    }
     return p;
 }
 
@@ -126,9 +108,6 @@ provider_free(provider_t *p)
         return;
     for (int i = 0; i < p->nidle; i++)
         evhttp_connection_free(p->idle[i]);
-    reap_dead(-1, 0, p);
-    event_free(p->reaper);
-    free(p->dead);
     free(p);
 }
 
@@ -146,7 +125,8 @@ conn_take(provider_t *p)
     tv.tv_sec = (time_t)(p->timeout_ms / 1000);
     tv.tv_usec = (suseconds_t)((p->timeout_ms % 1000) * 1000);
     evhttp_connection_set_timeout_tv(c, &tv);
-    /* One try: a retry must be the checkout's decision, not the transport's. */
+    evhttp_connection_set_max_body_size(c, PROVIDER_BODY_MAX);
+    /* One try: a retry must be the caller's decision, not the transport's. */
     evhttp_connection_set_retries(c, 0);
     return c;
 }
@@ -160,125 +140,280 @@ conn_give_back(provider_t *p, struct evhttp_connection *c)
         evhttp_connection_free(c);
 }
 
-/* Read {"charge_id": "...", "status": "succeeded"|"declined"}.  The buffer
- * is not NUL-terminated: parse exactly its length. */
-static provider_outcome_t
-parse_charge(struct evbuffer *buf, char *charge_id, size_t idlen)
+/* The body as a JSON object, or NULL (empty, too long, not an object).
+ * The caller owns the result. */
+static json_object *
+body_object(struct evhttp_request *req)
 {
+    struct evbuffer *buf = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(buf);
-    struct json_tokener *tok;
-    struct json_object *obj = NULL, *v;
-    provider_outcome_t out = PROVIDER_UNAVAILABLE;
-    const char *status;
+    char text[PROVIDER_BODY_MAX + 1];
+    json_object *obj;
 
     if (len == 0 || len > PROVIDER_BODY_MAX)
-        return PROVIDER_UNAVAILABLE;
-    tok = json_tokener_new();
-    if (tok == NULL)
-        return PROVIDER_UNAVAILABLE;
-    obj = json_tokener_parse_ex(tok, (const char *)evbuffer_pullup(buf, -1), (int)len);
-    json_tokener_free(tok);
-    if (obj == NULL)
-        return PROVIDER_UNAVAILABLE;
-    if (json_object_object_get_ex(obj, "status", &v) && json_object_is_type(v, json_type_string)) {
-        status = json_object_get_string(v);
-        if (strcmp(status, "succeeded") == 0)
-            out = PROVIDER_SUCCEEDED;
-        else if (strcmp(status, "declined") == 0)
-            out = PROVIDER_DECLINED;
+        return NULL;
+    evbuffer_copyout(buf, text, len);
+    text[len] = '\0';
+    obj = json_tokener_parse(text);
+    if (obj != NULL && !json_object_is_type(obj, json_type_object)) {
+        json_object_put(obj);
+        obj = NULL;
     }
-    if (json_object_object_get_ex(obj, "charge_id", &v) && json_object_is_type(v, json_type_string))
-        snprintf(charge_id, idlen, "%s", json_object_get_string(v));
-    json_object_put(obj);
-    return out;
+    return obj;
+}
+
+/* A string member, or NULL when absent or not a string. */
+static const char *
+member_string(json_object *obj, const char *name)
+{
+    json_object *v;
+
+    if (obj == NULL || !json_object_object_get_ex(obj, name, &v)
+        || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* Record the outcome; the caller hears of it from the loop (call_done). */
+static void
+call_finish(call_t *c, provider_outcome_t out, int reusable)
+{
+    if (c->finished)
+        return;
+    c->finished = 1;
+    c->out = out;
+    c->reusable = reusable;
+    event_active(&c->done, 0, 0);
 }
 
 static void
-charge_done(struct evhttp_request *req, void *arg)
+call_done(evutil_socket_t fd, short what, void *arg)
 {
-    charge_t *ch = arg;
-    provider_t *p = ch->p;
-    char charge_id[128] = "";
-    provider_outcome_t out = PROVIDER_UNAVAILABLE;
-    int code = req ? evhttp_request_get_response_code(req) : 0;
-
-    if (code == 200) {
-        out = parse_charge(evhttp_request_get_input_buffer(req), charge_id, sizeof(charge_id));
-        if (out == PROVIDER_UNAVAILABLE)
-            log_warn("provider: unreadable charge response");
-    } else if (code == 0) {
-        log_warn("provider: charge failed: no response (timeout or connection error)");
-    } else {
-        log_warn("provider: charge answered HTTP %d", code);
-    }
-    /* Only a clean, complete exchange leaves a connection fit for reuse. */
-    if (code == 200 && out != PROVIDER_UNAVAILABLE)
-        conn_give_back(p, ch->conn);
-    else
-        conn_discard(p, ch->conn);
-    ch->cb(ch->arg, out, charge_id[0] ? charge_id : NULL);
-    free(ch);
-}
-
-static void
-charge_failed_to_start(evutil_socket_t fd, short what, void *arg)
-{
-    charge_t *ch = arg;
+    call_t *c = arg;
 
     (void)fd;
     (void)what;
-    event_free(ch->defer);
-    ch->cb(ch->arg, PROVIDER_UNAVAILABLE, NULL);
-    free(ch);
+    /* A later turn than the connection's own callbacks: freeing is safe. */
+    if (c->conn != NULL) {
+        if (c->reusable)
+            conn_give_back(c->p, c->conn);
+        else
+            evhttp_connection_free(c->conn);
+    }
+    c->cb(c->arg, c->out, c->charge_id[0] ? c->charge_id : NULL);
+    free(c);
+}
+
+/* POST /v1/charges answered: {"charge_id": "...", "status": "succeeded"|"declined"}. */
+static void
+charge_answered(call_t *c, struct evhttp_request *req, int code)
+{
+    provider_outcome_t out = PROVIDER_UNAVAILABLE;
+    json_object *obj;
+    const char *status, *id;
+
+    if (code == 0) {
+        log_warn("provider: charge of order %s failed: no response (timeout or connection error)",
+                 c->order_id);
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    if (code != 200) {
+        log_warn("provider: charge of order %s answered HTTP %d", c->order_id, code);
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    obj = body_object(req);
+    status = member_string(obj, "status");
+    if (status != NULL && strcmp(status, "succeeded") == 0)
+        out = PROVIDER_SUCCEEDED;
+    else if (status != NULL && strcmp(status, "declined") == 0)
+        out = PROVIDER_DECLINED;
+    if ((id = member_string(obj, "charge_id")) != NULL)
+        snprintf(c->charge_id, sizeof(c->charge_id), "%s", id);
+    json_object_put(obj);
+    if (out == PROVIDER_UNAVAILABLE)
+        log_warn("provider: unreadable charge response for order %s", c->order_id);
+    /* Only a clean, complete exchange leaves a connection fit for reuse. */
+    call_finish(c, out, out != PROVIDER_UNAVAILABLE);
+}
+
+/* The charge in a GET answer is the one asked about: same order, and the
+ * same amount and currency wherever the answer names them. */
+static int
+charge_matches(const call_t *c, json_object *obj)
+{
+    json_object *v;
+    const char *s;
+
+    if ((s = member_string(obj, "order_id")) != NULL && strcmp(s, c->order_id) != 0)
+        return 0;
+    if ((s = member_string(obj, "currency")) != NULL && strcmp(s, c->currency) != 0)
+        return 0;
+    if (json_object_object_get_ex(obj, "amount_cents", &v)
+        && (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != c->amount_cents))
+        return 0;
+    return 1;
+}
+
+/* GET /v1/charges/{order_id} answered: 200 with the charge, or 404
+ * {"error": {"code": "charge_not_found"}} when the provider never saw one. */
+static void
+get_answered(call_t *c, struct evhttp_request *req, int code)
+{
+    provider_outcome_t out = PROVIDER_UNAVAILABLE;
+    json_object *obj, *err;
+    const char *status, *id;
+
+    if (code == 0) {
+        log_warn("provider: GET charge of order %s failed: no response (timeout or connection error)",
+                 c->order_id);
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    if (code != 200 && code != 404) {
+        log_warn("provider: GET charge of order %s answered HTTP %d", c->order_id, code);
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    obj = body_object(req);
+    if (obj == NULL) {
+        log_warn("provider: GET charge of order %s: HTTP %d with an unreadable body", c->order_id, code);
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    if (code == 404) {
+        /* Only the provider's own verdict means "never received": a 404 from
+         * anything else (a proxy, a wrong path) must not fail an order. */
+        status = json_object_object_get_ex(obj, "error", &err) ? member_string(err, "code") : NULL;
+        if (status != NULL && strcmp(status, "charge_not_found") == 0)
+            out = PROVIDER_NOT_FOUND;
+        else
+            log_warn("provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
+        json_object_put(obj);
+        call_finish(c, out, 1);
+        return;
+    }
+    status = member_string(obj, "status");
+    if (status != NULL && strcmp(status, "succeeded") == 0)
+        out = PROVIDER_SUCCEEDED;
+    else if (status != NULL && strcmp(status, "declined") == 0)
+        out = PROVIDER_DECLINED;
+    else if (status != NULL && strcmp(status, "pending") == 0)
+        out = PROVIDER_PENDING;
+    else
+        log_warn("provider: GET charge of order %s: unknown status", c->order_id);
+    if (out != PROVIDER_UNAVAILABLE && !charge_matches(c, obj)) {
+        log_error("provider: GET charge of order %s describes another charge (order, amount "
+                  "or currency differ): not trusting it", c->order_id);
+        out = PROVIDER_UNAVAILABLE;
+    }
+    if (out != PROVIDER_UNAVAILABLE && (id = member_string(obj, "charge_id")) != NULL)
+        snprintf(c->charge_id, sizeof(c->charge_id), "%s", id);
+    json_object_put(obj);
+    call_finish(c, out, 1);
+}
+
+static void
+on_response(struct evhttp_request *req, void *arg)
+{
+    call_t *c = arg;
+    int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
+
+    if (c->kind == CALL_CHARGE)
+        charge_answered(c, req, code);
+    else
+        get_answered(c, req, code);
+}
+
+static call_t *
+call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_cents,
+         const char *currency, provider_cb_t cb, void *arg)
+{
+    call_t *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    c->p = p;
+    c->kind = kind;
+    c->cb = cb;
+    c->arg = arg;
+    c->amount_cents = amount_cents;
+    snprintf(c->order_id, sizeof(c->order_id), "%s", order_id);
+    snprintf(c->currency, sizeof(c->currency), "%s", currency);
+    event_assign(&c->done, p->base, -1, 0, call_done, c);
+    return c;
+}
+
+/* Send the call's request; on any failure the call still ends from the loop
+ * with PROVIDER_UNAVAILABLE. */
+static void
+call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char *body)
+{
+    provider_t *p = c->p;
+    struct evhttp_request *req;
+    struct evkeyvalq *h;
+
+    c->conn = conn_take(p);
+    if (c->conn == NULL)
+        goto fail;
+    req = evhttp_request_new(on_response, c);
+    if (req == NULL)
+        goto fail;
+    h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Host", p->hostport);
+    if (body != NULL) {
+        evhttp_add_header(h, "Content-Type", "application/json");
+        evhttp_add_header(h, "Idempotency-Key", c->order_id);
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+    }
+    /* On failure libevent has freed req; the connection is still ours. */
+    if (evhttp_make_request(c->conn, req, method, path) < 0)
+        goto fail;
+    return;     /* on_response may have run already (refused connect) */
+fail:
+    log_error("provider: cannot start a request for order %s", c->order_id);
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 void
 provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                 const char *currency, provider_cb_t cb, void *arg)
 {
-    charge_t *ch = calloc(1, sizeof(*ch));
-    struct evhttp_request *req = NULL;
-    struct evkeyvalq *h;
+    call_t *c = call_new(p, CALL_CHARGE, order_id, amount_cents, currency, cb, arg);
     char body[256];
-    int n;
 
-    if (ch == NULL)
-        goto fail_nomem;
-    ch->p = p;
-    ch->cb = cb;
-    ch->arg = arg;
-    ch->conn = conn_take(p);
-    if (ch->conn == NULL)
-        goto fail;
-    req = evhttp_request_new(charge_done, ch);
-    if (req == NULL)
-        goto fail;
-    h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Host", p->hostport);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_add_header(h, "Idempotency-Key", order_id);
-    n = snprintf(body, sizeof(body),
-                 "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"%s\"}",
-                 order_id, (long long)amount_cents, currency);
-    evbuffer_add(evhttp_request_get_output_buffer(req), body, (size_t)n);
-    if (evhttp_make_request(ch->conn, req, EVHTTP_REQ_POST, "/v1/charges") < 0) {
-        req = NULL;             /* evhttp_make_request freed it */
-        goto fail;
-    }
-    return;
-
-fail:
-    if (ch->conn != NULL)
-        evhttp_connection_free(ch->conn);
-    ch->conn = NULL;
-    /* The contract is "called from the loop": defer the failure. */
-    ch->defer = event_new(p->base, -1, 0, charge_failed_to_start, ch);
-    if (ch->defer != NULL) {
-        event_active(ch->defer, 0, 0);
+    if (c == NULL) {
+        /* Nothing else can be done: break the "from the loop" promise
+         * rather than lose the answer. */
+        log_error("provider: out of memory");
+        cb(arg, PROVIDER_UNAVAILABLE, NULL);
         return;
     }
-    free(ch);
-fail_nomem:
-    log_error("provider: out of memory");
-    cb(arg, PROVIDER_UNAVAILABLE, NULL);
+    snprintf(body, sizeof(body), "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"%s\"}",
+             c->order_id, (long long)amount_cents, c->currency);
+    call_start(c, EVHTTP_REQ_POST, "/v1/charges", body);
+}
+
+void
+provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
+                    const char *currency, provider_cb_t cb, void *arg)
+{
+    call_t *c = call_new(p, CALL_GET, order_id, amount_cents, currency, cb, arg);
+    char path[sizeof("/v1/charges/") + 3 * ORDER_ID_MAX];
+    char *enc;
+
+    if (c == NULL) {
+        log_error("provider: out of memory");
+        cb(arg, PROVIDER_UNAVAILABLE, NULL);
+        return;
+    }
+    enc = evhttp_uriencode(c->order_id, -1, 0);
+    if (enc == NULL) {
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    snprintf(path, sizeof(path), "/v1/charges/%s", enc);
+    free(enc);
+    call_start(c, EVHTTP_REQ_GET, path, NULL);
 }

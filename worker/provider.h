@@ -1,6 +1,6 @@
 /*
  * provider: the payment provider's HTTP API, called with libevent's HTTP
- * client from a worker's event loop.
+ * client from a worker's (or the housekeeper's) event loop.
  *
  * Every charge carries Idempotency-Key: <order_id>, so that a retried or
  * recovered checkout can never charge twice.  Connections are kept alive and
@@ -19,7 +19,9 @@ typedef struct provider provider_t;
 typedef enum {
     PROVIDER_SUCCEEDED,
     PROVIDER_DECLINED,
-    PROVIDER_UNAVAILABLE        /* timeout, refused, 5xx, garbage */
+    PROVIDER_UNAVAILABLE,       /* timeout, refused, 5xx, garbage */
+    PROVIDER_PENDING,           /* provider_get_charge only: received, not settled yet */
+    PROVIDER_NOT_FOUND          /* provider_get_charge only: no charge was ever received */
 } provider_outcome_t;
 
 /* charge_id is NULL unless the provider named the charge; valid during the
@@ -30,14 +32,29 @@ typedef void (*provider_cb_t)(void *arg, provider_outcome_t outcome, const char 
  * Returns NULL on a bad URL or allocation failure. */
 provider_t *provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
     __attribute__((warn_unused_result));
+
+/* Free the provider and its idle connections.  Calls still running keep
+ * their own connection and must have completed before this is called. */
 void provider_free(provider_t *p);
 
 /* POST /v1/charges for order_id.  cb is called exactly once, from the loop
- * (never from inside this call). */
+ * (never from inside this call), with SUCCEEDED, DECLINED or UNAVAILABLE. */
 void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                      const char *currency, provider_cb_t cb, void *arg);
 
-/* Name of an outcome for logs and metrics. */
+/*
+ * GET /v1/charges/{order_id}: what the provider knows of the order's charge,
+ * for recovery and reconciliation.  cb is called exactly once, from the
+ * loop, with SUCCEEDED, DECLINED, PENDING, NOT_FOUND (a 404 whose error code
+ * is charge_not_found, nothing else) or UNAVAILABLE.  An answer about another
+ * order, amount or currency than the ones given is logged and reported as
+ * UNAVAILABLE: an order is never settled on some other charge's word.
+ */
+void provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
+                         const char *currency, provider_cb_t cb, void *arg);
+
+/* Name of an outcome for logs and metrics: succeeded, declined, unavailable,
+ * pending, not_found. */
 const char *provider_outcome_name(provider_outcome_t o);
 
 #endif

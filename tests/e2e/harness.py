@@ -187,7 +187,11 @@ class Paymentsd:
             "error_log": self.log_path,
             "access_log": self.access_path,
             "worker_shutdown_timeout": "10s",
-            "housekeeper_interval": "1s",
+            # The housekeeper finishes stale checkouts and settles pending
+            # orders with *its* provider; every test shares one database,
+            # and several run their own sims.  Quiet unless a test asks
+            # (test_housekeeper.py sets its own).
+            "housekeeper_interval": "1h",
         }
         self.settings.update(extra or {})
         self.env = dict(os.environ)
@@ -443,3 +447,77 @@ def checkout(d, key, body, headers=None, timeout=10):
 
 def new_key(prefix="k"):
     return "%s-%d-%s" % (prefix, os.getpid(), os.urandom(8).hex())
+
+
+# --- webhooks: Standard Webhooks signing, as a provider would do it
+
+def webhook_signature(secret, msg_id, ts, body):
+    """"v1,<base64 HMAC-SHA256>" of "{msg_id}.{ts}.{body}" under a whsec_ secret."""
+    import base64
+    import hashlib
+    import hmac
+    key = base64.b64decode(secret[len("whsec_"):])
+    if isinstance(body, str):
+        body = body.encode()
+    mac = hmac.new(key, b"%s.%s.%s" % (msg_id.encode(), str(ts).encode(), body), hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def webhook_headers(body, secret=DEV_SECRET, msg_id=None, ts=None):
+    """The three webhook-* headers (and Content-Type) for body."""
+    msg_id = msg_id or "msg_" + os.urandom(8).hex()
+    ts = int(time.time()) if ts is None else ts
+    return {"Content-Type": "application/json", "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": webhook_signature(secret, msg_id, ts, body)}
+
+
+def send_webhook(d, body, secret=DEV_SECRET, headers=None, **kw):
+    """POST body (dict or str) to d's /webhooks/provider, signed with secret
+    unless headers are given; returns a Response."""
+    if isinstance(body, dict):
+        body = json.dumps(body)
+    h = headers if headers is not None else webhook_headers(body, secret)
+    return d.post("/webhooks/provider", body=body, headers=h, **kw)
+
+
+# --- provider-sim's seeded decisions (provider-sim/charges.h), to predict a run
+
+def sim_uniform(seed, purpose, key):
+    import hashlib
+    d = hashlib.sha256(("%d:%s:%s" % (seed, purpose, key)).encode()).digest()
+    return (int.from_bytes(d[:8], "big") >> 11) * 2.0 ** -53
+
+
+def sim_declines(seed, rate, key):
+    """Whether provider-sim with this seed and decline_rate declines key."""
+    return sim_uniform(seed, "decline", key) < rate
+
+
+# --- orders made straight in the database, through the app's SQL API
+
+def db_begin_checkout(key, amount_cents=2500, trust="trusted", currency="EUR"):
+    """checkout_begin as a worker would call it: a PROCESSING order whose key
+    is in progress and which no provider has seen.  Returns the order id."""
+    rows = psql("SELECT order_id FROM checkout_begin('%s', '%s', 'buyer-db', 'seller-db', %d, '%s', "
+                "'%s', interval '1 hour', interval '1 day')"
+                % (key, "0" * 64, amount_cents, currency, trust))
+    return rows[0][0]
+
+
+def db_pending_order(key, amount_cents=2500, cap=10000):
+    """A PENDING_PAYMENT order the provider never saw (as after a refused
+    charge call): checkout_begin, then checkout_finish 'unavailable'."""
+    oid = db_begin_checkout(key, amount_cents)
+    rows = psql("SELECT status FROM checkout_finish('%s', '%s', 'unavailable', NULL, %d)" % (oid, key, cap))
+    assert rows == [["PENDING_PAYMENT"]], rows
+    return oid
+
+
+def order_status(oid):
+    rows = psql("SELECT status, coalesce(failure_reason, '') FROM orders WHERE id = '%s'" % oid)
+    return tuple(rows[0]) if rows else None
+
+
+def ledger_count(oid):
+    return int(psql("SELECT count(*) FROM ledger_transactions WHERE order_id = '%s'" % oid)[0][0])
