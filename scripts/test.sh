@@ -15,7 +15,13 @@ scripts/pg.sh start || exit 1
 
 eval "$(scripts/pg.sh env)"
 export PGHOST PGPORT PGUSER=postgres
-export PAYMENTSD_TEST_DATABASE="postgresql://app:app@127.0.0.1:$PGPORT/payments"
+# The tests get a database of their own, made afresh: they never see the
+# development data in "payments", and nothing else touches theirs.
+testdb=payments_test
+psql -X -q -v ON_ERROR_STOP=1 -d postgres \
+    -c "DROP DATABASE IF EXISTS $testdb WITH (FORCE)" -c "CREATE DATABASE $testdb" || exit 1
+psql -X -q -v ON_ERROR_STOP=1 -d "$testdb" -f sql/init.sql >/dev/null || exit 1
+export PAYMENTSD_TEST_DATABASE="postgresql://app:app@127.0.0.1:$PGPORT/$testdb"
 # Leaks are reported by LeakSanitizer; a finding fails the process.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
