@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 log_level_t log_threshold = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
@@ -182,4 +184,15 @@ log_access(const char *line, size_t len)
     buf[len] = '\n';
     if (write(access_fd, buf, len + 1) < 0)
         errno = 0;
+}
+
+void
+log_libevent(int severity, const char *msg)
+{
+    if (severity >= EVENT_LOG_ERR)
+        log_error("libevent: %s", msg);
+    else if (severity == EVENT_LOG_WARN)
+        log_warn("libevent: %s", msg);
+    else
+        log_debug("libevent: %s", msg);
 }

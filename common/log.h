@@ -54,6 +54,10 @@ int log_reopen(void) __attribute__((warn_unused_result));
 void log_access(const char *line, size_t len);
 int log_access_enabled(void);
 
+/* A libevent log callback (event_set_log_callback): libevent's own
+ * messages go to the error log with the matching level. */
+void log_libevent(int severity, const char *msg);
+
 /* Format the current wall-clock time as ISO 8601 UTC with milliseconds into
  * buf (at least 32 bytes). */
 void log_time_iso(char *buf, size_t len);

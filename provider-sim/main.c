@@ -143,17 +143,6 @@ sign_main(int argc, char **argv)
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
-static void
-libevent_log(int severity, const char *msg)
-{
-    if (severity >= EVENT_LOG_ERR)
-        log_error("libevent: %s", msg);
-    else if (severity == EVENT_LOG_WARN)
-        log_warn("libevent: %s", msg);
-    else
-        log_debug("libevent: %s", msg);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -203,7 +192,7 @@ main(int argc, char **argv)
     }
     /* A client that hangs up must not kill us with SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
-    event_set_log_callback(libevent_log);
+    event_set_log_callback(log_libevent);
     rc = sim_server_run(conf);
     sim_conf_free(conf);
     return rc;

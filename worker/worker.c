@@ -335,17 +335,6 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     }
 }
 
-static void
-libevent_log(int severity, const char *msg)
-{
-    if (severity >= EVENT_LOG_ERR)
-        log_error("libevent: %s", msg);
-    else if (severity == EVENT_LOG_WARN)
-        log_warn("libevent: %s", msg);
-    else
-        log_debug("libevent: %s", msg);
-}
-
 int
 worker_child_init(const char *title, const char *role, pid_t master)
 {
@@ -363,7 +352,7 @@ worker_child_init(const char *title, const char *role, pid_t master)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master)
         return -1;
-    event_set_log_callback(libevent_log);
+    event_set_log_callback(log_libevent);
     return 0;
 }
 
