@@ -50,7 +50,8 @@
 #define CACHE_SKEW_MARGIN_MS 60000  /* cached answers expire this much early */
 
 typedef struct {
-    http_req_t *r;
+    http_req_t *r;              /* gone once replied: use w afterwards */
+    worker_t *w;
     checkout_req_t req;
     char key[VALIDATE_KEY_MAX + 1];
     size_t keylen;
@@ -110,7 +111,7 @@ clock_ms(clockid_t clock)
 static shm_cache_t *
 cache_of(checkout_t *c)
 {
-    return worker_shared(c->r->worker)->cache;
+    return worker_shared(c->w)->cache;
 }
 
 /* The request ends: a marker it left in the cache goes with it. */
@@ -140,22 +141,34 @@ body_created_ms(const char *body, size_t len)
     return (int64_t)timegm(&tm) * 1000;
 }
 
+/* When the key of a response body expires in the database under the
+ * current idempotency_ttl, less the skew margin; -1 when unknown.  Asked
+ * again on every cache hit, since a reload may have shortened the TTL. */
+static int64_t
+cache_expiry(checkout_t *c, const char *body, size_t len)
+{
+    int64_t created = body_created_ms(body, len);
+
+    if (created < 0)
+        return -1;
+    return created + worker_conf(c->w)->idempotency_ttl_ms - CACHE_SKEW_MARGIN_MS;
+}
+
 /* Remember the response PostgreSQL holds for this key, until the key's
- * expiry in the database (less the skew margin). */
+ * expiry in the database. */
 static void
 cache_store(checkout_t *c, int status, const char *body, size_t len)
 {
-    const conf_t *conf = worker_conf(c->r->worker);
-    int64_t created = body_created_ms(body, len);
     int64_t now = clock_ms(CLOCK_REALTIME);
-    int64_t expiry = created + conf->idempotency_ttl_ms - CACHE_SKEW_MARGIN_MS;
+    int64_t expiry = cache_expiry(c, body, len);
 
-    if (created < 0 || expiry <= now) {
+    if (expiry <= now)
         return;                 /* the marker, if any, goes at checkout_free */
-    }
-    shm_cache_complete(cache_of(c), c->key, c->keylen, c->req.fingerprint, status,
-                       body, len, now, expiry);
-    c->marked = 0;              /* complete() replaced it */
+    /* complete() replaces our marker; if it could not (a busy set), the
+     * marker must still go at checkout_free. */
+    if (shm_cache_complete(cache_of(c), c->key, c->keylen, c->req.fingerprint, status,
+                           body, len, now, expiry) == SHM_CACHE_STORED)
+        c->marked = 0;
 }
 
 static void
@@ -319,6 +332,9 @@ cache_fast_path(checkout_t *c)
         return 0;
     res = shm_cache_begin(cache_of(c), c->key, c->keylen, c->req.fingerprint, getpid(), now,
                           now + conf->idempotency_lock_timeout_ms, e);
+    if (res == SHM_CACHE_EXISTS && e->state == SHM_CACHE_COMPLETED
+        && cache_expiry(c, (const char *)e->body, e->body_len) <= now)
+        res = SHM_CACHE_NOT_CACHED;     /* expired under today's TTL: ask PostgreSQL */
     if (res != SHM_CACHE_EXISTS) {
         c->marked = (res == SHM_CACHE_BEGUN);
         worker_count(c->r->worker, METRICS_CACHE_MISS);
@@ -367,6 +383,7 @@ checkout_handle(http_req_t *r)
         return;
     }
     c->r = r;
+    c->w = r->worker;
     TAILQ_FOREACH(kv, in, next) {
         if (strcasecmp(kv->key, "Idempotency-Key") == 0 && nkeys < MAX_KEY_HEADERS)
             keys[nkeys++] = kv->value;

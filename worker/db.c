@@ -365,6 +365,10 @@ conn_connect(db_conn_t *c)
 static void
 dispatch(db_pool_t *p)
 {
+    /* A call with almost no time left would only time out on the wire and
+     * cost a healthy connection (a query timeout drops it): fail it here. */
+    int64_t floor_ms = p->timeout_ms / 10 < 50 ? p->timeout_ms / 10 : 50;
+
     for (int i = 0; i < p->size && !TAILQ_EMPTY(&p->queue); i++) {
         db_conn_t *c = &p->conns[i];
         db_call_t *call;
@@ -374,6 +378,11 @@ dispatch(db_pool_t *p)
         call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
         p->queued--;
+        if (call->deadline_ms - now_ms() < floor_ms) {
+            call_finish(call, NULL, "timed out waiting for a database connection");
+            i--;                /* this connection is still idle */
+            continue;
+        }
         conn_send(c, call);
     }
     if (TAILQ_EMPTY(&p->queue))

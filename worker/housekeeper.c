@@ -634,6 +634,7 @@ housekeeper_main(const conf_t *conf, pid_t master)
         if (signals[i] == NULL || evsignal_add(signals[i], NULL) < 0)
             goto fail;
     }
+    worker_signals_ready();
     what = "db_pool_new";
     h.db = db_pool_new(h.base, conf->database, "paymentsd housekeeper", DB_POOL_SIZE,
                        DB_QUEUE_MAX, conf->db_timeout_ms);
@@ -651,6 +652,7 @@ housekeeper_main(const conf_t *conf, pid_t master)
     schedule(&h, conf->housekeeper_interval_ms);
     log_info("started");
     event_base_dispatch(h.base);
+    worker_signals_done();
     log_info("exiting");
     event_free(h.timer);
     provider_free(h.provider);

@@ -126,37 +126,48 @@ bad:
 }
 
 /* Count the members of the top-level object in text that json-c has already
- * accepted as valid JSON: only strings and nesting need tracking. */
+ * accepted as valid JSON: only strings and nesting need tracking.  Also tell
+ * whether a member name holds \u0000, which json-c would cut the name at
+ * (so "buyer_id\u0000x" would pass as buyer_id). */
 static size_t
-count_top_members(const char *s, size_t len)
+count_top_members(const char *s, size_t len, int *nul_in_name)
 {
     size_t members = 0, depth = 0;
-    int in_string = 0, saw_value = 0;
+    int in_string = 0, in_name = 0, expect_name = 0, saw_value = 0;
 
+    *nul_in_name = 0;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (in_string) {
-            if (c == '\\')
+            if (c == '\\') {
+                if (in_name && len - i > 5 && memcmp(s + i + 1, "u0000", 5) == 0)
+                    *nul_in_name = 1;
                 i++;
-            else if (c == '"')
-                in_string = 0;
+            } else if (c == '"') {
+                in_string = in_name = 0;
+            }
             continue;
         }
         switch (c) {
         case '"':
             in_string = 1;
+            in_name = expect_name;
+            expect_name = 0;
             if (depth == 1)
                 saw_value = 1;
             break;
         case '{': case '[':
             depth++;
+            expect_name = (c == '{' && depth == 1);
             break;
         case '}': case ']':
             depth--;
             break;
         case ',':
-            if (depth == 1)
+            if (depth == 1) {
                 members++;
+                expect_name = 1;
+            }
             break;
         default:
             break;
@@ -202,6 +213,8 @@ validate_json_object(const char *body, size_t len, validate_error_t *err)
 {
     struct json_tokener *tok = json_tokener_new_ex(64);
     struct json_object *obj = NULL;
+    size_t members;
+    int nul_in_name;
 
     if (tok == NULL) {
         fail(err, 503, "service_unavailable", NULL, "out of memory");
@@ -224,7 +237,13 @@ validate_json_object(const char *body, size_t len, validate_error_t *err)
         fail(err, 400, "invalid_json", NULL, "the body must be a JSON object");
         return NULL;
     }
-    if (count_top_members(body, len) != (size_t)json_object_object_length(obj)) {
+    members = count_top_members(body, len, &nul_in_name);
+    if (nul_in_name) {
+        json_object_put(obj);
+        fail(err, 422, "validation_failed", NULL, "a member name contains \\u0000");
+        return NULL;
+    }
+    if (members != (size_t)json_object_object_length(obj)) {
         json_object_put(obj);
         fail(err, 400, "invalid_json", NULL, "the body names a member more than once");
         return NULL;

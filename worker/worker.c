@@ -188,6 +188,7 @@ handle_readyz(http_req_t *r)
 static void
 worker_exit(worker_t *w, int status)
 {
+    worker_signals_done();
     log_info("exiting");
     db_pool_free(w->db);
     provider_free(w->provider);
@@ -339,21 +340,45 @@ int
 worker_child_init(const char *title, const char *role, pid_t master)
 {
     static const int sigs[] = { SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGCHLD };
-    sigset_t none;
 
     proctitle_set(title);
     log_set_role(role);
+    /* The signals stay blocked, as the master had them, until the loop's
+     * handlers exist (worker_signals_ready): a SIGUSR1 or SIGQUIT sent
+     * during start-up waits for them instead of killing the process. */
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         signal(sigs[i], SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
     /* A worker must not outlive its master (kill -9 of the master). */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master)
         return -1;
     event_set_log_callback(log_libevent);
     return 0;
+}
+
+static void
+signals_mask(int how)
+{
+    static const int sigs[] = { SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
+    sigset_t set;
+
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(&set, sigs[i]);
+    sigprocmask(how, &set, NULL);
+}
+
+void
+worker_signals_ready(void)
+{
+    signals_mask(SIG_UNBLOCK);
+}
+
+void
+worker_signals_done(void)
+{
+    signals_mask(SIG_BLOCK);
 }
 
 void
@@ -385,6 +410,7 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
         if (w.signals[i] == NULL || evsignal_add(w.signals[i], NULL) < 0)
             goto fail;
     }
+    worker_signals_ready();
     what = "db_pool_new";
     snprintf(appname, sizeof(appname), "paymentsd worker %d", index);
     w.db = db_pool_new(w.base, conf->database, appname, (int)conf->db_pool_size,
@@ -437,6 +463,7 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
 
     log_info("started");
     event_base_dispatch(w.base);
+    worker_signals_done();
     evhttp_free(w.http);
     worker_exit(&w, 0);
 

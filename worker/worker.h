@@ -49,9 +49,18 @@ void worker_count(worker_t *w, metrics_counter_t c);
 void worker_update_gauges(worker_t *w);
 
 /* Shared set-up of a child process: role in logs and ps, signals back to
- * their defaults, exit when the master dies.  Returns 0, or -1 when the
- * master is already gone. */
+ * their defaults but still blocked, exit when the master dies.  Returns 0,
+ * or -1 when the master is already gone. */
 int worker_child_init(const char *title, const char *role, pid_t master)
     __attribute__((warn_unused_result));
+
+/* Unblock the signals once the loop's evsignal handlers are added; signals
+ * that arrived meanwhile are delivered to them then. */
+void worker_signals_ready(void);
+
+/* Block them again once the loop has ended: a SIGUSR1 or SIGHUP meant for
+ * a process that is tearing down (libevent has restored the default
+ * dispositions) must not kill it. */
+void worker_signals_done(void);
 
 #endif

@@ -72,6 +72,26 @@ r = checkout(d, keys[2], dict(BODY, amount_cents=4202))
 t.eq(r.body, first[keys[2]].body, "and the next replay is cached again")
 t.eq(metric(d, 'paymentsd_idempotent_replays_total{source="cache"}'), 1, "from the cache")
 
+# a reload that shortens idempotency_ttl: cached answers expire with their keys
+key = new_key("ttl")
+first_ttl = checkout(d, key, BODY)
+t.eq(checkout(d, key, BODY).headers.get("idempotent-replayed"), "true", "a cached key")
+d.settings["idempotency_ttl"] = "2s"
+d.write_conf()
+old = d.workers()
+d.signal(signal.SIGHUP)
+t.ok(wait_until(lambda: len(d.workers()) == 2 and not set(d.workers()) & set(old), 10), "reloaded with a 2s TTL")
+time.sleep(2.5)
+r = checkout(d, key, dict(BODY, amount_cents=1))
+t.eq((r.status, r.headers.get("idempotent-replayed")), (201, None),
+     "once the key expired in PostgreSQL, the cache does not answer for it (another body is new)")
+t.ok(r.json()["order_id"] != first_ttl.json()["order_id"], "a new order")
+d.settings["idempotency_ttl"] = "24h"
+d.write_conf()
+old = d.workers()
+d.signal(signal.SIGHUP)
+t.ok(wait_until(lambda: len(d.workers()) == 2 and not set(d.workers()) & set(old), 10), "TTL back to 24h")
+
 # a key running on this host: 409 in use from the marker
 slow = ProviderSim({"latency": "1500ms"}).start()
 s = Paymentsd(workers=2, extra={"provider_url": slow.url, "provider_timeout": "3s",

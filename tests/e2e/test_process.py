@@ -92,6 +92,16 @@ t.ok(wait_until(lambda: len(d.workers()) == 2 and not set(d.workers()) & set(bef
      "SIGHUP replaced the worker pids", (before, d.workers()))
 t.ok(wait_until(lambda: not any(alive(p) for p in before), 5), "the old workers exited")
 
+# signals sent while new children start up wait for their handlers
+for _ in range(10):
+    d.signal(signal.SIGHUP)
+    d.signal(signal.SIGUSR1)
+    time.sleep(0.05)
+time.sleep(1.5)
+t.ok("killed by signal" not in d.log(), "SIGUSR1 right after SIGHUP never kills a starting child",
+     [l for l in d.log().splitlines() if "killed by signal" in l][:3])
+t.ok(wait_until(lambda: len(d.workers()) == 2, 5), "two workers after ten quick reloads")
+
 # SIGHUP with a broken conf keeps the old workers serving
 before = d.workers()
 good = open(d.conf_path).read()
