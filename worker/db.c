@@ -21,6 +21,7 @@
 #include "worker/db.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ struct db_pool {
     char *conninfo;
     char *application_name;
     char statement_timeout[64];
+    char hostaddr[64];          /* the host name resolved once, or "" */
     int64_t timeout_ms;
     int size;
     db_conn_t *conns;
@@ -318,8 +320,10 @@ conn_connect(db_conn_t *c)
     PostgresPollingStatusType st;
 
     if (c->state == DB_DOWN) {
-        const char *keys[] = { "dbname", "application_name", "options", NULL };
-        const char *vals[] = { p->conninfo, p->application_name, p->statement_timeout, NULL };
+        const char *keys[] = { "dbname", "application_name", "options",
+                               p->hostaddr[0] ? "hostaddr" : NULL, NULL };
+        const char *vals[] = { p->conninfo, p->application_name, p->statement_timeout,
+                               p->hostaddr, NULL };
 
         c->pg = PQconnectStartParams(keys, vals, 1);
         c->state = DB_CONNECTING;
@@ -409,6 +413,62 @@ queue_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/*
+ * libpq resolves a host name with a blocking getaddrinfo() inside
+ * PQconnectStart, on every reconnect.  Resolve it once here, when the
+ * process starts (before it serves anything), and connect by hostaddr; the
+ * name still serves for TLS and .pgpass.  A DNS change is picked up by a
+ * reload, which starts new workers.  Only a single plain host name is
+ * handled; IP addresses, socket directories and host lists are left alone.
+ */
+static void
+resolve_host_once(db_pool_t *p)
+{
+    PQconninfoOption *opts = PQconninfoParse(p->conninfo, NULL), *o;
+    const char *host = NULL, *hostaddr = NULL;
+    struct addrinfo hints, *res = NULL;
+
+    if (opts == NULL)
+        return;
+    for (o = opts; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_flags = AI_NUMERICHOST;
+    hints.ai_socktype = SOCK_STREAM;
+    if (host == NULL || host[0] == '\0' || host[0] == '/' || strchr(host, ',') != NULL
+        || (hostaddr != NULL && hostaddr[0] != '\0')
+        || getaddrinfo(host, NULL, &hints, &res) == 0) {
+        if (res != NULL)
+            freeaddrinfo(res);
+        PQconninfoFree(opts);
+        return;                 /* nothing to resolve */
+    }
+    hints.ai_flags = 0;
+    if (getaddrinfo(host, NULL, &hints, &res) == 0) {
+        struct addrinfo *a = res;
+
+        /* libpq would try every address; we keep one: IPv4 first, since
+         * "localhost" often lists ::1 where only 127.0.0.1 listens. */
+        for (struct addrinfo *i = res; i != NULL; i = i->ai_next) {
+            if (i->ai_family == AF_INET) {
+                a = i;
+                break;
+            }
+        }
+        if (getnameinfo(a->ai_addr, a->ai_addrlen, p->hostaddr, sizeof(p->hostaddr),
+                        NULL, 0, NI_NUMERICHOST) != 0)
+            p->hostaddr[0] = '\0';
+        freeaddrinfo(res);
+    } else {
+        log_warn("database host %s does not resolve now; libpq will try on each connect", host);
+    }
+    PQconninfoFree(opts);
+}
+
 db_pool_t *
 db_pool_new(struct event_base *base, const char *conninfo, const char *application_name,
             int size, int queue_max, int64_t timeout_ms)
@@ -435,6 +495,7 @@ db_pool_new(struct event_base *base, const char *conninfo, const char *applicati
         free(p);
         return NULL;
     }
+    resolve_host_once(p);
     evtimer_assign(&p->queue_timer, base, queue_timer_cb, p);
     for (int i = 0; i < size; i++) {
         db_conn_t *c = &p->conns[i];
