@@ -6,12 +6,17 @@
  * A call's deadline is enforced by the connection timeout; a connection that
  * failed or timed out is dropped, never reused.
  *
+ * Each call owns its request (evhttp_request_own), so that exactly one
+ * place frees it, call_done, whichever way the call ended: libevent 2.1
+ * frees its own requests on most failure paths but not all (a failed
+ * evhttp_make_request unlinks the request and leaves it allocated).
+ *
  * Every call ends in two steps.  libevent's response callback only records
  * the outcome and activates the call's `done` event; the caller's callback
  * runs from that event, in a later turn of the loop.  That keeps two
  * promises libevent 2.1 makes hard to keep otherwise: the caller's callback
- * never runs inside provider_charge() (a refused loopback connect fails
- * inside evhttp_make_request), and a connection is freed outside its own
+ * never runs inside provider_charge() (a connect can fail inside
+ * evhttp_make_request), and a connection is freed outside its own
  * callbacks (evhttp_connection_free_on_completion is not honoured when a
  * connect fails, which leaked one connection per refused call).
  * Single-threaded: everything runs on the owner's loop.
@@ -51,6 +56,7 @@ typedef struct {
     provider_t *p;
     call_kind_t kind;
     struct evhttp_connection *conn;
+    struct evhttp_request *req; /* ours (owned), freed by call_done */
     int finished;               /* the outcome is known and `done` is active */
     int reusable;               /* the exchange ended cleanly: keep conn */
     provider_outcome_t out;
@@ -193,13 +199,19 @@ call_done(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    /* A later turn than the connection's own callbacks: freeing is safe. */
+    /* A later turn than the connection's own callbacks: freeing is safe.
+     * The connection goes first: were the request still queued on it,
+     * evhttp_connection_free would unlink it (an owned request is not
+     * freed there), where freeing the request first would leave a dangling
+     * entry in the connection's queue. */
     if (c->conn != NULL) {
         if (c->reusable)
             conn_give_back(c->p, c->conn);
         else
             evhttp_connection_free(c->conn);
     }
+    if (c->req != NULL)
+        evhttp_request_free(c->req);
     c->cb(c->arg, c->out, c->charge_id[0] ? c->charge_id : NULL);
     free(c);
 }
@@ -360,6 +372,8 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     req = evhttp_request_new(on_response, c);
     if (req == NULL)
         goto fail;
+    evhttp_request_own(req);
+    c->req = req;
     h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Host", p->hostport);
     if (body != NULL) {
@@ -367,10 +381,11 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
         evhttp_add_header(h, "Idempotency-Key", c->order_id);
         evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
     }
-    /* On failure libevent has freed req; the connection is still ours. */
+    /* On failure req is no longer queued on the connection, and ours:
+     * call_done frees both. */
     if (evhttp_make_request(c->conn, req, method, path) < 0)
         goto fail;
-    return;     /* on_response may have run already (refused connect) */
+    return;     /* on_response may have run already (failed connect) */
 fail:
     log_error("provider: cannot start a request for order %s", c->order_id);
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
