@@ -3,8 +3,14 @@
  *
  * A small free list of keep-alive evhttp connections: a call takes an idle
  * one or opens a new one, and gives it back when its exchange ended cleanly.
- * A call's deadline is enforced by the connection timeout; a connection that
- * failed or timed out is dropped, never reused.
+ * A connection that failed or timed out is dropped, never reused.
+ *
+ * Each call has a deadline, provider_timeout for the whole exchange (connect,
+ * request, headers and body): an evtimer of its own.  The connection's
+ * timeout is only an inactivity timeout, which a provider trickling its
+ * answer a byte at a time never trips.  At the deadline the request is
+ * cancelled (libevent then does not run its callback), the call reports
+ * UNAVAILABLE itself, and the connection is dropped.
  *
  * Each call owns its request (evhttp_request_own), so that exactly one
  * place frees it, call_done, whichever way the call ended: libevent 2.1
@@ -66,6 +72,7 @@ typedef struct {
     char currency[8];
     provider_cb_t cb;
     void *arg;
+    struct event deadline;      /* provider_timeout after the call started */
     struct event done;          /* runs cb from the loop */
 } call_t;
 
@@ -117,19 +124,29 @@ provider_free(provider_t *p)
     free(p);
 }
 
+static struct timeval
+timeout_tv(const provider_t *p)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t)(p->timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)((p->timeout_ms % 1000) * 1000);
+    return tv;
+}
+
 static struct evhttp_connection *
 conn_take(provider_t *p)
 {
     struct evhttp_connection *c;
-    struct timeval tv;
+    struct timeval tv = timeout_tv(p);
 
     if (p->nidle > 0)
         return p->idle[--p->nidle];
     c = evhttp_connection_base_new(p->base, NULL, p->host, (unsigned short)p->port);
     if (c == NULL)
         return NULL;
-    tv.tv_sec = (time_t)(p->timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)((p->timeout_ms % 1000) * 1000);
+    /* An inactivity timeout (it also closes idle keep-alive connections);
+     * a call's deadline is its own timer, call_deadline. */
     evhttp_connection_set_timeout_tv(c, &tv);
     evhttp_connection_set_max_body_size(c, PROVIDER_BODY_MAX);
     /* One try: a retry must be the caller's decision, not the transport's. */
@@ -189,7 +206,30 @@ call_finish(call_t *c, provider_outcome_t out, int reusable)
     c->finished = 1;
     c->out = out;
     c->reusable = reusable;
+    evtimer_del(&c->deadline);
     event_active(&c->done, 0, 0);
+}
+
+/* provider_timeout has passed and the answer is not complete. */
+static void
+call_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    call_t *c = arg;
+
+    (void)fd;
+    (void)what;
+    log_warn("provider: %s of order %s: no complete answer within %lld ms",
+             c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id,
+             (long long)c->p->timeout_ms);
+    /* The timer runs only while the request is queued on the connection
+     * (call_finish deletes it).  Cancelling resets the connection and does
+     * not run on_response; the request stays ours.  This is our own
+     * event, not a callback of the connection, so the connection can be
+     * freed now, and then nothing of it can run later. */
+    evhttp_cancel_request(c->req);
+    evhttp_connection_free(c->conn);
+    c->conn = NULL;
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 static void
@@ -353,6 +393,7 @@ call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_c
     c->amount_cents = amount_cents;
     snprintf(c->order_id, sizeof(c->order_id), "%s", order_id);
     snprintf(c->currency, sizeof(c->currency), "%s", currency);
+    evtimer_assign(&c->deadline, p->base, call_deadline, c);
     event_assign(&c->done, p->base, -1, 0, call_done, c);
     return c;
 }
@@ -365,6 +406,7 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     provider_t *p = c->p;
     struct evhttp_request *req;
     struct evkeyvalq *h;
+    struct timeval tv = timeout_tv(p);
 
     c->conn = conn_take(p);
     if (c->conn == NULL)
@@ -381,6 +423,8 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
         evhttp_add_header(h, "Idempotency-Key", c->order_id);
         evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
     }
+    if (evtimer_add(&c->deadline, &tv) < 0)
+        goto fail;
     /* On failure req is no longer queued on the connection, and ours:
      * call_done frees both. */
     if (evhttp_make_request(c->conn, req, method, path) < 0)

@@ -38,7 +38,8 @@ provider_t *provider_new(struct event_base *base, const char *url, int64_t timeo
 void provider_free(provider_t *p);
 
 /* POST /v1/charges for order_id.  cb is called exactly once, from the loop
- * (never from inside this call), with SUCCEEDED, DECLINED or UNAVAILABLE. */
+ * (never from inside this call), with SUCCEEDED, DECLINED or UNAVAILABLE
+ * (also when no complete answer came within the timeout). */
 void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                      const char *currency, provider_cb_t cb, void *arg);
 
@@ -46,7 +47,8 @@ void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
  * GET /v1/charges/{order_id}: what the provider knows of the order's charge,
  * for recovery and reconciliation.  cb is called exactly once, from the
  * loop, with SUCCEEDED, DECLINED, PENDING, NOT_FOUND (a 404 whose error code
- * is charge_not_found, nothing else) or UNAVAILABLE.  An answer about another
+ * is charge_not_found, nothing else) or UNAVAILABLE (any other answer, or
+ * none complete within the timeout).  An answer about another
  * order, amount or currency than the ones given is logged and reported as
  * UNAVAILABLE: an order is never settled on some other charge's word.
  */

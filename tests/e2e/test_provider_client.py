@@ -3,6 +3,10 @@
 
 Regression tests of what a review found:
 
+- provider_timeout is a deadline for the whole call: a provider that sends
+  its headers and then trickles the body one byte at a time does not keep a
+  checkout (POST) or the housekeeper (GET) waiting past it, and the
+  connection is dropped, not reused;
 - a refused provider port: every call ends at once as unavailable, and
   nothing leaks (the sanitizer build checks the processes' stderr).
 
@@ -159,6 +163,49 @@ fake = FakeProvider()
 conf = {"provider_url": fake.url, "provider_timeout": "800ms", "idempotency_lock_timeout": "5s",
         "db_timeout": "1s", "outage_pending_cap_cents": "10000", "breaker_threshold": "1000000",
         "webhook_secret": DEV_SECRET}
+d = Paymentsd(workers=1, extra=conf).start()
+
+# --- a provider that trickles its answer: the deadline is for the whole call
+fake.charge = "trickle"
+r, took = timed_checkout(d, new_key("pc-trickle"), TRUSTED)
+t.eq((r.status, r.json().get("status")), (201, "PENDING_PAYMENT"),
+     "a trickled charge answer: trusted under the cap -> PENDING_PAYMENT")
+t.ok(TIMEOUT - 0.1 <= took < 2 * TIMEOUT,
+     "after about provider_timeout (%.2fs), not after the trickle" % took)
+posts = fake.requests("POST")
+rec = posts[-1] if posts else {}
+t.ok(wait_until(lambda: ended(rec), TRICKLE_MAX + 2) and rec.get("closed", 99) < 2 * TIMEOUT,
+     "paymentsd drops the connection at the deadline", rec)
+t.ok("no complete answer within 800 ms" in d.log(), "the log says why", d.log()[-1500:])
+r, took = timed_checkout(d, new_key("pc-trickle"), BODY)
+t.eq((r.status, r.json().get("status"), r.json().get("failure_reason")),
+     (201, "FAILED", "provider_unavailable"), "untrusted: FAILED provider_unavailable (%.2fs)" % took)
+
+fake.charge = (200, {"charge_id": "ch_2", "status": "succeeded"})
+before = fake.connections
+r = checkout(d, new_key("pc-after"), BODY)
+t.eq((r.status, r.json().get("status")), (201, "PAID"), "the provider answers again: PAID")
+t.ok(fake.connections > before, "on a new connection: the abandoned one was not reused")
+
+t.ok(d.stop(), "no process left behind")
+
+# --- the housekeeper's GET has the same deadline
+oid = db_pending_order(new_key("pc-get"))
+fake.get_order = oid
+fake.get = "trickle"
+h = Paymentsd(workers=1, extra=dict(conf, housekeeper_interval="200ms", pending_reconcile_age="1s")).start()
+gets = lambda: fake.requests("GET", "/" + oid)  # noqa: E731
+t.ok(wait_until(lambda: gets() and ended(gets()[0]), 5 + TRICKLE_MAX),
+     "the housekeeper asks the provider about a pending order", h.log()[-1500:])
+rec = gets()[0] if gets() else {}
+t.ok(rec.get("closed", 99) < 2 * TIMEOUT, "a trickled GET answer: dropped at the deadline", rec)
+t.eq(order_status(oid), ("PENDING_PAYMENT", ""), "and nothing is decided")
+fake.get = (404, {"error": {"code": "charge_not_found", "message": "never received"}})
+fake.charge = (200, {"charge_id": "ch_3", "status": "succeeded"})
+t.ok(wait_until(lambda: order_status(oid) == ("PAID", ""), 8),
+     "the next round: not found, charged again under the same key, PAID")
+t.ok(h.stop(), "no process left behind")
+
 # --- a refused provider port: at once unavailable, nothing leaks
 refused = "http://127.0.0.1:%d" % free_port()
 oid = db_pending_order(new_key("pc-refused"))
