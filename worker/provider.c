@@ -45,6 +45,7 @@
 #define PROVIDER_IDLE_MAX 64    /* idle keep-alive connections kept */
 #define PROVIDER_BODY_MAX 4096  /* a charge response is small */
 #define ORDER_ID_MAX 64         /* order ids are UUIDs */
+#define CODE_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 struct provider {
     struct event_base *base;
@@ -256,6 +257,26 @@ call_done(evutil_socket_t fd, short what, void *arg)
     free(c);
 }
 
+/* A 4xx answer to a charge other than 408 (a timeout) and 429 (throttled):
+ * the provider judged the request and refused it, it will not be charged
+ * if we wait.  We sent something it rejects, which someone must look at. */
+static void
+charge_refused(call_t *c, struct evhttp_request *req, int code)
+{
+    json_object *obj = body_object(req), *err;
+    const char *what = NULL;
+
+    if (obj != NULL && json_object_object_get_ex(obj, "error", &err))
+        what = member_string(err, "code");
+    /* The provider's words go into our log only if they look like a code. */
+    if (what != NULL && (what[0] == '\0' || what[strspn(what, CODE_CHARS)] != '\0'))
+        what = NULL;
+    log_error("provider: charge of order %s refused with HTTP %d%s%.64s: taking it as declined",
+              c->order_id, code, what != NULL ? ", error code " : "", what != NULL ? what : "");
+    json_object_put(obj);
+    call_finish(c, PROVIDER_DECLINED, 0);
+}
+
 /* POST /v1/charges answered: {"charge_id": "...", "status": "succeeded"|"declined"}. */
 static void
 charge_answered(call_t *c, struct evhttp_request *req, int code)
@@ -268,6 +289,10 @@ charge_answered(call_t *c, struct evhttp_request *req, int code)
         log_warn("provider: charge of order %s failed: no response (timeout or connection error)",
                  c->order_id);
         call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    if (code >= 400 && code < 500 && code != 408 && code != 429) {
+        charge_refused(c, req, code);
         return;
     }
     if (code != 200) {

@@ -19,7 +19,7 @@ typedef struct provider provider_t;
 typedef enum {
     PROVIDER_SUCCEEDED,
     PROVIDER_DECLINED,
-    PROVIDER_UNAVAILABLE,       /* timeout, refused, 5xx, garbage */
+    PROVIDER_UNAVAILABLE,       /* timeout, connection refused, 5xx, garbage */
     PROVIDER_PENDING,           /* provider_get_charge only: received, not settled yet */
     PROVIDER_NOT_FOUND          /* provider_get_charge only: no charge was ever received */
 } provider_outcome_t;
@@ -38,7 +38,8 @@ provider_t *provider_new(struct event_base *base, const char *url, int64_t timeo
 void provider_free(provider_t *p);
 
 /* POST /v1/charges for order_id.  cb is called exactly once, from the loop
- * (never from inside this call), with SUCCEEDED, DECLINED or UNAVAILABLE
+ * (never from inside this call), with SUCCEEDED, DECLINED (also for a 4xx
+ * answer but 408 and 429: the provider refused the charge) or UNAVAILABLE
  * (also when no complete answer came within the timeout). */
 void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                      const char *currency, provider_cb_t cb, void *arg);
