@@ -191,11 +191,16 @@ conf_load(const char *path, char *err, size_t errlen)
                  path ? path : "conf");
         goto fail;
     }
-    if (conf->idempotency_lock_timeout_ms <= conf->provider_timeout_ms) {
-        /* A live checkout must never look stale while it waits for the
-         * provider, or a retry would take it over. */
-        snprintf(err, errlen, "%s: idempotency_lock_timeout must be longer than provider_timeout",
-                 path ? path : "conf");
+    if (conf->idempotency_lock_timeout_ms
+        <= conf->provider_timeout_ms + 2 * conf->db_timeout_ms) {
+        /* A live checkout holds its key through checkout_begin (queue
+         * included), the provider call and checkout_finish.  It must never
+         * look stale meanwhile, or a retry would `recover` it and run a
+         * second checkout of the same order. */
+        snprintf(err, errlen, "%s: idempotency_lock_timeout (%lld ms) must be longer than "
+                 "provider_timeout + 2 * db_timeout (%lld ms)", path ? path : "conf",
+                 (long long)conf->idempotency_lock_timeout_ms,
+                 (long long)(conf->provider_timeout_ms + 2 * conf->db_timeout_ms));
         goto fail;
     }
     return conf;

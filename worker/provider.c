@@ -3,15 +3,26 @@
  *
  * A small free list of keep-alive evhttp connections: a call takes an idle
  * one or opens a new one, and gives it back when its exchange ended cleanly.
- * A call's deadline is enforced by the connection timeout; a connection that
- * failed or timed out is dropped, never reused.
+ * A connection that failed or timed out is dropped, never reused.
+ *
+ * Each call has a deadline, provider_timeout for the whole exchange (connect,
+ * request, headers and body): an evtimer of its own.  The connection's
+ * timeout is only an inactivity timeout, which a provider trickling its
+ * answer a byte at a time never trips.  At the deadline the request is
+ * cancelled (libevent then does not run its callback), the call reports
+ * UNAVAILABLE itself, and the connection is dropped.
+ *
+ * Each call owns its request (evhttp_request_own), so that exactly one
+ * place frees it, call_done, whichever way the call ended: libevent 2.1
+ * frees its own requests on most failure paths but not all (a failed
+ * evhttp_make_request unlinks the request and leaves it allocated).
  *
  * Every call ends in two steps.  libevent's response callback only records
  * the outcome and activates the call's `done` event; the caller's callback
  * runs from that event, in a later turn of the loop.  That keeps two
  * promises libevent 2.1 makes hard to keep otherwise: the caller's callback
- * never runs inside provider_charge() (a refused loopback connect fails
- * inside evhttp_make_request), and a connection is freed outside its own
+ * never runs inside provider_charge() (a connect can fail inside
+ * evhttp_make_request), and a connection is freed outside its own
  * callbacks (evhttp_connection_free_on_completion is not honoured when a
  * connect fails, which leaked one connection per refused call).
  * Single-threaded: everything runs on the owner's loop.
@@ -34,6 +45,7 @@
 #define PROVIDER_IDLE_MAX 64    /* idle keep-alive connections kept */
 #define PROVIDER_BODY_MAX 4096  /* a charge response is small */
 #define ORDER_ID_MAX 64         /* order ids are UUIDs */
+#define CODE_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 struct provider {
     struct event_base *base;
@@ -51,6 +63,7 @@ typedef struct {
     provider_t *p;
     call_kind_t kind;
     struct evhttp_connection *conn;
+    struct evhttp_request *req; /* ours (owned), freed by call_done */
     int finished;               /* the outcome is known and `done` is active */
     int reusable;               /* the exchange ended cleanly: keep conn */
     provider_outcome_t out;
@@ -60,6 +73,7 @@ typedef struct {
     char currency[8];
     provider_cb_t cb;
     void *arg;
+    struct event deadline;      /* provider_timeout after the call started */
     struct event done;          /* runs cb from the loop */
 } call_t;
 
@@ -111,19 +125,29 @@ provider_free(provider_t *p)
     free(p);
 }
 
+static struct timeval
+timeout_tv(const provider_t *p)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t)(p->timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)((p->timeout_ms % 1000) * 1000);
+    return tv;
+}
+
 static struct evhttp_connection *
 conn_take(provider_t *p)
 {
     struct evhttp_connection *c;
-    struct timeval tv;
+    struct timeval tv = timeout_tv(p);
 
     if (p->nidle > 0)
         return p->idle[--p->nidle];
     c = evhttp_connection_base_new(p->base, NULL, p->host, (unsigned short)p->port);
     if (c == NULL)
         return NULL;
-    tv.tv_sec = (time_t)(p->timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)((p->timeout_ms % 1000) * 1000);
+    /* An inactivity timeout (it also closes idle keep-alive connections);
+     * a call's deadline is its own timer, call_deadline. */
     evhttp_connection_set_timeout_tv(c, &tv);
     evhttp_connection_set_max_body_size(c, PROVIDER_BODY_MAX);
     /* One try: a retry must be the caller's decision, not the transport's. */
@@ -183,7 +207,30 @@ call_finish(call_t *c, provider_outcome_t out, int reusable)
     c->finished = 1;
     c->out = out;
     c->reusable = reusable;
+    evtimer_del(&c->deadline);
     event_active(&c->done, 0, 0);
+}
+
+/* provider_timeout has passed and the answer is not complete. */
+static void
+call_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    call_t *c = arg;
+
+    (void)fd;
+    (void)what;
+    log_warn("provider: %s of order %s: no complete answer within %lld ms",
+             c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id,
+             (long long)c->p->timeout_ms);
+    /* The timer runs only while the request is queued on the connection
+     * (call_finish deletes it).  Cancelling resets the connection and does
+     * not run on_response; the request stays ours.  This is our own
+     * event, not a callback of the connection, so the connection can be
+     * freed now, and then nothing of it can run later. */
+    evhttp_cancel_request(c->req);
+    evhttp_connection_free(c->conn);
+    c->conn = NULL;
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 static void
@@ -193,15 +240,41 @@ call_done(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    /* A later turn than the connection's own callbacks: freeing is safe. */
+    /* A later turn than the connection's own callbacks: freeing is safe.
+     * The connection goes first: were the request still queued on it,
+     * evhttp_connection_free would unlink it (an owned request is not
+     * freed there), where freeing the request first would leave a dangling
+     * entry in the connection's queue. */
     if (c->conn != NULL) {
         if (c->reusable)
             conn_give_back(c->p, c->conn);
         else
             evhttp_connection_free(c->conn);
     }
+    if (c->req != NULL)
+        evhttp_request_free(c->req);
     c->cb(c->arg, c->out, c->charge_id[0] ? c->charge_id : NULL);
     free(c);
+}
+
+/* A 4xx answer to a charge other than 408 (a timeout) and 429 (throttled):
+ * the provider judged the request and refused it, it will not be charged
+ * if we wait.  We sent something it rejects, which someone must look at. */
+static void
+charge_refused(call_t *c, struct evhttp_request *req, int code)
+{
+    json_object *obj = body_object(req), *err;
+    const char *what = NULL;
+
+    if (obj != NULL && json_object_object_get_ex(obj, "error", &err))
+        what = member_string(err, "code");
+    /* The provider's words go into our log only if they look like a code. */
+    if (what != NULL && (what[0] == '\0' || what[strspn(what, CODE_CHARS)] != '\0'))
+        what = NULL;
+    log_error("provider: charge of order %s refused with HTTP %d%s%.64s: taking it as declined",
+              c->order_id, code, what != NULL ? ", error code " : "", what != NULL ? what : "");
+    json_object_put(obj);
+    call_finish(c, PROVIDER_DECLINED, 0);
 }
 
 /* POST /v1/charges answered: {"charge_id": "...", "status": "succeeded"|"declined"}. */
@@ -216,6 +289,10 @@ charge_answered(call_t *c, struct evhttp_request *req, int code)
         log_warn("provider: charge of order %s failed: no response (timeout or connection error)",
                  c->order_id);
         call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    if (code >= 400 && code < 500 && code != 408 && code != 429) {
+        charge_refused(c, req, code);
         return;
     }
     if (code != 200) {
@@ -341,6 +418,7 @@ call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_c
     c->amount_cents = amount_cents;
     snprintf(c->order_id, sizeof(c->order_id), "%s", order_id);
     snprintf(c->currency, sizeof(c->currency), "%s", currency);
+    evtimer_assign(&c->deadline, p->base, call_deadline, c);
     event_assign(&c->done, p->base, -1, 0, call_done, c);
     return c;
 }
@@ -353,6 +431,7 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     provider_t *p = c->p;
     struct evhttp_request *req;
     struct evkeyvalq *h;
+    struct timeval tv = timeout_tv(p);
 
     c->conn = conn_take(p);
     if (c->conn == NULL)
@@ -360,6 +439,8 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     req = evhttp_request_new(on_response, c);
     if (req == NULL)
         goto fail;
+    evhttp_request_own(req);
+    c->req = req;
     h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Host", p->hostport);
     if (body != NULL) {
@@ -367,10 +448,13 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
         evhttp_add_header(h, "Idempotency-Key", c->order_id);
         evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
     }
-    /* On failure libevent has freed req; the connection is still ours. */
+    if (evtimer_add(&c->deadline, &tv) < 0)
+        goto fail;
+    /* On failure req is no longer queued on the connection, and ours:
+     * call_done frees both. */
     if (evhttp_make_request(c->conn, req, method, path) < 0)
         goto fail;
-    return;     /* on_response may have run already (refused connect) */
+    return;     /* on_response may have run already (failed connect) */
 fail:
     log_error("provider: cannot start a request for order %s", c->order_id);
     call_finish(c, PROVIDER_UNAVAILABLE, 0);

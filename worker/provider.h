@@ -19,7 +19,7 @@ typedef struct provider provider_t;
 typedef enum {
     PROVIDER_SUCCEEDED,
     PROVIDER_DECLINED,
-    PROVIDER_UNAVAILABLE,       /* timeout, refused, 5xx, garbage */
+    PROVIDER_UNAVAILABLE,       /* timeout, connection refused, 5xx, garbage */
     PROVIDER_PENDING,           /* provider_get_charge only: received, not settled yet */
     PROVIDER_NOT_FOUND          /* provider_get_charge only: no charge was ever received */
 } provider_outcome_t;
@@ -38,7 +38,9 @@ provider_t *provider_new(struct event_base *base, const char *url, int64_t timeo
 void provider_free(provider_t *p);
 
 /* POST /v1/charges for order_id.  cb is called exactly once, from the loop
- * (never from inside this call), with SUCCEEDED, DECLINED or UNAVAILABLE. */
+ * (never from inside this call), with SUCCEEDED, DECLINED (also for a 4xx
+ * answer but 408 and 429: the provider refused the charge) or UNAVAILABLE
+ * (also when no complete answer came within the timeout). */
 void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                      const char *currency, provider_cb_t cb, void *arg);
 
@@ -46,7 +48,8 @@ void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
  * GET /v1/charges/{order_id}: what the provider knows of the order's charge,
  * for recovery and reconciliation.  cb is called exactly once, from the
  * loop, with SUCCEEDED, DECLINED, PENDING, NOT_FOUND (a 404 whose error code
- * is charge_not_found, nothing else) or UNAVAILABLE.  An answer about another
+ * is charge_not_found, nothing else) or UNAVAILABLE (any other answer, or
+ * none complete within the timeout).  An answer about another
  * order, amount or currency than the ones given is logged and reported as
  * UNAVAILABLE: an order is never settled on some other charge's word.
  */

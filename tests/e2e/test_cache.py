@@ -26,7 +26,7 @@ def metric(d, name):
 
 sim = ProviderSim({"latency": "0ms"}).start()
 d = Paymentsd(workers=2, extra={"provider_url": sim.url, "provider_timeout": "1s",
-                                "idempotency_lock_timeout": "5s", "shm_cache_size": "1m",
+                                "idempotency_lock_timeout": "5s", "db_timeout": "1s", "shm_cache_size": "1m",
                                 "breaker_threshold": "3", "breaker_cooldown": "2s"}).start()
 
 # completed responses, then PostgreSQL stopped: replays still answered
@@ -95,7 +95,7 @@ t.ok(wait_until(lambda: len(d.workers()) == 2 and not set(d.workers()) & set(old
 # a key running on this host: 409 in use from the marker
 slow = ProviderSim({"latency": "1500ms"}).start()
 s = Paymentsd(workers=2, extra={"provider_url": slow.url, "provider_timeout": "3s",
-                                "idempotency_lock_timeout": "5s"}).start()
+                                "idempotency_lock_timeout": "5s", "db_timeout": "800ms"}).start()
 key = new_key("busy")
 res = {}
 th = threading.Thread(target=lambda: res.update(r=checkout(s, key, BODY)))

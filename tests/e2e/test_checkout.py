@@ -27,7 +27,7 @@ BODY = {"buyer_id": "buyer-1", "seller_id": "seller-1", "amount_cents": 5000, "c
 sim = ProviderSim({"latency": "20ms"}).start()
 d = Paymentsd(workers=2, extra={
     "provider_url": sim.url, "provider_timeout": "500ms", "max_body_size": "1k",
-    "outage_pending_cap_cents": "10000", "idempotency_lock_timeout": "3s",
+    "outage_pending_cap_cents": "10000", "idempotency_lock_timeout": "3s", "db_timeout": "1s",
     "webhook_secret": DEV_SECRET, "breaker_threshold": "1000000",
 }).start()
 
@@ -139,7 +139,7 @@ finally:
 # --- 50 concurrent requests with one key
 slow_sim = ProviderSim({"latency": "300ms"}).start()
 d2 = Paymentsd(workers=2, extra={"provider_url": slow_sim.url, "provider_timeout": "2s",
-                                 "idempotency_lock_timeout": "5s"}).start()
+                                 "idempotency_lock_timeout": "5s", "db_timeout": "1s"}).start()
 key = new_key("race")
 with ThreadPoolExecutor(50) as pool:
     answers = list(pool.map(lambda _: checkout(d2, key, BODY), range(50)))

@@ -47,6 +47,7 @@ sim = ProviderSim({"webhook_url": "http://127.0.0.1:9/webhooks/provider", "webho
                    "webhook_delay": "500ms", "decline_rate": str(RATE), "seed": str(SEED),
                    "hold": "2s"}).start()
 fast = {"provider_url": sim.url, "provider_timeout": "500ms", "idempotency_lock_timeout": "2s",
+        "db_timeout": "500ms",
         "outage_pending_cap_cents": "10000", "breaker_threshold": "1000000",
         "webhook_secret": DEV_SECRET, "housekeeper_interval": "300ms", "pending_reconcile_age": "1s"}
 # Two hosts: both housekeepers work on the same database at once.
@@ -148,7 +149,7 @@ for h in hosts:
 
 # --- a worker killed while the provider was answering its checkout
 slow = ProviderSim({"latency": "1500ms", "decline_rate": "0", "seed": str(SEED)}).start()
-d = Paymentsd(workers=1, extra={"provider_url": slow.url, "provider_timeout": "2500ms",
+d = Paymentsd(workers=1, extra={"provider_url": slow.url, "provider_timeout": "2s", "db_timeout": "400ms",
                                 "idempotency_lock_timeout": "3s", "housekeeper_interval": "200ms",
                                 "webhook_secret": DEV_SECRET}).start()
 key = new_key("hk-crash")

@@ -70,6 +70,8 @@ test_defaults(void **state)
     assert_true(c->workers >= 1);
     assert_int_equal(c->db_pool_size, 4);
     assert_int_equal(c->provider_timeout_ms, 800);
+    assert_int_equal(c->db_timeout_ms, 5000);
+    assert_int_equal(c->idempotency_lock_timeout_ms, 30000);
     assert_int_equal(c->outage_pending_cap_cents, 10000);
     assert_int_equal(c->webhook_tolerance_ms, 5 * 60 * 1000);
     assert_int_equal(c->idempotency_ttl_ms, 24LL * 3600 * 1000);
@@ -221,17 +223,25 @@ test_errors_have_line_numbers(void **state)
                "1: invalid database connection string: invalid connection option \"bogus\"");
 }
 
+/* idempotency_lock_timeout must outlast a live checkout: checkout_begin,
+ * the provider call and checkout_finish, provider_timeout + 2 * db_timeout. */
 static void
 test_cross_key_checks(void **state)
 {
-    char err[1024];
-    conf_t *c = conf_load(write_conf("provider_timeout = 10s\nidempotency_lock_timeout = 5s\n"),
-                          err, sizeof(err));
-
     (void)state;
-    unlink(path);
-    assert_null(c);
-    assert_non_null(strstr(err, "idempotency_lock_timeout must be longer than provider_timeout"));
+    load_fails("provider_timeout = 10s\nidempotency_lock_timeout = 5s\n",
+               " idempotency_lock_timeout (5000 ms) must be longer than "
+               "provider_timeout + 2 * db_timeout (20000 ms)");
+    /* Longer than provider_timeout alone is not enough any more. */
+    load_fails("provider_timeout = 1s\ndb_timeout = 3s\nidempotency_lock_timeout = 5s\n",
+               " idempotency_lock_timeout (5000 ms) must be longer than "
+               "provider_timeout + 2 * db_timeout (7000 ms)");
+    /* Equal is not longer. */
+    load_fails("provider_timeout = 800ms\ndb_timeout = 5s\nidempotency_lock_timeout = 10800ms\n",
+               " idempotency_lock_timeout (10800 ms) must be longer than "
+               "provider_timeout + 2 * db_timeout (10800 ms)");
+    conf_free(load_ok("provider_timeout = 800ms\ndb_timeout = 5s\nidempotency_lock_timeout = 10801ms\n"));
+    conf_free(load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n"));
 }
 
 static void
