@@ -31,6 +31,7 @@
 
 #include "worker/provider.h"
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,8 @@ struct provider {
     struct event_base *base;
     char host[256];
     int port;
-    char hostport[300];
+    char hostport[300];         /* the Host header: the name as configured */
+    char addr[64];              /* where connections go: resolved once */
     int64_t timeout_ms;
     struct evhttp_connection *idle[PROVIDER_IDLE_MAX];
     int nidle;
@@ -90,6 +92,37 @@ provider_outcome_name(provider_outcome_t o)
     return "unknown";
 }
 
+/*
+ * Without an evdns base, libevent 2.1 resolves a host name with a blocking
+ * getaddrinfo() on every new connection.  Resolve it once, when the worker
+ * starts and before it serves; a reload (new workers) picks up a DNS
+ * change.  IPv4 first, like db.c.  On failure the name is used as it is.
+ */
+static void
+resolve_once(provider_t *p)
+{
+    struct addrinfo hints, *res = NULL, *a;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(p->addr, sizeof(p->addr), "%s", p->host);
+    if (getaddrinfo(p->host, NULL, &hints, &res) != 0) {
+        log_warn("provider host %s does not resolve now", p->host);
+        return;
+    }
+    a = res;
+    for (struct addrinfo *i = res; i != NULL; i = i->ai_next) {
+        if (i->ai_family == AF_INET) {
+            a = i;
+            break;
+        }
+    }
+    if (getnameinfo(a->ai_addr, a->ai_addrlen, p->addr, sizeof(p->addr), NULL, 0,
+                    NI_NUMERICHOST) != 0)
+        snprintf(p->addr, sizeof(p->addr), "%s", p->host);
+    freeaddrinfo(res);
+}
+
 provider_t *
 provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
 {
@@ -112,6 +145,7 @@ provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
     snprintf(p->hostport, sizeof(p->hostport), "%s:%d", p->host, p->port);
     p->timeout_ms = timeout_ms;
     evhttp_uri_free(uri);
+    resolve_once(p);
     return p;
 }
 
@@ -143,7 +177,7 @@ conn_take(provider_t *p)
 
     if (p->nidle > 0)
         return p->idle[--p->nidle];
-    c = evhttp_connection_base_new(p->base, NULL, p->host, (unsigned short)p->port);
+    c = evhttp_connection_base_new(p->base, NULL, p->addr, (unsigned short)p->port);
     if (c == NULL)
         return NULL;
     /* An inactivity timeout (it also closes idle keep-alive connections);

@@ -28,7 +28,7 @@ typedef enum {
  * callback only. */
 typedef void (*provider_cb_t)(void *arg, provider_outcome_t outcome, const char *charge_id);
 
-/* url is "http://host:port" (a numeric host keeps the loop non-blocking).
+/* url is "http://host:port"; a host name is resolved once, here.
  * Returns NULL on a bad URL or allocation failure. */
 provider_t *provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
     __attribute__((warn_unused_result));
