@@ -53,7 +53,7 @@ struct provider {
     char host[256];
     int port;
     char hostport[300];         /* the Host header: the name as configured */
-    char addr[64];              /* where connections go: resolved once */
+    char addr[256];             /* where connections go: resolved once */
     int64_t timeout_ms;
     struct evhttp_connection *idle[PROVIDER_IDLE_MAX];
     int nidle;
@@ -291,9 +291,14 @@ call_done(evutil_socket_t fd, short what, void *arg)
     free(c);
 }
 
-/* A 4xx answer to a charge other than 408 (a timeout) and 429 (throttled):
- * the provider judged the request and refused it, it will not be charged
- * if we wait.  We sent something it rejects, which someone must look at. */
+/*
+ * A 4xx answer to a charge.  Only 402 (Payment Required) says the payment
+ * itself was refused: declined.  Any other 4xx says nothing about the charge
+ * (409: the same key is still being processed by a concurrent request, e.g.
+ * two housekeepers; 401/403/404: a proxy, a wrong URL, a rotated API key):
+ * taking it as declined could fail an order whose charge goes through, so
+ * it is "unavailable", and logged as an error since someone must look.
+ */
 static void
 charge_refused(call_t *c, struct evhttp_request *req, int code)
 {
@@ -305,10 +310,11 @@ charge_refused(call_t *c, struct evhttp_request *req, int code)
     /* The provider's words go into our log only if they look like a code. */
     if (what != NULL && (what[0] == '\0' || what[strspn(what, CODE_CHARS)] != '\0'))
         what = NULL;
-    log_error("provider: charge of order %s refused with HTTP %d%s%.64s: taking it as declined",
-              c->order_id, code, what != NULL ? ", error code " : "", what != NULL ? what : "");
+    log_error("provider: charge of order %s answered HTTP %d%s%.64s: taking it as %s",
+              c->order_id, code, what != NULL ? ", error code " : "", what != NULL ? what : "",
+              code == 402 ? "declined" : "unavailable");
     json_object_put(obj);
-    call_finish(c, PROVIDER_DECLINED, 0);
+    call_finish(c, code == 402 ? PROVIDER_DECLINED : PROVIDER_UNAVAILABLE, 0);
 }
 
 /* POST /v1/charges answered: {"charge_id": "...", "status": "succeeded"|"declined"}. */

@@ -7,8 +7,8 @@ Regression tests of what a review found:
   its headers and then trickles the body one byte at a time does not keep a
   checkout (POST) or the housekeeper (GET) waiting past it, and the
   connection is dropped, not reused;
-- a 4xx answer to a charge is the provider refusing it: FAILED declined,
-  logged as an error; 408, 429 and 5xx stay "unavailable";
+- a 402 answer to a charge is a refusal: FAILED declined; any other 4xx,
+  408, 429 and 5xx are "unavailable" (4xx logged as an error);
 - a refused provider port: every call ends at once as unavailable, and
   nothing leaks (the sanitizer build checks the processes' stderr).
 
@@ -189,13 +189,20 @@ r = checkout(d, new_key("pc-after"), BODY)
 t.eq((r.status, r.json().get("status")), (201, "PAID"), "the provider answers again: PAID")
 t.ok(fake.connections > before, "on a new connection: the abandoned one was not reused")
 
-# --- a 4xx answer to a charge: the provider refused it
-for code in (400, 401, 402, 409, 422):
+# --- a 4xx answer to a charge: only 402 refuses the payment itself
+fake.charge = (402, {"error": {"code": "card_declined", "message": "refused"}})
+r = checkout(d, new_key("pc-402"), TRUSTED)
+o = r.json()
+t.eq((r.status, o.get("status"), o.get("failure_reason")), (201, "FAILED", "declined"),
+     "HTTP 402 to a charge: FAILED declined, even trusted under the cap")
+# any other 4xx says nothing about the charge (409: the key is being
+# processed by another request): never a final FAILED on its word
+for code in (400, 401, 404, 409, 422):
     fake.charge = (code, {"error": {"code": "invalid_request", "message": "refused"}})
     r = checkout(d, new_key("pc-4xx"), TRUSTED)
     o = r.json()
-    t.eq((r.status, o.get("status"), o.get("failure_reason")), (201, "FAILED", "declined"),
-         "HTTP %d to a charge: FAILED declined, even trusted under the cap" % code)
+    t.eq((r.status, o.get("status")), (201, "PENDING_PAYMENT"),
+         "HTTP %d to a charge: unavailable -> PENDING_PAYMENT, not declined" % code)
 t.ok(wait_until(lambda: "[error]" in d.log() and "HTTP 422" in d.log(), 2)
      and any("[error]" in line and "HTTP 400" in line and "invalid_request" in line
              for line in d.log().splitlines()),
