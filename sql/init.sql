@@ -875,9 +875,9 @@ $$;
 
 -- Checkouts whose worker died mid-way: in-progress keys whose lock is older
 -- than p_lock_timeout and whose order is still PROCESSING.  Their lock is
--- taken over (locked_at = now()); the caller charges each order again with
--- the same provider key (order_id) and calls checkout_finish (outcome
--- not_charged when the provider never saw the charge).  SKIP LOCKED: several
+-- taken over (locked_at = now()); the caller asks the provider about each
+-- charge (GET, never a new charge) and calls checkout_finish with its answer
+-- (outcome not_charged when the provider never saw the charge).  SKIP LOCKED: several
 -- housekeepers, or a checkout_begin holding the row, never hand out one key
 -- twice.  Stale keys whose order a webhook already made final need no
 -- provider call: they are completed here with the order as it is.
