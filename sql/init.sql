@@ -25,21 +25,33 @@
 -- READ COMMITTED, the default -- the race handling relies on it):
 --   checkout_begin(key, fingerprint, buyer_id, seller_id, amount_cents,
 --                  currency, buyer_trust, lock_timeout, ttl)
---       -> (result, order_id, response_status, response_body)
---   checkout_finish(order_id, key, outcome, charge_id, outage_cap_cents)
---       -> (status, response_status, response_body)
+--       -> (result, order_id, response_status, response_body, lock_token,
+--           completed_at_ms)
+--   checkout_finish(order_id, key, lock_token, outcome, charge_id, outage_cap_cents)
+--       -> (result, status, response_status, response_body, completed_at_ms,
+--           reversal)
 --   webhook_apply(event_id, order_id, outcome, payload)
---       -> (result, order_status, conflict)
+--       -> (result, order_status, conflict, reversal, amount_cents, currency)
+--   reversal_settle(order_id, answer) -> text
+--   reversals_due(retry_after, limit) -> (order_id, amount_cents, currency)
 --   order_get(order_id) -> text, order_ledger(order_id) -> text,
 --   order_json(orders) -> text
 --   purge_expired_idempotency_keys(ttl, limit) -> int
---   checkout_claim_stale(lock_timeout, limit) -> (key, order_id, amount_cents, currency)
+--   checkout_claim_stale(lock_timeout, limit)
+--       -> (key, order_id, amount_cents, currency, lock_token)
 --   pending_orders_due(age, limit) -> (order_id, amount_cents, currency)
+--
+-- The functions belong to paymentsd_owner, a NOLOGIN role with only the table
+-- rights they need; app may only call them.  They do not trust their caller's
+-- durations either: a TTL under 1 minute or a lock timeout under 1 second is
+-- refused (22023), so that no holder of app's password can expire a key early
+-- and charge twice.
 --
 -- Errors raised here (SQLSTATE):
 --   22004 null_value_not_allowed   an API function got NULL for a required argument
 --   22023 invalid_parameter_value  an API function got a malformed argument
---   P0002 no_data_found            checkout_finish: no such idempotency key
+--   P0002 no_data_found            checkout_finish: no such idempotency key;
+--                                  reversal_settle: no reversal for the order
 --   55000 object_not_in_prerequisite_state
 --                                  checkout_finish: the key belongs to another order
 --   23514 check_violation          an integrity rule (CHECK, order state machine,
@@ -71,10 +83,21 @@ BEGIN
 END
 $$;
 
+-- The owner of the API functions (SECURITY DEFINER runs as it).  NOLOGIN:
+-- nobody connects as it; it holds only the table rights the functions need,
+-- so a function cannot do more than its SQL says even if it were subverted.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'paymentsd_owner') THEN
+        CREATE ROLE paymentsd_owner NOLOGIN;
+    END IF;
+END
+$$;
+
 -- Nobody but the owner creates objects in public (PostgreSQL 15 already
 -- defaults to this; say it anyway for clusters upgraded from older versions).
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO app;
+GRANT USAGE ON SCHEMA public TO app, paymentsd_owner;
 
 -- The database is not open to every role of the cluster: app may connect, and
 -- may not create schemas or temporary objects (it needs neither).
@@ -142,6 +165,16 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     response_status int,
     response_body   text,
     created_at      timestamptz NOT NULL DEFAULT now(),
+    -- The holder of an in-progress key: checkout_begin (new, recover) and
+    -- checkout_claim_stale hand out a fresh token, and checkout_finish
+    -- changes nothing unless it presents the current one, so a worker that
+    -- lost its lock (a takeover after the lock timeout) cannot finish the
+    -- order under the new holder's feet.
+    lock_token      uuid,
+    -- When the answer was stored: the TTL counts from here, not from
+    -- created_at, so a key completed late (after an outage) lives its full
+    -- TTL and a retry is never taken for a new request.
+    completed_at    timestamptz,
     CONSTRAINT idempotency_keys_key_format
         CHECK (char_length(key) BETWEEN 1 AND 255 AND key ~ '^[!-~]+$'),
     CONSTRAINT idempotency_keys_fingerprint_format
@@ -158,9 +191,34 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
         CHECK (response_status BETWEEN 100 AND 599)
 );
 
--- purge_expired_idempotency_keys: completed keys oldest first.
-CREATE INDEX IF NOT EXISTS idempotency_keys_completed_created_at_idx
-    ON idempotency_keys (created_at) WHERE state = 'completed';
+-- Databases made by an older version of this script get the new columns.
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS lock_token uuid;
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS completed_at timestamptz;
+UPDATE idempotency_keys SET completed_at = created_at
+ WHERE state = 'completed' AND completed_at IS NULL;
+UPDATE idempotency_keys SET lock_token = gen_random_uuid()
+ WHERE state = 'in_progress' AND lock_token IS NULL;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'idempotency_keys'::regclass
+                      AND conname = 'idempotency_keys_completed_at_iff_completed') THEN
+        ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_completed_at_iff_completed
+            CHECK ((state = 'completed') = (completed_at IS NOT NULL));
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'idempotency_keys'::regclass
+                      AND conname = 'idempotency_keys_in_progress_has_token') THEN
+        ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_in_progress_has_token
+            CHECK (state <> 'in_progress' OR lock_token IS NOT NULL);
+    END IF;
+END
+$$;
+
+-- purge_expired_idempotency_keys: completed keys, oldest answer first.
+DROP INDEX IF EXISTS idempotency_keys_completed_created_at_idx;
+CREATE INDEX IF NOT EXISTS idempotency_keys_completed_at_idx
+    ON idempotency_keys (completed_at) WHERE state = 'completed';
 -- checkout_claim_stale: in-progress keys by lock age (a handful of rows).
 CREATE INDEX IF NOT EXISTS idempotency_keys_in_progress_locked_at_idx
     ON idempotency_keys (locked_at) WHERE state = 'in_progress';
@@ -186,13 +244,35 @@ CREATE TABLE IF NOT EXISTS ledger_transactions (
     order_id   uuid        NOT NULL REFERENCES orders (id),
     kind       text        NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT ledger_transactions_kind_valid CHECK (kind IN ('payment'))
+    -- payment: the order's money (DEBIT cash, CREDIT seller_payable);
+    -- late_capture and refund: money the provider captured for a FAILED
+    -- order (DEBIT cash, CREDIT refunds_payable) and gave back (DEBIT
+    -- refunds_payable, CREDIT cash).
+    CONSTRAINT ledger_transactions_kind_valid
+        CHECK (kind IN ('payment', 'late_capture', 'refund'))
 );
+DO $$
+BEGIN
+    -- An older database has the payment-only CHECK: widen it.
+    IF EXISTS (SELECT 1 FROM pg_constraint
+                WHERE conrelid = 'ledger_transactions'::regclass
+                  AND conname = 'ledger_transactions_kind_valid'
+                  AND pg_get_constraintdef(oid) NOT LIKE '%late_capture%') THEN
+        ALTER TABLE ledger_transactions DROP CONSTRAINT ledger_transactions_kind_valid;
+        ALTER TABLE ledger_transactions ADD CONSTRAINT ledger_transactions_kind_valid
+            CHECK (kind IN ('payment', 'late_capture', 'refund'));
+    END IF;
+END
+$$;
 
 -- One payment per order, whoever tries to write a second one (webhook and
 -- checkout_finish racing, a replayed event, a bug).
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_transactions_one_payment_per_order
     ON ledger_transactions (order_id) WHERE kind = 'payment';
+-- At most one late capture and one refund per order: a reversal is settled
+-- once, whoever reports it.
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_transactions_one_reversal_per_order
+    ON ledger_transactions (order_id, kind) WHERE kind IN ('late_capture', 'refund');
 -- order_ledger lists every kind of transaction of an order.
 CREATE INDEX IF NOT EXISTS ledger_transactions_order_id_idx
     ON ledger_transactions (order_id);
@@ -217,6 +297,35 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
 -- index serves every lookup of a transaction's entries.
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_entries_txn_account_direction_currency
     ON ledger_entries (txn_id, account, direction, currency);
+
+-- Money the provider may hold for a FAILED order, and what became of it.
+-- A FAILED provider_unavailable answer (the provider may have taken the money
+-- after all), or a PAID event for a FAILED order, opens a reversal:
+-- paymentsd asks the provider to cancel-or-refund the charge until it
+-- answers.  The provider's answer settles it:
+--     pending  -> canceled   nothing was captured, and nothing ever will be
+--     pending  -> refunded   it had been captured and was given back: the
+--                            ledger holds the late capture and the refund
+--     canceled -> refunded   a capture the provider reported after all
+-- refunded is final.
+CREATE TABLE IF NOT EXISTS order_reversals (
+    order_id        uuid        PRIMARY KEY REFERENCES orders (id),
+    status          text        NOT NULL DEFAULT 'pending',
+    amount_cents    bigint      NOT NULL,
+    currency        char(3)     NOT NULL,
+    attempts        int         NOT NULL DEFAULT 0,   -- cancels the housekeeper sent
+    last_attempt_at timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT order_reversals_status_valid
+        CHECK (status IN ('pending', 'canceled', 'refunded')),
+    CONSTRAINT order_reversals_amount_positive CHECK (amount_cents > 0),
+    CONSTRAINT order_reversals_currency_format CHECK (currency ~ '^[A-Z]{3}$')
+);
+
+-- The housekeeper retries pending reversals, least recently tried first.
+CREATE INDEX IF NOT EXISTS order_reversals_pending_idx
+    ON order_reversals (last_attempt_at NULLS FIRST) WHERE status = 'pending';
 
 -- ---------------------------------------------------------------------------
 -- Integrity triggers
@@ -310,6 +419,62 @@ CREATE OR REPLACE TRIGGER webhook_events_no_truncate
     BEFORE TRUNCATE ON webhook_events
     FOR EACH STATEMENT EXECUTE FUNCTION forbid_change();
 
+-- A reversal is opened only for a FAILED order, for the order's own amount
+-- and currency, and then follows its state machine (see order_reversals).
+CREATE OR REPLACE FUNCTION order_reversals_check() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    o orders;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT * INTO o FROM orders WHERE id = NEW.order_id;
+        IF o.status IS DISTINCT FROM 'FAILED' OR NEW.status <> 'pending'
+           OR NEW.amount_cents <> o.amount_cents OR NEW.currency <> o.currency THEN
+            RAISE EXCEPTION 'reversal of order % must be opened pending, for a FAILED order, with its amount and currency', NEW.order_id
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'order_reversals_state_machine';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF (NEW.order_id, NEW.amount_cents, NEW.currency, NEW.created_at)
+       IS DISTINCT FROM (OLD.order_id, OLD.amount_cents, OLD.currency, OLD.created_at) THEN
+        RAISE EXCEPTION 'reversal of order %: order_id, amount_cents, currency and created_at never change', OLD.order_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'order_reversals_immutable_columns';
+    END IF;
+    IF NEW.status IS DISTINCT FROM OLD.status AND NOT (
+           (OLD.status = 'pending' AND NEW.status IN ('canceled', 'refunded'))
+        OR (OLD.status = 'canceled' AND NEW.status = 'refunded')) THEN
+        RAISE EXCEPTION 'reversal of order %: illegal transition % -> %', OLD.order_id, OLD.status, NEW.status
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'order_reversals_state_machine';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER order_reversals_state_machine
+    BEFORE INSERT OR UPDATE ON order_reversals
+    FOR EACH ROW EXECUTE FUNCTION order_reversals_check();
+CREATE OR REPLACE TRIGGER order_reversals_no_delete
+    BEFORE DELETE ON order_reversals
+    FOR EACH ROW EXECUTE FUNCTION forbid_change();
+CREATE OR REPLACE TRIGGER order_reversals_no_truncate
+    BEFORE TRUNCATE ON order_reversals
+    FOR EACH STATEMENT EXECUTE FUNCTION forbid_change();
+
+-- A refunded reversal has its late capture and its refund in the ledger by
+-- COMMIT.
+CREATE OR REPLACE FUNCTION order_reversals_check_refunded() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT count(DISTINCT t.kind) FROM ledger_transactions t
+         WHERE t.order_id = NEW.order_id AND t.kind IN ('late_capture', 'refund')) <> 2 THEN
+        RAISE EXCEPTION 'reversal of order % is refunded without its late_capture and refund ledger transactions', NEW.order_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'order_reversals_refunded_in_ledger';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- The other half of "one payment transaction per paid order": an order that
 -- becomes PAID has its payment transaction by COMMIT (ready_to_ship is never
 -- true for money the ledger does not show).
@@ -365,8 +530,15 @@ BEGIN
                            count(*) FILTER (WHERE NOT (
                                    e.amount_cents = o.amount_cents
                                AND e.currency = o.currency
-                               AND (e.account, e.direction) IN (('cash', 'DEBIT'),
-                                                                ('seller_payable', 'CREDIT'))))
+                               AND (e.account, e.direction) IN (
+                                   SELECT k.account, k.direction FROM (VALUES
+                                       ('payment', 'cash', 'DEBIT'),
+                                       ('payment', 'seller_payable', 'CREDIT'),
+                                       ('late_capture', 'cash', 'DEBIT'),
+                                       ('late_capture', 'refunds_payable', 'CREDIT'),
+                                       ('refund', 'refunds_payable', 'DEBIT'),
+                                       ('refund', 'cash', 'CREDIT')) AS k(kind, account, direction)
+                                    WHERE k.kind = t.kind)))
                                AS off_shape
                       FROM ledger_entries e
                      WHERE e.txn_id = t.id
@@ -394,6 +566,17 @@ BEGIN
             RAISE EXCEPTION 'payment transaction % must be (cash, DEBIT) and (seller_payable, CREDIT) for the order''s amount and currency', v_txn
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_payment_shape';
         END IF;
+    ELSE
+        -- late_capture and refund: money that moved for a FAILED order and
+        -- came back, each of its own fixed shape.
+        IF v_status <> 'FAILED' THEN
+            RAISE EXCEPTION '% transaction % is for an order that is %, not FAILED', v_kind, v_txn, v_status
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_reversal_shape';
+        END IF;
+        IF v_off_shape > 0 THEN
+            RAISE EXCEPTION '% transaction % has the wrong accounts, amount or currency (late_capture: DEBIT cash, CREDIT refunds_payable; refund: DEBIT refunds_payable, CREDIT cash)', v_kind, v_txn
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_reversal_shape';
+        END IF;
     END IF;
     RETURN NULL;
 END
@@ -420,6 +603,15 @@ BEGIN
             EXECUTE FUNCTION orders_check_paid();
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = 'order_reversals'::regclass
+                      AND tgname = 'order_reversals_refunded_in_ledger') THEN
+        CREATE CONSTRAINT TRIGGER order_reversals_refunded_in_ledger
+            AFTER INSERT OR UPDATE ON order_reversals
+            DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW WHEN (NEW.status = 'refunded')
+            EXECUTE FUNCTION order_reversals_check_refunded();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
                     WHERE tgrelid = 'ledger_entries'::regclass
                       AND tgname = 'ledger_entries_balanced') THEN
         CREATE CONSTRAINT TRIGGER ledger_entries_balanced
@@ -440,7 +632,7 @@ $$;
 -- Free-text values go through to_json() for escaping.  Timestamps are ISO 8601
 -- in UTC with microseconds: "2026-11-24T10:00:00.123456Z".
 CREATE OR REPLACE FUNCTION order_json(o orders) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT '{"order_id":"' || (o).id::text
         || '","status":' || to_json((o).status)::text
         || ',"ready_to_ship":' || ((o).status = 'PAID')::text
@@ -452,6 +644,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         || CASE WHEN (o).status = 'FAILED'
                 THEN ',"failure_reason":' || to_json((o).failure_reason)::text
                 ELSE '' END
+        || coalesce((SELECT ',"reversal":{"status":"' || r.status
+                            || '","amount_cents":' || r.amount_cents::text || '}'
+                       FROM order_reversals r WHERE r.order_id = (o).id), '')
         || ',"created_at":"'
         || to_char((o).created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
         || '","updated_at":"'
@@ -499,6 +694,58 @@ $$;
 -- Internal helpers (not callable by app)
 -- ---------------------------------------------------------------------------
 
+-- A reversal that came back refunded: the late capture (DEBIT cash, CREDIT
+-- refunds_payable) and the refund (DEBIT refunds_payable, CREDIT cash), two
+-- transactions of their own, for the order's amount and currency.
+CREATE OR REPLACE FUNCTION ledger_write_reversal(p_order_id uuid, p_amount_cents bigint,
+                                                 p_currency char(3)) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_capture uuid := gen_random_uuid();
+    v_refund  uuid := gen_random_uuid();
+BEGIN
+    INSERT INTO ledger_transactions (id, order_id, kind, created_at)
+    VALUES (v_capture, p_order_id, 'late_capture', clock_timestamp()),
+           (v_refund, p_order_id, 'refund', clock_timestamp() + interval '1 microsecond');
+    INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+    VALUES (v_capture, 'cash',            'DEBIT',  p_amount_cents, p_currency),
+           (v_capture, 'refunds_payable', 'CREDIT', p_amount_cents, p_currency),
+           (v_refund,  'refunds_payable', 'DEBIT',  p_amount_cents, p_currency),
+           (v_refund,  'cash',            'CREDIT', p_amount_cents, p_currency);
+END
+$$;
+
+-- Open the reversal of a FAILED order (pending), unless it has one.  Returns
+-- true when a reversal is pending afterwards: the caller asks the provider to
+-- cancel-or-refund.
+CREATE OR REPLACE FUNCTION reversal_open(o orders) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO order_reversals (order_id, amount_cents, currency)
+    VALUES (o.id, o.amount_cents, o.currency)
+    ON CONFLICT (order_id) DO NOTHING;
+    RETURN EXISTS (SELECT 1 FROM order_reversals r
+                    WHERE r.order_id = o.id AND r.status = 'pending');
+END
+$$;
+
+-- Durations the caller passes are floored here too: a key must live at least
+-- a minute and a lock at least a second, whatever the caller says.
+CREATE OR REPLACE FUNCTION check_durations(p_fn text, p_lock_timeout interval, p_ttl interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_lock_timeout < interval '1 second' THEN
+        RAISE EXCEPTION '%: the lock timeout must be at least 1 second', p_fn
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_ttl < interval '1 minute' THEN
+        RAISE EXCEPTION '%: the idempotency TTL must be at least 1 minute', p_fn
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 -- The payment's ledger transaction: DEBIT cash, CREDIT seller_payable, for the
 -- order's amount and currency.  Called in the same transaction that makes the
 -- order PAID; balance and shape are checked again at COMMIT.
@@ -523,15 +770,18 @@ $$;
 -- Step 1 of POST /checkout.  Claims the Idempotency-Key or reports what it
 -- holds:
 --   new          no live key: order created (PROCESSING), key in_progress,
---                locked by this caller; order_id is the new order.
---   replay       key completed, same fingerprint: the stored response.
+--                locked by this caller (lock_token); order_id is the new order.
+--   replay       key completed, same fingerprint: the stored response, and
+--                when it was stored (completed_at_ms, Unix ms: the key
+--                expires p_ttl after it).
 --   reused       key exists, different fingerprint: nothing changes (no
 --                order_id is given away).
 --   in_progress  key in_progress, same fingerprint, lock fresh (order_id set).
 --   recover      key in_progress, same fingerprint, lock older than
---                p_lock_timeout: the lock is now this caller's; order_id is the
---                existing order (charge it again with the same provider key).
--- A completed key created more than p_ttl ago counts as absent and is replaced
+--                p_lock_timeout: the lock is now this caller's (a new
+--                lock_token); order_id is the existing order.  Ask the
+--                provider what became of its charge before charging again.
+-- A completed key whose answer is older than p_ttl counts as absent and is replaced
 -- (`new`, new order).  An in_progress key is never replaced, however old: its
 -- order may have been charged; it follows the lock rules.
 --
@@ -542,16 +792,19 @@ $$;
 -- done under SELECT ... FOR UPDATE and re-decided on the locked row, so only
 -- one caller gets `recover` / `new`.  A key that disappears meanwhile (purged)
 -- sends the caller back to the INSERT.
-CREATE OR REPLACE FUNCTION checkout_begin(
+DROP FUNCTION IF EXISTS checkout_begin(text, text, text, text, bigint, text, text, interval, interval);
+CREATE FUNCTION checkout_begin(
     p_key text, p_fingerprint text, p_buyer_id text, p_seller_id text,
     p_amount_cents bigint, p_currency text, p_buyer_trust text,
     p_lock_timeout interval, p_ttl interval)
-RETURNS TABLE (result text, order_id uuid, response_status int, response_body text)
+RETURNS TABLE (result text, order_id uuid, response_status int, response_body text,
+               lock_token uuid, completed_at_ms bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     k           record;
     v_order     uuid;
+    v_token     uuid;
     v_try_insert boolean := true;
     v_lock      boolean := false;
 BEGIN
@@ -589,21 +842,19 @@ BEGIN
         RAISE EXCEPTION 'checkout_begin: p_buyer_trust must be trusted or untrusted'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_lock_timeout <= interval '0' OR p_ttl <= interval '0' THEN
-        RAISE EXCEPTION 'checkout_begin: p_lock_timeout and p_ttl must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM check_durations('checkout_begin', p_lock_timeout, p_ttl);
 
     FOR attempt IN 1..10 LOOP
         IF v_try_insert THEN
             v_order := gen_random_uuid();
-            INSERT INTO idempotency_keys (key, fingerprint, state, locked_at, order_id)
-            VALUES (p_key, p_fingerprint, 'in_progress', now(), v_order)
+            v_token := gen_random_uuid();
+            INSERT INTO idempotency_keys (key, fingerprint, state, locked_at, order_id, lock_token)
+            VALUES (p_key, p_fingerprint, 'in_progress', now(), v_order, v_token)
             ON CONFLICT (key) DO NOTHING;
             IF FOUND THEN
                 INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
                 VALUES (v_order, p_buyer_id, p_seller_id, p_amount_cents, p_currency, p_buyer_trust);
-                result := 'new'; order_id := v_order;
+                result := 'new'; order_id := v_order; lock_token := v_token;
                 RETURN NEXT;
                 RETURN;
             END IF;
@@ -611,11 +862,11 @@ BEGIN
         END IF;
 
         IF v_lock THEN
-            SELECT ik.state, ik.fingerprint, ik.order_id, ik.locked_at, ik.created_at,
+            SELECT ik.state, ik.fingerprint, ik.order_id, ik.locked_at, ik.completed_at,
                    ik.response_status, ik.response_body
               INTO k FROM idempotency_keys ik WHERE ik.key = p_key FOR UPDATE;
         ELSE
-            SELECT ik.state, ik.fingerprint, ik.order_id, ik.locked_at, ik.created_at,
+            SELECT ik.state, ik.fingerprint, ik.order_id, ik.locked_at, ik.completed_at,
                    ik.response_status, ik.response_body
               INTO k FROM idempotency_keys ik WHERE ik.key = p_key;
         END IF;
@@ -625,30 +876,34 @@ BEGIN
             CONTINUE;
         END IF;
 
-        IF k.state = 'completed' AND k.created_at < now() - p_ttl THEN
+        IF k.state = 'completed' AND k.completed_at < now() - p_ttl THEN
             -- Expired: the key is free again.  Replace it in place, under lock.
             IF NOT v_lock THEN v_lock := true; CONTINUE; END IF;
             v_order := gen_random_uuid();
+            v_token := gen_random_uuid();
             UPDATE idempotency_keys ik
                SET fingerprint = p_fingerprint, state = 'in_progress', locked_at = now(),
                    order_id = v_order, response_status = NULL, response_body = NULL,
-                   created_at = now()
+                   created_at = now(), completed_at = NULL, lock_token = v_token
              WHERE ik.key = p_key;
             INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
             VALUES (v_order, p_buyer_id, p_seller_id, p_amount_cents, p_currency, p_buyer_trust);
-            result := 'new'; order_id := v_order;
+            result := 'new'; order_id := v_order; lock_token := v_token;
         ELSIF k.fingerprint <> p_fingerprint THEN
             result := 'reused';
         ELSIF k.state = 'completed' THEN
             result := 'replay'; order_id := k.order_id;
             response_status := k.response_status; response_body := k.response_body;
+            completed_at_ms := (extract(epoch FROM k.completed_at) * 1000)::bigint;
         ELSIF k.locked_at >= now() - p_lock_timeout THEN
             result := 'in_progress'; order_id := k.order_id;
         ELSE
             -- Stale lock: its holder died.  Take it over, under lock.
             IF NOT v_lock THEN v_lock := true; CONTINUE; END IF;
-            UPDATE idempotency_keys ik SET locked_at = now() WHERE ik.key = p_key;
-            result := 'recover'; order_id := k.order_id;
+            v_token := gen_random_uuid();
+            UPDATE idempotency_keys ik SET locked_at = now(), lock_token = v_token
+             WHERE ik.key = p_key;
+            result := 'recover'; order_id := k.order_id; lock_token := v_token;
         END IF;
         RETURN NEXT;
         RETURN;
@@ -664,29 +919,45 @@ $$;
 --   unavailable  -> PENDING_PAYMENT when buyer_trust = trusted and
 --                   amount_cents < p_outage_cap_cents, else FAILED
 --                   provider_unavailable
---   not_charged  -> FAILED provider_unavailable (the housekeeper learned that
---                   the provider never saw the charge)
--- Only an order still PROCESSING moves; one that a webhook already moved keeps
--- its state and is reported as it is.  p_charge_id (may be NULL) is stored
--- when the order moves.  The key (which must be this order's) is completed
--- with 201 and the order's JSON, which are returned.  If the key is already
--- completed for this order (a duplicate finish, e.g. a recovered checkout
--- racing the original worker), the stored response is returned unchanged.
+--   not_charged  -> FAILED provider_unavailable (the provider never saw the
+--                   charge, or canceled it)
+-- Unavailable means unknown, not declined: the provider may still capture the
+-- charge.  So an order that ends FAILED provider_unavailable gets a pending
+-- reversal, and the result says so (reversal = true): the caller asks the
+-- provider to cancel-or-refund (reversal_settle records the answer).
+--
+-- result:
+--   finished  the order moved (or a webhook had moved it: it is reported as
+--             it is); the key is completed with 201 and the order's JSON,
+--             which are returned with completed_at_ms.
+--   replay    the key was already completed for this order (a duplicate
+--             finish): the stored response is returned unchanged.
+--   stale     the key is still in progress under another lock token: the
+--             caller lost its lock to a recovery and changes nothing; the
+--             new holder finishes the order.
+-- p_charge_id (may be NULL) is stored when the order moves; one that is not
+-- 1..255 visible ASCII characters is dropped with a warning rather than fail
+-- the finish (the money decision matters more than the provider's label).
 -- Locks: key, then order (checkout_begin locks only keys, webhook_apply only
 -- orders, so no deadlock cycle exists).
-CREATE OR REPLACE FUNCTION checkout_finish(
-    p_order_id uuid, p_key text, p_outcome text, p_charge_id text,
+DROP FUNCTION IF EXISTS checkout_finish(uuid, text, text, text, bigint);
+DROP FUNCTION IF EXISTS checkout_finish(uuid, text, uuid, text, text, bigint);
+CREATE FUNCTION checkout_finish(
+    p_order_id uuid, p_key text, p_lock_token uuid, p_outcome text, p_charge_id text,
     p_outage_cap_cents bigint)
-RETURNS TABLE (status text, response_status int, response_body text)
+RETURNS TABLE (result text, status text, response_status int, response_body text,
+               completed_at_ms bigint, reversal boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    k      record;
-    o      orders;
-    v_body text;
+    k           record;
+    o           orders;
+    v_body      text;
+    v_charge_id text := p_charge_id;
+    v_reversal  boolean := false;
 BEGIN
-    IF p_order_id IS NULL OR p_key IS NULL OR p_outcome IS NULL THEN
-        RAISE EXCEPTION 'checkout_finish: p_order_id, p_key and p_outcome must not be NULL'
+    IF p_order_id IS NULL OR p_key IS NULL OR p_lock_token IS NULL OR p_outcome IS NULL THEN
+        RAISE EXCEPTION 'checkout_finish: p_order_id, p_key, p_lock_token and p_outcome must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF p_outcome NOT IN ('succeeded', 'declined', 'unavailable', 'not_charged') THEN
@@ -701,12 +972,14 @@ BEGIN
         RAISE EXCEPTION 'checkout_finish: p_outage_cap_cents must not be negative'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF char_length(p_charge_id) NOT BETWEEN 1 AND 255 THEN
-        RAISE EXCEPTION 'checkout_finish: p_charge_id must be NULL or 1..255 characters'
-            USING ERRCODE = 'invalid_parameter_value';
+    IF v_charge_id IS NOT NULL
+       AND (char_length(v_charge_id) NOT BETWEEN 1 AND 255 OR v_charge_id !~ '^[!-~]+$') THEN
+        RAISE WARNING 'checkout_finish: order %: dropping a charge id that is not 1..255 visible ASCII characters', p_order_id;
+        v_charge_id := NULL;
     END IF;
 
-    SELECT ik.state, ik.order_id, ik.response_status, ik.response_body
+    SELECT ik.state, ik.order_id, ik.response_status, ik.response_body, ik.lock_token,
+           ik.completed_at
       INTO k FROM idempotency_keys ik WHERE ik.key = p_key FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'checkout_finish: no idempotency key %', p_key
@@ -717,8 +990,16 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF k.state = 'completed' THEN
+        result := 'replay';
         status := k.response_body::json ->> 'status';
         response_status := k.response_status; response_body := k.response_body;
+        completed_at_ms := (extract(epoch FROM k.completed_at) * 1000)::bigint;
+        reversal := false;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF k.lock_token IS DISTINCT FROM p_lock_token THEN
+        result := 'stale'; reversal := false;
         RETURN NEXT;
         RETURN;
     END IF;
@@ -739,12 +1020,14 @@ BEGIN
                              AND od.amount_cents < p_outage_cap_cents THEN NULL
                         ELSE 'provider_unavailable'
                     END,
-           provider_charge_id = coalesce(p_charge_id, od.provider_charge_id)
+           provider_charge_id = coalesce(v_charge_id, od.provider_charge_id)
      WHERE od.id = p_order_id AND od.status = 'PROCESSING'
     RETURNING od.* INTO o;
     IF FOUND THEN
         IF o.status = 'PAID' THEN
             PERFORM ledger_write_payment(o.id, o.amount_cents, o.currency);
+        ELSIF o.failure_reason = 'provider_unavailable' THEN
+            v_reversal := reversal_open(o);
         END IF;
     ELSE
         SELECT * INTO o FROM orders od WHERE od.id = p_order_id;
@@ -752,9 +1035,12 @@ BEGIN
 
     v_body := order_json(o);
     UPDATE idempotency_keys ik
-       SET state = 'completed', response_status = 201, response_body = v_body
+       SET state = 'completed', response_status = 201, response_body = v_body,
+           completed_at = now()
      WHERE ik.key = p_key;
-    status := o.status; response_status := 201; response_body := v_body;
+    result := 'finished'; status := o.status; response_status := 201; response_body := v_body;
+    completed_at_ms := (extract(epoch FROM now()) * 1000)::bigint;
+    reversal := v_reversal;
     RETURN NEXT;
 END
 $$;
@@ -772,20 +1058,28 @@ $$;
 --   not_applied  order already final; conflict = it is final in the other
 --                state; event recorded with applied = false
 -- order_status is the order's status after the call (NULL for not_found).
+-- A PAID event for a FAILED order means the provider holds money we refused:
+-- it opens a reversal (never silently dropped), and reversal = true tells the
+-- caller to ask the provider to cancel-or-refund (amount_cents and currency
+-- are the order's, for that call).
 -- The order row is locked first, so two deliveries of one event (or two
 -- events of one order) serialize on it; the loser's INSERT then conflicts on
 -- event_id (duplicate) or finds the order final (not_applied).
-CREATE OR REPLACE FUNCTION webhook_apply(
+DROP FUNCTION IF EXISTS webhook_apply(text, uuid, text, text);
+CREATE FUNCTION webhook_apply(
     p_event_id text, p_order_id uuid, p_outcome text, p_payload text)
-RETURNS TABLE (result text, order_status text, conflict boolean)
+RETURNS TABLE (result text, order_status text, conflict boolean, reversal boolean,
+               amount_cents bigint, currency text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
+    o          orders;
     v_status   text;
     v_amount   bigint;
     v_currency char(3);
     v_applied  boolean;
 BEGIN
+    reversal := false;
     IF p_event_id IS NULL OR p_order_id IS NULL OR p_outcome IS NULL OR p_payload IS NULL THEN
         RAISE EXCEPTION 'webhook_apply: no argument may be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -799,10 +1093,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    SELECT od.status, od.amount_cents, od.currency
-      INTO v_status, v_amount, v_currency
-      FROM orders od WHERE od.id = p_order_id
+    SELECT * INTO o FROM orders od WHERE od.id = p_order_id
        FOR NO KEY UPDATE;      -- does not block the FK checks of inserts
+    v_status := o.status; v_amount := o.amount_cents; v_currency := o.currency;
+    amount_cents := v_amount; currency := v_currency;
     IF NOT FOUND THEN
         IF EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = p_event_id) THEN
             result := 'duplicate';     -- a replay carrying a bad order id
@@ -835,8 +1129,88 @@ BEGIN
         result := 'applied'; order_status := p_outcome; conflict := false;
     ELSE
         result := 'not_applied'; order_status := v_status; conflict := v_status <> p_outcome;
+        IF v_status = 'FAILED' AND p_outcome = 'PAID' THEN
+            reversal := reversal_open(o);
+        END IF;
     END IF;
     RETURN NEXT;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- API: reversals (cancel-or-refund of money held for a FAILED order)
+-- ---------------------------------------------------------------------------
+
+-- Record the provider's answer to POST /v1/charges/{order_id}/cancel:
+--   canceled, declined, not_found  -> canceled: no money moved, and the
+--                                     provider will never capture it
+--   refunded                       -> refunded: the late capture and the
+--                                     refund are written to the ledger
+-- Returns the reversal's status afterwards.  Idempotent: a settled reversal
+-- keeps its state (only canceled -> refunded can still happen, when the
+-- provider reports a capture after all).  P0002 when the order has no
+-- reversal.
+CREATE OR REPLACE FUNCTION reversal_settle(p_order_id uuid, p_answer text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    r order_reversals;
+BEGIN
+    IF p_order_id IS NULL OR p_answer IS NULL THEN
+        RAISE EXCEPTION 'reversal_settle: no argument may be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_answer NOT IN ('canceled', 'refunded', 'declined', 'not_found') THEN
+        RAISE EXCEPTION 'reversal_settle: p_answer must be canceled, refunded, declined or not_found, not %', p_answer
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO r FROM order_reversals rv WHERE rv.order_id = p_order_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reversal_settle: order % has no reversal', p_order_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF p_answer = 'refunded' AND r.status <> 'refunded' THEN
+        PERFORM ledger_write_reversal(r.order_id, r.amount_cents, r.currency);
+        UPDATE order_reversals rv SET status = 'refunded' WHERE rv.order_id = p_order_id;
+        RETURN 'refunded';
+    END IF;
+    IF p_answer <> 'refunded' AND r.status = 'pending' THEN
+        UPDATE order_reversals rv SET status = 'canceled' WHERE rv.order_id = p_order_id;
+        RETURN 'canceled';
+    END IF;
+    RETURN r.status;
+END
+$$;
+
+-- Pending reversals whose last cancel was sent more than p_retry_after ago
+-- (or never by the housekeeper), least recently tried first; each is marked
+-- tried now (attempts + 1), so several housekeepers never send the same
+-- cancel at once (SKIP LOCKED).
+CREATE OR REPLACE FUNCTION reversals_due(p_retry_after interval, p_limit int)
+RETURNS TABLE (order_id uuid, amount_cents bigint, currency text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_retry_after IS NULL OR p_limit IS NULL THEN
+        RAISE EXCEPTION 'reversals_due: no argument may be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_retry_after < interval '0' OR p_limit <= 0 THEN
+        RAISE EXCEPTION 'reversals_due: p_retry_after must not be negative and p_limit must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    UPDATE order_reversals rv
+       SET attempts = rv.attempts + 1, last_attempt_at = now()
+     WHERE rv.order_id IN (SELECT x.order_id FROM order_reversals x
+                            WHERE x.status = 'pending'
+                              AND x.created_at < now() - p_retry_after
+                              AND (x.last_attempt_at IS NULL
+                                   OR x.last_attempt_at < now() - p_retry_after)
+                            ORDER BY x.last_attempt_at NULLS FIRST, x.created_at
+                            LIMIT p_limit
+                              FOR UPDATE SKIP LOCKED)
+    RETURNING rv.order_id, rv.amount_cents, rv.currency::text;
 END
 $$;
 
@@ -844,7 +1218,7 @@ $$;
 -- API: housekeeper
 -- ---------------------------------------------------------------------------
 
--- Deletes up to p_limit completed keys created more than p_ttl ago (small
+-- Deletes up to p_limit completed keys answered more than p_ttl ago (small
 -- batches keep locks and WAL bursts short; call again while it returns
 -- p_limit).  In-progress keys are never purged: their order may be charged.
 -- Rows locked by a concurrent checkout_begin are skipped, not waited for.
@@ -858,14 +1232,15 @@ BEGIN
         RAISE EXCEPTION 'purge_expired_idempotency_keys: no argument may be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF p_ttl <= interval '0' OR p_limit <= 0 THEN
-        RAISE EXCEPTION 'purge_expired_idempotency_keys: p_ttl and p_limit must be positive'
+    IF p_limit <= 0 THEN
+        RAISE EXCEPTION 'purge_expired_idempotency_keys: p_limit must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM check_durations('purge_expired_idempotency_keys', interval '1 second', p_ttl);
     DELETE FROM idempotency_keys ik
      WHERE ik.key IN (SELECT x.key FROM idempotency_keys x
-                       WHERE x.state = 'completed' AND x.created_at < now() - p_ttl
-                       ORDER BY x.created_at
+                       WHERE x.state = 'completed' AND x.completed_at < now() - p_ttl
+                       ORDER BY x.completed_at
                        LIMIT p_limit
                          FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -875,14 +1250,16 @@ $$;
 
 -- Checkouts whose worker died mid-way: in-progress keys whose lock is older
 -- than p_lock_timeout and whose order is still PROCESSING.  Their lock is
--- taken over (locked_at = now()); the caller asks the provider about each
+-- taken over (locked_at = now(), a new lock_token, returned: finish with it);
+-- the caller asks the provider about each
 -- charge (GET, never a new charge) and calls checkout_finish with its answer
 -- (outcome not_charged when the provider never saw the charge).  SKIP LOCKED: several
 -- housekeepers, or a checkout_begin holding the row, never hand out one key
 -- twice.  Stale keys whose order a webhook already made final need no
 -- provider call: they are completed here with the order as it is.
-CREATE OR REPLACE FUNCTION checkout_claim_stale(p_lock_timeout interval, p_limit int)
-RETURNS TABLE (key text, order_id uuid, amount_cents bigint, currency text)
+DROP FUNCTION IF EXISTS checkout_claim_stale(interval, int);
+CREATE FUNCTION checkout_claim_stale(p_lock_timeout interval, p_limit int)
+RETURNS TABLE (key text, order_id uuid, amount_cents bigint, currency text, lock_token uuid)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
@@ -890,13 +1267,15 @@ BEGIN
         RAISE EXCEPTION 'checkout_claim_stale: no argument may be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF p_lock_timeout <= interval '0' OR p_limit <= 0 THEN
-        RAISE EXCEPTION 'checkout_claim_stale: p_lock_timeout and p_limit must be positive'
+    IF p_limit <= 0 THEN
+        RAISE EXCEPTION 'checkout_claim_stale: p_limit must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM check_durations('checkout_claim_stale', p_lock_timeout, interval '1 minute');
 
     UPDATE idempotency_keys ik
-       SET state = 'completed', response_status = 201, response_body = order_json(od)
+       SET state = 'completed', response_status = 201, response_body = order_json(od),
+           completed_at = now()
       FROM orders od
      WHERE od.id = ik.order_id
        AND ik.key IN (SELECT x.key
@@ -910,7 +1289,7 @@ BEGIN
 
     RETURN QUERY
     UPDATE idempotency_keys ik
-       SET locked_at = now()
+       SET locked_at = now(), lock_token = gen_random_uuid()
       FROM orders od
      WHERE od.id = ik.order_id
        AND ik.key IN (SELECT x.key
@@ -921,7 +1300,7 @@ BEGIN
                        ORDER BY x.locked_at
                        LIMIT p_limit
                          FOR UPDATE OF x SKIP LOCKED)
-    RETURNING ik.key, ik.order_id, od.amount_cents, od.currency::text;
+    RETURNING ik.key, ik.order_id, od.amount_cents, od.currency::text, ik.lock_token;
 END
 $$;
 
@@ -954,35 +1333,56 @@ $$;
 -- ---------------------------------------------------------------------------
 
 -- app changes data only through the SECURITY DEFINER functions above; it may
--- read the tables for inspection (psql, README demos).  Re-running resets
--- anything granted by hand in between.
-REVOKE ALL ON TABLE orders, idempotency_keys, webhook_events,
-                    ledger_transactions, ledger_entries FROM PUBLIC, app;
-GRANT SELECT ON TABLE orders, idempotency_keys, webhook_events,
+-- read the tables for inspection (psql, README demos).  The functions run as
+-- paymentsd_owner, which may do exactly what they do and no more (no DELETE
+-- but of idempotency keys, no UPDATE of append-only tables, no DDL).
+-- Re-running resets anything granted by hand in between.
+REVOKE ALL ON TABLE orders, idempotency_keys, webhook_events, order_reversals,
+                    ledger_transactions, ledger_entries FROM PUBLIC, app, paymentsd_owner;
+GRANT SELECT ON TABLE orders, idempotency_keys, webhook_events, order_reversals,
                       ledger_transactions, ledger_entries TO app;
-REVOKE ALL ON SEQUENCE ledger_entries_id_seq FROM PUBLIC, app;
+REVOKE ALL ON SEQUENCE ledger_entries_id_seq FROM PUBLIC, app, paymentsd_owner;
+GRANT SELECT, INSERT, UPDATE ON TABLE orders, order_reversals TO paymentsd_owner;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE idempotency_keys TO paymentsd_owner;
+GRANT SELECT, INSERT ON TABLE webhook_events, ledger_transactions, ledger_entries
+    TO paymentsd_owner;
+GRANT USAGE ON SEQUENCE ledger_entries_id_seq TO paymentsd_owner;
 
 -- Functions are executable by PUBLIC by default: revoke that everywhere, then
 -- grant the API to app.  (Only our own functions: other extensions in public,
--- e.g. pgTAP in the test database, keep their grants.)
-REVOKE ALL ON FUNCTION
-    orders_check_insert(), orders_check_update(), orders_check_paid(),
-    forbid_change(), ledger_check_txn(),
-    ledger_write_payment(uuid, bigint, char),
-    order_json(orders), order_get(uuid), order_ledger(uuid),
-    checkout_begin(text, text, text, text, bigint, text, text, interval, interval),
-    checkout_finish(uuid, text, text, text, bigint),
-    webhook_apply(text, uuid, text, text),
-    purge_expired_idempotency_keys(interval, int),
-    checkout_claim_stale(interval, int),
-    pending_orders_due(interval, int)
-FROM PUBLIC, app;
+-- e.g. pgTAP in the test database, keep their grants.)  Every one of them
+-- belongs to paymentsd_owner.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOREACH f IN ARRAY ARRAY[
+        'orders_check_insert()', 'orders_check_update()', 'orders_check_paid()',
+        'forbid_change()', 'ledger_check_txn()',
+        'order_reversals_check()', 'order_reversals_check_refunded()',
+        'ledger_write_payment(uuid, bigint, char)', 'ledger_write_reversal(uuid, bigint, char)',
+        'reversal_open(orders)', 'check_durations(text, interval, interval)',
+        'order_json(orders)', 'order_get(uuid)', 'order_ledger(uuid)',
+        'checkout_begin(text, text, text, text, bigint, text, text, interval, interval)',
+        'checkout_finish(uuid, text, uuid, text, text, bigint)',
+        'webhook_apply(text, uuid, text, text)',
+        'reversal_settle(uuid, text)', 'reversals_due(interval, int)',
+        'purge_expired_idempotency_keys(interval, int)',
+        'checkout_claim_stale(interval, int)',
+        'pending_orders_due(interval, int)']::regprocedure[]
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO paymentsd_owner', f);
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, app', f);
+    END LOOP;
+END
+$$;
 
 GRANT EXECUTE ON FUNCTION
     order_json(orders), order_get(uuid), order_ledger(uuid),
     checkout_begin(text, text, text, text, bigint, text, text, interval, interval),
-    checkout_finish(uuid, text, text, text, bigint),
+    checkout_finish(uuid, text, uuid, text, text, bigint),
     webhook_apply(text, uuid, text, text),
+    reversal_settle(uuid, text), reversals_due(interval, int),
     purge_expired_idempotency_keys(interval, int),
     checkout_claim_stale(interval, int),
     pending_orders_due(interval, int)
