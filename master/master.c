@@ -104,7 +104,7 @@ spawn(master_t *m, int slot)
     if (pid == 0) {
         close(m->sfd);
         if (slot == HOUSEKEEPER_SLOT)
-            housekeeper_main(m->conf, m->pid);
+            housekeeper_main(m->conf, &m->shared, m->pid);
         worker_main(m->conf, &m->shared, m->fds, m->nfds, slot, m->pid);
     }
     m->children[m->nchildren++] = (child_t){

@@ -48,6 +48,11 @@ typedef enum {
     /* provider calls by result, and calls the open breaker skipped */
     METRICS_PROVIDER_SUCCEEDED, METRICS_PROVIDER_DECLINED, METRICS_PROVIDER_UNAVAILABLE,
     METRICS_PROVIDER_SKIPPED,
+    /* cancel-or-refund attempts, by the provider's answer */
+    METRICS_REVERSAL_CANCELED, METRICS_REVERSAL_REFUNDED, METRICS_REVERSAL_DECLINED,
+    METRICS_REVERSAL_NOT_FOUND, METRICS_REVERSAL_UNAVAILABLE, METRICS_REVERSAL_UNRECORDED,
+    /* checkout_finish calls that did not commit (the key stays in progress) */
+    METRICS_FINISH_FAILED,
     METRICS_COUNTERS
 } metrics_counter_t;
 

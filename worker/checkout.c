@@ -15,15 +15,25 @@
  * host is answered 409, both without PostgreSQL.  It only ever holds what
  * PostgreSQL said (a completed response) or what this host is doing right
  * now (an in-progress marker, dropped when the request ends), and a cached
- * response expires no later than its key in the database: from the order's
- * created_at (equal to the key's) plus idempotency_ttl, less a margin for
- * clock skew.  So a miss, an eviction or a wiped cache costs a round trip
- * and never changes an answer.
+ * response expires no later than its key in the database: from the moment
+ * the answer was stored in PostgreSQL (completed_at, kept as the entry's
+ * start) plus idempotency_ttl, less a margin for clock skew.  So a miss, an
+ * eviction or a wiped cache costs a round trip and never changes an answer.
  *
  * The circuit breaker (shm/breaker) is shared by all workers: while it is
  * open a new checkout takes the outage path at once instead of waiting for
- * provider_timeout.  A recovered checkout always asks the provider: its
- * first attempt may have charged.
+ * provider_timeout.
+ *
+ * A recovered checkout (its first request died; this retry took the key
+ * over after idempotency_lock_timeout) asks the provider what became of the
+ * charge before anything else (GET): it charges again only when the provider
+ * never saw the charge, and while the provider says pending or cannot be
+ * reached the key stays in progress (409).  Each holder of a key carries the
+ * lock token checkout_begin gave it; a finish under a token that was taken
+ * over changes nothing.  A checkout_finish that did not commit answers 503
+ * and caches nothing: the key stays in progress and is recovered.  An order
+ * answered FAILED provider_unavailable gets a cancel-or-refund at the
+ * provider (worker/reversal), since unavailable means unknown.
  */
 #include "config.h"
 
@@ -56,16 +66,17 @@ typedef struct {
     char key[VALIDATE_KEY_MAX + 1];
     size_t keylen;
     char order_id[37];
+    char token[37];             /* our lock token for the key */
     int marked;                 /* our in-progress marker is in the cache */
     int probe;                  /* this charge is the breaker's probe */
 } checkout_t;
 
 static const char SQL_BEGIN[] =
-    "SELECT result, order_id, response_status, response_body"
+    "SELECT result, order_id, response_status, response_body, lock_token, completed_at_ms"
     " FROM checkout_begin($1, $2, $3, $4, $5::bigint, $6, $7, $8::interval, $9::interval)";
 static const char SQL_FINISH[] =
-    "SELECT status, response_status, response_body"
-    " FROM checkout_finish($1::uuid, $2, $3, $4, $5::bigint)";
+    "SELECT result, status, response_status, response_body, completed_at_ms, reversal"
+    " FROM checkout_finish($1::uuid, $2, $3::uuid, $4, $5, $6::bigint)";
 static const char SQL_ORDER[] = "SELECT order_get($1::uuid)";
 static const char SQL_LEDGER[] = "SELECT order_ledger($1::uuid)";
 
@@ -123,51 +134,29 @@ checkout_free(checkout_t *c)
     free(c);
 }
 
-/* "created_at" of an order body, as Unix ms; -1 when absent. */
+/* When a key answered at completed_ms (Unix ms) expires in the database
+ * under the current idempotency_ttl, less the skew margin.  Asked again on
+ * every cache hit, since a reload may have shortened the TTL. */
 static int64_t
-body_created_ms(const char *body, size_t len)
+cache_expiry(checkout_t *c, int64_t completed_ms)
 {
-    static const char tag[] = "\"created_at\":\"";
-    const char *p = memmem(body, len, tag, sizeof(tag) - 1);
-    struct tm tm;
-    char *end;
-
-    if (p == NULL)
-        return -1;
-    memset(&tm, 0, sizeof(tm));
-    end = strptime(p + sizeof(tag) - 1, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (end == NULL)
-        return -1;
-    return (int64_t)timegm(&tm) * 1000;
+    return completed_ms + worker_conf(c->w)->idempotency_ttl_ms - CACHE_SKEW_MARGIN_MS;
 }
 
-/* When the key of a response body expires in the database under the
- * current idempotency_ttl, less the skew margin; -1 when unknown.  Asked
- * again on every cache hit, since a reload may have shortened the TTL. */
-static int64_t
-cache_expiry(checkout_t *c, const char *body, size_t len)
-{
-    int64_t created = body_created_ms(body, len);
-
-    if (created < 0)
-        return -1;
-    return created + worker_conf(c->w)->idempotency_ttl_ms - CACHE_SKEW_MARGIN_MS;
-}
-
-/* Remember the response PostgreSQL holds for this key, until the key's
- * expiry in the database. */
+/* Remember the response PostgreSQL holds for this key (stored there at
+ * completed_ms), until the key's expiry in the database.  The entry's start
+ * is the completion time, so that a hit can tell the expiry again. */
 static void
-cache_store(checkout_t *c, int status, const char *body, size_t len)
+cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t completed_ms)
 {
-    int64_t now = clock_ms(CLOCK_REALTIME);
-    int64_t expiry = cache_expiry(c, body, len);
+    int64_t expiry = cache_expiry(c, completed_ms);
 
-    if (expiry <= now)
+    if (completed_ms <= 0 || expiry <= clock_ms(CLOCK_REALTIME))
         return;                 /* the marker, if any, goes at checkout_free */
     /* complete() replaces our marker; if it could not (a busy set), the
      * marker must still go at checkout_free. */
     if (shm_cache_complete(cache_of(c), c->key, c->keylen, c->req.fingerprint, status,
-                           body, len, now, expiry) == SHM_CACHE_STORED)
+                           body, len, completed_ms, expiry) == SHM_CACHE_STORED)
         c->marked = 0;
 }
 
@@ -196,24 +185,58 @@ reply_order(checkout_t *c, int status, const char *body, size_t len, int replaye
 }
 
 static void
+reply_in_use(http_req_t *r)
+{
+    worker_count(r->worker, METRICS_CHECKOUT_IN_USE);
+    http_add_header(r, "Retry-After", "1");
+    http_reply_error(r, 409, "idempotency_key_in_use",
+                     "a request with this Idempotency-Key is still being processed", NULL);
+}
+
+static void
 finish_done(void *arg, const PGresult *res, const char *err)
 {
     checkout_t *c = arg;
-    const char *status;
+    const char *result, *status;
+    int64_t completed_ms;
 
     if (err != NULL || PQntuples(res) != 1) {
-        reply_db_error(c->r, res, err ? err : "checkout_finish returned no row");
+        /* Not committed: nothing changed, the key stays in progress and a
+         * retry after the lock timeout (or the housekeeper) recovers it.
+         * So 503 whatever the cause, never a success, never cached; a
+         * cause that retrying cannot fix is an error for the operator. */
+        worker_count(c->w, METRICS_FINISH_FAILED);
+        if (db_error_is_transient(res))
+            log_warn("checkout_finish of order %s did not commit: %s", c->order_id,
+                     err ? err : "no row");
+        else
+            log_error("checkout_finish of order %s did not commit: %s", c->order_id,
+                      err ? err : "no row");
+        reply_unavailable(c->r);
         checkout_free(c);
         return;
     }
-    status = PQgetvalue(res, 0, 0);
-    worker_count(c->r->worker, strcmp(status, "PAID") == 0 ? METRICS_CHECKOUT_PAID
-                               : strcmp(status, "FAILED") == 0 ? METRICS_CHECKOUT_FAILED
-                               : METRICS_CHECKOUT_PENDING);
-    cache_store(c, atoi(PQgetvalue(res, 0, 1)), PQgetvalue(res, 0, 2),
-                (size_t)PQgetlength(res, 0, 2));
-    reply_order(c, atoi(PQgetvalue(res, 0, 1)), PQgetvalue(res, 0, 2),
-                (size_t)PQgetlength(res, 0, 2), 0);
+    result = PQgetvalue(res, 0, 0);
+    if (strcmp(result, "stale") == 0) {
+        /* A recovery took the key over while we waited: its holder
+         * finishes the order; our provider answer changed nothing. */
+        log_warn("order %s: the key was taken over by a recovery; leaving it to the new holder",
+                 c->order_id);
+        reply_in_use(c->r);
+        checkout_free(c);
+        return;
+    }
+    status = PQgetvalue(res, 0, 1);
+    worker_count(c->w, strcmp(status, "PAID") == 0 ? METRICS_CHECKOUT_PAID
+                       : strcmp(status, "FAILED") == 0 ? METRICS_CHECKOUT_FAILED
+                       : METRICS_CHECKOUT_PENDING);
+    if (strcmp(PQgetvalue(res, 0, 5), "t") == 0)
+        worker_start_reversal(c->w, c->order_id, c->req.amount_cents, c->req.currency);
+    completed_ms = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+    cache_store(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
+                (size_t)PQgetlength(res, 0, 3), completed_ms);
+    reply_order(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
+                (size_t)PQgetlength(res, 0, 3), 0);
 }
 
 static const char *
@@ -223,20 +246,20 @@ breaker_name(shm_breaker_state_t s)
 }
 
 /* Record the provider's answer in PostgreSQL: checkout_finish decides the
- * order's status (outage policy included) and writes the ledger. */
+ * order's status (outage policy included) and writes the ledger.  outcome
+ * is checkout_finish's: succeeded, declined, unavailable or not_charged. */
 static void
-finish(checkout_t *c, provider_outcome_t outcome, const char *charge_id)
+finish(checkout_t *c, const char *outcome, const char *charge_id)
 {
-    const conf_t *conf = worker_conf(c->r->worker);
+    const conf_t *conf = worker_conf(c->w);
     char cap[32];
-    const char *params[5] = {
-        c->order_id, c->key, provider_outcome_name(outcome), charge_id, cap
-    };
+    const char *params[6] = { c->order_id, c->key, c->token, outcome, charge_id, cap };
 
     snprintf(cap, sizeof(cap), "%lld", (long long)conf->outage_pending_cap_cents);
-    if (db_call(worker_db(c->r->worker), SQL_FINISH, 5, params, finish_done, c) < 0) {
+    if (db_call(worker_db(c->w), SQL_FINISH, 6, params, finish_done, c) < 0) {
         /* The key stays in progress: a retry after the lock timeout
          * recovers this order with the same provider key. */
+        worker_count(c->w, METRICS_FINISH_FAILED);
         reply_unavailable(c->r);
         checkout_free(c);
     }
@@ -246,19 +269,57 @@ static void
 charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
 {
     checkout_t *c = arg;
-    const conf_t *conf = worker_conf(c->r->worker);
-    shm_breaker_t *b = worker_shared(c->r->worker)->breaker;
+    const conf_t *conf = worker_conf(c->w);
+    shm_breaker_t *b = worker_shared(c->w)->breaker;
     shm_breaker_state_t before = shm_breaker_state(b);
 
-    worker_count(c->r->worker, outcome == PROVIDER_SUCCEEDED ? METRICS_PROVIDER_SUCCEEDED
-                               : outcome == PROVIDER_DECLINED ? METRICS_PROVIDER_DECLINED
-                               : METRICS_PROVIDER_UNAVAILABLE);
+    worker_count(c->w, outcome == PROVIDER_SUCCEEDED ? METRICS_PROVIDER_SUCCEEDED
+                       : outcome == PROVIDER_DECLINED ? METRICS_PROVIDER_DECLINED
+                       : METRICS_PROVIDER_UNAVAILABLE);
     shm_breaker_record(b, outcome != PROVIDER_UNAVAILABLE, clock_ms(CLOCK_MONOTONIC),
                        conf->breaker_threshold, conf->breaker_cooldown_ms);
     if (shm_breaker_state(b) != before)
         log_warn("provider circuit breaker: %s -> %s%s", breaker_name(before),
                  breaker_name(shm_breaker_state(b)), c->probe ? " (probe)" : "");
-    finish(c, outcome, charge_id);
+    finish(c, outcome == PROVIDER_SUCCEEDED ? "succeeded"
+              : outcome == PROVIDER_DECLINED ? "declined" : "unavailable", charge_id);
+}
+
+/* A recovered checkout: what the provider knows of the first attempt's
+ * charge decides, never a blind second charge. */
+static void
+recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
+{
+    checkout_t *c = arg;
+
+    switch (outcome) {
+    case PROVIDER_SUCCEEDED:
+        finish(c, "succeeded", charge_id);
+        return;
+    case PROVIDER_DECLINED:
+        finish(c, "declined", charge_id);
+        return;
+    case PROVIDER_NOT_FOUND:
+        /* Never received: charge now, under the same provider key. */
+        log_info("recovering order %s: the provider never saw its charge: charging", c->order_id);
+        provider_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
+                        c->req.currency, charge_done, c);
+        return;
+    case PROVIDER_CANCELED:
+    case PROVIDER_REFUNDED:
+        /* Given up on and reversed at the provider: FAILED, and the
+         * reversal that follows records any money that moved and came back. */
+        finish(c, "not_charged", NULL);
+        return;
+    default:
+        /* Pending, or no answer: unknown.  The key stays ours until the lock
+         * timeout, then a retry or the housekeeper asks again. */
+        log_info("recovering order %s: the provider says %s: the key stays in progress",
+                 c->order_id, provider_outcome_name(outcome));
+        reply_in_use(c->r);
+        checkout_free(c);
+        return;
+    }
 }
 
 static void
@@ -268,46 +329,45 @@ begin_done(void *arg, const PGresult *res, const char *err)
     const char *result;
 
     if (err != NULL || PQntuples(res) != 1) {
+        /* Not committed: no order, no key; the provider was not called. */
         reply_db_error(c->r, res, err ? err : "checkout_begin returned no row");
         checkout_free(c);
         return;
     }
     result = PQgetvalue(res, 0, 0);
     snprintf(c->order_id, sizeof(c->order_id), "%s", PQgetvalue(res, 0, 1));
-    if (strcmp(result, "new") == 0 || strcmp(result, "recover") == 0) {
-        const conf_t *conf = worker_conf(c->r->worker);
-        shm_breaker_verdict_t v = SHM_BREAKER_ALLOW;
-
-        if (result[0] == 'r')
-            log_info("recovering checkout of order %s", c->order_id);
-        else
-            v = shm_breaker_allow(worker_shared(c->r->worker)->breaker, clock_ms(CLOCK_MONOTONIC),
-                                  2 * conf->provider_timeout_ms);
+    snprintf(c->token, sizeof(c->token), "%s", PQgetvalue(res, 0, 4));
+    if (strcmp(result, "new") == 0) {
+        const conf_t *conf = worker_conf(c->w);
+        shm_breaker_verdict_t v = shm_breaker_allow(worker_shared(c->w)->breaker,
+                                                    clock_ms(CLOCK_MONOTONIC),
+                                                    2 * conf->provider_timeout_ms);
         if (v == SHM_BREAKER_DENY) {
-            worker_count(c->r->worker, METRICS_PROVIDER_SKIPPED);
-            finish(c, PROVIDER_UNAVAILABLE, NULL);
+            worker_count(c->w, METRICS_PROVIDER_SKIPPED);
+            finish(c, "unavailable", NULL);
             return;
         }
         c->probe = (v == SHM_BREAKER_ALLOW_PROBE);
-        provider_charge(worker_provider(c->r->worker), c->order_id, c->req.amount_cents,
+        provider_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
                         c->req.currency, charge_done, c);
+    } else if (strcmp(result, "recover") == 0) {
+        log_info("recovering checkout of order %s: asking the provider", c->order_id);
+        provider_get_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
+                            c->req.currency, recover_answered, c);
     } else if (strcmp(result, "replay") == 0) {
-        worker_count(c->r->worker, METRICS_CHECKOUT_REPLAYED);
-        worker_count(c->r->worker, METRICS_REPLAY_DB);
+        worker_count(c->w, METRICS_CHECKOUT_REPLAYED);
+        worker_count(c->w, METRICS_REPLAY_DB);
         cache_store(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
-                    (size_t)PQgetlength(res, 0, 3));
+                    (size_t)PQgetlength(res, 0, 3), strtoll(PQgetvalue(res, 0, 5), NULL, 10));
         reply_order(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
                     (size_t)PQgetlength(res, 0, 3), 1);
     } else if (strcmp(result, "reused") == 0) {
-        worker_count(c->r->worker, METRICS_CHECKOUT_REUSED);
+        worker_count(c->w, METRICS_CHECKOUT_REUSED);
         http_reply_error(c->r, 409, "idempotency_key_reused",
                          "this Idempotency-Key was used with a different request", NULL);
         checkout_free(c);
     } else if (strcmp(result, "in_progress") == 0) {
-        worker_count(c->r->worker, METRICS_CHECKOUT_IN_USE);
-        http_add_header(c->r, "Retry-After", "1");
-        http_reply_error(c->r, 409, "idempotency_key_in_use",
-                         "a request with this Idempotency-Key is still being processed", NULL);
+        reply_in_use(c->r);
         checkout_free(c);
     } else {
         reply_db_error(c->r, NULL, "checkout_begin: unknown result");
@@ -333,7 +393,7 @@ cache_fast_path(checkout_t *c)
     res = shm_cache_begin(cache_of(c), c->key, c->keylen, c->req.fingerprint, getpid(), now,
                           now + conf->idempotency_lock_timeout_ms, e);
     if (res == SHM_CACHE_EXISTS && e->state == SHM_CACHE_COMPLETED
-        && cache_expiry(c, (const char *)e->body, e->body_len) <= now)
+        && cache_expiry(c, e->start_ms) <= now)
         res = SHM_CACHE_NOT_CACHED;     /* expired under today's TTL: ask PostgreSQL */
     if (res != SHM_CACHE_EXISTS) {
         c->marked = (res == SHM_CACHE_BEGUN);
@@ -353,10 +413,7 @@ cache_fast_path(checkout_t *c)
         free(e);
         return 1;               /* reply_order freed c */
     } else {
-        worker_count(c->r->worker, METRICS_CHECKOUT_IN_USE);
-        http_add_header(c->r, "Retry-After", "1");
-        http_reply_error(c->r, 409, "idempotency_key_in_use",
-                         "a request with this Idempotency-Key is still being processed", NULL);
+        reply_in_use(c->r);
     }
     free(e);
     checkout_free(c);

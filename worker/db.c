@@ -32,8 +32,11 @@
 
 #include "common/log.h"
 
-#define DB_BACKOFF_MIN_MS 100
-#define DB_BACKOFF_MAX_MS 5000
+/* Reconnect back-off.  The cap is short because every checkout gets 503
+ * while no connection is up: a database that accepts connections again must
+ * be serving within half a second, and a refused connect costs nothing. */
+#define DB_BACKOFF_MIN_MS 50
+#define DB_BACKOFF_MAX_MS 250
 
 typedef struct db_call {
     TAILQ_ENTRY(db_call) next;
@@ -52,7 +55,7 @@ typedef struct db_conn {
     PGconn *pg;
     db_state_t state;
     db_call_t *call;            /* the running call when BUSY */
-    PGresult *result;           /* its first result, until the last arrives */
+    PGresult *result;           /* its outcome so far, until the last result arrives */
     struct event io;
     struct event timer;         /* back-off when DOWN, deadline otherwise */
     int io_added;
@@ -213,6 +216,14 @@ conn_send(db_conn_t *c, db_call_t *call)
     conn_arm_timer(c, call->deadline_ms - now_ms());
 }
 
+static int
+result_is_error(const PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+
+    return st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK;
+}
+
 static void
 conn_became_idle(db_conn_t *c)
 {
@@ -222,8 +233,15 @@ conn_became_idle(db_conn_t *c)
     dispatch(c->pool);
 }
 
-/* Read what the server sent for the running call; finish it when all of its
- * results are in. */
+/*
+ * Read what the server sent for the running call; finish it when all of its
+ * results are in.  A call is one statement in an implicit transaction: its
+ * rows arrive before the COMMIT, and the COMMIT can still fail (a deferred
+ * constraint trigger, a cancel, a serialization failure) with an error
+ * result after them.  So the call's outcome is its rows only when no result
+ * is an error; any error result replaces them: a call whose transaction did
+ * not commit never reports success.
+ */
 static void
 conn_read_results(db_conn_t *c)
 {
@@ -238,23 +256,24 @@ conn_read_results(db_conn_t *c)
         r = PQgetResult(c->pg);
         if (r == NULL)
             break;
-        if (c->result == NULL)
-            c->result = r;      /* one statement per call: keep the first */
-        else
-            PQclear(r);
+        if (c->result == NULL) {
+            c->result = r;
+        } else if (result_is_error(r) && !result_is_error(c->result)) {
+            PQclear(c->result);
+            c->result = r;
+        } else {
+            PQclear(r);         /* the first error is the one that matters */
+        }
     }
     call = c->call;
     r = c->result;
     c->call = NULL;
     c->result = NULL;
     p->busy--;
-    if (r == NULL) {
+    if (r == NULL)
         err = "no result";
-    } else {
-        ExecStatusType st = PQresultStatus(r);
-        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-            err = PQresultErrorMessage(r);
-    }
+    else if (result_is_error(r))
+        err = PQresultErrorMessage(r);
     conn_became_idle(c);        /* before the callback: it may call again */
     call_finish(call, r, err);
     PQclear(r);

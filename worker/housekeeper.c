@@ -1,13 +1,17 @@
 /*
  * housekeeper: periodic chores off the request path, in their own process.
  *
- * A round runs three steps, one after the other, each on a small batch:
+ * A round runs four steps, one after the other, each on a batch:
  *
- *   purge    delete idempotency keys older than idempotency_ttl;
+ *   purge    delete idempotency keys answered more than idempotency_ttl ago;
  *   stale    finish checkouts whose worker died mid-way: claim in-progress
- *            keys older than idempotency_lock_timeout, ask the provider
- *            what became of each order's charge (GET, never a new POST: one
- *            charge per order) and finish the order with checkout_finish;
+ *            keys older than idempotency_lock_timeout (each claim carries a
+ *            new lock token), ask the provider what became of each order's
+ *            charge (GET, never a new POST: one charge per order) and finish
+ *            the order with checkout_finish under that token;
+ *   reverse  cancel-or-refund at the provider the charges of FAILED orders
+ *            whose reversal is still pending (worker/reversal), retried
+ *            every round until the provider answers;
  *   pending  reconcile PENDING_PAYMENT orders older than
  *            pending_reconcile_age whose webhook never came: ask the
  *            provider and apply its answer with webhook_apply under the
@@ -17,13 +21,15 @@
  *            id): the buyer was promised this payment, and the key makes a
  *            second charge impossible.
  *
- * Within a step the batch's orders are worked on concurrently; the step ends
- * when the last one is done.  A full purge or stale batch starts the next
- * round at once; otherwise it waits housekeeper_interval.  The pending step
- * runs at most once per interval and asks about the due orders it asked
- * least recently: an order the provider cannot settle yet stays due (it is
- * not locked or touched), so oldest-first alone would let a few such orders
- * block every newer one.
+ * Within a step the batch's orders are worked on concurrently, at most
+ * HK_CONCURRENCY at a time (a work queue: the next starts when one ends);
+ * the step ends when the last one is done.  A full batch of any step starts
+ * the next round at once; otherwise it waits housekeeper_interval, so a
+ * backlog (thousands of PENDING_PAYMENT orders after an outage) drains as
+ * fast as the provider answers.  The pending step asks about the due orders
+ * it asked least recently: an order the provider cannot settle yet stays due
+ * (it is not locked or touched), so oldest-first alone would let a few such
+ * orders block every newer one.
  *
  * Everything is asynchronous on the process's own loop (db pool, provider
  * client); the workers never wait for any of it.  Several housekeepers (on
@@ -49,32 +55,40 @@
 #include "common/log.h"
 #include "worker/db.h"
 #include "worker/provider.h"
+#include "worker/reversal.h"
 #include "worker/worker.h"
 
 #define PURGE_BATCH 500
-#define STALE_BATCH 20
-#define PENDING_BATCH 20       /* orders asked about per round */
-#define PENDING_WINDOW 200      /* due orders looked at to choose them */
-#define DB_POOL_SIZE 2
-#define DB_QUEUE_MAX (2 * (STALE_BATCH + PENDING_BATCH))
+#define STALE_BATCH 100
+#define REVERSE_BATCH 200
+#define PENDING_BATCH 400       /* orders asked about per round */
+#define PENDING_WINDOW 1000     /* due orders looked at to choose them */
+#define HK_CONCURRENCY 32       /* provider calls of a step at once */
+#define DB_POOL_SIZE 4
+#define DB_QUEUE_MAX (4 * HK_CONCURRENCY)
+#define WORK_MAX PENDING_BATCH  /* the largest batch of any step */
 
 static const char SQL_PURGE[] = "SELECT purge_expired_idempotency_keys($1::interval, $2::int)";
 static const char SQL_CLAIM[] =
-    "SELECT key, order_id, amount_cents, currency FROM checkout_claim_stale($1::interval, $2::int)";
+    "SELECT key, order_id, amount_cents, currency, lock_token"
+    " FROM checkout_claim_stale($1::interval, $2::int)";
 static const char SQL_FINISH[] =
-    "SELECT status FROM checkout_finish($1::uuid, $2, $3, $4, $5::bigint)";
+    "SELECT result, status, reversal FROM checkout_finish($1::uuid, $2, $3::uuid, $4, $5, $6::bigint)";
+static const char SQL_REVERSALS_DUE[] =
+    "SELECT order_id, amount_cents, currency FROM reversals_due($1::interval, $2::int)";
 static const char SQL_DUE[] =
     "SELECT order_id, amount_cents, currency FROM pending_orders_due($1::interval, $2::int)";
 static const char SQL_APPLY[] =
     "SELECT result, order_status FROM webhook_apply($1, $2::uuid, $3, $4)";
 
-typedef enum { STEP_NONE, STEP_PURGE, STEP_STALE, STEP_PENDING } step_t;
+typedef enum { STEP_NONE, STEP_PURGE, STEP_STALE, STEP_REVERSE, STEP_PENDING } step_t;
 
 /* What one step did, for its log line. */
 typedef struct {
     int rows;                   /* checkouts claimed, pending orders asked about */
     int paid, failed;           /* orders this step made (or found) PAID / FAILED */
     int not_charged;            /* of failed: the provider never saw the charge */
+    int canceled, refunded;     /* reversals settled */
     int resent;                 /* charges sent again */
     int already;                /* settled meanwhile by someone else */
     int left;                   /* the provider could not tell yet */
@@ -87,36 +101,46 @@ typedef struct {
     int64_t at_ms;
 } asked_t;
 
+typedef struct item item_t;
+
 typedef struct {
     const conf_t *conf;
     struct event_base *base;
     db_pool_t *db;
     provider_t *provider;
+    shm_metrics_slot_t *metrics;
+    item_t *work[WORK_MAX];     /* the step's items, started in order */
+    int nwork, nstarted;
+    void (*start)(item_t *it);  /* how the current step starts an item */
     struct event *timer;
     step_t step;                /* STEP_NONE between rounds */
     int inflight;               /* orders of the current step still at work */
     int more;                   /* a full batch this round: next round at once */
     int quitting;
     int64_t pending_due_ms;     /* the pending step runs again from then on */
+    int pending_full;           /* its last listing filled the window */
+    int pending_more;           /* ... and settled some: go on at once */
     asked_t asked[PENDING_WINDOW];  /* when each order of the last window was asked */
     int nasked;
     tally_t tally;
-    char ttl[48], lock_timeout[48], reconcile_age[48], cap[24];
+    char ttl[48], lock_timeout[48], reconcile_age[48], retry_after[48], cap[24];
 } housekeeper_t;
 
-/* One order being worked on in the stale or pending step. */
-typedef struct {
+/* One order being worked on in the stale, reverse or pending step. */
+struct item {
     housekeeper_t *h;
     char key[256];              /* stale: the checkout's Idempotency-Key */
+    char token[37];             /* stale: the claim's lock token */
     char order_id[37];
     int64_t amount_cents;
     char currency[8];
     provider_outcome_t said;    /* the provider's answer being applied */
     int resent;                 /* pending: its charge was sent again */
-    char charge_id[128];
-} item_t;
+    char charge_id[256];
+};
 
 static void step_next(housekeeper_t *h);
+static void reverse_done(void *arg, reversal_result_t result);
 
 static int64_t
 now_ms(void)
@@ -149,6 +173,9 @@ step_log(housekeeper_t *h)
                      t->rows, t->paid, t->failed, t->not_charged, t->left, t->errors);
         else
             log_debug("stale checkouts: %d claimed, all left for a later claim", t->rows);
+    } else if (h->step == STEP_REVERSE && t->rows > 0) {
+        log_info("reversals: asked the provider to cancel %d charges; %d canceled, %d refunded, "
+                 "%d left for a later round", t->rows, t->canceled, t->refunded, t->left);
     } else if (h->step == STEP_PENDING && t->rows > 0) {
         if (acted > 0 || t->resent > 0)
             log_info("pending orders: asked about %d; %d PAID, %d FAILED, %d settled meanwhile, "
@@ -163,17 +190,29 @@ step_log(housekeeper_t *h)
 static void
 step_end(housekeeper_t *h)
 {
+    const tally_t *t = &h->tally;
+
+    if (h->step == STEP_PENDING) {
+        /* A backlog that the provider is settling: the next round at once.
+         * One it cannot settle yet waits for the interval. */
+        h->pending_more = h->pending_full && t->paid + t->failed + t->already > 0;
+        h->more |= h->pending_more;
+    }
     step_log(h);
     memset(&h->tally, 0, sizeof(h->tally));
     step_next(h);
 }
 
+/* Queue an order for the current step (started by work_run). */
 static item_t *
 item_new(housekeeper_t *h, const char *key, const char *order_id, const char *amount,
          const char *currency)
 {
-    item_t *it = calloc(1, sizeof(*it));
+    item_t *it;
 
+    if (h->nwork == WORK_MAX)
+        return NULL;            /* cannot happen: batches are at most WORK_MAX */
+    it = calloc(1, sizeof(*it));
     if (it == NULL) {
         log_error("out of memory");
         h->tally.errors++;
@@ -184,8 +223,28 @@ item_new(housekeeper_t *h, const char *key, const char *order_id, const char *am
     snprintf(it->order_id, sizeof(it->order_id), "%s", order_id);
     it->amount_cents = strtoll(amount, NULL, 10);
     snprintf(it->currency, sizeof(it->currency), "%s", currency);
-    h->inflight++;
+    h->work[h->nwork++] = it;
     return it;
+}
+
+/* Start queued items while fewer than HK_CONCURRENCY run; end the step when
+ * nothing runs and nothing waits.  The loop holds inflight itself, so that
+ * an item that ends inside its own start cannot end the step early. */
+static void
+work_run(housekeeper_t *h)
+{
+    h->inflight++;
+    while (h->nstarted < h->nwork && h->inflight <= HK_CONCURRENCY) {
+        item_t *it = h->work[h->nstarted];
+
+        h->work[h->nstarted++] = NULL;
+        h->inflight++;
+        h->start(it);
+    }
+    if (--h->inflight == 0 && h->nstarted == h->nwork) {
+        h->nwork = h->nstarted = 0;
+        step_end(h);
+    }
 }
 
 static void
@@ -194,8 +253,8 @@ item_done(item_t *it)
     housekeeper_t *h = it->h;
 
     free(it);
-    if (--h->inflight == 0)
-        step_end(h);
+    h->inflight--;
+    work_run(h);
 }
 
 /* ---- purge ---- */
@@ -242,13 +301,28 @@ stale_finished(void *arg, const PGresult *res, const char *err)
     const char *status;
 
     if (err != NULL || PQntuples(res) != 1) {
-        log_warn("finishing the stale checkout of order %s failed: %s", it->order_id,
-                 err ? err : "no row");
+        /* Not committed: the key stays claimed and is claimed again after
+         * another lock timeout.  A cause a retry cannot fix is logged as
+         * an error and counted, so it cannot loop unseen. */
+        shm_metrics_add(h->metrics, METRICS_FINISH_FAILED, 1);
+        if (db_error_is_transient(res))
+            log_warn("finishing the stale checkout of order %s did not commit: %s", it->order_id,
+                     err ? err : "no row");
+        else
+            log_error("finishing the stale checkout of order %s did not commit: %s", it->order_id,
+                      err ? err : "no row");
         h->tally.errors++;
         item_done(it);
         return;
     }
-    status = PQgetvalue(res, 0, 0);
+    if (strcmp(PQgetvalue(res, 0, 0), "stale") == 0) {
+        log_info("stale checkout of order %s: taken over by a client's retry meanwhile",
+                 it->order_id);
+        h->tally.already++;
+        item_done(it);
+        return;
+    }
+    status = PQgetvalue(res, 0, 1);
     log_info("stale checkout of order %s finished: the provider says %s, the order is %s",
              it->order_id, provider_outcome_name(it->said), status);
     if (strcmp(status, "PAID") == 0) {
@@ -257,6 +331,13 @@ stale_finished(void *arg, const PGresult *res, const char *err)
         h->tally.failed++;
         if (it->said == PROVIDER_NOT_FOUND)
             h->tally.not_charged++;
+    }
+    if (PQgetvalue(res, 0, 2)[0] == 't') {
+        /* FAILED provider_unavailable: cancel-or-refund now; the item
+         * ends with it. */
+        reversal_start(h->provider, h->db, h->metrics, it->order_id, it->amount_cents,
+                       it->currency, reverse_done, it);
+        return;
     }
     item_done(it);
 }
@@ -272,7 +353,13 @@ stale_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     switch (outcome) {
     case PROVIDER_SUCCEEDED: sql_outcome = "succeeded"; break;
     case PROVIDER_DECLINED: sql_outcome = "declined"; break;
-    case PROVIDER_NOT_FOUND: sql_outcome = "not_charged"; break;
+    case PROVIDER_NOT_FOUND:
+    case PROVIDER_CANCELED:
+    case PROVIDER_REFUNDED:
+        /* Never received, or given up on at the provider: FAILED; its
+         * reversal records any money that moved and came back. */
+        sql_outcome = "not_charged";
+        break;
     default:
         /* Pending or no answer: the claim holds the lock, and the key is
          * claimed again after another lock timeout. */
@@ -284,16 +371,21 @@ stale_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     }
     snprintf(it->charge_id, sizeof(it->charge_id), "%s", charge_id ? charge_id : "");
     {
-        const char *params[5] = {
-            it->order_id, it->key, sql_outcome, it->charge_id[0] ? it->charge_id : NULL, h->cap
+        const char *params[6] = {
+            it->order_id, it->key, it->token, sql_outcome,
+            it->charge_id[0] ? it->charge_id : NULL, h->cap
         };
-        if (db_call(h->db, SQL_FINISH, 5, params, stale_finished, it) < 0) {
-            log_warn("finishing the stale checkout of order %s: the database is unavailable",
-                     it->order_id);
-            h->tally.errors++;
-            item_done(it);
-        }
+        if (db_call(h->db, SQL_FINISH, 6, params, stale_finished, it) < 0)
+            stale_finished(it, NULL, "the database is unavailable");
     }
+}
+
+static void
+stale_start_item(item_t *it)
+{
+    log_info("checkout of order %s was left unfinished: asking the provider", it->order_id);
+    provider_get_charge(it->h->provider, it->order_id, it->amount_cents, it->currency,
+                        stale_answered, it);
 }
 
 static void
@@ -311,18 +403,14 @@ stale_claimed(void *arg, const PGresult *res, const char *err)
     h->tally.rows = n;
     if (n == STALE_BATCH)
         h->more = 1;            /* the claimed ones are locked again: others wait */
-    h->inflight++;              /* the loop's own hold: the step cannot end inside it */
     for (int i = 0; i < n; i++) {
         item_t *it = item_new(h, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
                               PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
-        if (it == NULL)
-            continue;
-        log_info("checkout of order %s was left unfinished: asking the provider", it->order_id);
-        provider_get_charge(h->provider, it->order_id, it->amount_cents, it->currency,
-                            stale_answered, it);
+        if (it != NULL)
+            snprintf(it->token, sizeof(it->token), "%s", PQgetvalue(res, i, 4));
     }
-    if (--h->inflight == 0)
-        step_end(h);
+    h->start = stale_start_item;
+    work_run(h);
 }
 
 static void
@@ -334,6 +422,65 @@ stale_start(housekeeper_t *h)
     snprintf(limit, sizeof(limit), "%d", STALE_BATCH);
     if (db_call(h->db, SQL_CLAIM, 2, params, stale_claimed, h) < 0) {
         log_warn("claiming stale checkouts: the database is unavailable");
+        step_next(h);
+    }
+}
+
+/* ---- reversals ---- */
+
+static void
+reverse_done(void *arg, reversal_result_t result)
+{
+    item_t *it = arg;
+    housekeeper_t *h = it->h;
+
+    if (result == REVERSAL_CANCELED)
+        h->tally.canceled++;
+    else if (result == REVERSAL_REFUNDED)
+        h->tally.refunded++;
+    else
+        h->tally.left++;
+    item_done(it);
+}
+
+static void
+reverse_start_item(item_t *it)
+{
+    reversal_start(it->h->provider, it->h->db, it->h->metrics, it->order_id, it->amount_cents,
+                   it->currency, reverse_done, it);
+}
+
+static void
+reverse_listed(void *arg, const PGresult *res, const char *err)
+{
+    housekeeper_t *h = arg;
+    int n;
+
+    if (err != NULL) {
+        log_warn("listing pending reversals failed: %s", err);
+        step_next(h);
+        return;
+    }
+    n = PQntuples(res);
+    h->tally.rows = n;
+    if (n == REVERSE_BATCH)
+        h->more = 1;
+    for (int i = 0; i < n; i++)
+        (void)item_new(h, NULL, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                       PQgetvalue(res, i, 2));
+    h->start = reverse_start_item;
+    work_run(h);
+}
+
+static void
+reverse_start(housekeeper_t *h)
+{
+    char limit[16];
+    const char *params[2] = { h->retry_after, limit };
+
+    snprintf(limit, sizeof(limit), "%d", REVERSE_BATCH);
+    if (db_call(h->db, SQL_REVERSALS_DUE, 2, params, reverse_listed, h) < 0) {
+        log_warn("listing pending reversals: the database is unavailable");
         step_next(h);
     }
 }
@@ -445,6 +592,13 @@ pending_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     free(payload);
 }
 
+static void
+pending_start_item(item_t *it)
+{
+    provider_get_charge(it->h->provider, it->order_id, it->amount_cents, it->currency,
+                        pending_answered, it);
+}
+
 /* A due order of the window, ranked for this round. */
 typedef struct {
     int row;
@@ -482,8 +636,8 @@ static void
 pending_listed(void *arg, const PGresult *res, const char *err)
 {
     housekeeper_t *h = arg;
-    due_t due[PENDING_WINDOW];
-    asked_t next[PENDING_WINDOW];
+    static due_t due[PENDING_WINDOW];
+    static asked_t next[PENDING_WINDOW];
     int64_t now = now_ms();
     int n, pick;
 
@@ -509,17 +663,14 @@ pending_listed(void *arg, const PGresult *res, const char *err)
     h->nasked = n;
 
     h->tally.rows = pick;
-    h->inflight++;              /* the loop's own hold, as in stale_claimed */
+    h->pending_full = (n == PENDING_WINDOW);
     for (int i = 0; i < pick; i++) {
         int r = due[i].row;
-        item_t *it = item_new(h, NULL, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
-                              PQgetvalue(res, r, 2));
-        if (it != NULL)
-            provider_get_charge(h->provider, it->order_id, it->amount_cents, it->currency,
-                                pending_answered, it);
+        (void)item_new(h, NULL, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
+                       PQgetvalue(res, r, 2));
     }
-    if (--h->inflight == 0)
-        step_end(h);
+    h->start = pending_start_item;
+    work_run(h);
 }
 
 static void
@@ -559,7 +710,13 @@ step_next(housekeeper_t *h)
         stale_start(h);
         return;
     case STEP_STALE:
-        if (now_ms() >= h->pending_due_ms) {
+        h->step = STEP_REVERSE;
+        reverse_start(h);
+        return;
+    case STEP_REVERSE:
+        /* Reconciliation runs once per interval, or at once while a backlog
+         * of due orders is being settled (pending_more). */
+        if (now_ms() >= h->pending_due_ms || h->pending_more) {
             h->pending_due_ms = now_ms() + h->conf->housekeeper_interval_ms;
             h->step = STEP_PENDING;
             pending_start(h);
@@ -606,7 +763,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 void
-housekeeper_main(const conf_t *conf, pid_t master)
+housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master)
 {
     static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGHUP };
     struct event *signals[sizeof(sigs) / sizeof(sigs[0])] = { NULL };
@@ -623,6 +780,11 @@ housekeeper_main(const conf_t *conf, pid_t master)
     snprintf(h.reconcile_age, sizeof(h.reconcile_age), "%lld milliseconds",
              (long long)conf->pending_reconcile_age_ms);
     snprintf(h.cap, sizeof(h.cap), "%lld", (long long)conf->outage_pending_cap_cents);
+    /* A worker sends the first cancel as it answers; the housekeeper takes
+     * over what is still pending after a provider call's worth of time. */
+    snprintf(h.retry_after, sizeof(h.retry_after), "%lld milliseconds",
+             (long long)(2 * conf->provider_timeout_ms + conf->db_timeout_ms));
+    h.metrics = shm_metrics_slot(shared->metrics, SHM_METRICS_HOUSEKEEPER);
 
     what = "event_base_new";
     h.base = event_base_new();

@@ -15,8 +15,10 @@
 #include <sys/types.h>
 
 #include "common/conf.h"
+#include "worker/worker.h"
 
 /* Run the housekeeper; never returns.  Call in the child right after fork(). */
-void housekeeper_main(const conf_t *conf, pid_t master) __attribute__((noreturn));
+void housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master)
+    __attribute__((noreturn));
 
 #endif

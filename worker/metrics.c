@@ -52,6 +52,15 @@ static const series_t provider[] = {
     { METRICS_PROVIDER_UNAVAILABLE, "unavailable" }, { METRICS_PROVIDER_SKIPPED, "breaker_open" },
 };
 
+static const series_t reversals[] = {
+    { METRICS_REVERSAL_CANCELED, "canceled" }, { METRICS_REVERSAL_REFUNDED, "refunded" },
+    { METRICS_REVERSAL_DECLINED, "declined" }, { METRICS_REVERSAL_NOT_FOUND, "not_found" },
+    { METRICS_REVERSAL_UNAVAILABLE, "unavailable" }, { METRICS_REVERSAL_UNRECORDED, "unrecorded" },
+};
+static const series_t finish_errors[] = {
+    { METRICS_FINISH_FAILED, "not_committed" },
+};
+
 #define FAMILY(name, help, label, s) { name, help, label, s, sizeof(s) / sizeof(s[0]) }
 
 static const family_t families[] = {
@@ -62,6 +71,12 @@ static const family_t families[] = {
            "result", cache),
     FAMILY("paymentsd_webhooks_total", "Provider webhooks by result.", "result", webhooks),
     FAMILY("paymentsd_provider_calls_total", "Provider charge calls by result.", "result", provider),
+    FAMILY("paymentsd_reversals_total",
+           "Cancel-or-refund attempts for FAILED orders, by the provider's answer "
+           "(unrecorded: answered, but the database call failed).", "result", reversals),
+    FAMILY("paymentsd_checkout_finish_errors_total",
+           "checkout_finish calls that did not commit; the key stays in progress and is recovered.",
+           "result", finish_errors),
 };
 
 static void

@@ -7,7 +7,10 @@
  * even looked at.  Only then is the body parsed, and one webhook_apply() call
  * records the event, moves the order and writes the ledger in a single
  * transaction.  An event id seen before is a duplicate whatever it says, so
- * a replayed webhook can never apply twice.
+ * a replayed webhook can never apply twice.  A call that did not commit is
+ * answered 503, never 200, so the provider delivers the event again.  A PAID
+ * event for a FAILED order is never dropped: PostgreSQL opens a reversal and
+ * the worker asks the provider to cancel-or-refund (worker/reversal).
  */
 #include "config.h"
 
@@ -34,7 +37,8 @@ struct webhook_keys {
 };
 
 static const char SQL_APPLY[] =
-    "SELECT result, order_status, conflict FROM webhook_apply($1, $2::uuid, $3, $4)";
+    "SELECT result, order_status, conflict, reversal, amount_cents, currency, $2::uuid"
+    " FROM webhook_apply($1, $2::uuid, $3, $4)";
 
 webhook_keys_t *
 webhook_keys_new(const conf_t *conf)
@@ -74,16 +78,16 @@ apply_done(void *arg, const PGresult *res, const char *err)
     json_object *body;
 
     if (err != NULL || PQntuples(res) != 1) {
+        /* Not committed: nothing was recorded, and the provider delivers a
+         * non-2xx event again later.  A cause that retrying cannot fix is
+         * an error for the operator, still not a success. */
         worker_count(r->worker, METRICS_WEBHOOK_UNAVAILABLE);
-        if (db_error_is_transient(res)) {
-            /* The provider retries a non-2xx delivery later. */
-            log_warn("webhook_apply failed: %s", err ? err : "no row");
-            http_add_header(r, "Retry-After", "1");
-            http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
-        } else {
-            log_error("webhook_apply failed: %s", err ? err : "no row");
-            http_reply_error(r, 500, "internal_error", "internal error", NULL);
-        }
+        if (db_error_is_transient(res))
+            log_warn("webhook_apply did not commit: %s", err ? err : "no row");
+        else
+            log_error("webhook_apply did not commit: %s", err ? err : "no row");
+        http_add_header(r, "Retry-After", "1");
+        http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
         return;
     }
     result = PQgetvalue(res, 0, 0);
@@ -104,8 +108,12 @@ apply_done(void *arg, const PGresult *res, const char *err)
         json_object_object_add(body, "duplicate", json_object_new_boolean(0));
         json_object_object_add(body, "applied", json_object_new_boolean(strcmp(result, "applied") == 0));
         if (conflict)
-            log_warn("webhook conflict: order is already %s, the event was not applied",
-                     PQgetvalue(res, 0, 1));
+            log_warn("webhook conflict: order %s is already %s, the event was not applied%s",
+                     PQgetvalue(res, 0, 6), PQgetvalue(res, 0, 1),
+                     PQgetvalue(res, 0, 3)[0] == 't' ? "; reversing the provider's charge" : "");
+        if (PQgetvalue(res, 0, 3)[0] == 't')
+            worker_start_reversal(r->worker, PQgetvalue(res, 0, 6),
+                                  strtoll(PQgetvalue(res, 0, 4), NULL, 10), PQgetvalue(res, 0, 5));
     }
     http_reply_json(r, 200, body);
 }
@@ -202,6 +210,7 @@ webhook_handle(http_req_t *r)
         const char *params[4] = { event_id, order_id, outcome, payload };
 
         if (payload == NULL || db_call(worker_db(r->worker), SQL_APPLY, 4, params, apply_done, r) < 0) {
+            worker_count(r->worker, METRICS_WEBHOOK_UNAVAILABLE);
             http_add_header(r, "Retry-After", "1");
             http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
         }

@@ -32,6 +32,7 @@
 #include "worker/http.h"
 #include "worker/metrics.h"
 #include "worker/provider.h"
+#include "worker/reversal.h"
 #include "worker/webhook.h"
 
 #define DRAIN_QUIET_MS 1000
@@ -49,6 +50,7 @@ struct worker {
     provider_t *provider;
     webhook_keys_t *webhook_keys;
     int inflight;
+    int background;             /* reversals started after their reply */
     int draining;
     int64_t last_request_ms;
     struct event *drain_timer;
@@ -123,6 +125,34 @@ void
 worker_count(worker_t *w, metrics_counter_t c)
 {
     shm_metrics_add(w->metrics, c, 1);
+}
+
+static void drain_check(worker_t *w);
+
+static void
+reversal_done(void *arg, reversal_result_t result)
+{
+    worker_t *w = arg;
+
+    (void)result;               /* counted and logged by the reversal itself */
+    w->background--;
+    drain_check(w);
+}
+
+void
+worker_start_reversal(worker_t *w, const char *order_id, int64_t amount_cents,
+                      const char *currency)
+{
+    /* While the breaker is open the provider is known to be down: the cancel
+     * would only wait out provider_timeout.  The housekeeper sends it. */
+    if (shm_breaker_state(w->shared->breaker) == SHM_BREAKER_OPEN) {
+        log_info("reversal of order %s: the provider is down (breaker open): "
+                 "left to the housekeeper", order_id);
+        return;
+    }
+    w->background++;
+    reversal_start(w->provider, w->db, w->metrics, order_id, amount_cents, currency,
+                   reversal_done, w);
 }
 
 void
@@ -212,7 +242,7 @@ drain_check(worker_t *w)
     int64_t quiet;
     struct timeval tv;
 
-    if (!w->draining || w->inflight > 0)
+    if (!w->draining || w->inflight > 0 || w->background > 0)
         return;
     quiet = now_ms() - w->last_request_ms;
     if (quiet >= DRAIN_QUIET_MS) {

@@ -45,6 +45,13 @@ const worker_shared_t *worker_shared(const worker_t *w);
 /* Count one event in this worker's metrics slot. */
 void worker_count(worker_t *w, metrics_counter_t c);
 
+/* Ask the provider to cancel-or-refund order_id's charge (the order is FAILED
+ * and PostgreSQL opened its reversal), in the background: the reply has
+ * gone already, and a graceful stop waits for it.  The housekeeper retries
+ * whatever this attempt does not settle. */
+void worker_start_reversal(worker_t *w, const char *order_id, int64_t amount_cents,
+                           const char *currency);
+
 /* Publish this worker's database pool gauges to its metrics slot. */
 void worker_update_gauges(worker_t *w);
 

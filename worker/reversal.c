@@ -1,0 +1,113 @@
+/*
+ * reversal: POST /v1/charges/{order_id}/cancel, then reversal_settle().
+ *
+ * Two asynchronous steps on the caller's loop (provider client, db pool),
+ * with one small heap object carrying the order between them.  The
+ * provider's cancel is idempotent and so is reversal_settle, so the worker
+ * that answered FAILED and the housekeeper may both run one for the same
+ * order: whichever records first settles it, the other changes nothing.
+ */
+#include "config.h"
+
+#include "worker/reversal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+static const char SQL_SETTLE[] = "SELECT reversal_settle($1::uuid, $2)";
+
+typedef struct {
+    db_pool_t *db;
+    shm_metrics_slot_t *metrics;
+    char order_id[37];
+    provider_outcome_t said;
+    reversal_cb_t cb;
+    void *arg;
+} reversal_t;
+
+static void
+reversal_end(reversal_t *rv, reversal_result_t result)
+{
+    if (rv->cb != NULL)
+        rv->cb(rv->arg, result);
+    free(rv);
+}
+
+static void
+count(reversal_t *rv, metrics_counter_t c)
+{
+    if (rv->metrics != NULL)
+        shm_metrics_add(rv->metrics, c, 1);
+}
+
+static void
+settled(void *arg, const PGresult *res, const char *err)
+{
+    reversal_t *rv = arg;
+    const char *status;
+
+    if (err != NULL || PQntuples(res) != 1) {
+        log_warn("reversal of order %s: the provider said %s, but recording it failed: %s",
+                 rv->order_id, provider_outcome_name(rv->said), err ? err : "no row");
+        count(rv, METRICS_REVERSAL_UNRECORDED);
+        reversal_end(rv, REVERSAL_UNSETTLED);
+        return;
+    }
+    status = PQgetvalue(res, 0, 0);
+    log_info("reversal of order %s: the provider says %s; the reversal is %s", rv->order_id,
+             provider_outcome_name(rv->said), status);
+    reversal_end(rv, strcmp(status, "refunded") == 0 ? REVERSAL_REFUNDED : REVERSAL_CANCELED);
+}
+
+static void
+answered(void *arg, provider_outcome_t outcome, const char *charge_id)
+{
+    reversal_t *rv = arg;
+    const char *answer;
+    metrics_counter_t c;
+
+    (void)charge_id;
+    rv->said = outcome;
+    switch (outcome) {
+    case PROVIDER_CANCELED: answer = "canceled"; c = METRICS_REVERSAL_CANCELED; break;
+    case PROVIDER_REFUNDED: answer = "refunded"; c = METRICS_REVERSAL_REFUNDED; break;
+    case PROVIDER_DECLINED: answer = "declined"; c = METRICS_REVERSAL_DECLINED; break;
+    case PROVIDER_NOT_FOUND: answer = "not_found"; c = METRICS_REVERSAL_NOT_FOUND; break;
+    default:
+        log_warn("reversal of order %s: no answer from the provider (%s): the housekeeper "
+                 "will try again", rv->order_id, provider_outcome_name(outcome));
+        count(rv, METRICS_REVERSAL_UNAVAILABLE);
+        reversal_end(rv, REVERSAL_UNSETTLED);
+        return;
+    }
+    count(rv, c);
+    {
+        const char *params[2] = { rv->order_id, answer };
+        if (db_call(rv->db, SQL_SETTLE, 2, params, settled, rv) < 0)
+            settled(rv, NULL, "the database is unavailable");
+    }
+}
+
+void
+reversal_start(provider_t *p, db_pool_t *db, shm_metrics_slot_t *metrics,
+               const char *order_id, int64_t amount_cents, const char *currency,
+               reversal_cb_t cb, void *arg)
+{
+    reversal_t *rv = calloc(1, sizeof(*rv));
+
+    if (rv == NULL) {
+        log_error("reversal of order %s: out of memory: the housekeeper will do it", order_id);
+        if (cb != NULL)
+            cb(arg, REVERSAL_UNSETTLED);
+        return;
+    }
+    rv->db = db;
+    rv->metrics = metrics;
+    rv->cb = cb;
+    rv->arg = arg;
+    snprintf(rv->order_id, sizeof(rv->order_id), "%s", order_id);
+    provider_cancel(p, rv->order_id, amount_cents, currency, answered, rv);
+}
