@@ -496,20 +496,27 @@ def sim_declines(seed, rate, key):
 
 # --- orders made straight in the database, through the app's SQL API
 
-def db_begin_checkout(key, amount_cents=2500, trust="trusted", currency="EUR"):
+def db_begin_checkout(key, amount_cents=2500, trust="trusted", currency="EUR",
+                      buyer="buyer-db", seller="seller-db", fingerprint="0" * 64):
     """checkout_begin as a worker would call it: a PROCESSING order whose key
-    is in progress and which no provider has seen.  Returns the order id."""
-    rows = psql("SELECT order_id FROM checkout_begin('%s', '%s', 'buyer-db', 'seller-db', %d, '%s', "
+    is in progress and which no provider has seen.  Returns the order id;
+    the key's lock token is kept in DB_TOKENS[key]."""
+    rows = psql("SELECT order_id, lock_token FROM checkout_begin('%s', '%s', '%s', '%s', %d, '%s', "
                 "'%s', interval '1 hour', interval '1 day')"
-                % (key, "0" * 64, amount_cents, currency, trust))
+                % (key, fingerprint, buyer, seller, amount_cents, currency, trust))
+    DB_TOKENS[key] = rows[0][1]
     return rows[0][0]
+
+
+DB_TOKENS = {}
 
 
 def db_pending_order(key, amount_cents=2500, cap=10000):
     """A PENDING_PAYMENT order the provider never saw (as after a refused
     charge call): checkout_begin, then checkout_finish 'unavailable'."""
     oid = db_begin_checkout(key, amount_cents)
-    rows = psql("SELECT status FROM checkout_finish('%s', '%s', 'unavailable', NULL, %d)" % (oid, key, cap))
+    rows = psql("SELECT status FROM checkout_finish('%s', '%s', '%s', 'unavailable', NULL, %d)"
+                % (oid, key, DB_TOKENS[key], cap))
     assert rows == [["PENDING_PAYMENT"]], rows
     return oid
 
