@@ -29,7 +29,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -40,10 +39,10 @@
 #include "provider-sim/charges.h"
 #include "provider-sim/hooks.h"
 #include "provider-sim/reply.h"
+#include "provider-sim/request.h"
 
 #define MAX_BODY (64 * 1024)
 #define MAX_HEADERS (16 * 1024)
-#define KEY_MAX 255
 #define FIELD_MAX 255
 #define STOP_FLUSH_MS 200       /* time given to the last replies to leave */
 
@@ -86,73 +85,6 @@ static const route_t routes[] = {
 };
 
 /* ---- helpers ---- */
-
-/* 1..max bytes, none of them a control character. */
-static int
-text_valid(const char *v, size_t max)
-{
-    size_t n = strnlen(v, max + 1);
-
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
-/* An Idempotency-Key: 1..255 visible ASCII characters, as paymentsd takes. */
-static int
-key_valid(const char *k)
-{
-    size_t n = strnlen(k, KEY_MAX + 1);
-
-    if (n == 0 || n > KEY_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (k[i] < 0x21 || k[i] > 0x7e)
-            return 0;
-    }
-    return 1;
-}
-
-/*
- * The request body parsed as JSON, or NULL when it is not a single JSON
- * value (the caller checks the type).  The caller owns the result.
- */
-static json_object *
-body_json(struct evhttp_request *req)
-{
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *data = (const char *)evbuffer_pullup(in, -1);
-    json_tokener *tok;
-    json_object *obj;
-    size_t end;
-
-    if (len == 0 || data == NULL || memchr(data, '\0', len) != NULL)
-        return NULL;
-    tok = json_tokener_new();
-    if (tok == NULL)
-        return NULL;
-    obj = json_tokener_parse_ex(tok, data, (int)len);
-    if (obj == NULL || json_tokener_get_error(tok) != json_tokener_success) {
-        json_object_put(obj);
-        json_tokener_free(tok);
-        return NULL;
-    }
-    /* Only white space may follow the value. */
-    for (end = json_tokener_get_parse_end(tok); end < len; end++) {
-        if (strchr(" \t\r\n", data[end]) == NULL) {
-            json_object_put(obj);
-            obj = NULL;
-            break;
-        }
-    }
-    json_tokener_free(tok);
-    return obj;
-}
 
 /* Whether the peer is 127.0.0.0/8 or ::1 (also as a v4-mapped address). */
 static int
@@ -217,7 +149,7 @@ charge_fields(sim_t *s, struct evhttp_request *req, json_object *body,
     json_object *v;
 
     if (!json_object_object_get_ex(body, "order_id", &v) || !json_object_is_type(v, json_type_string)
-        || !text_valid(json_object_get_string(v), FIELD_MAX)) {
+        || !sim_request_text_valid(json_object_get_string(v), FIELD_MAX)) {
         reject(s, req, 422, "validation_failed", "order_id must be a string of 1..255 characters",
                "order_id");
         return -1;
@@ -256,12 +188,12 @@ handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
         reject(s, req, 400, "idempotency_key_missing", "the Idempotency-Key header is required", NULL);
         return;
     }
-    if (!key_valid(key)) {
+    if (!sim_request_key_valid(key)) {
         reject(s, req, 400, "idempotency_key_invalid",
                "Idempotency-Key must be 1..255 visible ASCII characters", NULL);
         return;
     }
-    body = body_json(req);
+    body = sim_request_body_json(req);
     if (body == NULL || !json_object_is_type(body, json_type_object)) {
         reject(s, req, 400, "invalid_json", "the body must be a JSON object", NULL);
         goto done;
@@ -318,7 +250,6 @@ done:
 static void
 handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
 {
-    size_t len = 0;
     char *order_id;
     const sim_charge_t *c;
     json_object *o;
@@ -328,9 +259,8 @@ handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
                         NULL, s->conf->latency_ms);
         return;
     }
-    order_id = evhttp_uridecode(path + strlen("/v1/charges/"), 0, &len);
-    c = order_id != NULL && len == strlen(order_id) && text_valid(order_id, FIELD_MAX)
-        ? sim_charges_find_order(s->charges, order_id) : NULL;
+    order_id = sim_request_path_id(path, strlen("/v1/charges/"), 0, FIELD_MAX);
+    c = order_id != NULL ? sim_charges_find_order(s->charges, order_id) : NULL;
     free(order_id);
     if (c == NULL) {
         sim_reply_error(s->replies, req, 404, "charge_not_found", "no charge was received for this order",
@@ -368,7 +298,7 @@ handle_outage(sim_t *s, struct evhttp_request *req, const char *path)
         reply_outage(s, req);
         return;
     }
-    body = body_json(req);
+    body = sim_request_body_json(req);
     if (body == NULL || !json_object_is_type(body, json_type_object)) {
         sim_reply_error(s->replies, req, 400, "invalid_json", "the body must be a JSON object", NULL, 0);
     } else if (!json_object_object_get_ex(body, "enabled", &v)
