@@ -37,6 +37,18 @@ check_secret(const void *field, char *err, size_t errlen)
 }
 
 static int
+check_admin_allow(const void *field, char *err, size_t errlen)
+{
+    const cf_list_t *l = field;
+
+    for (size_t i = 0; i < l->n; i++) {
+        if (sim_acl_check(l->items[i], err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
 check_log_level(const void *field, char *err, size_t errlen)
 {
     if (log_level_parse(*(char *const *)field) < 0) {
@@ -116,6 +128,8 @@ static const cf_key_t keys[] = {
     K("log_level", CF_STR, log_level, "info", 0, 0, check_log_level),
     K("error_log", CF_STR, error_log, "stderr", 0, 0, NULL),
     K("pid_file", CF_STR, pid_file, NULL, 0, 0, NULL),
+    { "admin_allow", CF_LIST, offsetof(sim_conf_t, admin_allow), "127.0.0.0/8 ::1", 0, 0,
+      CF_REPEAT, check_admin_allow },
 };
 
 static const cf_schema_t schema = {
@@ -157,6 +171,11 @@ sim_conf_load(const char *path, char *err, size_t errlen)
         free(conf->pid_file);
         conf->pid_file = NULL;
     }
+    conf->admin_acl = sim_acl_new(conf->admin_allow.items, conf->admin_allow.n, msg, sizeof(msg));
+    if (conf->admin_acl == NULL) {
+        snprintf(err, errlen, "%s: %s", where, msg);
+        goto fail;
+    }
     return conf;
 fail:
     sim_conf_free(conf);
@@ -172,6 +191,7 @@ sim_conf_free(sim_conf_t *conf)
     free(conf->path);
     free(conf->webhook_host);
     free(conf->webhook_path);
+    sim_acl_free(conf->admin_acl);
     OPENSSL_cleanse(&conf->key, sizeof(conf->key));
     free(conf);
 }

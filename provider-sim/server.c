@@ -20,7 +20,6 @@
 
 #include "provider-sim/server.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -66,7 +65,7 @@ typedef void (*handler_fn)(sim_t *s, struct evhttp_request *req, const char *pat
 typedef struct {
     const char *path;
     int prefix;                 /* path is a prefix: "/v1/charges/" */
-    int admin;                  /* loopback peers only */
+    int admin;                  /* admin_allow peers only */
     unsigned methods;
     const char *allow;
     handler_fn handler;
@@ -86,26 +85,18 @@ static const route_t routes[] = {
 
 /* ---- helpers ---- */
 
-/* Whether the peer is 127.0.0.0/8 or ::1 (also as a v4-mapped address). */
+/* Whether the peer's address is in admin_allow. */
 static int
-peer_is_loopback(struct evhttp_request *req)
+peer_is_admin(const sim_t *s, struct evhttp_request *req)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     char *addr = NULL;
     ev_uint16_t port = 0;
-    struct in_addr a4;
-    struct in6_addr a6;
 
     if (evcon == NULL)
         return 0;
     evhttp_connection_get_peer(evcon, &addr, &port);
-    if (addr == NULL)
-        return 0;
-    if (inet_pton(AF_INET, addr, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, addr, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
-    return 0;
+    return sim_acl_allows(s->conf->admin_acl, addr);
 }
 
 /* ---- charges ---- */
@@ -373,9 +364,9 @@ on_request(struct evhttp_request *req, void *arg)
 
         if (!match)
             continue;
-        if (rt->admin && !peer_is_loopback(req)) {
+        if (rt->admin && !peer_is_admin(s, req)) {
             sim_reply_error(s->replies, req, 403, "forbidden",
-                            "admin endpoints answer loopback clients only", NULL, 0);
+                            "admin endpoints answer the addresses of admin_allow only", NULL, 0);
             return;
         }
         if (!(method & rt->methods)) {

@@ -3,9 +3,9 @@
  *
  *   POST /v1/charges               charge, idempotent by Idempotency-Key
  *   GET  /v1/charges/{order_id}    the newest charge of an order
- *   GET  /admin/outage             {"outage": bool}            (loopback only)
+ *   GET  /admin/outage             {"outage": bool}            (admin_allow only)
  *   POST /admin/outage             {"enabled": bool} -> {"outage": bool}
- *   GET  /admin/stats              counters                    (loopback only)
+ *   GET  /admin/stats              counters                    (admin_allow only)
  *
  * One process, one libevent loop, nothing blocking after start-up.
  */

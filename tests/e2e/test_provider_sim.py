@@ -693,6 +693,29 @@ def test_sigquit_and_sigint_stop():
         check(sim.stop(sig) == 0, "%s: exit status %s" % (sig.name, sim.proc.returncode))
 
 
+def test_admin_allow():
+    """admin_allow: peers outside it get 403 on /admin/*, the charges API still answers"""
+    sim = Sim("admin-deny", admin_allow="10.1.2.3 192.168.0.0/16 ::1")
+    try:
+        for method, path in (("GET", "/admin/stats"), ("GET", "/admin/outage"), ("POST", "/admin/outage")):
+            status, doc, _ = sim.request(method, path, {"enabled": True} if method == "POST" else None)
+            check(status == 403 and doc["error"]["code"] == "forbidden", "%s %s: %s %r" % (method, path, status, doc))
+        check(sim.charge("k-deny", "order-deny")[0] == 200, "the charges API refused a non-admin")
+    finally:
+        check(sim.stop() == 0, "exit status")
+    sim = Sim("admin-cidr", admin_allow="10.0.0.0/8, 127.0.0.1/32")
+    try:
+        check(sim.request("GET", "/admin/stats")[0] == 200, "127.0.0.1 inside 127.0.0.1/32 was refused")
+    finally:
+        check(sim.stop() == 0, "exit status")
+    for bad in ("127.0.0.0/33", "::1/129", "localhost", "10.0.0.1/"):
+        path = os.path.join(TMP, "acl.conf")
+        with open(path, "w") as f:
+            f.write("admin_allow = %s\n" % bad)
+        r = subprocess.run([SIM, "-t", "-c", path], capture_output=True, timeout=5, env=SIM_ENV)
+        check(r.returncode != 0 and (path + ":1:").encode() in r.stderr, "%r accepted: %r" % (bad, r.stderr))
+
+
 def test_main_sim_exits_clean():
     """the long-running sim stops cleanly and logged no sanitizer report"""
     sim, rx = main_sim()
@@ -712,7 +735,9 @@ TESTS = [
     test_get_charge, test_decline_rate_0, test_decline_rate_1_and_latency, test_seed_repeatable,
     test_many_charges,
     test_timeout_then_webhook, test_webhook_retries, test_webhook_gives_up,
-    test_webhook_receiver_down, test_outage_switch, test_routes, test_sigterm_answers_held, test_sigquit_and_sigint_stop, test_main_sim_exits_clean,
+    test_webhook_receiver_down, test_outage_switch, test_routes, test_sigterm_answers_held, test_sigquit_and_sigint_stop,
+    test_admin_allow,
+    test_main_sim_exits_clean,
 ]
 
 
