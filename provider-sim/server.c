@@ -11,6 +11,14 @@
  *   known key, settled, no outage          the same 200 again
  *   known key, still pending, or outage    hold again (no new webhook)
  *   known key, other order/amount/currency 409 idempotency_key_reused
+ *   the order was canceled (its charge     200 "declined": refused, no money
+ *   canceled or refunded, or a tombstone)  taken (held in an outage)
+ *
+ * Every 200 names the order, its amount and currency besides charge_id and
+ * status.  A cancel (POST /v1/charges/{order_id}/cancel) is answered 200
+ * even in an outage: it is how paymentsd settles an unknown outcome, and
+ * answering it is what the contract promises.  Every change to a charge is
+ * journaled (sim_charges_sync) before the answer is queued.
  *
  * Everything runs on one libevent loop, signals included (evsignal), so no
  * state is shared with a handler and nothing needs a lock.  The outage flag
@@ -44,6 +52,8 @@
 #define MAX_HEADERS (16 * 1024)
 #define FIELD_MAX 255
 #define STOP_FLUSH_MS 200       /* time given to the last replies to leave */
+#define CHARGES_PREFIX "/v1/charges/"
+#define CANCEL_SUFFIX "/cancel"
 
 typedef struct sim {
     const sim_conf_t *conf;
@@ -58,12 +68,15 @@ typedef struct sim {
     int stopping;
     int64_t timed_out;          /* charge requests held instead of answered */
     int64_t rejected;           /* charge requests refused with a 4xx */
+    int64_t refused;            /* charge requests answered "declined" for a canceled order */
+    int64_t cancels;            /* cancel requests answered */
 } sim_t;
 
 typedef void (*handler_fn)(sim_t *s, struct evhttp_request *req, const char *path);
 
 typedef struct {
     const char *path;
+    const char *suffix;         /* with prefix: the path also ends so ("/cancel") */
     int prefix;                 /* path is a prefix: "/v1/charges/" */
     int admin;                  /* admin_allow peers only */
     unsigned methods;
@@ -72,15 +85,21 @@ typedef struct {
 } route_t;
 
 static void handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path);
+static void handle_charge_cancel(sim_t *s, struct evhttp_request *req, const char *path);
 static void handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path);
 static void handle_outage(sim_t *s, struct evhttp_request *req, const char *path);
 static void handle_stats(sim_t *s, struct evhttp_request *req, const char *path);
+static void handle_admin_charges(sim_t *s, struct evhttp_request *req, const char *path);
 
+/* First match wins: the cancel route comes before the GET of a charge. */
 static const route_t routes[] = {
-    { "/v1/charges", 0, 0, EVHTTP_REQ_POST, "POST", handle_charge_create },
-    { "/v1/charges/", 1, 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_charge_get },
-    { "/admin/outage", 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_POST, "GET, POST", handle_outage },
-    { "/admin/stats", 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_stats },
+    { "/v1/charges", NULL, 0, 0, EVHTTP_REQ_POST, "POST", handle_charge_create },
+    { CHARGES_PREFIX, CANCEL_SUFFIX, 1, 0, EVHTTP_REQ_POST, "POST", handle_charge_cancel },
+    { CHARGES_PREFIX, NULL, 1, 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_charge_get },
+    { "/admin/outage", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_POST, "GET, POST", handle_outage },
+    { "/admin/stats", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_stats },
+    { "/admin/charges", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD",
+      handle_admin_charges },
 };
 
 /* ---- helpers ---- */
@@ -101,13 +120,44 @@ peer_is_admin(const sim_t *s, struct evhttp_request *req)
 
 /* ---- charges ---- */
 
-static void
-answer_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c)
+/* The fields every answer about a charge carries; a tombstone has no
+ * amount or currency to tell. */
+static json_object *
+charge_json(const sim_charge_t *c)
 {
     json_object *o = json_object_new_object();
 
     json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
+    json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
     json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
+    if (c->currency != NULL) {
+        json_object_object_add(o, "amount_cents", json_object_new_int64(c->amount_cents));
+        json_object_object_add(o, "currency", json_object_new_string(c->currency));
+    }
+    return o;
+}
+
+static void
+answer_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c)
+{
+    sim_reply_json(s->replies, req, 200, charge_json(c), s->conf->latency_ms);
+}
+
+/* A charge for a canceled order: "declined", no money taken, named as asked. */
+static void
+refuse_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c, const char *order_id,
+              int64_t amount, const char *currency)
+{
+    json_object *o = json_object_new_object();
+
+    s->refused++;
+    log_info("charge for order %s (attempt %lld): refused, the order was canceled (request %s)",
+             order_id, (long long)c->attempts, sim_reply_request_id(s->replies, req));
+    json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
+    json_object_object_add(o, "order_id", json_object_new_string(order_id));
+    json_object_object_add(o, "status", json_object_new_string("declined"));
+    json_object_object_add(o, "amount_cents", json_object_new_int64(amount));
+    json_object_object_add(o, "currency", json_object_new_string(currency));
     sim_reply_json(s->replies, req, 200, o, s->conf->latency_ms);
 }
 
@@ -117,9 +167,9 @@ static void
 hold_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c)
 {
     s->timed_out++;
-    log_info("charge %s for order %s (attempt %lld): not answering for %lld ms (%s)",
+    log_info("charge %s for order %s (attempt %lld): not answering for %lld ms (%s; request %s)",
              c->charge_id, c->order_id, (long long)c->attempts, (long long)s->conf->hold_ms,
-             s->outage ? "outage" : "timeout drawn");
+             s->outage ? "outage" : "timeout drawn", sim_reply_request_id(s->replies, req));
     sim_reply_error(s->replies, req, 503, "service_unavailable",
                     "the provider did not answer in time", NULL, s->conf->hold_ms);
 }
@@ -130,6 +180,18 @@ reject(sim_t *s, struct evhttp_request *req, int status, const char *code,
 {
     s->rejected++;
     sim_reply_error(s->replies, req, status, code, message, field, s->conf->latency_ms);
+}
+
+/* Journal what changed before answering; when that fails, answer 503 (the
+ * change stays in memory and is written at the next sync) and return -1. */
+static int
+sync_or_503(sim_t *s, struct evhttp_request *req)
+{
+    if (sim_charges_sync(s->charges) == 0)
+        return 0;
+    sim_reply_error(s->replies, req, 503, "service_unavailable",
+                    "the provider cannot record the charge now", NULL, 0);
+    return -1;
 }
 
 /* Check the body's fields; returns 0, or -1 after answering. */
@@ -165,6 +227,24 @@ charge_fields(sim_t *s, struct evhttp_request *req, json_object *body,
     return 0;
 }
 
+/* One more request for a known charge c (its key, or a canceled order). */
+static void
+charge_again(sim_t *s, struct evhttp_request *req, sim_charge_t *c, const char *order_id,
+             int64_t amount, const char *currency)
+{
+    sim_charges_attempt(s->charges, c);
+    if (sync_or_503(s, req) < 0)
+        return;
+    log_debug("charge %s for order %s: retry %lld (request %s)", c->charge_id, c->order_id,
+              (long long)c->attempts, sim_reply_request_id(s->replies, req));
+    if (s->outage || c->state == SIM_CHARGE_PENDING)
+        hold_charge(s, req, c);
+    else if (sim_charges_refuses(c))
+        refuse_charge(s, req, c, order_id, amount, currency);
+    else
+        answer_charge(s, req, c);
+}
+
 static void
 handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
 {
@@ -194,46 +274,47 @@ handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
 
     c = sim_charges_find(s->charges, key);
     if (c != NULL) {
-        if (strcmp(c->order_id, order_id) != 0 || c->amount_cents != amount
-            || strcmp(c->currency, currency) != 0) {
+        /* A tombstone knows only its order id. */
+        if (strcmp(c->order_id, order_id) != 0
+            || (c->currency != NULL
+                && (c->amount_cents != amount || strcmp(c->currency, currency) != 0))) {
             reject(s, req, 409, "idempotency_key_reused",
                    "this Idempotency-Key was used with another order_id, amount_cents or currency",
                    NULL);
             goto done;
         }
-        sim_charges_attempt(s->charges, c);
-        log_debug("charge %s for order %s: retry %lld", c->charge_id, c->order_id,
-                  (long long)c->attempts);
-        if (s->outage || !c->settled)
-            hold_charge(s, req, c);
-        else
-            answer_charge(s, req, c);
+        charge_again(s, req, c, order_id, amount, currency);
+        goto done;
+    }
+    /* A new key for a canceled order is refused too: a cancel covers the order. */
+    c = sim_charges_find_order(s->charges, order_id);
+    if (c != NULL && sim_charges_refuses(c)) {
+        charge_again(s, req, c, order_id, amount, currency);
         goto done;
     }
 
-    c = sim_charges_add(s->charges, key, order_id, amount, currency);
+    c = sim_charges_add(s->charges, key, order_id, amount, currency, s->outage,
+                        sim_charges_now_ms());
     if (c == NULL) {
         log_error("out of memory recording a charge for order %s", order_id);
         sim_reply_error(s->replies, req, 503, "service_unavailable", "out of memory", NULL, 0);
         goto done;
     }
-    sim_charges_attempt(s->charges, c);
-    log_debug("charge %s for order %s: new, %lld %s, %s%s", c->charge_id, c->order_id,
-              (long long)amount, currency, c->declined ? "declined" : "succeeded",
-              c->timeout ? ", timeout drawn" : "");
-    if (!s->outage && !c->timeout) {
-        sim_charges_settle(s->charges, c);
-        answer_charge(s, req, c);
-        goto done;
-    }
-    if (sim_hooks_settle_later(s->hooks, c) < 0) {
+    if (c->state == SIM_CHARGE_PENDING && sim_hooks_settle_later(s->hooks, c) < 0) {
         /* Without a webhook the charge could never be learnt of: answer. */
         log_error("out of memory scheduling the webhook of %s: answering at once", c->charge_id);
         sim_charges_settle(s->charges, c);
-        answer_charge(s, req, c);
-        goto done;
+        sim_charges_notified(s->charges, c);
     }
-    hold_charge(s, req, c);
+    if (sync_or_503(s, req) < 0)
+        goto done;
+    log_debug("charge %s for order %s: new, %lld %s, %s%s (request %s)", c->charge_id,
+              c->order_id, (long long)amount, currency, c->declined ? "declined" : "succeeded",
+              c->timeout ? ", timeout drawn" : "", sim_reply_request_id(s->replies, req));
+    if (c->state == SIM_CHARGE_PENDING)
+        hold_charge(s, req, c);
+    else
+        answer_charge(s, req, c);
 done:
     json_object_put(body);
 }
@@ -250,7 +331,7 @@ handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
                         NULL, s->conf->latency_ms);
         return;
     }
-    order_id = sim_request_path_id(path, strlen("/v1/charges/"), 0, FIELD_MAX);
+    order_id = sim_request_path_id(path, strlen(CHARGES_PREFIX), 0, FIELD_MAX);
     c = order_id != NULL ? sim_charges_find_order(s->charges, order_id) : NULL;
     free(order_id);
     if (c == NULL) {
@@ -258,13 +339,56 @@ handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
                         NULL, s->conf->latency_ms);
         return;
     }
-    o = json_object_new_object();
-    json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
-    json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
-    json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
-    json_object_object_add(o, "amount_cents", json_object_new_int64(c->amount_cents));
-    json_object_object_add(o, "currency", json_object_new_string(c->currency));
+    o = charge_json(c);
     json_object_object_add(o, "attempts", json_object_new_int64(c->attempts));
+    json_object_object_add(o, "refunded_cents", json_object_new_int64(c->refunded_cents));
+    sim_reply_json(s->replies, req, 200, o, s->conf->latency_ms);
+}
+
+/*
+ * Cancel-or-refund, answered even in an outage.  The status says what became
+ * of the order's charge: canceled (pending, now never captured), refunded
+ * (captured, given back in full), declined (no money moved) or not_found
+ * (never received: a tombstone now refuses it).  The states are final, so a
+ * repeated cancel gets the same answer.
+ */
+static void
+handle_charge_cancel(sim_t *s, struct evhttp_request *req, const char *path)
+{
+    char *order_id = sim_request_path_id(path, strlen(CHARGES_PREFIX), strlen(CANCEL_SUFFIX), FIELD_MAX);
+    const sim_charge_t *c;
+    const char *status;
+    json_object *o;
+
+    if (order_id == NULL) {
+        sim_reply_error(s->replies, req, 404, "charge_not_found", "not an order id",
+                        NULL, s->conf->latency_ms);
+        return;
+    }
+    c = sim_charges_cancel(s->charges, order_id, sim_charges_now_ms());
+    if (c == NULL) {
+        log_error("out of memory canceling order %s", order_id);
+        sim_reply_error(s->replies, req, 503, "service_unavailable", "out of memory", NULL, 0);
+        free(order_id);
+        return;
+    }
+    free(order_id);
+    if (sync_or_503(s, req) < 0)
+        return;
+    s->cancels++;
+    if (c->state == SIM_CHARGE_TOMBSTONE) {
+        status = "not_found";
+        o = json_object_new_object();
+        json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
+    } else {
+        status = sim_charges_status(c);
+        o = charge_json(c);
+    }
+    json_object_object_add(o, "status", json_object_new_string(status));
+    json_object_object_add(o, "refunded_cents", json_object_new_int64(c->refunded_cents));
+    log_info("cancel of order %s: %s%s (request %s)", c->order_id, status,
+             c->state == SIM_CHARGE_TOMBSTONE ? ", the charge will be refused if it comes" : "",
+             sim_reply_request_id(s->replies, req));
     sim_reply_json(s->replies, req, 200, o, s->conf->latency_ms);
 }
 
@@ -332,6 +456,11 @@ handle_stats(sim_t *s, struct evhttp_request *req, const char *path)
     add_count(o, "succeeded", cs.succeeded);
     add_count(o, "declined", cs.declined);
     add_count(o, "pending", cs.pending);
+    add_count(o, "canceled", cs.canceled);
+    add_count(o, "refunded", cs.refunded);
+    add_count(o, "tombstones", cs.tombstones);
+    add_count(o, "cancel_requests", s->cancels);
+    add_count(o, "refused_requests", s->refused);
     add_count(o, "timed_out", s->timed_out);
     add_count(o, "rejected_requests", s->rejected);
     add_count(o, "held_requests", (int64_t)sim_reply_pending(s->replies));
@@ -339,7 +468,38 @@ handle_stats(sim_t *s, struct evhttp_request *req, const char *path)
     add_count(o, "webhook_attempts", hs.attempts);
     add_count(o, "webhooks_failed", hs.failed);
     add_count(o, "webhooks_pending", hs.pending);
+    add_count(o, "webhooks_dropped", hs.dropped);
     json_object_object_add(o, "outage", json_object_new_boolean(s->outage));
+    sim_reply_json(s->replies, req, 200, o, 0);
+}
+
+static void
+admin_charge_row(void *arg, sim_charge_t *c)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
+    json_object_object_add(o, "key", json_object_new_string(c->key));
+    json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
+    json_object_object_add(o, "amount_cents", json_object_new_int64(c->amount_cents));
+    json_object_object_add(o, "currency", c->currency ? json_object_new_string(c->currency) : NULL);
+    json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
+    json_object_object_add(o, "tombstone", json_object_new_boolean(c->state == SIM_CHARGE_TOMBSTONE));
+    json_object_object_add(o, "attempts", json_object_new_int64(c->attempts));
+    json_object_object_add(o, "refunded_cents", json_object_new_int64(c->refunded_cents));
+    json_object_object_add(o, "held_cents", json_object_new_int64(sim_charges_held_cents(c)));
+    json_object_array_add(arg, o);
+}
+
+/* Every charge and tombstone, oldest first, with what the provider holds. */
+static void
+handle_admin_charges(sim_t *s, struct evhttp_request *req, const char *path)
+{
+    json_object *o = json_object_new_object(), *list = json_object_new_array();
+
+    (void)path;
+    sim_charges_each(s->charges, admin_charge_row, list);
+    json_object_object_add(o, "charges", list);
     sim_reply_json(s->replies, req, 200, o, 0);
 }
 
@@ -359,7 +519,12 @@ on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const route_t *rt = &routes[i];
-        int match = rt->prefix ? strncmp(path, rt->path, strlen(rt->path)) == 0
+        size_t n = strlen(path), plen = strlen(rt->path);
+        size_t slen = rt->suffix != NULL ? strlen(rt->suffix) : 0;
+        /* An empty id ("/v1/charges//cancel") matches: the handler says 404. */
+        int match = rt->prefix ? strncmp(path, rt->path, plen) == 0 && n >= plen + slen
+                                 && n > plen
+                                 && (slen == 0 || strcmp(path + n - slen, rt->suffix) == 0)
                                : strcmp(path, rt->path) == 0;
 
         if (!match)

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 
 SIM = os.environ.get("PROVIDER_SIM", "./provider-sim/provider-sim")
 SRCDIR = os.environ.get("PAYMENTSD_SRCDIR") or os.path.normpath(
@@ -232,6 +233,23 @@ class Sim:
         check(status == 200, "GET /admin/stats: %s" % status)
         return doc
 
+    def cancel(self, order_id, headers=None, body=None):
+        """POST /v1/charges/{order_id}/cancel: (status, doc)."""
+        path = "/v1/charges/%s/cancel" % urllib.parse.quote(order_id, safe="")
+        status, doc, _ = self.request("POST", path, body, headers)
+        return status, doc
+
+    def get(self, order_id):
+        status, doc, _ = self.request("GET", "/v1/charges/" + urllib.parse.quote(order_id, safe=""))
+        return status, doc
+
+    def admin_charges(self):
+        """GET /admin/charges as {order_id: row} (and the raw list)."""
+        status, doc, _ = self.request("GET", "/admin/charges")
+        check(status == 200 and isinstance(doc.get("charges"), list), "GET /admin/charges: %s %r"
+              % (status, doc))
+        return {c["order_id"]: c for c in doc["charges"]}, doc["charges"]
+
     def stop(self, sig=signal.SIGTERM, timeout=5.0):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -362,7 +380,8 @@ def test_same_key_same_answer():
     answers = [sim.charge("k-same", "order-same", 4200) for _ in range(3)]
     check(all(a[0] == 200 for a in answers), "statuses %r" % [a[0] for a in answers])
     check(answers[0][1] == answers[1][1] == answers[2][1], "answers differ: %r" % [a[1] for a in answers])
-    check(set(answers[0][1]) == {"charge_id", "status"} and answers[0][1]["status"] == "succeeded",
+    check(answers[0][1] == {"charge_id": answers[0][1]["charge_id"], "order_id": "order-same",
+                            "status": "succeeded", "amount_cents": 4200, "currency": "EUR"},
           "answer %r" % answers[0][1])
     after = sim.stats()
     check(after["charges"] - before["charges"] == 1, "charges %r -> %r" % (before, after))
@@ -398,7 +417,7 @@ def test_get_charge():
     status, doc, _ = sim.request("GET", "/v1/charges/order%2Fget%201")
     check(status == 200, "%s %r" % (status, doc))
     want = {"charge_id": answer["charge_id"], "order_id": "order/get 1", "status": "succeeded",
-            "amount_cents": 777, "currency": "GBP", "attempts": 1}
+            "amount_cents": 777, "currency": "GBP", "attempts": 1, "refunded_cents": 0}
     check(doc == want, "got %r, want %r" % (doc, want))
 
 
@@ -697,7 +716,8 @@ def test_admin_allow():
     """admin_allow: peers outside it get 403 on /admin/*, the charges API still answers"""
     sim = Sim("admin-deny", admin_allow="10.1.2.3 192.168.0.0/16 ::1")
     try:
-        for method, path in (("GET", "/admin/stats"), ("GET", "/admin/outage"), ("POST", "/admin/outage")):
+        for method, path in (("GET", "/admin/stats"), ("GET", "/admin/charges"), ("GET", "/admin/outage"),
+                             ("POST", "/admin/outage")):
             status, doc, _ = sim.request(method, path, {"enabled": True} if method == "POST" else None)
             check(status == 403 and doc["error"]["code"] == "forbidden", "%s %s: %s %r" % (method, path, status, doc))
         check(sim.charge("k-deny", "order-deny")[0] == 200, "the charges API refused a non-admin")
@@ -705,7 +725,7 @@ def test_admin_allow():
         check(sim.stop() == 0, "exit status")
     sim = Sim("admin-cidr", admin_allow="10.0.0.0/8, 127.0.0.1/32")
     try:
-        check(sim.request("GET", "/admin/stats")[0] == 200, "127.0.0.1 inside 127.0.0.1/32 was refused")
+        check(sim.request("GET", "/admin/charges")[0] == 200, "127.0.0.1 inside 127.0.0.1/32 was refused")
     finally:
         check(sim.stop() == 0, "exit status")
     for bad in ("127.0.0.0/33", "::1/129", "localhost", "10.0.0.1/"):
@@ -714,6 +734,222 @@ def test_admin_allow():
             f.write("admin_allow = %s\n" % bad)
         r = subprocess.run([SIM, "-t", "-c", path], capture_output=True, timeout=5, env=SIM_ENV)
         check(r.returncode != 0 and (path + ":1:").encode() in r.stderr, "%r accepted: %r" % (bad, r.stderr))
+
+
+# ---- cancel-or-refund, the admin view, request ids ----
+
+CHARGE_ROW = {"order_id", "key", "charge_id", "amount_cents", "currency", "status", "tombstone",
+              "attempts", "refunded_cents", "held_cents"}
+
+
+def held(sim, order_id):
+    return sim.admin_charges()[0][order_id]["held_cents"]
+
+
+def test_cancel_pending():
+    """cancel of a pending charge (timeout drawn, outage): canceled, never captured, no webhook"""
+    rx = Receiver()
+    sim = Sim("cancel-pending", rx, timeout_rate=1, webhook_delay="500ms", hold="1s")
+    admin = {"Content-Type": "application/json"}
+    try:
+        t0 = time.monotonic()
+        try:
+            sim.charge("k-cp-1", "order-cp-1", 1500, timeout=0.3)
+            raise Fail("a charge drawn to time out was answered")
+        except TimeoutError:
+            pass
+        first = {}
+        status, first["order-cp-1"] = sim.cancel("order-cp-1")
+        want = {"order_id": "order-cp-1", "status": "canceled", "charge_id": predicted_charge_id(1, "k-cp-1"),
+                "amount_cents": 1500, "currency": "EUR", "refunded_cents": 0}
+        check(status == 200 and first["order-cp-1"] == want, "cancel: %s %r, want %r"
+              % (status, first["order-cp-1"], want))
+        # In an outage the cancel is still answered: it is how the outcome gets settled.
+        check(sim.request("POST", "/admin/outage", {"enabled": True}, admin)[0] == 200, "outage on")
+        try:
+            sim.charge("k-cp-2", "order-cp-2", 2500, timeout=0.3)
+            raise Fail("answered during an outage")
+        except TimeoutError:
+            pass
+        status, first["order-cp-2"] = sim.cancel("order-cp-2")
+        check(status == 200 and first["order-cp-2"]["status"] == "canceled"
+              and first["order-cp-2"]["amount_cents"] == 2500,
+              "cancel during the outage: %s %r" % (status, first["order-cp-2"]))
+        check(sim.request("POST", "/admin/outage", {"enabled": False}, admin)[0] == 200, "outage off")
+        # Past both settlement times (webhook_delay 500ms after each charge), with room.
+        wait_for(lambda: sim.stats()["webhooks_dropped"] == 2, 3, "both settlements to pass")
+        time.sleep(max(0, t0 + 1.5 - time.monotonic()))
+        check(rx.for_order("order-cp-1") == [] and rx.for_order("order-cp-2") == [],
+              "a canceled charge got a webhook: %r" % rx.deliveries)
+        for order in ("order-cp-1", "order-cp-2"):
+            status, doc = sim.get(order)
+            check(status == 200 and doc["status"] == "canceled" and doc["refunded_cents"] == 0,
+                  "GET %s: %s %r" % (order, status, doc))
+            check(held(sim, order) == 0, "%s: held_cents is not 0" % order)
+            again = sim.cancel(order)
+            check(again == (200, first[order]), "%s: the cancel after settlement time answered %r, "
+                  "the first %r" % (order, again, first[order]))
+        # The client's retry learns that no money was taken.
+        status, doc, _ = sim.charge("k-cp-1", "order-cp-1", 1500)
+        check(status == 200 and doc["status"] == "declined" and doc["order_id"] == "order-cp-1"
+              and doc["amount_cents"] == 1500, "retry after the cancel: %s %r" % (status, doc))
+        s = sim.stats()
+        check(s["canceled"] == 2 and s["succeeded"] == 0 and s["pending"] == 0
+              and s["webhook_attempts"] == 0, "stats %r" % s)
+        check("not sent: the charge was canceled" in sim.log_text(), "the dropped webhook is not logged")
+    finally:
+        check(sim.stop() == 0, "exit status")
+        rx.close()
+
+
+def test_cancel_succeeded_refunds():
+    """cancel of a succeeded charge: refunded in full, held_cents 0, same answer again"""
+    sim, rx = main_sim()
+    status, doc, _ = sim.charge("k-cs", "order-cs", 3100, "GBP")
+    check(status == 200 and doc["status"] == "succeeded", "charge: %s %r" % (status, doc))
+    charge_id = doc["charge_id"]
+    check(held(sim, "order-cs") == 3100, "held before the cancel: %r" % sim.admin_charges()[0]["order-cs"])
+    status, first = sim.cancel("order-cs", headers={"Idempotency-Key": "ignored-1"}, body=b"ignored")
+    want = {"order_id": "order-cs", "status": "refunded", "charge_id": charge_id,
+            "amount_cents": 3100, "currency": "GBP", "refunded_cents": 3100}
+    check(status == 200 and first == want, "cancel: %s %r, want %r" % (status, first, want))
+    for i in range(2):
+        again = sim.cancel("order-cs", headers={"Idempotency-Key": "ignored-%d" % (i + 2)})
+        check(again == (200, first), "repeat %d: %r" % (i + 1, again))
+    status, doc = sim.get("order-cs")
+    check(status == 200 and doc["status"] == "refunded" and doc["refunded_cents"] == 3100
+          and doc["amount_cents"] == 3100 and doc["charge_id"] == charge_id, "GET: %s %r" % (status, doc))
+    row = sim.admin_charges()[0]["order-cs"]
+    check(row["held_cents"] == 0 and row["refunded_cents"] == 3100 and row["status"] == "refunded",
+          "admin row %r" % row)
+    status, doc, _ = sim.charge("k-cs", "order-cs", 3100, "GBP")
+    check(status == 200 and doc["status"] == "declined", "a retry of the refunded charge: %s %r" % (status, doc))
+    check(held(sim, "order-cs") == 0, "the retry took money again")
+    check(rx.for_order("order-cs") == [], "a charge answered in time got a webhook")
+
+
+def test_cancel_declined():
+    """cancel of a declined charge: declined, nothing refunded, same answer again"""
+    sim = Sim("cancel-declined", decline_rate=1)
+    try:
+        status, doc, _ = sim.charge("k-cd", "order-cd", 990)
+        check(status == 200 and doc["status"] == "declined", "charge: %s %r" % (status, doc))
+        want = {"order_id": "order-cd", "status": "declined", "charge_id": doc["charge_id"],
+                "amount_cents": 990, "currency": "EUR", "refunded_cents": 0}
+        for i in range(3):
+            status, got = sim.cancel("order-cd")
+            check(status == 200 and got == want, "cancel %d: %s %r, want %r" % (i + 1, status, got, want))
+        status, doc = sim.get("order-cd")
+        check(status == 200 and doc["status"] == "declined" and doc["refunded_cents"] == 0, "GET %r" % doc)
+        check(held(sim, "order-cd") == 0, "held_cents of a declined charge")
+        s = sim.stats()
+        check(s["declined"] == 1 and s["refunded"] == 0 and s["canceled"] == 0, "stats %r" % s)
+    finally:
+        check(sim.stop() == 0, "exit status")
+
+
+def test_cancel_before_charge():
+    """cancel before the charge: not_found, tombstone; the charge when it comes is declined, held 0"""
+    sim, rx = main_sim()
+    status, doc = sim.cancel("order-tomb")
+    want = {"order_id": "order-tomb", "status": "not_found", "refunded_cents": 0}
+    check(status == 200 and doc == want, "cancel: %s %r, want %r" % (status, doc, want))
+    status, doc = sim.get("order-tomb")
+    check(status == 200 and doc["status"] == "canceled" and doc["refunded_cents"] == 0
+          and doc["order_id"] == "order-tomb" and "amount_cents" not in doc, "GET: %s %r" % (status, doc))
+    for attempt in (1, 2):
+        status, doc, _ = sim.charge("order-tomb", "order-tomb", 4400)
+        check(status == 200 and doc["status"] == "declined" and doc["order_id"] == "order-tomb"
+              and doc["amount_cents"] == 4400 and doc["currency"] == "EUR"
+              and doc["charge_id"] == predicted_charge_id(1, "order-tomb"),
+              "charge %d after the cancel: %s %r" % (attempt, status, doc))
+    # Another key for the same order is refused too.
+    status, doc, _ = sim.charge("k-tomb-other", "order-tomb", 4400)
+    check(status == 200 and doc["status"] == "declined", "another key: %s %r" % (status, doc))
+    check(sim.cancel("order-tomb") == (200, want), "a repeated cancel changed its answer")
+    row = sim.admin_charges()[0]["order-tomb"]
+    check(row["held_cents"] == 0 and row["attempts"] == 3 and row["status"] == "canceled"
+          and row["tombstone"] is True and row["refunded_cents"] == 0, "admin row %r" % row)
+    check(sim.request("GET", "/admin/charges")[1]["charges"].count(row) == 1, "more than one row for the order")
+    time.sleep(0.4)                 # past webhook_delay: nothing may be told
+    check(rx.for_order("order-tomb") == [], "a refused charge got a webhook")
+
+
+def test_cancel_route():
+    """cancel route: percent-encoded ids, GET on it 405 Allow POST, bad id 404"""
+    sim, _ = main_sim()
+    sim.charge("k-cr", "order/cr 1", 100)
+    status, doc = sim.cancel("order/cr 1")
+    check(status == 200 and doc["status"] == "refunded" and doc["order_id"] == "order/cr 1",
+          "%s %r" % (status, doc))
+    status, doc, r = sim.request("GET", "/v1/charges/order-x/cancel")
+    check(status == 405 and r.getheader("Allow") == "POST", "GET on cancel: %s %r" % (status, doc))
+    status, doc, _ = sim.request("POST", "/v1/charges/%01/cancel")
+    check(status == 404, "control character in the id: %s %r" % (status, doc))
+    status, doc, _ = sim.request("POST", "/v1/charges//cancel")
+    check(status == 404, "empty id: %s %r" % (status, doc))
+
+
+def test_admin_charges():
+    """GET /admin/charges: every charge in order, its fields, attempts counted, held_cents"""
+    sim = Sim("admin-charges", decline_rate=0.5, seed=5)
+    try:
+        keys = ["k-ac-%d" % i for i in range(6)]
+        for i, k in enumerate(keys):
+            for _ in range(i % 3 + 1):          # 1, 2 or 3 attempts
+                check(sim.charge(k, "order-" + k, 100 + i)[0] == 200, "charge %s" % k)
+        sim.charge("k-ac-0", "order-k-ac-0", 999)   # a 409 is not an attempt
+        sim.cancel("order-k-ac-5")
+        sim.cancel("order-never")
+        by_order, rows = sim.admin_charges()
+        check([r["order_id"] for r in rows] == ["order-" + k for k in keys] + ["order-never"],
+              "order %r" % [r["order_id"] for r in rows])
+        for row in rows:
+            check(set(row) == CHARGE_ROW, "fields %r" % sorted(row))
+        for i, k in enumerate(keys):
+            row = by_order["order-" + k]
+            declined = uniform(5, "decline", k) < 0.5
+            status = "declined" if declined else ("refunded" if i == 5 else "succeeded")
+            want = {"order_id": "order-" + k, "key": k, "charge_id": predicted_charge_id(5, k),
+                    "amount_cents": 100 + i, "currency": "EUR", "status": status, "tombstone": False,
+                    "attempts": i % 3 + 1, "refunded_cents": 105 if status == "refunded" else 0,
+                    "held_cents": 100 + i if status == "succeeded" else 0}
+            check(row == want, "%s: %r, want %r" % (k, row, want))
+        check(by_order["order-never"] == {
+            "order_id": "order-never", "key": "order-never", "charge_id": predicted_charge_id(5, "order-never"),
+            "amount_cents": 0, "currency": None, "status": "canceled", "tombstone": True, "attempts": 0,
+            "refunded_cents": 0, "held_cents": 0}, "tombstone row %r" % by_order["order-never"])
+        s = sim.stats()
+        check(s["charge_requests"] == sum(i % 3 + 1 for i in range(6)) and s["tombstones"] == 1,
+              "stats %r" % s)
+    finally:
+        check(sim.stop() == 0, "exit status")
+
+
+def test_request_id():
+    """X-Request-Id: echoed on 2xx and 4xx, made when missing or invalid, logged"""
+    sim, _ = main_sim()
+    hdr = {"Content-Type": "application/json", "Idempotency-Key": "k-rid", "X-Request-Id": "rid-abc.123"}
+    body = {"order_id": "order-rid", "amount_cents": 10, "currency": "EUR"}
+    for what, method, path, b, h in (
+            ("charge 200", "POST", "/v1/charges", body, hdr),
+            ("GET 200", "GET", "/v1/charges/order-rid", None, {"X-Request-Id": "rid-get"}),
+            ("GET 404", "GET", "/v1/charges/nope", None, {"X-Request-Id": "rid-404"}),
+            ("cancel 200", "POST", "/v1/charges/order-rid/cancel", None, {"X-Request-Id": "rid-cancel"}),
+            ("409", "POST", "/v1/charges", dict(body, amount_cents=11), hdr),
+            ("422", "POST", "/v1/charges", {"order_id": "o"}, hdr),
+            ("admin 200", "GET", "/admin/charges", None, {"X-Request-Id": "rid-admin"})):
+        status, doc, r = sim.request(method, path, b, h)
+        check(r.getheader("X-Request-Id") == h["X-Request-Id"],
+              "%s (%s): X-Request-Id %r" % (what, status, r.getheader("X-Request-Id")))
+    for sent in (None, "has space", "x" * 129, 'quo"te'):
+        _, _, r = sim.request("GET", "/v1/charges/nope", None, {"X-Request-Id": sent} if sent else {})
+        got = r.getheader("X-Request-Id")
+        check(got and got != sent and 1 <= len(got) <= 128, "sent %r, got %r" % (sent, got))
+    log = sim.log_text()
+    check("(request rid-abc.123)" in log and "-> 404 (request rid-404)" in log
+          and "cancel of order order-rid: refunded" in log and "(request rid-cancel)" in log,
+          "request ids not logged")
 
 
 def test_main_sim_exits_clean():
@@ -737,6 +973,13 @@ TESTS = [
     test_timeout_then_webhook, test_webhook_retries, test_webhook_gives_up,
     test_webhook_receiver_down, test_outage_switch, test_routes, test_sigterm_answers_held, test_sigquit_and_sigint_stop,
     test_admin_allow,
+    test_cancel_pending,
+    test_cancel_succeeded_refunds,
+    test_cancel_declined,
+    test_cancel_before_charge,
+    test_cancel_route,
+    test_admin_charges,
+    test_request_id,
     test_main_sim_exits_clean,
 ]
 
