@@ -130,7 +130,18 @@ static const cf_key_t keys[] = {
     K("pid_file", CF_STR, pid_file, NULL, 0, 0, NULL),
     { "admin_allow", CF_LIST, offsetof(sim_conf_t, admin_allow), "127.0.0.0/8 ::1", 0, 0,
       CF_REPEAT, check_admin_allow },
+    K("state_file", CF_STR, state_file, NULL, 0, 0, NULL),
 };
+
+/* An empty string means "unset" for the optional paths. */
+static void
+unset_if_empty(char **v)
+{
+    if (*v != NULL && (*v)[0] == '\0') {
+        free(*v);
+        *v = NULL;
+    }
+}
 
 static const cf_schema_t schema = {
     keys, sizeof(keys) / sizeof(keys[0]), "PROVIDER_SIM_", NULL, 0
@@ -167,10 +178,8 @@ sim_conf_load(const char *path, char *err, size_t errlen)
                  where);
         goto fail;
     }
-    if (conf->pid_file != NULL && conf->pid_file[0] == '\0') {
-        free(conf->pid_file);
-        conf->pid_file = NULL;
-    }
+    unset_if_empty(&conf->pid_file);
+    unset_if_empty(&conf->state_file);
     conf->admin_acl = sim_acl_new(conf->admin_allow.items, conf->admin_allow.n, msg, sizeof(msg));
     if (conf->admin_acl == NULL) {
         snprintf(err, errlen, "%s: %s", where, msg);

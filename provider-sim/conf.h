@@ -37,6 +37,7 @@ typedef struct sim_conf {
     char *error_log;
     char *pid_file;                     /* NULL: none */
     cf_list_t admin_allow;              /* who may use /admin: addresses and CIDRs */
+    char *state_file;                   /* the charges' journal; NULL: memory only */
 
     /* Derived at load from the keys above. */
     whsig_key_t key;                    /* decoded webhook_secret */

@@ -66,6 +66,7 @@ typedef struct sim {
     struct event *signals[5];
     int outage;
     int stopping;
+    int rearm_failed;           /* out of memory re-arming a charge at start */
     int64_t timed_out;          /* charge requests held instead of answered */
     int64_t rejected;           /* charge requests refused with a 4xx */
     int64_t refused;            /* charge requests answered "declined" for a canceled order */
@@ -546,6 +547,27 @@ on_request(struct evhttp_request *req, void *arg)
     sim_reply_error(s->replies, req, 404, "not_found", "no such route", NULL, 0);
 }
 
+/* After a restart: settle the charges still pending on their schedule and
+ * send the webhooks still owed. */
+static void
+rearm(void *arg, sim_charge_t *c)
+{
+    sim_t *s = arg;
+    int owed = c->state == SIM_CHARGE_PENDING
+        || (c->notify && !c->notified
+            && (c->state == SIM_CHARGE_SUCCEEDED || c->state == SIM_CHARGE_DECLINED));
+
+    if (!owed || s->rearm_failed)
+        return;
+    if (sim_hooks_settle_later(s->hooks, c) < 0) {
+        s->rearm_failed = 1;
+        return;
+    }
+    log_info("charge %s for order %s: %s", c->charge_id, c->order_id,
+             c->state == SIM_CHARGE_PENDING ? "still pending, settling on schedule"
+                                            : "its webhook is still owed, sending it");
+}
+
 static void
 stop(sim_t *s, const char *why)
 {
@@ -650,9 +672,18 @@ sim_server_run(const sim_conf_t *conf)
     s.replies = sim_reply_new(s.base);
     if (s.replies == NULL)
         goto cleanup;
+    if (conf->state_file != NULL) {
+        what = "state_file";
+        if (sim_charges_journal(s.charges, conf->state_file, err, sizeof(err)) < 0)
+            goto cleanup;
+    }
     what = "sim_hooks_new";
     s.hooks = sim_hooks_new(s.base, conf, s.charges, err, sizeof(err));
     if (s.hooks == NULL)
+        goto cleanup;
+    what = "rearm";
+    sim_charges_each(s.charges, rearm, &s);
+    if (s.rearm_failed)
         goto cleanup;
 
     what = "evhttp_new";
@@ -686,9 +717,10 @@ sim_server_run(const sim_conf_t *conf)
         pid_written = 1;
     }
     log_info("listening on %s; webhooks to %s; seed %lld, decline_rate %g, timeout_rate %g, "
-             "latency %lld ms%s",
+             "latency %lld ms%s%s",
              conf->listen, conf->webhook_url, (long long)conf->seed, conf->decline_rate,
-             conf->timeout_rate, (long long)conf->latency_ms, s.outage ? "; outage mode on" : "");
+             conf->timeout_rate, (long long)conf->latency_ms, s.outage ? "; outage mode on" : "",
+             conf->state_file != NULL ? "" : "; no state_file: charges are kept in memory only");
     if (event_base_dispatch(s.base) < 0) {
         what = "event_base_dispatch";
         goto cleanup;

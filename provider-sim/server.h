@@ -9,7 +9,8 @@
  *   GET  /admin/stats                   counters                 (admin_allow only)
  *   GET  /admin/charges                 every charge, held money (admin_allow only)
  *
- * One process, one libevent loop, nothing blocking after start-up.
+ * One process, one libevent loop, nothing blocking after start-up but the
+ * journal's appends to a local file.
  */
 #ifndef PD_SIM_SERVER_H
 #define PD_SIM_SERVER_H

@@ -18,6 +18,7 @@ import http.client
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -249,6 +250,11 @@ class Sim:
         check(status == 200 and isinstance(doc.get("charges"), list), "GET /admin/charges: %s %r"
               % (status, doc))
         return {c["order_id"]: c for c in doc["charges"]}, doc["charges"]
+
+    def kill9(self):
+        """SIGKILL, as a crash: nothing gets a chance to flush."""
+        self.proc.kill()
+        self.proc.wait(5)
 
     def stop(self, sig=signal.SIGTERM, timeout=5.0):
         if self.proc.poll() is None:
@@ -952,6 +958,103 @@ def test_request_id():
           "request ids not logged")
 
 
+def test_state_file_restart():
+    """state_file: kill -9, restart: every charge known, /admin/charges the same, pending ones settle"""
+    rx = Receiver()
+    state = os.path.join(TMP, "journal.jsonl")
+    keys = dict(state_file=state, decline_rate=0.5, seed=11, webhook_delay="1500ms", hold="1s")
+    admin = {"Content-Type": "application/json"}
+    ok_key = next(k for k in ("k-sf-%d" % i for i in range(50)) if uniform(11, "decline", k) >= 0.5)
+    no_key = next(k for k in ("k-sf-%d" % i for i in range(50)) if uniform(11, "decline", k) < 0.5)
+    ref_key = next(k for k in ("k-sfr-%d" % i for i in range(50)) if uniform(11, "decline", k) >= 0.5)
+    pend_key = next(k for k in ("k-sfp-%d" % i for i in range(50)) if uniform(11, "decline", k) >= 0.5)
+    sim = Sim("state-1", rx, **keys)
+    sims = [sim]
+    try:
+        for _ in range(2):
+            check(sim.charge(ok_key, "order-sf-ok", 1000)[1]["status"] == "succeeded", "ok charge")
+        check(sim.charge(no_key, "order-sf-no", 2000)[1]["status"] == "declined", "declined charge")
+        check(sim.charge(ref_key, "order-sf-ref", 3000)[1]["status"] == "succeeded", "charge to refund")
+        check(sim.cancel("order-sf-ref")[1]["status"] == "refunded", "refund")
+        check(sim.cancel("order-sf-tomb")[1]["status"] == "not_found", "tombstone")
+        sim.request("POST", "/admin/outage", {"enabled": True}, admin)
+        t_pend = time.monotonic()
+        try:
+            sim.charge(pend_key, "order-sf-pend", 4000, timeout=0.2)
+            raise Fail("answered in an outage")
+        except TimeoutError:
+            pass
+        before, _ = sim.admin_charges()
+        check(before["order-sf-pend"]["status"] == "pending", "pending row %r" % before["order-sf-pend"])
+        sim.kill9()
+        # A crash mid-write leaves a torn last line: the restart must skip it.
+        with open(state, "a") as f:
+            f.write('{"seq": 99, "key": "torn')
+        sim = Sim("state-2", rx, **keys)
+        sims.append(sim)
+        after, _ = sim.admin_charges()
+        check(after == before, "after the restart:\n%r\nbefore:\n%r" % (after, before))
+        check("torn last line" in sim.log_text(), "the torn line is not logged")
+        status, doc = sim.get("order-sf-ok")
+        check(status == 200 and doc["status"] == "succeeded" and doc["attempts"] == 2
+              and doc["amount_cents"] == 1000, "GET ok: %s %r" % (status, doc))
+        check(sim.get("order-sf-ref")[1]["status"] == "refunded", "the refund was forgotten")
+        check(sim.get("order-sf-tomb")[1]["status"] == "canceled", "the tombstone was forgotten")
+        status, doc, _ = sim.charge("order-sf-tomb", "order-sf-tomb", 500)
+        check(doc["status"] == "declined", "the tombstone no longer refuses: %r" % doc)
+        status, doc, _ = sim.charge(ok_key, "order-sf-ok", 1000)
+        check(doc["status"] == "succeeded" and doc["charge_id"] == predicted_charge_id(11, ok_key),
+              "same key, same answer after the restart: %r" % doc)
+        # The pending charge settles on its schedule (1.5s after it arrived) and is told.
+        d = wait_for(lambda: rx.for_order("order-sf-pend"), 5, "the pending charge's webhook")[0]
+        check(d["t"] - t_pend >= 1.4, "settled %.2fs after the charge, before webhook_delay" % (d["t"] - t_pend))
+        check(d["valid"] and json.loads(d["body"])["outcome"] == "PAID", "webhook %r" % d)
+        status, doc = sim.get("order-sf-pend")
+        check(status == 200 and doc["status"] == "succeeded", "GET pending after settling: %r" % doc)
+        check(held(sim, "order-sf-pend") == 4000, "held_cents of the settled charge")
+        wait_for(lambda: sim.stats()["webhooks_delivered"] == 1, 3, "the delivery to be counted")
+        # Once more, cleanly this time: everything still there, the webhook not sent again.
+        final, _ = sim.admin_charges()
+        check(sim.stop() == 0, "exit status")
+        sim = Sim("state-3", rx, **keys)
+        sims.append(sim)
+        check(sim.admin_charges()[0] == final, "third run differs")
+        time.sleep(0.3)
+        check(len(rx.for_order("order-sf-pend")) == 1, "a delivered webhook was sent again after a restart")
+        with open(state) as f:
+            lines = f.read().splitlines()
+        check(all(json.loads(line)["seq"] >= 0 for line in lines), "the journal holds a bad line")
+    finally:
+        for s in sims:
+            if s.proc.poll() is None:
+                check(s.stop() == 0, "%s: exit status" % s.name)
+        rx.close()
+
+
+def test_state_file_refuses_bad():
+    """state_file: a corrupt middle line stops the start (file:line); a second sim on it is refused"""
+    state = os.path.join(TMP, "corrupt.jsonl")
+    good = Sim("corrupt-0", state_file=state)
+    good.charge("k-c1", "order-c1")
+    good.charge("k-c2", "order-c2")
+    # A second sim on the same journal must not start.
+    conf = good.conf.replace("corrupt-0", "corrupt-x")
+    with open(good.conf) as f, open(conf, "w") as g:
+        g.write(f.read().replace("127.0.0.1:%d" % good.port, "127.0.0.1:%d" % free_port()))
+    r = subprocess.run([SIM, "-c", conf], capture_output=True, timeout=5, env=SIM_ENV)
+    check(r.returncode == 1 and "is in use by another process" in good.log_text(),
+          "a second sim on the journal: exit %d %r" % (r.returncode, r.stderr[-300:]))
+    check(good.stop() == 0, "exit status")
+    with open(state) as f:
+        lines = f.read().splitlines()
+    check(len(lines) == 2, "two charges, two lines: %r" % lines)
+    with open(state, "w") as f:
+        f.write(lines[0] + "\n" + "garbage\n" + lines[1] + "\n")
+    r = subprocess.run([SIM, "-c", good.conf], capture_output=True, timeout=5, env=SIM_ENV)
+    check(r.returncode == 1 and (state + ":2:") in good.log_text(),
+          "exit %d; log %r" % (r.returncode, good.log_text()[-300:]))
+
+
 def test_main_sim_exits_clean():
     """the long-running sim stops cleanly and logged no sanitizer report"""
     sim, rx = main_sim()
@@ -980,6 +1083,8 @@ TESTS = [
     test_cancel_route,
     test_admin_charges,
     test_request_id,
+    test_state_file_restart,
+    test_state_file_refuses_bad,
     test_main_sim_exits_clean,
 ]
 
@@ -1006,9 +1111,7 @@ def main():
                 p.kill()
                 p.wait(5)
         if failed == 0:
-            for name in os.listdir(TMP):
-                os.unlink(os.path.join(TMP, name))
-            os.rmdir(TMP)
+            shutil.rmtree(TMP, ignore_errors=True)
         else:
             print("# logs and confs kept in %s" % TMP, flush=True)
     return 1 if failed else 0
