@@ -131,6 +131,8 @@ static const cf_key_t keys[] = {
     { "admin_allow", CF_LIST, offsetof(sim_conf_t, admin_allow), "127.0.0.0/8 ::1", 0, 0,
       CF_REPEAT, check_admin_allow },
     K("state_file", CF_STR, state_file, NULL, 0, 0, NULL),
+    K("tls_cert", CF_STR, tls_cert, NULL, 0, 0, NULL),
+    K("tls_key", CF_STR, tls_key, NULL, 0, 0, NULL),
 };
 
 /* An empty string means "unset" for the optional paths. */
@@ -180,6 +182,13 @@ sim_conf_load(const char *path, char *err, size_t errlen)
     }
     unset_if_empty(&conf->pid_file);
     unset_if_empty(&conf->state_file);
+    unset_if_empty(&conf->tls_cert);
+    unset_if_empty(&conf->tls_key);
+    if ((conf->tls_cert == NULL) != (conf->tls_key == NULL)) {
+        snprintf(err, errlen, "%s: tls_cert and tls_key go together: set both (HTTPS) or neither",
+                 where);
+        goto fail;
+    }
     conf->admin_acl = sim_acl_new(conf->admin_allow.items, conf->admin_allow.n, msg, sizeof(msg));
     if (conf->admin_acl == NULL) {
         snprintf(err, errlen, "%s: %s", where, msg);

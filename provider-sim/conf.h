@@ -38,6 +38,8 @@ typedef struct sim_conf {
     char *pid_file;                     /* NULL: none */
     cf_list_t admin_allow;              /* who may use /admin: addresses and CIDRs */
     char *state_file;                   /* the charges' journal; NULL: memory only */
+    char *tls_cert;                     /* PEM certificate chain; NULL: plain HTTP */
+    char *tls_key;                      /* PEM private key; set exactly when tls_cert is */
 
     /* Derived at load from the keys above. */
     whsig_key_t key;                    /* decoded webhook_secret */

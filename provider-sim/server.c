@@ -47,6 +47,7 @@
 #include "provider-sim/hooks.h"
 #include "provider-sim/reply.h"
 #include "provider-sim/request.h"
+#include "provider-sim/tls.h"
 
 #define MAX_BODY (64 * 1024)
 #define MAX_HEADERS (16 * 1024)
@@ -60,6 +61,7 @@ typedef struct sim {
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
+    sim_tls_t *tls;
     sim_charges_t *charges;
     sim_hooks_t *hooks;
     sim_replies_t *replies;
@@ -699,6 +701,13 @@ sim_server_run(const sim_conf_t *conf)
     tv.tv_usec = 0;
     evhttp_set_timeout_tv(s.http, &tv);
     evhttp_set_gencb(s.http, on_request, &s);
+    if (conf->tls_cert != NULL) {
+        what = "tls";
+        s.tls = sim_tls_new(conf->tls_cert, conf->tls_key, err, sizeof(err));
+        if (s.tls == NULL)
+            goto cleanup;
+        sim_tls_serve(s.tls, s.http);
+    }
 
     what = "listen";
     fd = listen_open(conf->listen, err, sizeof(err));
@@ -716,10 +725,11 @@ sim_server_run(const sim_conf_t *conf)
             goto cleanup;
         pid_written = 1;
     }
-    log_info("listening on %s; webhooks to %s; seed %lld, decline_rate %g, timeout_rate %g, "
+    log_info("listening on %s (%s); webhooks to %s; seed %lld, decline_rate %g, timeout_rate %g, "
              "latency %lld ms%s%s",
-             conf->listen, conf->webhook_url, (long long)conf->seed, conf->decline_rate,
-             conf->timeout_rate, (long long)conf->latency_ms, s.outage ? "; outage mode on" : "",
+             conf->listen, s.tls != NULL ? "https" : "http", conf->webhook_url,
+             (long long)conf->seed, conf->decline_rate, conf->timeout_rate,
+             (long long)conf->latency_ms, s.outage ? "; outage mode on" : "",
              conf->state_file != NULL ? "" : "; no state_file: charges are kept in memory only");
     if (event_base_dispatch(s.base) < 0) {
         what = "event_base_dispatch";
@@ -742,6 +752,7 @@ cleanup:
     sim_reply_free(s.replies);
     if (s.http != NULL)
         evhttp_free(s.http);
+    sim_tls_free(s.tls);
     sim_charges_free(s.charges);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         if (s.signals[i] != NULL)

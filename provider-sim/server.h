@@ -10,7 +10,7 @@
  *   GET  /admin/charges                 every charge, held money (admin_allow only)
  *
  * One process, one libevent loop, nothing blocking after start-up but the
- * journal's appends to a local file.
+ * journal's appends to a local file.  HTTPS instead of HTTP with tls_cert.
  */
 #ifndef PD_SIM_SERVER_H
 #define PD_SIM_SERVER_H

@@ -173,8 +173,9 @@ class Sim:
         "log_level": "info",
     }
 
-    def __init__(self, name, receiver=None, **keys):
+    def __init__(self, name, receiver=None, ssl_context=None, **keys):
         self.name = name
+        self.ssl_context = ssl_context      # set: the sim serves HTTPS (tls_cert, tls_key)
         self.log = os.path.join(TMP, name + ".log")
         self.stderr = os.path.join(TMP, name + ".stderr")     # sanitizer reports land here
         for _ in range(3):          # another process may take the port meanwhile
@@ -206,7 +207,11 @@ class Sim:
 
     def request(self, method, path, body=None, headers=None, timeout=5.0):
         """(status, decoded JSON or None, headers); raises TimeoutError."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.ssl_context is not None:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
             conn.request(method, path, body=data, headers=headers or {})
@@ -1055,6 +1060,68 @@ def test_state_file_refuses_bad():
           "exit %d; log %r" % (r.returncode, good.log_text()[-300:]))
 
 
+def make_ca(dirname):
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it."""
+    def run(*args):
+        r = subprocess.run(["openssl"] + list(args), capture_output=True, timeout=30, cwd=dirname)
+        check(r.returncode == 0, "openssl %s: %s" % (" ".join(args), r.stderr.decode()[-500:]))
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sim test CA")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(dirname, "ext.cnf"), "w") as f:
+        f.write("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    run("req", "-x509", *ec, "-keyout", "other.key", "-out", "other.pem", "-days", "2", "-subj", "/CN=other")
+    return {n: os.path.join(dirname, n) for n in ("ca.pem", "server.pem", "server.key", "other.key")}
+
+
+def test_tls():
+    """tls_cert/tls_key: HTTPS verified against a throwaway CA; plain HTTP gets nothing"""
+    import ssl
+    d = tempfile.mkdtemp(prefix="tls.", dir=TMP)
+    files = make_ca(d)
+    ctx = ssl.create_default_context(cafile=files["ca.pem"])
+    sim = Sim("tls", ssl_context=ctx, tls_cert=files["server.pem"], tls_key=files["server.key"])
+    try:
+        status, doc, r = sim.charge("k-tls", "order-tls", 1234)
+        check(status == 200 and doc["status"] == "succeeded" and doc["order_id"] == "order-tls"
+              and doc["amount_cents"] == 1234, "over https: %s %r" % (status, doc))
+        status, doc = sim.cancel("order-tls")
+        check(status == 200 and doc["status"] == "refunded", "cancel over https: %s %r" % (status, doc))
+        check(sim.stats()["charges"] == 1, "admin over https")
+        plain = Sim.__new__(Sim)
+        plain.port, plain.ssl_context = sim.port, None
+        try:
+            status = plain.request("GET", "/admin/stats", timeout=2)[0]
+            raise Fail("plain HTTP on the HTTPS port answered %s" % status)
+        except (http.client.HTTPException, ConnectionError, TimeoutError, OSError):
+            pass
+        # Verification really happens: another CA's context refuses the server.
+        other = ssl.create_default_context(cafile=files["server.pem"])
+        other.check_hostname = True
+        sim.ssl_context = other
+        try:
+            sim.request("GET", "/admin/stats", timeout=2)
+            raise Fail("a client trusting another CA accepted the server")
+        except ssl.SSLError:
+            pass
+        finally:
+            sim.ssl_context = ctx
+        check(sim.request("GET", "/admin/stats")[0] == 200, "the sim survived the failed handshakes")
+    finally:
+        check(sim.stop() == 0, "exit status")
+    bad = os.path.join(TMP, "tls-bad.conf")
+    for extra in ("tls_cert = %s\n" % files["server.pem"],
+                  "tls_cert = %s\ntls_key = %s\n" % (files["server.pem"], files["other.key"]),
+                  "tls_cert = %s/nope.pem\ntls_key = %s\n" % (d, files["server.key"])):
+        with open(bad, "w") as f:
+            f.write(extra)
+        r = subprocess.run([SIM, "-t", "-c", bad], capture_output=True, timeout=5, env=SIM_ENV)
+        check(r.returncode != 0 and b"tls_" in r.stderr, "%r: exit %d %r" % (extra, r.returncode, r.stderr))
+
+
 def test_main_sim_exits_clean():
     """the long-running sim stops cleanly and logged no sanitizer report"""
     sim, rx = main_sim()
@@ -1085,6 +1152,7 @@ TESTS = [
     test_request_id,
     test_state_file_restart,
     test_state_file_refuses_bad,
+    test_tls,
     test_main_sim_exits_clean,
 ]
 
