@@ -747,7 +747,7 @@ def test_admin_allow():
         check(r.returncode != 0 and (path + ":1:").encode() in r.stderr, "%r accepted: %r" % (bad, r.stderr))
 
 
-# ---- cancel-or-refund, the admin view, request ids ----
+# ---- cancel-or-refund, the admin view, request ids, the journal, TLS ----
 
 CHARGE_ROW = {"order_id", "key", "charge_id", "amount_cents", "currency", "status", "tombstone",
               "attempts", "refunded_cents", "held_cents"}
