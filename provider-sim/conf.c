@@ -37,6 +37,18 @@ check_secret(const void *field, char *err, size_t errlen)
 }
 
 static int
+check_admin_allow(const void *field, char *err, size_t errlen)
+{
+    const cf_list_t *l = field;
+
+    for (size_t i = 0; i < l->n; i++) {
+        if (sim_acl_check(l->items[i], err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
 check_log_level(const void *field, char *err, size_t errlen)
 {
     if (log_level_parse(*(char *const *)field) < 0) {
@@ -116,7 +128,22 @@ static const cf_key_t keys[] = {
     K("log_level", CF_STR, log_level, "info", 0, 0, check_log_level),
     K("error_log", CF_STR, error_log, "stderr", 0, 0, NULL),
     K("pid_file", CF_STR, pid_file, NULL, 0, 0, NULL),
+    { "admin_allow", CF_LIST, offsetof(sim_conf_t, admin_allow), "127.0.0.0/8 ::1", 0, 0,
+      CF_REPEAT, check_admin_allow },
+    K("state_file", CF_STR, state_file, NULL, 0, 0, NULL),
+    K("tls_cert", CF_STR, tls_cert, NULL, 0, 0, NULL),
+    K("tls_key", CF_STR, tls_key, NULL, 0, 0, NULL),
 };
+
+/* An empty string means "unset" for the optional paths. */
+static void
+unset_if_empty(char **v)
+{
+    if (*v != NULL && (*v)[0] == '\0') {
+        free(*v);
+        *v = NULL;
+    }
+}
 
 static const cf_schema_t schema = {
     keys, sizeof(keys) / sizeof(keys[0]), "PROVIDER_SIM_", NULL, 0
@@ -153,9 +180,19 @@ sim_conf_load(const char *path, char *err, size_t errlen)
                  where);
         goto fail;
     }
-    if (conf->pid_file != NULL && conf->pid_file[0] == '\0') {
-        free(conf->pid_file);
-        conf->pid_file = NULL;
+    unset_if_empty(&conf->pid_file);
+    unset_if_empty(&conf->state_file);
+    unset_if_empty(&conf->tls_cert);
+    unset_if_empty(&conf->tls_key);
+    if ((conf->tls_cert == NULL) != (conf->tls_key == NULL)) {
+        snprintf(err, errlen, "%s: tls_cert and tls_key go together: set both (HTTPS) or neither",
+                 where);
+        goto fail;
+    }
+    conf->admin_acl = sim_acl_new(conf->admin_allow.items, conf->admin_allow.n, msg, sizeof(msg));
+    if (conf->admin_acl == NULL) {
+        snprintf(err, errlen, "%s: %s", where, msg);
+        goto fail;
     }
     return conf;
 fail:
@@ -172,6 +209,7 @@ sim_conf_free(sim_conf_t *conf)
     free(conf->path);
     free(conf->webhook_host);
     free(conf->webhook_path);
+    sim_acl_free(conf->admin_acl);
     OPENSSL_cleanse(&conf->key, sizeof(conf->key));
     free(conf);
 }

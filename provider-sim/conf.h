@@ -12,7 +12,9 @@
 
 #include <stdint.h>
 
+#include "common/cfparse.h"
 #include "common/whsig.h"
+#include "provider-sim/acl.h"
 
 typedef struct sim_conf {
     char *path;                         /* the file it came from, or NULL */
@@ -34,12 +36,17 @@ typedef struct sim_conf {
     char *log_level;
     char *error_log;
     char *pid_file;                     /* NULL: none */
+    cf_list_t admin_allow;              /* who may use /admin: addresses and CIDRs */
+    char *state_file;                   /* the charges' journal; NULL: memory only */
+    char *tls_cert;                     /* PEM certificate chain; NULL: plain HTTP */
+    char *tls_key;                      /* PEM private key; set exactly when tls_cert is */
 
     /* Derived at load from the keys above. */
     whsig_key_t key;                    /* decoded webhook_secret */
     char *webhook_host;                 /* as written in the URL, no brackets */
     int webhook_port;
     char *webhook_path;                 /* path and query, at least "/" */
+    sim_acl_t *admin_acl;               /* admin_allow, parsed */
 } sim_conf_t;
 
 /* Where the conf is read from when -c is not given and the file exists. */

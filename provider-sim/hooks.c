@@ -200,16 +200,38 @@ retry_delay_ms(const sim_hooks_t *h, const delivery_t *d)
     return base / 2 + (int64_t)(u * (double)(base - base / 2)) + 1;
 }
 
+/* The delivery is over: journal that, so a restart does not send it again. */
+static void
+delivery_done(delivery_t *d)
+{
+    sim_charges_notified(d->h->charges, d->c);
+    if (sim_charges_sync(d->h->charges) < 0)
+        log_error("webhook %s: its end is not journaled: a restart would send it again",
+                  d->c->event_id);
+    delivery_finish(d);
+}
+
 static void
 on_timer(evutil_socket_t fd, short what, void *arg)
 {
     delivery_t *d = arg;
+    sim_hooks_t *h = d->h;
 
     (void)fd;
     (void)what;
     /* The first firing is the settlement: only now may the outcome be told. */
-    if (d->attempts == 0)
-        sim_charges_settle(d->h->charges, d->c);
+    if (d->attempts == 0) {
+        sim_charges_settle(h->charges, d->c);
+        if (sim_charges_sync(h->charges) < 0)
+            log_error("charge %s: its settlement is not journaled", d->c->charge_id);
+    }
+    if (sim_charges_refuses(d->c)) {
+        h->stats.dropped++;
+        log_info("webhook %s for order %s not sent: the charge was %s", d->c->event_id,
+                 d->c->order_id, sim_charges_status(d->c));
+        delivery_finish(d);
+        return;
+    }
     attempt(d);
 }
 
@@ -226,7 +248,7 @@ attempt_done(delivery_t *d, int status)
         h->stats.delivered++;
         log_info("webhook %s for order %s delivered: attempt %d/%lld, HTTP %d",
                  c->event_id, c->order_id, d->attempts, (long long)max, status);
-        delivery_finish(d);
+        delivery_done(d);
         return;
     }
     if (d->attempts >= max) {
@@ -237,7 +259,7 @@ attempt_done(delivery_t *d, int status)
         else
             log_error("webhook %s for order %s failed: attempt %d/%lld, %s: giving up",
                       c->event_id, c->order_id, d->attempts, (long long)max, error_name(d->error));
-        delivery_finish(d);
+        delivery_done(d);
         return;
     }
     delay = retry_delay_ms(h, d);
@@ -253,7 +275,7 @@ attempt_done(delivery_t *d, int status)
         h->stats.failed++;
         log_error("webhook %s for order %s: cannot schedule a retry: giving up",
                   c->event_id, c->order_id);
-        delivery_finish(d);
+        delivery_done(d);
     }
 }
 
@@ -340,8 +362,16 @@ sim_hooks_settle_later(sim_hooks_t *h, sim_charge_t *c)
 {
     delivery_t *d = calloc(1, sizeof(*d));
     json_object *o = json_object_new_object();
-    struct timeval tv = ms_to_tv(h->conf->webhook_delay_ms);
+    int64_t due = c->created_ms + h->conf->webhook_delay_ms - sim_charges_now_ms();
+    struct timeval tv;
     const char *s;
+
+    /* Due already (a restart), or the clock stepped back: keep within bounds. */
+    if (due < 0 || c->state != SIM_CHARGE_PENDING)
+        due = 0;
+    else if (due > h->conf->webhook_delay_ms)
+        due = h->conf->webhook_delay_ms;
+    tv = ms_to_tv(due);
 
     if (d == NULL || o == NULL)
         goto fail;

@@ -2,13 +2,18 @@
  * hooks: settling held charges and delivering their signed webhooks.
  *
  * A charge the client never got an answer for is settled webhook_delay
- * after it arrived; the sim then POSTs
+ * after it arrived (by the wall clock, so that a restarted sim keeps the
+ * schedule); the sim then POSTs
  *
  *     {"event_id": "evt_...", "order_id": "...", "outcome": "PAID" | "FAILED"}
  *
  * to webhook_url, signed with whsig at each attempt (the timestamp moves),
  * and retries anything but a 2xx (a 404 too: the order may not exist yet)
  * with exponential back-off and seeded jitter, up to webhook_max_attempts.
+ * A charge canceled before it settled gets no webhook at all (nothing was
+ * captured, and the canceller already knows); nor does one refunded while
+ * its webhook still waits for a retry.  The end of a delivery (delivered or
+ * given up) is journaled, so a restart sends only the webhooks still owed.
  * Single-threaded: runs on the sim's event loop, never blocks it.
  */
 #ifndef PD_SIM_HOOKS_H
@@ -29,6 +34,7 @@ typedef struct {
     int64_t attempts;               /* POSTs tried, all webhooks together */
     int64_t failed;                 /* webhooks given up after the last attempt */
     int64_t pending;                /* webhooks waiting to settle, to retry or in flight */
+    int64_t dropped;                /* not sent: the charge was canceled or refunded */
 } sim_hooks_stats_t;
 
 /*
@@ -40,8 +46,9 @@ sim_hooks_t *sim_hooks_new(struct event_base *base, const sim_conf_t *conf,
                            sim_charges_t *charges, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Settle c after conf's webhook_delay, then deliver its webhook.  Returns
- * 0, or -1 when out of memory (c then stays pending). */
+/* Settle c webhook_delay after its created_ms (at once if that is past),
+ * then deliver its webhook; for a c already settled, just deliver it.
+ * Returns 0, or -1 when out of memory (nothing is scheduled). */
 int sim_hooks_settle_later(sim_hooks_t *h, sim_charge_t *c) __attribute__((warn_unused_result));
 
 /* Copy the counters. */

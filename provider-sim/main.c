@@ -27,6 +27,7 @@
 #include "common/whsig.h"
 #include "provider-sim/conf.h"
 #include "provider-sim/server.h"
+#include "provider-sim/tls.h"
 
 #define SIGN_BODY_MAX (64 * 1024 * 1024)
 
@@ -176,6 +177,18 @@ main(int argc, char **argv)
             fprintf(stderr, "provider-sim: configuration %s test failed\n",
                     conf_path ? conf_path : "(defaults)");
         return 1;
+    }
+    if (test_only && conf->tls_cert != NULL) {
+        /* Load the certificate and key too: -t then catches what start would. */
+        sim_tls_t *tls = sim_tls_new(conf->tls_cert, conf->tls_key, err, sizeof(err));
+
+        if (tls == NULL) {
+            fprintf(stderr, "%s\nprovider-sim: configuration %s test failed\n", err,
+                    conf_path ? conf_path : "(defaults)");
+            sim_conf_free(conf);
+            return 1;
+        }
+        sim_tls_free(tls);
     }
     if (test_only) {
         fprintf(stderr, "provider-sim: configuration %s test is successful\n",

@@ -10,12 +10,18 @@
 
 #include "provider-sim/reply.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+
+#define REQUEST_ID_MAX 128
 
 typedef struct deferred {
     TAILQ_ENTRY(deferred) link;
@@ -31,6 +37,7 @@ struct sim_replies {
     struct event_base *base;
     TAILQ_HEAD(, deferred) list;
     size_t n;
+    unsigned long long ids;         /* request ids made here */
 };
 
 static const char *
@@ -42,6 +49,7 @@ reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
     case 409: return "Conflict";
     case 422: return "Unprocessable Content";
     case 500: return "Internal Server Error";
@@ -109,6 +117,67 @@ sim_reply_free(sim_replies_t *q)
     free(q);
 }
 
+static int
+request_id_valid(const char *v)
+{
+    size_t n = strnlen(v, REQUEST_ID_MAX + 1);
+
+    if (n == 0 || n > REQUEST_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < 0x21 || v[i] > 0x7e || v[i] == '"' || v[i] == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+const char *
+sim_reply_request_id(sim_replies_t *q, struct evhttp_request *req)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    const char *id = evhttp_find_header(out, "X-Request-Id");
+    char made[48];
+
+    if (id != NULL)
+        return id;
+    id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    if (id == NULL || !request_id_valid(id)) {
+        snprintf(made, sizeof(made), "sim-%lx-%llu", (unsigned long)getpid(), ++q->ids);
+        id = made;
+    }
+    if (evhttp_add_header(out, "X-Request-Id", id) < 0)
+        return "-";
+    return evhttp_find_header(out, "X-Request-Id");
+}
+
+/* One line per answer, when it is decided. */
+static void
+log_answer(sim_replies_t *q, struct evhttp_request *req, int status, int64_t delay_ms)
+{
+    const char *id = sim_reply_request_id(q, req);
+    const char *uri = evhttp_request_get_uri(req);
+    const char *method;
+
+    switch (evhttp_request_get_command(req)) {
+    case EVHTTP_REQ_GET: method = "GET"; break;
+    case EVHTTP_REQ_POST: method = "POST"; break;
+    case EVHTTP_REQ_HEAD: method = "HEAD"; break;
+    case EVHTTP_REQ_PUT: method = "PUT"; break;
+    case EVHTTP_REQ_DELETE: method = "DELETE"; break;
+    case EVHTTP_REQ_PATCH: method = "PATCH"; break;
+    default: method = "OTHER"; break;
+    }
+    if (uri == NULL)
+        uri = "";
+    if (status < 400 && strncmp(uri, "/admin/", 7) == 0)
+        log_debug("%s %.200s -> %d (request %s)", method, uri, status, id);
+    else if (delay_ms > 0)
+        log_info("%s %.200s -> %d in %lld ms (request %s)", method, uri, status,
+                 (long long)delay_ms, id);
+    else
+        log_info("%s %.200s -> %d (request %s)", method, uri, status, id);
+}
+
 size_t
 sim_reply_pending(const sim_replies_t *q)
 {
@@ -124,6 +193,7 @@ sim_reply_json(sim_replies_t *q, struct evhttp_request *req, int status,
     deferred_t *d = NULL;
     struct timeval tv;
 
+    log_answer(q, req, status, delay_ms);
     if (delay_ms > 0)
         d = malloc(sizeof(*d) + len + 1);
     if (d == NULL) {

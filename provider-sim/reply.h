@@ -6,6 +6,11 @@
  * the request arrives and sent when its timer fires.  If the client gives
  * up meanwhile, libevent detaches the request from its connection and the
  * late send just frees it.  Single-threaded: one event loop.
+ *
+ * Every answer carries X-Request-Id: the client's own when it is 1..128
+ * visible ASCII characters other than '"' and '\' (as paymentsd takes
+ * them), else one made here; and every answer is logged with it, when it
+ * is decided (info; debug for the admin endpoints' 2xx, which tests poll).
  */
 #ifndef PD_SIM_REPLY_H
 #define PD_SIM_REPLY_H
@@ -37,6 +42,10 @@ void sim_reply_json(sim_replies_t *q, struct evhttp_request *req, int status,
 void sim_reply_error(sim_replies_t *q, struct evhttp_request *req, int status,
                      const char *code, const char *message, const char *field,
                      int64_t delay_ms);
+
+/* req's request id as described above, set on its answer's headers at the
+ * first call; valid while req is. */
+const char *sim_reply_request_id(sim_replies_t *q, struct evhttp_request *req);
 
 /* Send every deferred reply now (at shutdown: nobody is left hanging). */
 void sim_reply_flush(sim_replies_t *q);

@@ -11,6 +11,14 @@
  *   known key, settled, no outage          the same 200 again
  *   known key, still pending, or outage    hold again (no new webhook)
  *   known key, other order/amount/currency 409 idempotency_key_reused
+ *   the order was canceled (its charge     200 "declined": refused, no money
+ *   canceled or refunded, or a tombstone)  taken (held in an outage)
+ *
+ * Every 200 names the order, its amount and currency besides charge_id and
+ * status.  A cancel (POST /v1/charges/{order_id}/cancel) is answered 200
+ * even in an outage: it is how paymentsd settles an unknown outcome, and
+ * answering it is what the contract promises.  Every change to a charge is
+ * journaled (sim_charges_sync) before the answer is queued.
  *
  * Everything runs on one libevent loop, signals included (evsignal), so no
  * state is shared with a handler and nothing needs a lock.  The outage flag
@@ -20,7 +28,6 @@
 
 #include "provider-sim/server.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -29,7 +36,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -40,151 +46,121 @@
 #include "provider-sim/charges.h"
 #include "provider-sim/hooks.h"
 #include "provider-sim/reply.h"
+#include "provider-sim/request.h"
+#include "provider-sim/tls.h"
 
 #define MAX_BODY (64 * 1024)
 #define MAX_HEADERS (16 * 1024)
-#define KEY_MAX 255
 #define FIELD_MAX 255
 #define STOP_FLUSH_MS 200       /* time given to the last replies to leave */
+#define CHARGES_PREFIX "/v1/charges/"
+#define CANCEL_SUFFIX "/cancel"
 
 typedef struct sim {
     const sim_conf_t *conf;
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
+    sim_tls_t *tls;
     sim_charges_t *charges;
     sim_hooks_t *hooks;
     sim_replies_t *replies;
     struct event *signals[5];
     int outage;
     int stopping;
+    int rearm_failed;           /* out of memory re-arming a charge at start */
     int64_t timed_out;          /* charge requests held instead of answered */
     int64_t rejected;           /* charge requests refused with a 4xx */
+    int64_t refused;            /* charge requests answered "declined" for a canceled order */
+    int64_t cancels;            /* cancel requests answered */
 } sim_t;
 
 typedef void (*handler_fn)(sim_t *s, struct evhttp_request *req, const char *path);
 
 typedef struct {
     const char *path;
+    const char *suffix;         /* with prefix: the path also ends so ("/cancel") */
     int prefix;                 /* path is a prefix: "/v1/charges/" */
-    int admin;                  /* loopback peers only */
+    int admin;                  /* admin_allow peers only */
     unsigned methods;
     const char *allow;
     handler_fn handler;
 } route_t;
 
 static void handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path);
+static void handle_charge_cancel(sim_t *s, struct evhttp_request *req, const char *path);
 static void handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path);
 static void handle_outage(sim_t *s, struct evhttp_request *req, const char *path);
 static void handle_stats(sim_t *s, struct evhttp_request *req, const char *path);
+static void handle_admin_charges(sim_t *s, struct evhttp_request *req, const char *path);
 
+/* First match wins: the cancel route comes before the GET of a charge. */
 static const route_t routes[] = {
-    { "/v1/charges", 0, 0, EVHTTP_REQ_POST, "POST", handle_charge_create },
-    { "/v1/charges/", 1, 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_charge_get },
-    { "/admin/outage", 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_POST, "GET, POST", handle_outage },
-    { "/admin/stats", 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_stats },
+    { "/v1/charges", NULL, 0, 0, EVHTTP_REQ_POST, "POST", handle_charge_create },
+    { CHARGES_PREFIX, CANCEL_SUFFIX, 1, 0, EVHTTP_REQ_POST, "POST", handle_charge_cancel },
+    { CHARGES_PREFIX, NULL, 1, 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_charge_get },
+    { "/admin/outage", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_POST, "GET, POST", handle_outage },
+    { "/admin/stats", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_stats },
+    { "/admin/charges", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD",
+      handle_admin_charges },
 };
 
 /* ---- helpers ---- */
 
-/* 1..max bytes, none of them a control character. */
+/* Whether the peer's address is in admin_allow. */
 static int
-text_valid(const char *v, size_t max)
-{
-    size_t n = strnlen(v, max + 1);
-
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
-/* An Idempotency-Key: 1..255 visible ASCII characters, as paymentsd takes. */
-static int
-key_valid(const char *k)
-{
-    size_t n = strnlen(k, KEY_MAX + 1);
-
-    if (n == 0 || n > KEY_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (k[i] < 0x21 || k[i] > 0x7e)
-            return 0;
-    }
-    return 1;
-}
-
-/*
- * The request body parsed as JSON, or NULL when it is not a single JSON
- * value (the caller checks the type).  The caller owns the result.
- */
-static json_object *
-body_json(struct evhttp_request *req)
-{
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *data = (const char *)evbuffer_pullup(in, -1);
-    json_tokener *tok;
-    json_object *obj;
-    size_t end;
-
-    if (len == 0 || data == NULL || memchr(data, '\0', len) != NULL)
-        return NULL;
-    tok = json_tokener_new();
-    if (tok == NULL)
-        return NULL;
-    obj = json_tokener_parse_ex(tok, data, (int)len);
-    if (obj == NULL || json_tokener_get_error(tok) != json_tokener_success) {
-        json_object_put(obj);
-        json_tokener_free(tok);
-        return NULL;
-    }
-    /* Only white space may follow the value. */
-    for (end = json_tokener_get_parse_end(tok); end < len; end++) {
-        if (strchr(" \t\r\n", data[end]) == NULL) {
-            json_object_put(obj);
-            obj = NULL;
-            break;
-        }
-    }
-    json_tokener_free(tok);
-    return obj;
-}
-
-/* Whether the peer is 127.0.0.0/8 or ::1 (also as a v4-mapped address). */
-static int
-peer_is_loopback(struct evhttp_request *req)
+peer_is_admin(const sim_t *s, struct evhttp_request *req)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     char *addr = NULL;
     ev_uint16_t port = 0;
-    struct in_addr a4;
-    struct in6_addr a6;
 
     if (evcon == NULL)
         return 0;
     evhttp_connection_get_peer(evcon, &addr, &port);
-    if (addr == NULL)
-        return 0;
-    if (inet_pton(AF_INET, addr, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, addr, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
-    return 0;
+    return sim_acl_allows(s->conf->admin_acl, addr);
 }
 
 /* ---- charges ---- */
 
-static void
-answer_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c)
+/* The fields every answer about a charge carries; a tombstone has no
+ * amount or currency to tell. */
+static json_object *
+charge_json(const sim_charge_t *c)
 {
     json_object *o = json_object_new_object();
 
     json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
+    json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
     json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
+    if (c->currency != NULL) {
+        json_object_object_add(o, "amount_cents", json_object_new_int64(c->amount_cents));
+        json_object_object_add(o, "currency", json_object_new_string(c->currency));
+    }
+    return o;
+}
+
+static void
+answer_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c)
+{
+    sim_reply_json(s->replies, req, 200, charge_json(c), s->conf->latency_ms);
+}
+
+/* A charge for a canceled order: "declined", no money taken, named as asked. */
+static void
+refuse_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c, const char *order_id,
+              int64_t amount, const char *currency)
+{
+    json_object *o = json_object_new_object();
+
+    s->refused++;
+    log_info("charge for order %s (attempt %lld): refused, the order was canceled (request %s)",
+             order_id, (long long)c->attempts, sim_reply_request_id(s->replies, req));
+    json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
+    json_object_object_add(o, "order_id", json_object_new_string(order_id));
+    json_object_object_add(o, "status", json_object_new_string("declined"));
+    json_object_object_add(o, "amount_cents", json_object_new_int64(amount));
+    json_object_object_add(o, "currency", json_object_new_string(currency));
     sim_reply_json(s->replies, req, 200, o, s->conf->latency_ms);
 }
 
@@ -194,9 +170,9 @@ static void
 hold_charge(sim_t *s, struct evhttp_request *req, const sim_charge_t *c)
 {
     s->timed_out++;
-    log_info("charge %s for order %s (attempt %lld): not answering for %lld ms (%s)",
+    log_info("charge %s for order %s (attempt %lld): not answering for %lld ms (%s; request %s)",
              c->charge_id, c->order_id, (long long)c->attempts, (long long)s->conf->hold_ms,
-             s->outage ? "outage" : "timeout drawn");
+             s->outage ? "outage" : "timeout drawn", sim_reply_request_id(s->replies, req));
     sim_reply_error(s->replies, req, 503, "service_unavailable",
                     "the provider did not answer in time", NULL, s->conf->hold_ms);
 }
@@ -209,6 +185,18 @@ reject(sim_t *s, struct evhttp_request *req, int status, const char *code,
     sim_reply_error(s->replies, req, status, code, message, field, s->conf->latency_ms);
 }
 
+/* Journal what changed before answering; when that fails, answer 503 (the
+ * change stays in memory and is written at the next sync) and return -1. */
+static int
+sync_or_503(sim_t *s, struct evhttp_request *req)
+{
+    if (sim_charges_sync(s->charges) == 0)
+        return 0;
+    sim_reply_error(s->replies, req, 503, "service_unavailable",
+                    "the provider cannot record the charge now", NULL, 0);
+    return -1;
+}
+
 /* Check the body's fields; returns 0, or -1 after answering. */
 static int
 charge_fields(sim_t *s, struct evhttp_request *req, json_object *body,
@@ -217,7 +205,7 @@ charge_fields(sim_t *s, struct evhttp_request *req, json_object *body,
     json_object *v;
 
     if (!json_object_object_get_ex(body, "order_id", &v) || !json_object_is_type(v, json_type_string)
-        || !text_valid(json_object_get_string(v), FIELD_MAX)) {
+        || !sim_request_text_valid(json_object_get_string(v), FIELD_MAX)) {
         reject(s, req, 422, "validation_failed", "order_id must be a string of 1..255 characters",
                "order_id");
         return -1;
@@ -242,6 +230,24 @@ charge_fields(sim_t *s, struct evhttp_request *req, json_object *body,
     return 0;
 }
 
+/* One more request for a known charge c (its key, or a canceled order). */
+static void
+charge_again(sim_t *s, struct evhttp_request *req, sim_charge_t *c, const char *order_id,
+             int64_t amount, const char *currency)
+{
+    sim_charges_attempt(s->charges, c);
+    if (sync_or_503(s, req) < 0)
+        return;
+    log_debug("charge %s for order %s: retry %lld (request %s)", c->charge_id, c->order_id,
+              (long long)c->attempts, sim_reply_request_id(s->replies, req));
+    if (s->outage || c->state == SIM_CHARGE_PENDING)
+        hold_charge(s, req, c);
+    else if (sim_charges_refuses(c))
+        refuse_charge(s, req, c, order_id, amount, currency);
+    else
+        answer_charge(s, req, c);
+}
+
 static void
 handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
 {
@@ -256,12 +262,12 @@ handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
         reject(s, req, 400, "idempotency_key_missing", "the Idempotency-Key header is required", NULL);
         return;
     }
-    if (!key_valid(key)) {
+    if (!sim_request_key_valid(key)) {
         reject(s, req, 400, "idempotency_key_invalid",
                "Idempotency-Key must be 1..255 visible ASCII characters", NULL);
         return;
     }
-    body = body_json(req);
+    body = sim_request_body_json(req);
     if (body == NULL || !json_object_is_type(body, json_type_object)) {
         reject(s, req, 400, "invalid_json", "the body must be a JSON object", NULL);
         goto done;
@@ -271,46 +277,47 @@ handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
 
     c = sim_charges_find(s->charges, key);
     if (c != NULL) {
-        if (strcmp(c->order_id, order_id) != 0 || c->amount_cents != amount
-            || strcmp(c->currency, currency) != 0) {
+        /* A tombstone knows only its order id. */
+        if (strcmp(c->order_id, order_id) != 0
+            || (c->currency != NULL
+                && (c->amount_cents != amount || strcmp(c->currency, currency) != 0))) {
             reject(s, req, 409, "idempotency_key_reused",
                    "this Idempotency-Key was used with another order_id, amount_cents or currency",
                    NULL);
             goto done;
         }
-        sim_charges_attempt(s->charges, c);
-        log_debug("charge %s for order %s: retry %lld", c->charge_id, c->order_id,
-                  (long long)c->attempts);
-        if (s->outage || !c->settled)
-            hold_charge(s, req, c);
-        else
-            answer_charge(s, req, c);
+        charge_again(s, req, c, order_id, amount, currency);
+        goto done;
+    }
+    /* A new key for a canceled order is refused too: a cancel covers the order. */
+    c = sim_charges_find_order(s->charges, order_id);
+    if (c != NULL && sim_charges_refuses(c)) {
+        charge_again(s, req, c, order_id, amount, currency);
         goto done;
     }
 
-    c = sim_charges_add(s->charges, key, order_id, amount, currency);
+    c = sim_charges_add(s->charges, key, order_id, amount, currency, s->outage,
+                        sim_charges_now_ms());
     if (c == NULL) {
         log_error("out of memory recording a charge for order %s", order_id);
         sim_reply_error(s->replies, req, 503, "service_unavailable", "out of memory", NULL, 0);
         goto done;
     }
-    sim_charges_attempt(s->charges, c);
-    log_debug("charge %s for order %s: new, %lld %s, %s%s", c->charge_id, c->order_id,
-              (long long)amount, currency, c->declined ? "declined" : "succeeded",
-              c->timeout ? ", timeout drawn" : "");
-    if (!s->outage && !c->timeout) {
-        sim_charges_settle(s->charges, c);
-        answer_charge(s, req, c);
-        goto done;
-    }
-    if (sim_hooks_settle_later(s->hooks, c) < 0) {
+    if (c->state == SIM_CHARGE_PENDING && sim_hooks_settle_later(s->hooks, c) < 0) {
         /* Without a webhook the charge could never be learnt of: answer. */
         log_error("out of memory scheduling the webhook of %s: answering at once", c->charge_id);
         sim_charges_settle(s->charges, c);
-        answer_charge(s, req, c);
-        goto done;
+        sim_charges_notified(s->charges, c);
     }
-    hold_charge(s, req, c);
+    if (sync_or_503(s, req) < 0)
+        goto done;
+    log_debug("charge %s for order %s: new, %lld %s, %s%s (request %s)", c->charge_id,
+              c->order_id, (long long)amount, currency, c->declined ? "declined" : "succeeded",
+              c->timeout ? ", timeout drawn" : "", sim_reply_request_id(s->replies, req));
+    if (c->state == SIM_CHARGE_PENDING)
+        hold_charge(s, req, c);
+    else
+        answer_charge(s, req, c);
 done:
     json_object_put(body);
 }
@@ -318,7 +325,6 @@ done:
 static void
 handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
 {
-    size_t len = 0;
     char *order_id;
     const sim_charge_t *c;
     json_object *o;
@@ -328,22 +334,64 @@ handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
                         NULL, s->conf->latency_ms);
         return;
     }
-    order_id = evhttp_uridecode(path + strlen("/v1/charges/"), 0, &len);
-    c = order_id != NULL && len == strlen(order_id) && text_valid(order_id, FIELD_MAX)
-        ? sim_charges_find_order(s->charges, order_id) : NULL;
+    order_id = sim_request_path_id(path, strlen(CHARGES_PREFIX), 0, FIELD_MAX);
+    c = order_id != NULL ? sim_charges_find_order(s->charges, order_id) : NULL;
     free(order_id);
     if (c == NULL) {
         sim_reply_error(s->replies, req, 404, "charge_not_found", "no charge was received for this order",
                         NULL, s->conf->latency_ms);
         return;
     }
-    o = json_object_new_object();
-    json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
-    json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
-    json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
-    json_object_object_add(o, "amount_cents", json_object_new_int64(c->amount_cents));
-    json_object_object_add(o, "currency", json_object_new_string(c->currency));
+    o = charge_json(c);
     json_object_object_add(o, "attempts", json_object_new_int64(c->attempts));
+    json_object_object_add(o, "refunded_cents", json_object_new_int64(c->refunded_cents));
+    sim_reply_json(s->replies, req, 200, o, s->conf->latency_ms);
+}
+
+/*
+ * Cancel-or-refund, answered even in an outage.  The status says what became
+ * of the order's charge: canceled (pending, now never captured), refunded
+ * (captured, given back in full), declined (no money moved) or not_found
+ * (never received: a tombstone now refuses it).  The states are final, so a
+ * repeated cancel gets the same answer.
+ */
+static void
+handle_charge_cancel(sim_t *s, struct evhttp_request *req, const char *path)
+{
+    char *order_id = sim_request_path_id(path, strlen(CHARGES_PREFIX), strlen(CANCEL_SUFFIX), FIELD_MAX);
+    const sim_charge_t *c;
+    const char *status;
+    json_object *o;
+
+    if (order_id == NULL) {
+        sim_reply_error(s->replies, req, 404, "charge_not_found", "not an order id",
+                        NULL, s->conf->latency_ms);
+        return;
+    }
+    c = sim_charges_cancel(s->charges, order_id, sim_charges_now_ms());
+    if (c == NULL) {
+        log_error("out of memory canceling order %s", order_id);
+        sim_reply_error(s->replies, req, 503, "service_unavailable", "out of memory", NULL, 0);
+        free(order_id);
+        return;
+    }
+    free(order_id);
+    if (sync_or_503(s, req) < 0)
+        return;
+    s->cancels++;
+    if (c->state == SIM_CHARGE_TOMBSTONE) {
+        status = "not_found";
+        o = json_object_new_object();
+        json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
+    } else {
+        status = sim_charges_status(c);
+        o = charge_json(c);
+    }
+    json_object_object_add(o, "status", json_object_new_string(status));
+    json_object_object_add(o, "refunded_cents", json_object_new_int64(c->refunded_cents));
+    log_info("cancel of order %s: %s%s (request %s)", c->order_id, status,
+             c->state == SIM_CHARGE_TOMBSTONE ? ", the charge will be refused if it comes" : "",
+             sim_reply_request_id(s->replies, req));
     sim_reply_json(s->replies, req, 200, o, s->conf->latency_ms);
 }
 
@@ -368,7 +416,7 @@ handle_outage(sim_t *s, struct evhttp_request *req, const char *path)
         reply_outage(s, req);
         return;
     }
-    body = body_json(req);
+    body = sim_request_body_json(req);
     if (body == NULL || !json_object_is_type(body, json_type_object)) {
         sim_reply_error(s->replies, req, 400, "invalid_json", "the body must be a JSON object", NULL, 0);
     } else if (!json_object_object_get_ex(body, "enabled", &v)
@@ -411,6 +459,11 @@ handle_stats(sim_t *s, struct evhttp_request *req, const char *path)
     add_count(o, "succeeded", cs.succeeded);
     add_count(o, "declined", cs.declined);
     add_count(o, "pending", cs.pending);
+    add_count(o, "canceled", cs.canceled);
+    add_count(o, "refunded", cs.refunded);
+    add_count(o, "tombstones", cs.tombstones);
+    add_count(o, "cancel_requests", s->cancels);
+    add_count(o, "refused_requests", s->refused);
     add_count(o, "timed_out", s->timed_out);
     add_count(o, "rejected_requests", s->rejected);
     add_count(o, "held_requests", (int64_t)sim_reply_pending(s->replies));
@@ -418,7 +471,38 @@ handle_stats(sim_t *s, struct evhttp_request *req, const char *path)
     add_count(o, "webhook_attempts", hs.attempts);
     add_count(o, "webhooks_failed", hs.failed);
     add_count(o, "webhooks_pending", hs.pending);
+    add_count(o, "webhooks_dropped", hs.dropped);
     json_object_object_add(o, "outage", json_object_new_boolean(s->outage));
+    sim_reply_json(s->replies, req, 200, o, 0);
+}
+
+static void
+admin_charge_row(void *arg, sim_charge_t *c)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "order_id", json_object_new_string(c->order_id));
+    json_object_object_add(o, "key", json_object_new_string(c->key));
+    json_object_object_add(o, "charge_id", json_object_new_string(c->charge_id));
+    json_object_object_add(o, "amount_cents", json_object_new_int64(c->amount_cents));
+    json_object_object_add(o, "currency", c->currency ? json_object_new_string(c->currency) : NULL);
+    json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
+    json_object_object_add(o, "tombstone", json_object_new_boolean(c->state == SIM_CHARGE_TOMBSTONE));
+    json_object_object_add(o, "attempts", json_object_new_int64(c->attempts));
+    json_object_object_add(o, "refunded_cents", json_object_new_int64(c->refunded_cents));
+    json_object_object_add(o, "held_cents", json_object_new_int64(sim_charges_held_cents(c)));
+    json_object_array_add(arg, o);
+}
+
+/* Every charge and tombstone, oldest first, with what the provider holds. */
+static void
+handle_admin_charges(sim_t *s, struct evhttp_request *req, const char *path)
+{
+    json_object *o = json_object_new_object(), *list = json_object_new_array();
+
+    (void)path;
+    sim_charges_each(s->charges, admin_charge_row, list);
+    json_object_object_add(o, "charges", list);
     sim_reply_json(s->replies, req, 200, o, 0);
 }
 
@@ -438,14 +522,19 @@ on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const route_t *rt = &routes[i];
-        int match = rt->prefix ? strncmp(path, rt->path, strlen(rt->path)) == 0
+        size_t n = strlen(path), plen = strlen(rt->path);
+        size_t slen = rt->suffix != NULL ? strlen(rt->suffix) : 0;
+        /* An empty id ("/v1/charges//cancel") matches: the handler says 404. */
+        int match = rt->prefix ? strncmp(path, rt->path, plen) == 0 && n >= plen + slen
+                                 && n > plen
+                                 && (slen == 0 || strcmp(path + n - slen, rt->suffix) == 0)
                                : strcmp(path, rt->path) == 0;
 
         if (!match)
             continue;
-        if (rt->admin && !peer_is_loopback(req)) {
+        if (rt->admin && !peer_is_admin(s, req)) {
             sim_reply_error(s->replies, req, 403, "forbidden",
-                            "admin endpoints answer loopback clients only", NULL, 0);
+                            "admin endpoints answer the addresses of admin_allow only", NULL, 0);
             return;
         }
         if (!(method & rt->methods)) {
@@ -458,6 +547,27 @@ on_request(struct evhttp_request *req, void *arg)
         return;
     }
     sim_reply_error(s->replies, req, 404, "not_found", "no such route", NULL, 0);
+}
+
+/* After a restart: settle the charges still pending on their schedule and
+ * send the webhooks still owed. */
+static void
+rearm(void *arg, sim_charge_t *c)
+{
+    sim_t *s = arg;
+    int owed = c->state == SIM_CHARGE_PENDING
+        || (c->notify && !c->notified
+            && (c->state == SIM_CHARGE_SUCCEEDED || c->state == SIM_CHARGE_DECLINED));
+
+    if (!owed || s->rearm_failed)
+        return;
+    if (sim_hooks_settle_later(s->hooks, c) < 0) {
+        s->rearm_failed = 1;
+        return;
+    }
+    log_info("charge %s for order %s: %s", c->charge_id, c->order_id,
+             c->state == SIM_CHARGE_PENDING ? "still pending, settling on schedule"
+                                            : "its webhook is still owed, sending it");
 }
 
 static void
@@ -564,9 +674,18 @@ sim_server_run(const sim_conf_t *conf)
     s.replies = sim_reply_new(s.base);
     if (s.replies == NULL)
         goto cleanup;
+    if (conf->state_file != NULL) {
+        what = "state_file";
+        if (sim_charges_journal(s.charges, conf->state_file, err, sizeof(err)) < 0)
+            goto cleanup;
+    }
     what = "sim_hooks_new";
     s.hooks = sim_hooks_new(s.base, conf, s.charges, err, sizeof(err));
     if (s.hooks == NULL)
+        goto cleanup;
+    what = "rearm";
+    sim_charges_each(s.charges, rearm, &s);
+    if (s.rearm_failed)
         goto cleanup;
 
     what = "evhttp_new";
@@ -582,6 +701,13 @@ sim_server_run(const sim_conf_t *conf)
     tv.tv_usec = 0;
     evhttp_set_timeout_tv(s.http, &tv);
     evhttp_set_gencb(s.http, on_request, &s);
+    if (conf->tls_cert != NULL) {
+        what = "tls";
+        s.tls = sim_tls_new(conf->tls_cert, conf->tls_key, err, sizeof(err));
+        if (s.tls == NULL)
+            goto cleanup;
+        sim_tls_serve(s.tls, s.http);
+    }
 
     what = "listen";
     fd = listen_open(conf->listen, err, sizeof(err));
@@ -599,10 +725,12 @@ sim_server_run(const sim_conf_t *conf)
             goto cleanup;
         pid_written = 1;
     }
-    log_info("listening on %s; webhooks to %s; seed %lld, decline_rate %g, timeout_rate %g, "
-             "latency %lld ms%s",
-             conf->listen, conf->webhook_url, (long long)conf->seed, conf->decline_rate,
-             conf->timeout_rate, (long long)conf->latency_ms, s.outage ? "; outage mode on" : "");
+    log_info("listening on %s (%s); webhooks to %s; seed %lld, decline_rate %g, timeout_rate %g, "
+             "latency %lld ms%s%s",
+             conf->listen, s.tls != NULL ? "https" : "http", conf->webhook_url,
+             (long long)conf->seed, conf->decline_rate, conf->timeout_rate,
+             (long long)conf->latency_ms, s.outage ? "; outage mode on" : "",
+             conf->state_file != NULL ? "" : "; no state_file: charges are kept in memory only");
     if (event_base_dispatch(s.base) < 0) {
         what = "event_base_dispatch";
         goto cleanup;
@@ -624,6 +752,7 @@ cleanup:
     sim_reply_free(s.replies);
     if (s.http != NULL)
         evhttp_free(s.http);
+    sim_tls_free(s.tls);
     sim_charges_free(s.charges);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         if (s.signals[i] != NULL)

@@ -1,0 +1,93 @@
+/*
+ * request: the sim's request checks, shared by its API and admin routes.
+ * The body is read from libevent's input buffer, made contiguous once
+ * (bodies are small: evhttp caps them at the sim's MAX_BODY).
+ */
+#include "config.h"
+
+#include "provider-sim/request.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+int
+sim_request_text_valid(const char *v, size_t max)
+{
+    size_t n = strnlen(v, max + 1);
+
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+int
+sim_request_key_valid(const char *k)
+{
+    size_t n = strnlen(k, SIM_REQUEST_KEY_MAX + 1);
+
+    if (n == 0 || n > SIM_REQUEST_KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k[i] < 0x21 || k[i] > 0x7e)
+            return 0;
+    }
+    return 1;
+}
+
+json_object *
+sim_request_body_json(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *data = (const char *)evbuffer_pullup(in, -1);
+    json_tokener *tok;
+    json_object *obj;
+    size_t end;
+
+    if (len == 0 || data == NULL || memchr(data, '\0', len) != NULL)
+        return NULL;
+    tok = json_tokener_new();
+    if (tok == NULL)
+        return NULL;
+    obj = json_tokener_parse_ex(tok, data, (int)len);
+    if (obj == NULL || json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(obj);
+        json_tokener_free(tok);
+        return NULL;
+    }
+    /* Only white space may follow the value. */
+    for (end = json_tokener_get_parse_end(tok); end < len; end++) {
+        if (strchr(" \t\r\n", data[end]) == NULL) {
+            json_object_put(obj);
+            obj = NULL;
+            break;
+        }
+    }
+    json_tokener_free(tok);
+    return obj;
+}
+
+char *
+sim_request_path_id(const char *path, size_t prefix_len, size_t suffix_len, size_t max)
+{
+    size_t n = strlen(path), len = 0;
+    char *raw, *id;
+
+    if (n <= prefix_len + suffix_len)
+        return NULL;
+    raw = strndup(path + prefix_len, n - prefix_len - suffix_len);
+    id = raw != NULL ? evhttp_uridecode(raw, 0, &len) : NULL;
+    free(raw);
+    /* A %00 would cut the id short: refuse it rather than answer for another. */
+    if (id != NULL && (len != strlen(id) || !sim_request_text_valid(id, max))) {
+        free(id);
+        id = NULL;
+    }
+    return id;
+}

@@ -1,0 +1,37 @@
+/*
+ * request: reading and checking what a client sent the sim: JSON bodies,
+ * Idempotency-Keys, free-text fields and ids taken from the path.
+ * Pure functions of their arguments; no state.
+ */
+#ifndef PD_SIM_REQUEST_H
+#define PD_SIM_REQUEST_H
+
+#include <stddef.h>
+
+#include <event2/http.h>
+#include <json-c/json.h>
+
+/* An Idempotency-Key's longest length, as paymentsd takes it. */
+#define SIM_REQUEST_KEY_MAX 255
+
+/* Whether v is 1..max bytes, none of them a control character. */
+int sim_request_text_valid(const char *v, size_t max);
+
+/* Whether k is an Idempotency-Key: 1..255 visible ASCII characters. */
+int sim_request_key_valid(const char *k);
+
+/*
+ * req's body parsed as one JSON value (white space may follow it), or NULL
+ * when it is not one; the caller checks the type and owns the result.
+ */
+json_object *sim_request_body_json(struct evhttp_request *req);
+
+/*
+ * The percent-decoded id between the first prefix_len and the last
+ * suffix_len bytes of path ("/v1/charges/{id}/cancel").  Returns it (the
+ * caller frees it), or NULL when it is empty, holds a NUL or a control
+ * character, or is longer than max bytes.
+ */
+char *sim_request_path_id(const char *path, size_t prefix_len, size_t suffix_len, size_t max);
+
+#endif
