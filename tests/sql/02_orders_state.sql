@@ -3,7 +3,7 @@
 -- order_get).
 BEGIN;
 \ir helpers.psql
-SELECT plan(51);
+SELECT plan(57);
 
 -- Born PROCESSING ------------------------------------------------------------
 SELECT pg_temp.throws(format($$ INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust, status%s)
@@ -153,6 +153,31 @@ SELECT is(ARRAY(SELECT json_object_keys(order_json(o)::json) FROM orders o WHERE
     ARRAY['order_id', 'status', 'ready_to_ship', 'amount_cents', 'currency', 'buyer_id', 'seller_id',
           'buyer_trust', 'failure_reason', 'created_at', 'updated_at'],
     'order_json of a stored FAILED order parses, with every member');
+SELECT is((SELECT order_json(o)::jsonb -> 'reversal' FROM orders o WHERE o.id = (SELECT id FROM t_failed)), NULL,
+          'order_json: no reversal member for an order without a reversal');
+
+-- order_json: the reversal of a FAILED order, after failure_reason ----------
+CREATE TEMP TABLE t_rev AS SELECT
+    pg_temp.mk_reversal(pg_temp.mk_order('FAILED', 777, 'USD', p_reason => 'provider_unavailable')) AS pending,
+    pg_temp.mk_reversal(pg_temp.mk_order('FAILED'), 'canceled') AS canceled,
+    pg_temp.mk_reversal(pg_temp.mk_order('FAILED'), 'refunded') AS refunded;
+SELECT is((SELECT order_json(o) FROM orders o WHERE o.id = pending),
+    '{"order_id":"' || pending || '","status":"FAILED","ready_to_ship":false,'
+    '"amount_cents":777,"currency":"USD","buyer_id":"buyer-1","seller_id":"seller-1","buyer_trust":"trusted",'
+    '"failure_reason":"provider_unavailable","reversal":{"status":"pending","amount_cents":777},'
+    '"created_at":"' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    || '","updated_at":"' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"}',
+    'order_json: a pending reversal, exactly, after failure_reason') FROM t_rev;
+SELECT is(ARRAY(SELECT json_object_keys(order_json(o)::json) FROM orders o WHERE o.id = (SELECT pending FROM t_rev)),
+    ARRAY['order_id', 'status', 'ready_to_ship', 'amount_cents', 'currency', 'buyer_id', 'seller_id',
+          'buyer_trust', 'failure_reason', 'reversal', 'created_at', 'updated_at'],
+    'order_json with a reversal parses, reversal between failure_reason and created_at');
+SELECT is((SELECT order_json(o)::jsonb -> 'reversal' FROM orders o WHERE o.id = canceled),
+          '{"status":"canceled","amount_cents":5000}'::jsonb, 'order_json: a canceled reversal') FROM t_rev;
+SELECT is((SELECT order_json(o)::jsonb -> 'reversal' FROM orders o WHERE o.id = refunded),
+          '{"status":"refunded","amount_cents":5000}'::jsonb, 'order_json: a refunded reversal') FROM t_rev;
+SELECT is(order_get(pending), (SELECT order_json(o) FROM orders o WHERE o.id = pending),
+          'order_get shows the reversal too') FROM t_rev;
 SELECT is((SELECT order_json(o)::jsonb FROM orders o WHERE o.id = (SELECT id FROM t_aged)),
           jsonb_build_object('order_id', (SELECT id FROM t_aged), 'status', 'PENDING_PAYMENT',
                              'ready_to_ship', false, 'amount_cents', 5000, 'currency', 'EUR',

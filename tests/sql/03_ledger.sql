@@ -1,5 +1,6 @@
 -- Ledger: balance at COMMIT (deferred constraint triggers), payment shape,
--- one payment per order, append-only tables, the inspection query, and
+-- one payment per order, the late_capture and refund shapes (one each per
+-- order, FAILED orders only), append-only tables, the inspection query, and
 -- order_ledger.
 --
 -- "At COMMIT" inside one test transaction: SET CONSTRAINTS ALL IMMEDIATE
@@ -9,7 +10,7 @@
 -- with it.
 BEGIN;
 \ir helpers.psql
-SELECT plan(33);
+SELECT plan(54);
 
 -- SQL for: make order o PAID, give it payment transaction ...aa with the
 -- given entries (VALUES rows of account, direction, amount, currency), then
@@ -66,6 +67,59 @@ SELECT pg_temp.throws(pg_temp.payment_sql(p1, $$('cash','CREDIT',5000,'EUR'), ('
 SELECT pg_temp.throws(pg_temp.payment_sql(p1, $$('cash','DEBIT',5000,'EUR'), ('seller_payable','CREDIT',5000,'EUR'),
                                                 ('fees','DEBIT',100,'EUR'), ('fee_income','CREDIT',100,'EUR')$$),
     '23514', '%must be (cash, DEBIT) and (seller_payable, CREDIT)%', 'a payment holds only its two entries') FROM t;
+
+-- late_capture and refund ----------------------------------------------------
+-- SQL for: give order o a transaction ...bb of the given kind with the given
+-- entries, then run the commit-time checks.
+CREATE FUNCTION pg_temp.reversal_sql(o uuid, kind text, entries text, run_checks boolean DEFAULT true)
+RETURNS text LANGUAGE sql AS $$
+    SELECT format($f$ INSERT INTO ledger_transactions (id, order_id, kind)
+                      VALUES ('00000000-0000-0000-0000-0000000000bb', %L, %L); $f$, o, kind)
+        || 'INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+            SELECT ''00000000-0000-0000-0000-0000000000bb'', a, d, n, c
+              FROM (VALUES ' || entries || ') AS v(a, d, n, c); '
+        || CASE WHEN run_checks THEN 'SET CONSTRAINTS ALL IMMEDIATE' ELSE '' END
+$$;
+CREATE TEMP TABLE tf AS SELECT pg_temp.mk_order('FAILED', p_reason => 'provider_unavailable') AS f1;   -- 5000 EUR
+
+SELECT pg_temp.passes(pg_temp.reversal_sql(f1, 'late_capture', $$('cash','DEBIT',5000,'EUR'), ('refunds_payable','CREDIT',5000,'EUR')$$),
+    'a late_capture (DEBIT cash, CREDIT refunds_payable) of a FAILED order passes the commit-time checks') FROM tf;
+SELECT pg_temp.passes(pg_temp.reversal_sql(f1, 'refund', $$('refunds_payable','DEBIT',5000,'EUR'), ('cash','CREDIT',5000,'EUR')$$),
+    'a refund (DEBIT refunds_payable, CREDIT cash) of a FAILED order passes the commit-time checks') FROM tf;
+SELECT pg_temp.passes(format($$ SELECT ledger_write_reversal(%L, 5000, 'EUR'); SET CONSTRAINTS ALL IMMEDIATE $$, f1),
+    'ledger_write_reversal writes both and they pass the commit-time checks') FROM tf;
+SELECT pg_temp.throws(pg_temp.reversal_sql(o.id, o.kind, o.entries), '23514',
+                      '%' || o.kind || ' transaction % is for an order that is ' || o.st || ', not FAILED',
+                      'no ' || o.kind || ' for a ' || o.st || ' order')
+  FROM (VALUES ('late_capture', 'PAID', $$('cash','DEBIT',5000,'EUR'), ('refunds_payable','CREDIT',5000,'EUR')$$),
+               ('refund', 'PAID', $$('refunds_payable','DEBIT',5000,'EUR'), ('cash','CREDIT',5000,'EUR')$$),
+               ('late_capture', 'PROCESSING', $$('cash','DEBIT',5000,'EUR'), ('refunds_payable','CREDIT',5000,'EUR')$$),
+               ('refund', 'PENDING_PAYMENT', $$('refunds_payable','DEBIT',5000,'EUR'), ('cash','CREDIT',5000,'EUR')$$))
+       AS v(kind, st, entries),
+       LATERAL (SELECT pg_temp.mk_order(v.st) AS id, v.kind, v.st, v.entries) o;
+SELECT pg_temp.throws(pg_temp.reversal_sql(f1, v.kind, v.entries), '23514',
+                      '%' || v.kind || ' transaction % has the wrong accounts, amount or currency (late_capture: DEBIT cash, CREDIT refunds_payable; refund: DEBIT refunds_payable, CREDIT cash)',
+                      v.why)
+  FROM tf, (VALUES
+    ('late_capture', $$('refunds_payable','DEBIT',5000,'EUR'), ('cash','CREDIT',5000,'EUR')$$, 'a late_capture is not shaped like a refund'),
+    ('refund',       $$('cash','DEBIT',5000,'EUR'), ('refunds_payable','CREDIT',5000,'EUR')$$, 'a refund is not shaped like a late_capture'),
+    ('late_capture', $$('cash','DEBIT',5000,'EUR'), ('seller_payable','CREDIT',5000,'EUR')$$,  'a late_capture credits refunds_payable, not seller_payable'),
+    ('refund',       $$('seller_payable','DEBIT',5000,'EUR'), ('cash','CREDIT',5000,'EUR')$$,  'a refund debits refunds_payable, not seller_payable'),
+    ('late_capture', $$('cash','DEBIT',4000,'EUR'), ('refunds_payable','CREDIT',4000,'EUR')$$, 'a late_capture is for the order''s amount'),
+    ('refund',       $$('refunds_payable','DEBIT',5000,'USD'), ('cash','CREDIT',5000,'USD')$$, 'a refund is in the order''s currency'),
+    ('late_capture', $$('cash','DEBIT',5000,'EUR'), ('refunds_payable','CREDIT',5000,'EUR'),
+                       ('fees','DEBIT',100,'EUR'), ('fee_income','CREDIT',100,'EUR')$$,       'a late_capture holds only its two entries'))
+    AS v(kind, entries, why);
+SELECT pg_temp.throws(pg_temp.reversal_sql(f1, 'refund', $$('refunds_payable','DEBIT',5000,'EUR'), ('cash','CREDIT',4999,'EUR')$$),
+    '23514', '%does not balance%', 'an unbalanced refund fails at commit') FROM tf;
+SELECT pg_temp.throws(pg_temp.reversal_sql(f1, 'late_capture', $$('cash','DEBIT',5000,'EUR')$$),
+    '23514', '%has 1 entries, needs at least 2', 'a late_capture with one entry fails at commit') FROM tf;
+SELECT pg_temp.throws(format($$ SELECT ledger_write_reversal(%1$L, 5000, 'EUR');
+                                INSERT INTO ledger_transactions (order_id, kind) VALUES (%1$L, 'late_capture') $$, f1),
+    '23505', '%"ledger_transactions_one_reversal_per_order"%', 'a second late_capture for an order is refused at once') FROM tf;
+SELECT pg_temp.throws(format($$ SELECT ledger_write_reversal(%1$L, 5000, 'EUR');
+                                INSERT INTO ledger_transactions (order_id, kind) VALUES (%1$L, 'refund') $$, f1),
+    '23505', '%"ledger_transactions_one_reversal_per_order"%', 'a second refund for an order is refused at once') FROM tf;
 
 -- A transaction already checked cannot be unbalanced later -------------------
 CREATE TEMP TABLE t_paid AS SELECT pg_temp.mk_order('PAID') AS id;
@@ -129,6 +183,21 @@ SELECT is(order_ledger(gen_random_uuid()), NULL, 'order_ledger of an unknown ord
 SELECT is(order_ledger(NULL), NULL, 'order_ledger(NULL) is NULL');
 SELECT is(json_array_length(order_ledger(id)::json -> 'transactions'), 1, 'order_ledger lists the transaction once')
   FROM t_paid;
+CREATE TEMP TABLE t_refunded AS
+    SELECT pg_temp.mk_reversal(pg_temp.mk_order('FAILED', 1234, 'GBP', p_reason => 'provider_unavailable'), 'refunded') AS id;
+SELECT is(ARRAY(SELECT x ->> 'kind' || ': ' || (SELECT string_agg(e ->> 'account' || '/' || (e ->> 'direction') || '/'
+                                                                  || (e ->> 'amount_cents') || '/' || (e ->> 'currency'), ', ')
+                                                   FROM json_array_elements(x -> 'entries') e)
+                  FROM json_array_elements(order_ledger(id)::json -> 'transactions') x),
+          ARRAY['late_capture: cash/DEBIT/1234/GBP, refunds_payable/CREDIT/1234/GBP',
+                'refund: refunds_payable/DEBIT/1234/GBP, cash/CREDIT/1234/GBP'],
+          'order_ledger of a refunded order: the late capture, then the refund, DEBIT first')
+  FROM t_refunded;
+SELECT is((SELECT sum(CASE e.direction WHEN 'DEBIT' THEN e.amount_cents ELSE -e.amount_cents END)
+             FROM ledger_entries e JOIN ledger_transactions x ON x.id = e.txn_id
+            WHERE x.order_id = t_refunded.id AND e.account = a), 0::numeric,
+          'after a refund the order leaves ' || a || ' as it found it')
+  FROM t_refunded, unnest(ARRAY['cash', 'refunds_payable']) AS a;
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -2,8 +2,10 @@
 # Multi-session tests of sql/init.sql (bash + psql only), TAP output.
 #
 # What one pgTAP transaction cannot show: many sessions racing on one
-# idempotency key or one webhook event, SKIP LOCKED between housekeepers, the
-# deferred ledger check firing at a real COMMIT, and a fresh app session.
+# idempotency key or one webhook event, finishes with old and new lock tokens
+# at once, a finish racing webhooks over a reversal, reversal answers and
+# housekeepers racing, SKIP LOCKED between housekeepers, the deferred checks
+# firing at a real COMMIT, and fresh sessions (app, paymentsd_owner).
 #
 # A race: N sessions (as role app) queue on an advisory lock that a holder
 # session keeps until all N are waiting in pg_locks, then releases: they all
@@ -93,9 +95,10 @@ check "stale-lock race: still one order" \
     "$(su -c "SELECT count(*) FROM orders WHERE buyer_id = 'race-buyer-$tag'")" 1
 
 # 3. checkout_begin: an expired completed key, N new requests at once ---------
-oid=$(su -c "SELECT order_id FROM idempotency_keys WHERE key = '$key'")
-su -c "SELECT status FROM checkout_finish('$oid', '$key', 'declined', NULL, 0)" >/dev/null
-su -c "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = '$key'"
+IFS='|' read -r oid tok <<<"$(su -c "SELECT order_id, lock_token FROM idempotency_keys WHERE key = '$key'")"
+check "the recovered key can be finished with its token" \
+    "$(su -c "SELECT result || ':' || status FROM checkout_finish('$oid', '$key', '$tok', 'declined', NULL, 0)")" "finished:FAILED"
+su -c "UPDATE idempotency_keys SET completed_at = now() - interval '2 days' WHERE key = '$key'"
 out=$(race expired "SELECT result FROM checkout_begin('$key', '$(fp body2)', 'race-buyer-$tag', 'seller', 700, 'EUR', 'trusted', '30 s', '24 h');")
 check "expired-key race: no error leaks" "$(errors_of expired)" ""
 check "expired-key race: exactly one new" "$(count_of "$out" new)" 1
@@ -130,9 +133,9 @@ check "many-events race: every event recorded, one applied" \
 
 # 6. checkout_finish racing webhooks for the same order ---------------------
 fkey="race-fin-$tag"
-oid=$(su -c "SELECT order_id FROM checkout_begin('$fkey', '$(fp fin)', 'race-fin-$tag', 's', 900, 'EUR', 'trusted', '30 s', '24 h')")
+IFS='|' read -r oid tok <<<"$(su -c "SELECT order_id, lock_token FROM checkout_begin('$fkey', '$(fp fin)', 'race-fin-$tag', 's', 900, 'EUR', 'trusted', '30 s', '24 h')")"
 out=$(race finish "SELECT CASE WHEN :i = 1
-                      THEN (SELECT 'finish:' || status FROM checkout_finish('$oid', '$fkey', 'succeeded', 'ch_$tag', 10000))
+                      THEN (SELECT 'finish:' || status FROM checkout_finish('$oid', '$fkey', '$tok', 'succeeded', 'ch_$tag', 10000))
                       ELSE (SELECT 'webhook:' || result FROM webhook_apply('fin-evt-$tag-' || :i, '$oid', 'PAID', '{}'))
                     END;")
 check "finish-vs-webhook race: no error leaks" "$(errors_of finish)" ""
@@ -152,14 +155,16 @@ su -c "DO \$\$
            FOR i IN 1..20 LOOP
                INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust)
                VALUES ('race-hk-$tag', 's', 100 + i, 'EUR', 'trusted') RETURNING id INTO o;
-               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, locked_at)
-               VALUES ('hk-$tag-' || i, repeat('a', 64), 'in_progress', o, now() - interval '1 hour');
+               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, locked_at, lock_token)
+               VALUES ('hk-$tag-' || i, repeat('a', 64), 'in_progress', o, now() - interval '1 hour', gen_random_uuid());
            END LOOP;
        END \$\$"
-out=$(race claim "SELECT key FROM checkout_claim_stale('30 s', 3) WHERE key LIKE 'hk-$tag-%';")
+out=$(race claim "SELECT key || ' ' || lock_token FROM checkout_claim_stale('30 s', 3) WHERE key LIKE 'hk-$tag-%';")
 check "claim_stale race: no error leaks" "$(errors_of claim)" ""
 check "claim_stale race: all 20 stale keys claimed" "$(grep -c . <<<"$out")" 20
-check "claim_stale race: none claimed twice" "$(sort -u <<<"$out" | grep -c .)" 20
+check "claim_stale race: none claimed twice" "$(cut -d' ' -f1 <<<"$out" | sort -u | grep -c .)" 20
+check "claim_stale race: each claim's token is the key's token now" \
+    "$(su -c "SELECT count(*) FROM idempotency_keys WHERE key || ' ' || lock_token IN ($(sed "s/.*/'&'/" <<<"$out" | paste -sd,))")" 20
 
 # 8. SKIP LOCKED: a key locked by another session is skipped, not waited for --
 su -c "DO \$\$
@@ -168,11 +173,12 @@ su -c "DO \$\$
            FOR i IN 1..2 LOOP
                INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust)
                VALUES ('skip-$tag', 's', 100, 'EUR', 'trusted') RETURNING id INTO o;
-               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, locked_at)
-               VALUES ('skip-$tag-' || i, repeat('a', 64), 'in_progress', o, now() - interval '1 hour');
-               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, created_at,
+               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, locked_at, lock_token)
+               VALUES ('skip-$tag-' || i, repeat('a', 64), 'in_progress', o, now() - interval '1 hour', gen_random_uuid());
+               INSERT INTO idempotency_keys (key, fingerprint, state, order_id, created_at, completed_at,
                                              response_status, response_body)
-               VALUES ('purge-$tag-' || i, repeat('a', 64), 'completed', o, now() - interval '3 days', 201, '{}');
+               VALUES ('purge-$tag-' || i, repeat('a', 64), 'completed', o, now() - interval '3 days',
+                       now() - interval '3 days', 201, '{}');
            END LOOP;
        END \$\$"
 su -c "BEGIN" \
@@ -195,7 +201,118 @@ wait "$holder"
 check "once released, the skipped key is claimed" \
     "$(app -c "SELECT key FROM checkout_claim_stale('30 s', 100) WHERE key LIKE 'skip-$tag-%'")" "skip-$tag-1"
 
-# 9. The deferred ledger check at a real COMMIT --------------------------------
+# 9. Finishes with the old and the new lock token at once ----------------------
+# A worker lost its lock (a recover took the key over) but comes back with
+# the provider's answer while the new holder finishes: only the holder's
+# finish may move the order.  Two sessions, then N.
+tokens_race() {   # name sessions
+    local name=$1 tkey="race-tok-$1-$tag" oid tok_old tok_new
+    IFS='|' read -r oid tok_old <<<"$(su -c "SELECT order_id, lock_token FROM checkout_begin('$tkey', '$(fp tok)', 'race-tok-$tag', 's', 600, 'EUR', 'trusted', '30 s', '24 h')")"
+    su -c "UPDATE idempotency_keys SET locked_at = now() - interval '1 minute' WHERE key = '$tkey'"
+    IFS='|' read -r res tok_new <<<"$(su -c "SELECT result, lock_token FROM checkout_begin('$tkey', '$(fp tok)', 'race-tok-$tag', 's', 600, 'EUR', 'trusted', '30 s', '24 h')")"
+    check "$name: the new worker recovered the key with a new token" "$res:$([ "$tok_new" != "$tok_old" ] && echo new)" "recover:new"
+    local saved=$N
+    N=$2
+    out=$(race "$name" "SELECT CASE WHEN :i % 2 = 1 THEN 'old:' ELSE 'new:' END || result
+                          FROM checkout_finish('$oid', '$tkey',
+                                               CASE WHEN :i % 2 = 1 THEN '$tok_old' ELSE '$tok_new' END::uuid,
+                                               CASE WHEN :i % 2 = 1 THEN 'succeeded' ELSE 'declined' END,
+                                               CASE WHEN :i % 2 = 1 THEN 'ch_old' ELSE 'ch_new' END, 10000);")
+    N=$saved
+    check "$name: no error leaks" "$(errors_of "$name")" ""
+    check "$name: only the token holder's finish moved the order" \
+        "$(count_of "$out" new:finished)/$(count_of "$out" old:finished)" "1/0"
+    check "$name: the old token's finishes were stale, or replays once the holder had finished" \
+        "$(( $(count_of "$out" old:stale) + $(count_of "$out" old:replay) ))" $(($2 / 2))
+    check "$name: the order is the holder's (FAILED declined, its charge id, no payment)" \
+        "$(su -c "SELECT o.status || ':' || o.failure_reason || ':' || o.provider_charge_id || ':'
+                         || (SELECT count(*) FROM ledger_transactions t WHERE t.order_id = o.id)
+                    FROM orders o WHERE o.id = '$oid'")" "FAILED:declined:ch_new:0"
+    check "$name: the key holds the holder's answer" \
+        "$(su -c "SELECT state || ':' || (response_body::json ->> 'failure_reason') FROM idempotency_keys WHERE key = '$tkey'")" \
+        "completed:declined"
+}
+tokens_race tokens2 2
+tokens_race tokensN "$N"
+
+# 10. checkout_finish (unavailable) racing PAID webhooks for the same order ----
+# Either a webhook got there first (PAID, with its payment) or the finish
+# did (FAILED provider_unavailable with a pending reversal, and every later
+# PAID event says reversal = true).  Never a FAILED order whose money the
+# provider holds without a reversal.  Run twice: all at once (the webhooks
+# tend to win), and with the webhooks 50 ms late (the finish tends to win).
+unavail_race() {   # name webhook_delay_seconds
+    local name=$1 ukey="race-unavail-$1-$tag" oid tok state want
+    IFS='|' read -r oid tok <<<"$(su -c "SELECT order_id, lock_token FROM checkout_begin('$ukey', '$(fp unavail)', 'race-unavail-$tag', 's', 950, 'EUR', 'untrusted', '30 s', '24 h')")"
+    out=$(race "$name" "SELECT CASE WHEN :i = 1
+                           THEN (SELECT 'finish:' || status || ':' || reversal FROM checkout_finish('$oid', '$ukey', '$tok', 'unavailable', NULL, 10000))
+                           ELSE (SELECT 'webhook:' || result || ':' || reversal
+                                   FROM pg_sleep($2), webhook_apply('$name-evt-$tag-' || :i, '$oid', 'PAID', '{}'))
+                         END;")
+    check "$name: no error leaks" "$(errors_of "$name")" ""
+    state=$(su -c "SELECT o.status || ':' || (SELECT count(*) FROM ledger_transactions t WHERE t.order_id = o.id) || ':'
+                          || coalesce((SELECT v.status FROM order_reversals v WHERE v.order_id = o.id), 'none')
+                     FROM orders o WHERE o.id = '$oid'")
+    case $state in   # what the finish and the N - 1 webhooks must have said
+        PAID:1:none)      want="finish:PAID:false applied:1 not_applied-with-reversal:0" ;;
+        FAILED:0:pending) want="finish:FAILED:true applied:0 not_applied-with-reversal:$((N - 1))" ;;
+        *)                want="(no valid end state)" ;;
+    esac
+    check "$name: PAID with its payment, or FAILED with a pending reversal ($state)" \
+        "$(grep -cxE 'PAID:1:none|FAILED:0:pending' <<<"$state")" 1
+    check "$name: the finish and every webhook say so" \
+        "$(grep '^finish:' <<<"$out") applied:$(count_of "$out" webhook:applied:false) not_applied-with-reversal:$(count_of "$out" webhook:not_applied:true)" \
+        "$want"
+    check "$name: the key is completed with that state" \
+        "$(su -c "SELECT state || ':' || (response_body::json ->> 'status') FROM idempotency_keys WHERE key = '$ukey'")" \
+        "completed:${state%%:*}"
+}
+unavail_race finish-vs-paid 0
+unavail_race finish-vs-late-paid 0.05
+
+# 11. reversal_settle: canceled and refunded answers for one reversal at once --
+# (replies to cancels sent twice cross): the capture happened, so it ends
+# refunded, with exactly one late capture and one refund, whatever the order.
+oid=$(su -c "INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust)
+             VALUES ('race-settle-$tag', 's', 4321, 'EUR', 'trusted') RETURNING id" | head -1)
+su -c "UPDATE orders SET status = 'FAILED', failure_reason = 'provider_unavailable' WHERE id = '$oid'" \
+   -c "INSERT INTO order_reversals (order_id, amount_cents, currency) VALUES ('$oid', 4321, 'EUR')"
+out=$(race settle "SELECT CASE WHEN :i % 2 = 1 THEN 'c:' || reversal_settle('$oid', 'canceled')
+                                          ELSE 'r:' || reversal_settle('$oid', 'refunded') END;")
+check "settle race: no error leaks" "$(errors_of settle)" ""
+check "settle race: every refunded answer reports refunded, every canceled one canceled or (after) refunded" \
+    "$(count_of "$out" r:refunded)/$(( $(count_of "$out" c:canceled) + $(count_of "$out" c:refunded) ))" "$((N / 2))/$(((N + 1) / 2))"
+check "settle race: the reversal ends refunded" "$(su -c "SELECT status FROM order_reversals WHERE order_id = '$oid'")" refunded
+check "settle race: one late capture and one refund" \
+    "$(su -c "SELECT string_agg(kind, ',' ORDER BY kind) FROM ledger_transactions WHERE order_id = '$oid'")" "late_capture,refund"
+
+# 12. reversals_due: N housekeepers, each pending reversal handed out once -----
+# (pending reversals left by earlier runs on this database would compete for
+# the batches: cancel them first)
+su -c "UPDATE order_reversals SET status = 'canceled' WHERE status = 'pending'"
+su -c "DO \$\$
+       DECLARE o uuid;
+       BEGIN
+           FOR i IN 1..20 LOOP
+               INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust)
+               VALUES ('race-rev-$tag', 's', 200 + i, 'EUR', 'trusted') RETURNING id INTO o;
+               UPDATE orders SET status = 'FAILED', failure_reason = 'provider_unavailable' WHERE id = o;
+               INSERT INTO order_reversals (order_id, amount_cents, currency) VALUES (o, 200 + i, 'EUR');
+           END LOOP;
+           SET LOCAL session_replication_role = replica;   -- opened two hours ago
+           UPDATE order_reversals SET created_at = now() - interval '2 hours'
+            WHERE order_id IN (SELECT id FROM orders WHERE buyer_id = 'race-rev-$tag');
+       END \$\$"
+out=$(race due "SELECT r.order_id FROM reversals_due('1 hour', 3) r JOIN orders o ON o.id = r.order_id
+                 WHERE o.buyer_id = 'race-rev-$tag';")
+check "reversals_due race: no error leaks" "$(errors_of due)" ""
+check "reversals_due race: all 20 due reversals handed out" "$(grep -c . <<<"$out")" 20
+check "reversals_due race: none twice" "$(sort -u <<<"$out" | grep -c .)" 20
+check "reversals_due race: each tried once" \
+    "$(su -c "SELECT string_agg(DISTINCT attempts::text, ',') FROM order_reversals v JOIN orders o ON o.id = v.order_id
+               WHERE o.buyer_id = 'race-rev-$tag'")" 1
+
+# 13. The deferred checks at a real COMMIT -------------------------------------
 bad=$(su -c "SELECT gen_random_uuid()")
 got=$(su 2>&1 <<SQL
 BEGIN;
@@ -237,10 +354,52 @@ check "a balanced payment commits" "$got$(su -c "SELECT status FROM orders WHERE
 check "README query on it: cash DEBIT, seller_payable CREDIT" \
     "$(app -c "SELECT e.account, e.direction, e.amount_cents, e.currency FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.txn_id WHERE t.order_id = '$bad' ORDER BY e.direction DESC" | tr '\n' ' ')" \
     "cash|DEBIT|5000|EUR seller_payable|CREDIT|5000|EUR "
+rev=$(su -c "SELECT gen_random_uuid()")
+got=$(su 2>&1 <<SQL
+BEGIN;
+INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
+VALUES ('$rev', 'commit-$tag', 's', 5000, 'EUR', 'trusted');
+UPDATE orders SET status = 'FAILED', failure_reason = 'provider_unavailable' WHERE id = '$rev';
+INSERT INTO order_reversals (order_id, amount_cents, currency) VALUES ('$rev', 5000, 'EUR');
+UPDATE order_reversals SET status = 'refunded' WHERE order_id = '$rev';
+SELECT 'statements-done';
+COMMIT;
+SQL
+)
+check "a reversal refunded without its ledger passes its statements" "$(grep -c '^statements-done$' <<<"$got")" 1
+check "and COMMIT refuses it" \
+    "$(grep -c "ERROR:  reversal of order $rev is refunded without its late_capture and refund ledger transactions" <<<"$got")" 1
+got=$(su 2>&1 <<SQL
+BEGIN;
+INSERT INTO ledger_transactions (id, order_id, kind) VALUES ('$rev', '$bad', 'late_capture');
+INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+VALUES ('$rev', 'cash', 'DEBIT', 5000, 'EUR'), ('$rev', 'refunds_payable', 'CREDIT', 5000, 'EUR');
+COMMIT;
+SQL
+)
+check "COMMIT refuses a late capture for a PAID order" \
+    "$(grep -c "ERROR:  late_capture transaction $rev is for an order that is PAID, not FAILED" <<<"$got")" 1
+ikey="app-commit-$tag"
+got=$(app 2>&1 <<SQL
+SELECT order_id, lock_token FROM checkout_begin('$ikey', '$(fp commit)', 'commit-$tag', 's', 777, 'EUR', 'untrusted', '30 s', '24 h') \\gset
+SELECT 'finish:' || result || ':' || status || ':' || reversal FROM checkout_finish(:'order_id', '$ikey', :'lock_token', 'unavailable', E'ch\\tbad', 10000);
+SELECT 'settle:' || reversal_settle(:'order_id', 'refunded');
+SQL
+)
+check "app: an invalid charge id is dropped with a WARNING, and the finish commits" \
+    "$(grep -c "WARNING:  checkout_finish: order .*: dropping a charge id that is not 1..255 visible ASCII characters" <<<"$got"):$(grep '^finish:' <<<"$got")" \
+    "1:finish:finished:FAILED:true"
+check "app: a refunded reversal commits with its ledger (the deferred checks run as app)" \
+    "$(grep '^settle:' <<<"$got"):$(su -c "SELECT string_agg(t.kind, ',' ORDER BY t.created_at) FROM ledger_transactions t JOIN orders o ON o.id = t.order_id WHERE o.buyer_id = 'commit-$tag' AND o.status = 'FAILED' AND o.provider_charge_id IS NULL")" \
+    "settle:refunded:late_capture,refund"
 
-# 10. A fresh app session ------------------------------------------------------
+# 14. Fresh sessions -----------------------------------------------------------
 check "a fresh app session cannot create temporary tables" \
     "$(app -c "CREATE TEMP TABLE evil (a int)" 2>&1 | grep -c 'permission denied to create temporary tables')" 1
+check "app cannot SET ROLE paymentsd_owner" \
+    "$(app -c "SET ROLE paymentsd_owner" 2>&1 | grep -c 'permission denied to set role "paymentsd_owner"')" 1
+check "nobody logs in as paymentsd_owner (NOLOGIN)" \
+    "$(PGUSER=paymentsd_owner psql -X -q -At -d "$DB" -c "SELECT 1" 2>&1 | grep -c 'role "paymentsd_owner" is not permitted to log in')" 1
 
 echo "1..$n"
 if [ "$failed" -ne 0 ]; then

@@ -6,9 +6,12 @@
 # Connects as the superuser (PGUSER, default postgres) to the server named by
 # PGHOST/PGPORT, recreates the scratch database $SQLTEST_DB (default
 # payments_sqltest), installs pgTAP, loads sql/init.sql twice (the second load
-# proves it is re-runnable), runs the pgTAP files tests/sql/[0-9]*.sql with
-# pg_prove, then the multi-session tests (concurrency.sh).  Exits non-zero on
-# any failure.  The scratch database is left behind for inspection.
+# proves it is re-runnable), checks that a database made by the previous
+# sql/init.sql upgrades to the same schema (upgrade.sh, in the scratch
+# database ${SQLTEST_DB}_upgrade), runs the pgTAP files tests/sql/[0-9]*.sql
+# with pg_prove, then the multi-session tests (concurrency.sh).  Exits
+# non-zero on any failure.  The scratch databases are left behind for
+# inspection.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -52,6 +55,9 @@ fi
 echo "# sql/init.sql loaded (pass 3): schema unchanged"
 
 status=0
+echo "# upgrade from the previous sql/init.sql"
+bash "$here/upgrade.sh" || status=1
+
 pg_prove -d "$SQLTEST_DB" --ext .sql "$here"/[0-9]*.sql || status=1
 
 echo "# concurrency and commit-time tests"
