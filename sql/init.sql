@@ -307,6 +307,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS ledger_entries_txn_account_direction_currency
 --     pending  -> refunded   it had been captured and was given back: the
 --                            ledger holds the late capture and the refund
 --     canceled -> refunded   a capture the provider reported after all
+--     canceled -> pending    a PAID event (a capture) arrived after the
+--                            cancel: ask the provider again
 -- refunded is final.
 CREATE TABLE IF NOT EXISTS order_reversals (
     order_id        uuid        PRIMARY KEY REFERENCES orders (id),
@@ -442,7 +444,7 @@ BEGIN
     END IF;
     IF NEW.status IS DISTINCT FROM OLD.status AND NOT (
            (OLD.status = 'pending' AND NEW.status IN ('canceled', 'refunded'))
-        OR (OLD.status = 'canceled' AND NEW.status = 'refunded')) THEN
+        OR (OLD.status = 'canceled' AND NEW.status IN ('pending', 'refunded'))) THEN
         RAISE EXCEPTION 'reversal of order %: illegal transition % -> %', OLD.order_id, OLD.status, NEW.status
             USING ERRCODE = 'check_violation', CONSTRAINT = 'order_reversals_state_machine';
     END IF;
@@ -715,15 +717,18 @@ BEGIN
 END
 $$;
 
--- Open the reversal of a FAILED order (pending), unless it has one.  Returns
--- true when a reversal is pending afterwards: the caller asks the provider to
--- cancel-or-refund.
+-- Open the reversal of a FAILED order (pending), or reopen one the provider
+-- said was canceled: evidence of a capture (a PAID event) outranks that
+-- answer, so the provider is asked again.  A refunded reversal is final.
+-- Returns true when a reversal is pending afterwards: the caller asks the
+-- provider to cancel-or-refund.
 CREATE OR REPLACE FUNCTION reversal_open(o orders) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO order_reversals (order_id, amount_cents, currency)
+    INSERT INTO order_reversals AS r (order_id, amount_cents, currency)
     VALUES (o.id, o.amount_cents, o.currency)
-    ON CONFLICT (order_id) DO NOTHING;
+    ON CONFLICT (order_id) DO UPDATE SET status = 'pending', last_attempt_at = NULL
+        WHERE r.status = 'canceled';
     RETURN EXISTS (SELECT 1 FROM order_reversals r
                     WHERE r.order_id = o.id AND r.status = 'pending');
 END
@@ -1030,7 +1035,12 @@ BEGIN
             v_reversal := reversal_open(o);
         END IF;
     ELSE
+        -- A webhook moved it first.  A charge that succeeded for an order
+        -- that is FAILED is money to give back.
         SELECT * INTO o FROM orders od WHERE od.id = p_order_id;
+        IF o.status = 'FAILED' AND p_outcome = 'succeeded' THEN
+            v_reversal := reversal_open(o);
+        END IF;
     END IF;
 
     v_body := order_json(o);
