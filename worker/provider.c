@@ -3,14 +3,19 @@
  *
  * A small free list of keep-alive evhttp connections: a call takes an idle
  * one or opens a new one, and gives it back when its exchange ended cleanly.
- * A connection that failed or timed out is dropped, never reused.
+ * A connection that failed or timed out is dropped, never reused.  For an
+ * https:// provider a connection comes from provider_tls (an OpenSSL
+ * bufferevent under evhttp, one SSL_CTX per provider_t): libevent runs the
+ * handshake asynchronously, like any other read or write, and redoes it
+ * when evhttp reconnects a connection that the provider had closed while
+ * it was idle.
  *
  * Each call has a deadline, provider_timeout for the whole exchange (connect,
- * request, headers and body): an evtimer of its own.  The connection's
- * timeout is only an inactivity timeout, which a provider trickling its
- * answer a byte at a time never trips.  At the deadline the request is
- * cancelled (libevent then does not run its callback), the call reports
- * UNAVAILABLE itself, and the connection is dropped.
+ * TLS handshake, request, headers and body): an evtimer of its own.  The
+ * connection's timeout is only an inactivity timeout, which a provider
+ * trickling its answer a byte at a time never trips.  At the deadline the
+ * request is cancelled (libevent then does not run its callback), the call
+ * reports UNAVAILABLE itself, and the connection is dropped.
  *
  * Each call owns its request (evhttp_request_own), so that exactly one
  * place frees it, call_done, whichever way the call ended: libevent 2.1
@@ -35,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/event_struct.h>
@@ -42,6 +48,7 @@
 #include <json-c/json.h>
 
 #include "common/log.h"
+#include "worker/provider_tls.h"
 
 #define PROVIDER_IDLE_MAX 64    /* idle keep-alive connections kept */
 #define PROVIDER_BODY_MAX 4096  /* a charge response is small */
@@ -55,6 +62,7 @@ struct provider {
     char hostport[300];         /* the Host header: the name as configured */
     char addr[256];             /* where connections go: resolved once */
     int64_t timeout_ms;
+    provider_tls_t *tls;        /* https:// only, else NULL */
     struct evhttp_connection *idle[PROVIDER_IDLE_MAX];
     int nidle;
 };
@@ -73,6 +81,7 @@ typedef struct {
     char order_id[ORDER_ID_MAX + 1];
     int64_t amount_cents;
     char currency[8];
+    char tls_reason[PROVIDER_TLS_REASON_MAX];  /* why the certificate was refused, if it was */
     provider_cb_t cb;
     void *arg;
     struct event deadline;      /* provider_timeout after the call started */
@@ -124,29 +133,41 @@ resolve_once(provider_t *p)
 }
 
 provider_t *
-provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
+provider_new(struct event_base *base, const char *url, const char *ca_file, int64_t timeout_ms)
 {
     struct evhttp_uri *uri = evhttp_uri_parse(url);
-    provider_t *p;
-    const char *host;
+    const char *scheme, *host;
+    provider_t *p = NULL;
+    int https;
 
     if (uri == NULL)
-        return NULL;
+        goto bad_url;
+    scheme = evhttp_uri_get_scheme(uri);
     host = evhttp_uri_get_host(uri);
+    if (scheme == NULL || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
+        || host == NULL || host[0] == '\0' || strlen(host) >= sizeof(p->host))
+        goto bad_url;
+    https = strcasecmp(scheme, "https") == 0;
     p = calloc(1, sizeof(*p));
-    if (p == NULL || host == NULL || strlen(host) >= sizeof(p->host)) {
-        free(p);
-        evhttp_uri_free(uri);
-        return NULL;
-    }
+    if (p == NULL)
+        goto fail;
     p->base = base;
     snprintf(p->host, sizeof(p->host), "%s", host);
-    p->port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;
+    p->port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : https ? 443 : 80;
     snprintf(p->hostport, sizeof(p->hostport), "%s:%d", p->host, p->port);
     p->timeout_ms = timeout_ms;
+    if (https && (p->tls = provider_tls_new(p->host, ca_file)) == NULL)
+        goto fail;
     evhttp_uri_free(uri);
     resolve_once(p);
     return p;
+bad_url:
+    log_error("provider: %s is not an http:// or https:// URL with a host", url);
+fail:
+    free(p);
+    if (uri != NULL)
+        evhttp_uri_free(uri);
+    return NULL;
 }
 
 void
@@ -156,6 +177,7 @@ provider_free(provider_t *p)
         return;
     for (int i = 0; i < p->nidle; i++)
         evhttp_connection_free(p->idle[i]);
+    provider_tls_free(p->tls);
     free(p);
 }
 
@@ -177,7 +199,10 @@ conn_take(provider_t *p)
 
     if (p->nidle > 0)
         return p->idle[--p->nidle];
-    c = evhttp_connection_base_new(p->base, NULL, p->addr, (unsigned short)p->port);
+    if (p->tls != NULL)
+        c = provider_tls_connect(p->tls, p->base, p->addr, (unsigned short)p->port);
+    else
+        c = evhttp_connection_base_new(p->base, NULL, p->addr, (unsigned short)p->port);
     if (c == NULL)
         return NULL;
     /* An inactivity timeout (it also closes idle keep-alive connections);
@@ -232,6 +257,16 @@ member_string(json_object *obj, const char *name)
     return json_object_get_string(v);
 }
 
+/* Why the call's TLS connection failed, or NULL (plain HTTP, or no known
+ * reason). */
+static const char *
+call_tls_failure(call_t *c, char *buf, size_t len)
+{
+    if (c->p->tls == NULL || c->conn == NULL)
+        return NULL;
+    return provider_tls_failure(c->conn, c->tls_reason, buf, len);
+}
+
 /* Record the outcome; the caller hears of it from the loop (call_done). */
 static void
 call_finish(call_t *c, provider_outcome_t out, int reusable)
@@ -250,12 +285,14 @@ static void
 call_deadline(evutil_socket_t fd, short what, void *arg)
 {
     call_t *c = arg;
+    char buf[256];
+    const char *tls = call_tls_failure(c, buf, sizeof(buf));
 
     (void)fd;
     (void)what;
-    log_warn("provider: %s of order %s: no complete answer within %lld ms",
+    log_warn("provider: %s of order %s: no complete answer within %lld ms%s%s",
              c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id,
-             (long long)c->p->timeout_ms);
+             (long long)c->p->timeout_ms, tls != NULL ? "; " : "", tls != NULL ? tls : "");
     /* The timer runs only while the request is queued on the connection
      * (call_finish deletes it).  Cancelling resets the connection and does
      * not run on_response; the request stays ours.  This is our own
@@ -274,6 +311,9 @@ call_done(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    /* The connection no longer serves this call. */
+    if (c->p->tls != NULL && c->conn != NULL)
+        provider_tls_report_to(c->conn, NULL);
     /* A later turn than the connection's own callbacks: freeing is safe.
      * The connection goes first: were the request still queued on it,
      * evhttp_connection_free would unlink it (an owned request is not
@@ -289,6 +329,22 @@ call_done(evutil_socket_t fd, short what, void *arg)
         evhttp_request_free(c->req);
     c->cb(c->arg, c->out, c->charge_id[0] ? c->charge_id : NULL);
     free(c);
+}
+
+/* No complete answer came: refused, reset, TLS failure, inactivity. */
+static void
+call_failed(call_t *c)
+{
+    char buf[256];
+    const char *tls = call_tls_failure(c, buf, sizeof(buf));
+
+    if (tls != NULL)
+        log_error("provider: %s of order %s failed: %s: %s",
+                  c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id, c->p->hostport, tls);
+    else
+        log_warn("provider: %s of order %s failed: no response (timeout or connection error)",
+                 c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id);
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 /*
@@ -326,9 +382,7 @@ charge_answered(call_t *c, struct evhttp_request *req, int code)
     const char *status, *id;
 
     if (code == 0) {
-        log_warn("provider: charge of order %s failed: no response (timeout or connection error)",
-                 c->order_id);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        call_failed(c);
         return;
     }
     if (code >= 400 && code < 500 && code != 408 && code != 429) {
@@ -383,9 +437,7 @@ get_answered(call_t *c, struct evhttp_request *req, int code)
     const char *status, *id;
 
     if (code == 0) {
-        log_warn("provider: GET charge of order %s failed: no response (timeout or connection error)",
-                 c->order_id);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        call_failed(c);
         return;
     }
     if (code != 200 && code != 404) {
@@ -476,6 +528,9 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     c->conn = conn_take(p);
     if (c->conn == NULL)
         goto fail;
+    /* A handshake on this connection now reports to this call. */
+    if (p->tls != NULL)
+        provider_tls_report_to(c->conn, c->tls_reason);
     req = evhttp_request_new(on_response, c);
     if (req == NULL)
         goto fail;

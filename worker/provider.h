@@ -4,8 +4,8 @@
  *
  * Every charge carries Idempotency-Key: <order_id>, so that a retried or
  * recovered checkout can never charge twice.  Connections are kept alive and
- * reused; each call has its own deadline (provider_timeout) and nothing here
- * ever blocks.
+ * reused, over plain HTTP or TLS; each call has its own deadline
+ * (provider_timeout) and nothing here ever blocks.
  */
 #ifndef PD_PROVIDER_H
 #define PD_PROVIDER_H
@@ -28,9 +28,15 @@ typedef enum {
  * callback only. */
 typedef void (*provider_cb_t)(void *arg, provider_outcome_t outcome, const char *charge_id);
 
-/* url is "http://host:port"; a host name is resolved once, here.
- * Returns NULL on a bad URL or allocation failure. */
-provider_t *provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
+/*
+ * url is "http://host[:port]" or "https://host[:port]"; a host name is
+ * resolved once, here.  For https, the provider's certificate must chain
+ * to ca_file (a PEM file of trusted CAs) or, when ca_file is NULL, to the
+ * system's default CAs, and must name the URL's host.  Returns NULL (and
+ * logs why) on a bad URL, an unreadable ca_file or allocation failure.
+ */
+provider_t *provider_new(struct event_base *base, const char *url, const char *ca_file,
+                         int64_t timeout_ms)
     __attribute__((warn_unused_result));
 
 /* Free the provider and its idle connections.  Calls still running keep
