@@ -51,13 +51,13 @@
 #include "worker/provider_tls.h"
 
 #define PROVIDER_IDLE_MAX 64    /* idle keep-alive connections kept */
-#define PROVIDER_BODY_MAX 4096  /* a charge response is small */
+#define PROVIDER_BODY_MAX 4096  /* a provider's answer is small */
 #define ORDER_ID_MAX 64         /* order ids are UUIDs */
 #define CODE_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 struct provider {
     struct event_base *base;
-    char host[256];
+    char host[256];             /* as in the URL */
     int port;
     char hostport[300];         /* the Host header: the name as configured */
     char addr[256];             /* where connections go: resolved once */
@@ -69,6 +69,8 @@ struct provider {
 
 typedef enum { CALL_CHARGE, CALL_GET } call_kind_t;
 
+static const char *const call_names[] = { "charge", "GET charge" };
+
 typedef struct {
     provider_t *p;
     call_kind_t kind;
@@ -77,7 +79,7 @@ typedef struct {
     int finished;               /* the outcome is known and `done` is active */
     int reusable;               /* the exchange ended cleanly: keep conn */
     provider_outcome_t out;
-    char charge_id[128];
+    char charge_id[PROVIDER_CHARGE_ID_MAX + 1];
     char order_id[ORDER_ID_MAX + 1];
     int64_t amount_cents;
     char currency[8];
@@ -131,6 +133,8 @@ resolve_once(provider_t *p)
         snprintf(p->addr, sizeof(p->addr), "%s", p->host);
     freeaddrinfo(res);
 }
+
+/* ---- provider_t ---- */
 
 provider_t *
 provider_new(struct event_base *base, const char *url, const char *ca_file, int64_t timeout_ms)
@@ -223,6 +227,8 @@ conn_give_back(provider_t *p, struct evhttp_connection *c)
         evhttp_connection_free(c);
 }
 
+/* ---- answers ---- */
+
 /* The body as a JSON object, or NULL (empty, too long, not an object).
  * The caller owns the result. */
 static json_object *
@@ -256,6 +262,119 @@ member_string(json_object *obj, const char *name)
         return NULL;
     return json_object_get_string(v);
 }
+
+/* s, if it looks like a code, for our log: the provider's words go into
+ * the log only then. */
+static const char *
+printable_code(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 32 || s[strspn(s, CODE_CHARS)] != '\0')
+        return "(not a code)";
+    return s;
+}
+
+/* The statuses each call believes. */
+static const struct {
+    const char *name;
+    provider_outcome_t out;
+    unsigned kinds;     /* 1 << call_kind_t */
+} statuses[] = {
+    { "succeeded", PROVIDER_SUCCEEDED, 1 << CALL_CHARGE | 1 << CALL_GET },
+    { "declined", PROVIDER_DECLINED, 1 << CALL_CHARGE | 1 << CALL_GET },
+    { "pending", PROVIDER_PENDING, 1 << CALL_GET },
+};
+
+/* The outcome a status names for this kind of call, or UNAVAILABLE. */
+static provider_outcome_t
+status_outcome(call_kind_t kind, const char *status)
+{
+    for (size_t i = 0; status != NULL && i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        if (strcmp(status, statuses[i].name) == 0 && (statuses[i].kinds & (1u << kind)))
+            return statuses[i].out;
+    }
+    return PROVIDER_UNAVAILABLE;
+}
+
+/*
+ * Whether an answer is about the call's charge: 0, or -1 with the reason.
+ * A charge's answer must name the order and the amount (need_ids); other
+ * answers are compared wherever they name them.  The currency is compared
+ * when named.
+ */
+static int
+answer_about(const call_t *c, json_object *obj, int need_ids, char *why, size_t len)
+{
+    json_object *v;
+    const char *s;
+
+    if (!json_object_object_get_ex(obj, "order_id", &v) || v == NULL) {
+        if (need_ids) {
+            snprintf(why, len, "no order_id");
+            return -1;
+        }
+    } else if ((s = member_string(obj, "order_id")) == NULL || strcmp(s, c->order_id) != 0) {
+        snprintf(why, len, "the answer is about another order_id");
+        return -1;
+    }
+    if (!json_object_object_get_ex(obj, "amount_cents", &v) || v == NULL) {
+        if (need_ids) {
+            snprintf(why, len, "no amount_cents");
+            return -1;
+        }
+    } else if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != c->amount_cents) {
+        snprintf(why, len, "amount_cents is not the order's %lld", (long long)c->amount_cents);
+        return -1;
+    }
+    if (json_object_object_get_ex(obj, "currency", &v) && v != NULL
+        && ((s = member_string(obj, "currency")) == NULL || strcmp(s, c->currency) != 0)) {
+        snprintf(why, len, "currency is not the order's %s", c->currency);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Take the answer's charge_id into c->charge_id: 0, or -1 with the reason.
+ * A charge_id is 1..PROVIDER_CHARGE_ID_MAX characters 0x21-0x7E, whole:
+ * anything else (a longer id, UTF-8, control characters) is refused rather
+ * than cut, since a cut id names no charge and may not even be valid text
+ * for the database.  required: a succeeded charge must name its id.
+ */
+static int
+take_charge_id(call_t *c, json_object *obj, int required, char *why, size_t len)
+{
+    json_object *v;
+    const char *s;
+    int n;
+
+    if (!json_object_object_get_ex(obj, "charge_id", &v) || v == NULL) {
+        if (required)
+            snprintf(why, len, "no charge_id for a succeeded charge");
+        return required ? -1 : 0;
+    }
+    if (!json_object_is_type(v, json_type_string)) {
+        snprintf(why, len, "charge_id is not a string");
+        return -1;
+    }
+    s = json_object_get_string(v);
+    n = json_object_get_string_len(v);
+    if (n < 1 || n > PROVIDER_CHARGE_ID_MAX) {
+        snprintf(why, len, "charge_id is %d bytes long, not 1..%d", n, PROVIDER_CHARGE_ID_MAX);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x21 || ch > 0x7e) {
+            snprintf(why, len, "charge_id has byte 0x%02x at offset %d (only 0x21-0x7E)", ch, i);
+            return -1;
+        }
+    }
+    memcpy(c->charge_id, s, (size_t)n);
+    c->charge_id[n] = '\0';
+    return 0;
+}
+
+/* ---- calls ---- */
 
 /* Why the call's TLS connection failed, or NULL (plain HTTP, or no known
  * reason). */
@@ -291,8 +410,8 @@ call_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     log_warn("provider: %s of order %s: no complete answer within %lld ms%s%s",
-             c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id,
-             (long long)c->p->timeout_ms, tls != NULL ? "; " : "", tls != NULL ? tls : "");
+             call_names[c->kind], c->order_id, (long long)c->p->timeout_ms,
+             tls != NULL ? "; " : "", tls != NULL ? tls : "");
     /* The timer runs only while the request is queued on the connection
      * (call_finish deletes it).  Cancelling resets the connection and does
      * not run on_response; the request stays ours.  This is our own
@@ -327,7 +446,8 @@ call_done(evutil_socket_t fd, short what, void *arg)
     }
     if (c->req != NULL)
         evhttp_request_free(c->req);
-    c->cb(c->arg, c->out, c->charge_id[0] ? c->charge_id : NULL);
+    c->cb(c->arg, c->out,
+          c->out != PROVIDER_UNAVAILABLE && c->charge_id[0] != '\0' ? c->charge_id : NULL);
     free(c);
 }
 
@@ -339,12 +459,57 @@ call_failed(call_t *c)
     const char *tls = call_tls_failure(c, buf, sizeof(buf));
 
     if (tls != NULL)
-        log_error("provider: %s of order %s failed: %s: %s",
-                  c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id, c->p->hostport, tls);
+        log_error("provider: %s of order %s failed: %s: %s", call_names[c->kind], c->order_id,
+                  c->p->hostport, tls);
     else
         log_warn("provider: %s of order %s failed: no response (timeout or connection error)",
-                 c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id);
+                 call_names[c->kind], c->order_id);
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
+}
+
+/* An answer that breaks the protocol: not believed, logged as an error
+ * (someone must look: a provider or a proxy is wrong). */
+static void
+call_protocol_error(call_t *c, int code, const char *why)
+{
+    log_error("provider: %s of order %s: protocol error in the HTTP %d answer: %s: "
+              "taking it as unavailable", call_names[c->kind], c->order_id, code, why);
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+}
+
+/*
+ * A 2xx answer's body: {"status": ..., "order_id": ..., ...}.  The outcome
+ * its status names, once the answer is known to be about this call's
+ * charge and its charge_id (if any) is whole.
+ */
+static void
+call_answered(call_t *c, struct evhttp_request *req, int code)
+{
+    json_object *obj = body_object(req);
+    provider_outcome_t out;
+    const char *status;
+    char why[128];
+
+    if (obj == NULL) {
+        call_protocol_error(c, code, "the body is not a JSON object");
+        return;
+    }
+    status = member_string(obj, "status");
+    out = status_outcome(c->kind, status);
+    if (out == PROVIDER_UNAVAILABLE && status == NULL)
+        snprintf(why, sizeof(why), "no status");
+    else if (out == PROVIDER_UNAVAILABLE)
+        snprintf(why, sizeof(why), "unknown status %s", printable_code(status));
+    if (out == PROVIDER_UNAVAILABLE
+        || answer_about(c, obj, c->kind == CALL_CHARGE, why, sizeof(why)) < 0
+        || take_charge_id(c, obj, out == PROVIDER_SUCCEEDED, why, sizeof(why)) < 0) {
+        json_object_put(obj);
+        call_protocol_error(c, code, why);
+        return;
+    }
+    json_object_put(obj);
+    /* Only a clean, complete exchange leaves a connection fit for reuse. */
+    call_finish(c, out, 1);
 }
 
 /*
@@ -373,114 +538,25 @@ charge_refused(call_t *c, struct evhttp_request *req, int code)
     call_finish(c, code == 402 ? PROVIDER_DECLINED : PROVIDER_UNAVAILABLE, 0);
 }
 
-/* POST /v1/charges answered: {"charge_id": "...", "status": "succeeded"|"declined"}. */
+/* A GET answered 404: only the provider's own verdict (error code
+ * charge_not_found) means "never received"; a 404 from anything else (a
+ * proxy, a wrong path) must not fail an order. */
 static void
-charge_answered(call_t *c, struct evhttp_request *req, int code)
+get_not_found(call_t *c, struct evhttp_request *req)
 {
-    provider_outcome_t out = PROVIDER_UNAVAILABLE;
-    json_object *obj;
-    const char *status, *id;
+    json_object *obj = body_object(req), *err;
+    const char *code = NULL;
 
-    if (code == 0) {
-        call_failed(c);
-        return;
-    }
-    if (code >= 400 && code < 500 && code != 408 && code != 429) {
-        charge_refused(c, req, code);
-        return;
-    }
-    if (code != 200) {
-        log_warn("provider: charge of order %s answered HTTP %d", c->order_id, code);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
-        return;
-    }
-    obj = body_object(req);
-    status = member_string(obj, "status");
-    if (status != NULL && strcmp(status, "succeeded") == 0)
-        out = PROVIDER_SUCCEEDED;
-    else if (status != NULL && strcmp(status, "declined") == 0)
-        out = PROVIDER_DECLINED;
-    if ((id = member_string(obj, "charge_id")) != NULL)
-        snprintf(c->charge_id, sizeof(c->charge_id), "%s", id);
-    json_object_put(obj);
-    if (out == PROVIDER_UNAVAILABLE)
-        log_warn("provider: unreadable charge response for order %s", c->order_id);
-    /* Only a clean, complete exchange leaves a connection fit for reuse. */
-    call_finish(c, out, out != PROVIDER_UNAVAILABLE);
-}
-
-/* The charge in a GET answer is the one asked about: same order, and the
- * same amount and currency wherever the answer names them. */
-static int
-charge_matches(const call_t *c, json_object *obj)
-{
-    json_object *v;
-    const char *s;
-
-    if ((s = member_string(obj, "order_id")) != NULL && strcmp(s, c->order_id) != 0)
-        return 0;
-    if ((s = member_string(obj, "currency")) != NULL && strcmp(s, c->currency) != 0)
-        return 0;
-    if (json_object_object_get_ex(obj, "amount_cents", &v)
-        && (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != c->amount_cents))
-        return 0;
-    return 1;
-}
-
-/* GET /v1/charges/{order_id} answered: 200 with the charge, or 404
- * {"error": {"code": "charge_not_found"}} when the provider never saw one. */
-static void
-get_answered(call_t *c, struct evhttp_request *req, int code)
-{
-    provider_outcome_t out = PROVIDER_UNAVAILABLE;
-    json_object *obj, *err;
-    const char *status, *id;
-
-    if (code == 0) {
-        call_failed(c);
-        return;
-    }
-    if (code != 200 && code != 404) {
-        log_warn("provider: GET charge of order %s answered HTTP %d", c->order_id, code);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
-        return;
-    }
-    obj = body_object(req);
-    if (obj == NULL) {
-        log_warn("provider: GET charge of order %s: HTTP %d with an unreadable body", c->order_id, code);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
-        return;
-    }
-    if (code == 404) {
-        /* Only the provider's own verdict means "never received": a 404 from
-         * anything else (a proxy, a wrong path) must not fail an order. */
-        status = json_object_object_get_ex(obj, "error", &err) ? member_string(err, "code") : NULL;
-        if (status != NULL && strcmp(status, "charge_not_found") == 0)
-            out = PROVIDER_NOT_FOUND;
-        else
-            log_warn("provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
+    if (obj != NULL && json_object_object_get_ex(obj, "error", &err))
+        code = member_string(err, "code");
+    if (code != NULL && strcmp(code, "charge_not_found") == 0) {
         json_object_put(obj);
-        call_finish(c, out, 1);
+        call_finish(c, PROVIDER_NOT_FOUND, 1);
         return;
     }
-    status = member_string(obj, "status");
-    if (status != NULL && strcmp(status, "succeeded") == 0)
-        out = PROVIDER_SUCCEEDED;
-    else if (status != NULL && strcmp(status, "declined") == 0)
-        out = PROVIDER_DECLINED;
-    else if (status != NULL && strcmp(status, "pending") == 0)
-        out = PROVIDER_PENDING;
-    else
-        log_warn("provider: GET charge of order %s: unknown status", c->order_id);
-    if (out != PROVIDER_UNAVAILABLE && !charge_matches(c, obj)) {
-        log_error("provider: GET charge of order %s describes another charge (order, amount "
-                  "or currency differ): not trusting it", c->order_id);
-        out = PROVIDER_UNAVAILABLE;
-    }
-    if (out != PROVIDER_UNAVAILABLE && (id = member_string(obj, "charge_id")) != NULL)
-        snprintf(c->charge_id, sizeof(c->charge_id), "%s", id);
+    log_warn("provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
     json_object_put(obj);
-    call_finish(c, out, 1);
+    call_finish(c, PROVIDER_UNAVAILABLE, 1);
 }
 
 static void
@@ -489,10 +565,18 @@ on_response(struct evhttp_request *req, void *arg)
     call_t *c = arg;
     int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
 
-    if (c->kind == CALL_CHARGE)
-        charge_answered(c, req, code);
-    else
-        get_answered(c, req, code);
+    if (code == 0)
+        call_failed(c);
+    else if (code >= 200 && code < 300)
+        call_answered(c, req, code);
+    else if (c->kind == CALL_CHARGE && code >= 400 && code < 500 && code != 408 && code != 429)
+        charge_refused(c, req, code);
+    else if (c->kind == CALL_GET && code == 404)
+        get_not_found(c, req);
+    else {
+        log_warn("provider: %s of order %s answered HTTP %d", call_names[c->kind], c->order_id, code);
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+    }
 }
 
 static call_t *

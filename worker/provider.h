@@ -6,6 +6,12 @@
  * recovered checkout can never charge twice.  Connections are kept alive and
  * reused, over plain HTTP or TLS; each call has its own deadline
  * (provider_timeout) and nothing here ever blocks.
+ *
+ * An answer is believed only when it is about the order asked about: a
+ * body naming another order or amount, a charge_id that is not 1..255
+ * visible ASCII characters, or a status this client does not know, is
+ * UNAVAILABLE and logged as a protocol error.  Never a guess, never a
+ * truncated id.
  */
 #ifndef PD_PROVIDER_H
 #define PD_PROVIDER_H
@@ -19,13 +25,17 @@ typedef struct provider provider_t;
 typedef enum {
     PROVIDER_SUCCEEDED,
     PROVIDER_DECLINED,
-    PROVIDER_UNAVAILABLE,       /* timeout, connection refused, 5xx, garbage */
+    PROVIDER_UNAVAILABLE,       /* no answer, or none to believe: the outcome is unknown */
     PROVIDER_PENDING,           /* provider_get_charge only: received, not settled yet */
     PROVIDER_NOT_FOUND          /* provider_get_charge only: no charge was ever received */
 } provider_outcome_t;
 
-/* charge_id is NULL unless the provider named the charge; valid during the
- * callback only. */
+/* Longest charge_id the provider may send: a buffer of
+ * PROVIDER_CHARGE_ID_MAX + 1 bytes holds any id a callback is given. */
+#define PROVIDER_CHARGE_ID_MAX 255
+
+/* charge_id is NULL unless the provider named the charge (then 1..255
+ * characters 0x21-0x7E); valid during the callback only. */
 typedef void (*provider_cb_t)(void *arg, provider_outcome_t outcome, const char *charge_id);
 
 /*
@@ -43,10 +53,13 @@ provider_t *provider_new(struct event_base *base, const char *url, const char *c
  * their own connection and must have completed before this is called. */
 void provider_free(provider_t *p);
 
-/* POST /v1/charges for order_id.  cb is called exactly once, from the loop
- * (never from inside this call), with SUCCEEDED, DECLINED (also for a 4xx
- * answer but 408 and 429: the provider refused the charge) or UNAVAILABLE
- * (also when no complete answer came within the timeout). */
+/*
+ * POST /v1/charges for order_id.  cb is called exactly once, from the loop
+ * (never from inside this call), with SUCCEEDED or DECLINED (a 2xx answer
+ * about this order and amount, or a 402: the provider refused the
+ * payment), or UNAVAILABLE: no complete answer within the timeout, 5xx,
+ * any 4xx but 402, or a body not to believe (see above).
+ */
 void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                      const char *currency, provider_cb_t cb, void *arg);
 
