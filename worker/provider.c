@@ -67,9 +67,9 @@ struct provider {
     int nidle;
 };
 
-typedef enum { CALL_CHARGE, CALL_GET } call_kind_t;
+typedef enum { CALL_CHARGE, CALL_GET, CALL_CANCEL } call_kind_t;
 
-static const char *const call_names[] = { "charge", "GET charge" };
+static const char *const call_names[] = { "charge", "GET charge", "cancel" };
 
 typedef struct {
     provider_t *p;
@@ -99,6 +99,8 @@ provider_outcome_name(provider_outcome_t o)
     case PROVIDER_UNAVAILABLE: return "unavailable";
     case PROVIDER_PENDING: return "pending";
     case PROVIDER_NOT_FOUND: return "not_found";
+    case PROVIDER_CANCELED: return "canceled";
+    case PROVIDER_REFUNDED: return "refunded";
     }
     return "unknown";
 }
@@ -280,8 +282,11 @@ static const struct {
     unsigned kinds;     /* 1 << call_kind_t */
 } statuses[] = {
     { "succeeded", PROVIDER_SUCCEEDED, 1 << CALL_CHARGE | 1 << CALL_GET },
-    { "declined", PROVIDER_DECLINED, 1 << CALL_CHARGE | 1 << CALL_GET },
+    { "declined", PROVIDER_DECLINED, 1 << CALL_CHARGE | 1 << CALL_GET | 1 << CALL_CANCEL },
     { "pending", PROVIDER_PENDING, 1 << CALL_GET },
+    { "canceled", PROVIDER_CANCELED, 1 << CALL_GET | 1 << CALL_CANCEL },
+    { "refunded", PROVIDER_REFUNDED, 1 << CALL_GET | 1 << CALL_CANCEL },
+    { "not_found", PROVIDER_NOT_FOUND, 1 << CALL_CANCEL },
 };
 
 /* The outcome a status names for this kind of call, or UNAVAILABLE. */
@@ -299,10 +304,12 @@ status_outcome(call_kind_t kind, const char *status)
  * Whether an answer is about the call's charge: 0, or -1 with the reason.
  * A charge's answer must name the order and the amount (need_ids); other
  * answers are compared wherever they name them.  The currency is compared
- * when named.
+ * when named.  refunded_cents, when named, must be the whole amount for a
+ * refund and nothing otherwise: a partial refund is not one to record.
  */
 static int
-answer_about(const call_t *c, json_object *obj, int need_ids, char *why, size_t len)
+answer_about(const call_t *c, json_object *obj, provider_outcome_t out, int need_ids,
+             char *why, size_t len)
 {
     json_object *v;
     const char *s;
@@ -328,6 +335,14 @@ answer_about(const call_t *c, json_object *obj, int need_ids, char *why, size_t 
     if (json_object_object_get_ex(obj, "currency", &v) && v != NULL
         && ((s = member_string(obj, "currency")) == NULL || strcmp(s, c->currency) != 0)) {
         snprintf(why, len, "currency is not the order's %s", c->currency);
+        return -1;
+    }
+    if (json_object_object_get_ex(obj, "refunded_cents", &v) && v != NULL
+        && (!json_object_is_type(v, json_type_int)
+            || json_object_get_int64(v) != (out == PROVIDER_REFUNDED ? c->amount_cents : 0))) {
+        snprintf(why, len, "refunded_cents is not %lld for a %s charge",
+                 (long long)(out == PROVIDER_REFUNDED ? c->amount_cents : 0),
+                 provider_outcome_name(out));
         return -1;
     }
     return 0;
@@ -501,7 +516,7 @@ call_answered(call_t *c, struct evhttp_request *req, int code)
     else if (out == PROVIDER_UNAVAILABLE)
         snprintf(why, sizeof(why), "unknown status %s", printable_code(status));
     if (out == PROVIDER_UNAVAILABLE
-        || answer_about(c, obj, c->kind == CALL_CHARGE, why, sizeof(why)) < 0
+        || answer_about(c, obj, out, c->kind == CALL_CHARGE, why, sizeof(why)) < 0
         || take_charge_id(c, obj, out == PROVIDER_SUCCEEDED, why, sizeof(why)) < 0) {
         json_object_put(obj);
         call_protocol_error(c, code, why);
@@ -600,7 +615,7 @@ call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_c
 }
 
 /* Send the call's request; on any failure the call still ends from the loop
- * with PROVIDER_UNAVAILABLE. */
+ * with PROVIDER_UNAVAILABLE.  body: POST it as JSON. */
 static void
 call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char *body)
 {
@@ -624,9 +639,13 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     evhttp_add_header(h, "Host", p->hostport);
     if (body != NULL) {
         evhttp_add_header(h, "Content-Type", "application/json");
-        evhttp_add_header(h, "Idempotency-Key", c->order_id);
         evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
     }
+    /* The charge's key, on the charge only: a provider that keeps keys
+     * across endpoints would answer a cancel sent under it with the
+     * charge's stored answer.  A cancel is idempotent by its path. */
+    if (c->kind == CALL_CHARGE)
+        evhttp_add_header(h, "Idempotency-Key", c->order_id);
     if (evtimer_add(&c->deadline, &tv) < 0)
         goto fail;
     /* On failure req is no longer queued on the connection, and ours:
@@ -639,12 +658,16 @@ fail:
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
-void
-provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
-                const char *currency, provider_cb_t cb, void *arg)
+/* Start a call about one charge: path is "/v1/charges/{order_id}" plus
+ * suffix. */
+static void
+charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_cents,
+            const char *currency, provider_cb_t cb, void *arg)
 {
-    call_t *c = call_new(p, CALL_CHARGE, order_id, amount_cents, currency, cb, arg);
+    call_t *c = call_new(p, kind, order_id, amount_cents, currency, cb, arg);
+    char path[sizeof("/v1/charges//cancel") + 3 * ORDER_ID_MAX];
     char body[256];
+    char *enc;
 
     if (c == NULL) {
         /* Nothing else can be done: break the "from the loop" promise
@@ -653,22 +676,11 @@ provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
         cb(arg, PROVIDER_UNAVAILABLE, NULL);
         return;
     }
-    snprintf(body, sizeof(body), "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"%s\"}",
-             c->order_id, (long long)amount_cents, c->currency);
-    call_start(c, EVHTTP_REQ_POST, "/v1/charges", body);
-}
-
-void
-provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
-                    const char *currency, provider_cb_t cb, void *arg)
-{
-    call_t *c = call_new(p, CALL_GET, order_id, amount_cents, currency, cb, arg);
-    char path[sizeof("/v1/charges/") + 3 * ORDER_ID_MAX];
-    char *enc;
-
-    if (c == NULL) {
-        log_error("provider: out of memory");
-        cb(arg, PROVIDER_UNAVAILABLE, NULL);
+    if (kind == CALL_CHARGE) {
+        snprintf(body, sizeof(body),
+                 "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"%s\"}",
+                 c->order_id, (long long)amount_cents, c->currency);
+        call_start(c, EVHTTP_REQ_POST, "/v1/charges", body);
         return;
     }
     enc = evhttp_uriencode(c->order_id, -1, 0);
@@ -676,7 +688,31 @@ provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
         call_finish(c, PROVIDER_UNAVAILABLE, 0);
         return;
     }
-    snprintf(path, sizeof(path), "/v1/charges/%s", enc);
+    snprintf(path, sizeof(path), "/v1/charges/%s%s", enc, kind == CALL_CANCEL ? "/cancel" : "");
     free(enc);
-    call_start(c, EVHTTP_REQ_GET, path, NULL);
+    if (kind == CALL_CANCEL)
+        call_start(c, EVHTTP_REQ_POST, path, "{}");
+    else
+        call_start(c, EVHTTP_REQ_GET, path, NULL);
+}
+
+void
+provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
+                const char *currency, provider_cb_t cb, void *arg)
+{
+    charge_call(p, CALL_CHARGE, order_id, amount_cents, currency, cb, arg);
+}
+
+void
+provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
+                    const char *currency, provider_cb_t cb, void *arg)
+{
+    charge_call(p, CALL_GET, order_id, amount_cents, currency, cb, arg);
+}
+
+void
+provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
+                const char *currency, provider_cb_t cb, void *arg)
+{
+    charge_call(p, CALL_CANCEL, order_id, amount_cents, currency, cb, arg);
 }

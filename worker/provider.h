@@ -27,7 +27,9 @@ typedef enum {
     PROVIDER_DECLINED,
     PROVIDER_UNAVAILABLE,       /* no answer, or none to believe: the outcome is unknown */
     PROVIDER_PENDING,           /* provider_get_charge only: received, not settled yet */
-    PROVIDER_NOT_FOUND          /* provider_get_charge only: no charge was ever received */
+    PROVIDER_NOT_FOUND,         /* get_charge, cancel: no charge was ever received */
+    PROVIDER_CANCELED,          /* get_charge, cancel: never captured, and never will be */
+    PROVIDER_REFUNDED           /* get_charge, cancel: captured, and the money given back */
 } provider_outcome_t;
 
 /* Longest charge_id the provider may send: a buffer of
@@ -66,17 +68,29 @@ void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
 /*
  * GET /v1/charges/{order_id}: what the provider knows of the order's charge,
  * for recovery and reconciliation.  cb is called exactly once, from the
- * loop, with SUCCEEDED, DECLINED, PENDING, NOT_FOUND (a 404 whose error code
- * is charge_not_found, nothing else) or UNAVAILABLE (any other answer, or
- * none complete within the timeout).  An answer about another
- * order, amount or currency than the ones given is logged and reported as
- * UNAVAILABLE: an order is never settled on some other charge's word.
+ * loop, with SUCCEEDED, DECLINED, PENDING, CANCELED, REFUNDED, NOT_FOUND (a
+ * 404 whose error code is charge_not_found, nothing else) or UNAVAILABLE
+ * (any other answer, or none complete within the timeout).  An answer about
+ * another order, amount or currency than the ones given is logged and
+ * reported as UNAVAILABLE: an order is never settled on some other charge's
+ * word.
  */
 void provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                          const char *currency, provider_cb_t cb, void *arg);
 
+/*
+ * POST /v1/charges/{order_id}/cancel: make sure the provider keeps no money
+ * for the order (idempotent; safe to repeat until it is confirmed).  cb is
+ * called exactly once, from the loop, with CANCELED (never captured),
+ * REFUNDED (captured and given back in full), DECLINED, NOT_FOUND (the
+ * provider will refuse the charge if it ever arrives), or UNAVAILABLE: no
+ * 2xx answer within the timeout, or one about another order or amount.
+ */
+void provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
+                     const char *currency, provider_cb_t cb, void *arg);
+
 /* Name of an outcome for logs and metrics: succeeded, declined, unavailable,
- * pending, not_found. */
+ * pending, not_found, canceled, refunded. */
 const char *provider_outcome_name(provider_outcome_t o);
 
 #endif
