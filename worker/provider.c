@@ -57,9 +57,9 @@
 
 struct provider {
     struct event_base *base;
-    char host[256];             /* as in the URL */
+    char host[256];             /* as in the URL, an IPv6 address unbracketed */
     int port;
-    char hostport[300];         /* the Host header: the name as configured */
+    char hostport[300];         /* the Host header: host[:port] as in the URL */
     char addr[256];             /* where connections go: resolved once */
     int64_t timeout_ms;
     provider_tls_t *tls;        /* https:// only, else NULL */
@@ -158,9 +158,13 @@ provider_new(struct event_base *base, const char *url, const char *ca_file, int6
     if (p == NULL)
         goto fail;
     p->base = base;
-    snprintf(p->host, sizeof(p->host), "%s", host);
     p->port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : https ? 443 : 80;
-    snprintf(p->hostport, sizeof(p->hostport), "%s:%d", p->host, p->port);
+    snprintf(p->hostport, sizeof(p->hostport), "%s:%d", host, p->port);
+    /* An IPv6 literal comes bracketed ("[::1]"): the address is inside. */
+    if (host[0] == '[')
+        snprintf(p->host, sizeof(p->host), "%.*s", (int)strlen(host) - 2, host + 1);
+    else
+        snprintf(p->host, sizeof(p->host), "%s", host);
     p->timeout_ms = timeout_ms;
     if (https && (p->tls = provider_tls_new(p->host, ca_file)) == NULL)
         goto fail;

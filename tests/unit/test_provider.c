@@ -330,6 +330,30 @@ test_refused(void **state)
     provider_free(p);
 }
 
+/* An IPv6 literal URL ("http://[::1]:port") reaches the address inside
+ * the brackets.  Skipped where the host has no IPv6 loopback. */
+static void
+test_ipv6_literal(void **state)
+{
+    struct evhttp_bound_socket *b = evhttp_bind_socket_with_handle(http, "::1", 0);
+    struct sockaddr_in6 sin6;
+    socklen_t len = sizeof(sin6);
+    char url[64];
+    provider_t *p;
+
+    (void)state;
+    if (b == NULL)
+        skip();
+    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(b), (struct sockaddr *)&sin6, &len), 0);
+    snprintf(url, sizeof(url), "http://[::1]:%d", ntohs(sin6.sin6_port));
+    p = provider_new(base, url, NULL, 2000);
+    assert_non_null(p);
+    assert_int_equal(call(p, CANCEL, 200, "{" O ", \"status\": \"canceled\"}").out, PROVIDER_CANCELED);
+    assert_int_equal(srv.requests, 1);
+    provider_free(p);
+    evhttp_del_accept_socket(http, b);
+}
+
 static void
 test_bad_urls(void **state)
 {
@@ -361,6 +385,7 @@ main(void)
         cmocka_unit_test(test_charge_id_lengths),
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_ipv6_literal),
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_outcome_names),
     };
