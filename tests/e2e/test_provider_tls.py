@@ -201,10 +201,12 @@ good.close_after = True
 before = good.handshakes
 answers = [outcome(checkout(d, new_key("tls-close"), BODY)) for _ in range(3)]
 t.eq(answers, [(201, "PAID", None)] * 3, "a provider that closes after each answer: PAID")
-# the first went over the open connection; evhttp reconnects the pooled
-# connection for the next ones, the same SSL object cleared for a new session
-t.eq((good.handshakes - before, good.sni[-2:]), (2, ["localhost"] * 2),
-     "a new handshake for each next one, with SNI again")
+# the first went over the open connection (unless it had idled out);
+# evhttp reconnects the pooled connection for the next ones, the same SSL
+# object cleared for a new session
+n = good.handshakes - before
+t.ok(n in (2, 3) and good.sni[-n:] == ["localhost"] * n,
+     "a new handshake for each next one, with SNI again", (n, good.sni[-3:]))
 good.close_after = False
 t.ok(d.stop(), "no process left behind")
 
