@@ -662,8 +662,8 @@ fail:
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
-/* Start a call about one charge: path is "/v1/charges/{order_id}" plus
- * suffix. */
+/* Start a call about the order's charge: POST /v1/charges (the charge),
+ * GET /v1/charges/{order_id}, or POST /v1/charges/{order_id}/cancel. */
 static void
 charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_cents,
             const char *currency, provider_cb_t cb, void *arg)
