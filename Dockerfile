@@ -10,7 +10,7 @@ RUN autoreconf -fi && ./configure --prefix=/usr/local && make -j"$(nproc)" && ma
 
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        libevent-2.1-7 libevent-core-2.1-7 libpq5 libjson-c5 libssl3 curl \
+        libevent-2.1-7 libevent-core-2.1-7 libevent-openssl-2.1-7 libpq5 libjson-c5 libssl3 curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/paymentsd paymentsd \
     && mkdir -p /var/lib/paymentsd/var && chown -R paymentsd /var/lib/paymentsd

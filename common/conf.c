@@ -10,6 +10,7 @@
 #include "common/conf.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -19,6 +20,9 @@
 
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "common/log.h"
 #include "common/listen.h"
@@ -111,11 +115,105 @@ check_url(const void *field, char *err, size_t errlen)
 {
     const char *s = *(char *const *)field;
 
-    if (strncmp(s, "http://", 7) != 0 || s[7] == '\0') {
-        snprintf(err, errlen, "provider_url must be an http:// URL");
+    if (!(strncmp(s, "http://", 7) == 0 && s[7] != '\0')
+        && !(strncmp(s, "https://", 8) == 0 && s[8] != '\0')) {
+        snprintf(err, errlen, "provider_url must be an http:// or https:// URL");
         return -1;
     }
     return 0;
+}
+
+/*
+ * Where provider_ca_file was set, for an error message: the environment
+ * variable when it overrides the file, else "file:line" of the key's line
+ * (cfparse keeps no positions; the key may appear once, and a line longer
+ * than fgets' buffer was refused by cfparse already).
+ */
+static void
+ca_file_origin(const char *path, char *where, size_t len)
+{
+    static const char key[] = "provider_ca_file";
+    char line[4096];
+    int lineno = 0;
+    FILE *f;
+
+    if (getenv("PAYMENTSD_PROVIDER_CA_FILE") != NULL || path == NULL) {
+        snprintf(where, len, "environment PAYMENTSD_PROVIDER_CA_FILE");
+        return;
+    }
+    snprintf(where, len, "%s", path);
+    if ((f = fopen(path, "r")) == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        const char *s = line;
+
+        lineno++;
+        while (isspace((unsigned char)*s))
+            s++;
+        if (strncmp(s, key, sizeof(key) - 1) == 0
+            && (s[sizeof(key) - 1] == '=' || isspace((unsigned char)s[sizeof(key) - 1]))) {
+            snprintf(where, len, "%s:%d", path, lineno);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* A relative provider_ca_file names a file beside the conf file, never
+ * one in whatever directory paymentsd was started from.  An empty value
+ * (from the environment) means none. */
+static int
+resolve_ca_file(conf_t *conf, const char *path, char *err, size_t errlen)
+{
+    const char *ca = conf->provider_ca_file, *slash;
+    char *full;
+    size_t n;
+
+    if (ca != NULL && ca[0] == '\0') {
+        free(conf->provider_ca_file);
+        conf->provider_ca_file = NULL;
+        return 0;
+    }
+    if (ca == NULL || ca[0] == '/' || path == NULL || (slash = strrchr(path, '/')) == NULL)
+        return 0;
+    n = (size_t)(slash - path) + 1 + strlen(ca) + 1;
+    if ((full = malloc(n)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(full, n, "%.*s/%s", (int)(slash - path), path, ca);
+    free(conf->provider_ca_file);
+    conf->provider_ca_file = full;
+    return 0;
+}
+
+/* provider_ca_file is readable and holds a PEM certificate: caught by -t
+ * rather than by every worker's start. */
+static int
+check_ca_file(const conf_t *conf, const char *path, char *err, size_t errlen)
+{
+    char where[1024];
+    const char *why;
+    X509 *cert = NULL;
+    FILE *f;
+
+    if (conf->provider_ca_file == NULL)
+        return 0;
+    if ((f = fopen(conf->provider_ca_file, "r")) == NULL) {
+        why = strerror(errno);
+    } else {
+        cert = PEM_read_X509(f, NULL, NULL, NULL);
+        fclose(f);
+        ERR_clear_error();
+        why = "it holds no PEM certificate";
+    }
+    if (cert != NULL) {
+        X509_free(cert);
+        return 0;
+    }
+    ca_file_origin(path, where, sizeof(where));
+    snprintf(err, errlen, "%s: provider_ca_file %s: %s", where, conf->provider_ca_file, why);
+    return -1;
 }
 
 #define K(name, type, field, def, min, max, flags, check) \
@@ -131,6 +229,7 @@ static const cf_key_t keys[] = {
     K("db_queue_size", CF_INT, db_queue_size, "1024", 1, 1000000, 0, NULL),
     K("db_timeout", CF_DURATION, db_timeout_ms, "5s", 10, 600000, 0, NULL),
     K("provider_url", CF_STR, provider_url, "http://127.0.0.1:8001", 0, 0, 0, check_url),
+    K("provider_ca_file", CF_STR, provider_ca_file, NULL, 0, 0, 0, NULL),
     K("provider_timeout", CF_DURATION, provider_timeout_ms, "800ms", 1, 600000, 0, NULL),
     K("breaker_threshold", CF_INT, breaker_threshold, "5", 1, 1000000, 0, NULL),
     K("breaker_cooldown", CF_DURATION, breaker_cooldown_ms, "5s", 1, MS_DAY, 0, NULL),
@@ -178,6 +277,8 @@ conf_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (resolve_ca_file(conf, path, err, errlen) < 0 || check_ca_file(conf, path, err, errlen) < 0)
+        goto fail;
     if (conf->workers == -1) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         conf->workers = n > 0 ? n : 1;
@@ -240,6 +341,10 @@ conf_warnings(const conf_t *conf, void (*emit)(const char *msg))
 
     if (conf->webhook_secrets.n == 0) {
         emit("no webhook_secret is set: POST /webhooks/provider will refuse every webhook");
+        n++;
+    }
+    if (conf->provider_ca_file != NULL && strncmp(conf->provider_url, "https://", 8) != 0) {
+        emit("provider_ca_file is set but provider_url is not https://: it is not used");
         n++;
     }
     return n;

@@ -25,7 +25,8 @@ typedef struct conf {
     int64_t db_queue_size;
     int64_t db_timeout_ms;
 
-    char *provider_url;
+    char *provider_url;                 /* http:// or https:// */
+    char *provider_ca_file;             /* https: trusted CAs (PEM); NULL = the system's */
     int64_t provider_timeout_ms;
     int64_t breaker_threshold;
     int64_t breaker_cooldown_ms;

@@ -10,7 +10,7 @@ packages=(
     # the private database and its tests
     postgresql-15 postgresql-client-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
     # end-to-end tests and the README's demos
-    python3 curl
+    python3 curl openssl
 )
 if [ "${WITH_BENCH:-0}" = 1 ]; then
     packages+=(wrk nginx-light postgresql-contrib)

@@ -803,7 +803,8 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     if (h.db == NULL)
         goto fail;
     what = "provider_new";
-    h.provider = provider_new(h.base, conf->provider_url, conf->provider_timeout_ms);
+    h.provider = provider_new(h.base, conf->provider_url, conf->provider_ca_file,
+                              conf->provider_timeout_ms);
     if (h.provider == NULL)
         goto fail;
     what = "evtimer_new";

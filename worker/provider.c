@@ -3,14 +3,19 @@
  *
  * A small free list of keep-alive evhttp connections: a call takes an idle
  * one or opens a new one, and gives it back when its exchange ended cleanly.
- * A connection that failed or timed out is dropped, never reused.
+ * A connection that failed or timed out is dropped, never reused.  For an
+ * https:// provider a connection comes from provider_tls (an OpenSSL
+ * bufferevent under evhttp, one SSL_CTX per provider_t): libevent runs the
+ * handshake asynchronously, like any other read or write, and redoes it
+ * when evhttp reconnects a connection that the provider had closed while
+ * it was idle.
  *
  * Each call has a deadline, provider_timeout for the whole exchange (connect,
- * request, headers and body): an evtimer of its own.  The connection's
- * timeout is only an inactivity timeout, which a provider trickling its
- * answer a byte at a time never trips.  At the deadline the request is
- * cancelled (libevent then does not run its callback), the call reports
- * UNAVAILABLE itself, and the connection is dropped.
+ * TLS handshake, request, headers and body): an evtimer of its own.  The
+ * connection's timeout is only an inactivity timeout, which a provider
+ * trickling its answer a byte at a time never trips.  At the deadline the
+ * request is cancelled (libevent then does not run its callback), the call
+ * reports UNAVAILABLE itself, and the connection is dropped.
  *
  * Each call owns its request (evhttp_request_own), so that exactly one
  * place frees it, call_done, whichever way the call ended: libevent 2.1
@@ -35,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/event_struct.h>
@@ -42,24 +48,28 @@
 #include <json-c/json.h>
 
 #include "common/log.h"
+#include "worker/provider_tls.h"
 
 #define PROVIDER_IDLE_MAX 64    /* idle keep-alive connections kept */
-#define PROVIDER_BODY_MAX 4096  /* a charge response is small */
+#define PROVIDER_BODY_MAX 4096  /* a provider's answer is small */
 #define ORDER_ID_MAX 64         /* order ids are UUIDs */
 #define CODE_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 struct provider {
     struct event_base *base;
-    char host[256];
+    char host[256];             /* as in the URL, an IPv6 address unbracketed */
     int port;
-    char hostport[300];         /* the Host header: the name as configured */
+    char hostport[300];         /* the Host header: host[:port] as in the URL */
     char addr[256];             /* where connections go: resolved once */
     int64_t timeout_ms;
+    provider_tls_t *tls;        /* https:// only, else NULL */
     struct evhttp_connection *idle[PROVIDER_IDLE_MAX];
     int nidle;
 };
 
-typedef enum { CALL_CHARGE, CALL_GET } call_kind_t;
+typedef enum { CALL_CHARGE, CALL_GET, CALL_CANCEL } call_kind_t;
+
+static const char *const call_names[] = { "charge", "GET charge", "cancel" };
 
 typedef struct {
     provider_t *p;
@@ -69,10 +79,11 @@ typedef struct {
     int finished;               /* the outcome is known and `done` is active */
     int reusable;               /* the exchange ended cleanly: keep conn */
     provider_outcome_t out;
-    char charge_id[128];
+    char charge_id[PROVIDER_CHARGE_ID_MAX + 1];
     char order_id[ORDER_ID_MAX + 1];
     int64_t amount_cents;
     char currency[8];
+    char tls_reason[PROVIDER_TLS_REASON_MAX];  /* why the certificate was refused, if it was */
     provider_cb_t cb;
     void *arg;
     struct event deadline;      /* provider_timeout after the call started */
@@ -88,6 +99,8 @@ provider_outcome_name(provider_outcome_t o)
     case PROVIDER_UNAVAILABLE: return "unavailable";
     case PROVIDER_PENDING: return "pending";
     case PROVIDER_NOT_FOUND: return "not_found";
+    case PROVIDER_CANCELED: return "canceled";
+    case PROVIDER_REFUNDED: return "refunded";
     }
     return "unknown";
 }
@@ -123,30 +136,48 @@ resolve_once(provider_t *p)
     freeaddrinfo(res);
 }
 
+/* ---- provider_t ---- */
+
 provider_t *
-provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
+provider_new(struct event_base *base, const char *url, const char *ca_file, int64_t timeout_ms)
 {
     struct evhttp_uri *uri = evhttp_uri_parse(url);
-    provider_t *p;
-    const char *host;
+    const char *scheme, *host;
+    provider_t *p = NULL;
+    int https;
 
     if (uri == NULL)
-        return NULL;
+        goto bad_url;
+    scheme = evhttp_uri_get_scheme(uri);
     host = evhttp_uri_get_host(uri);
+    if (scheme == NULL || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
+        || host == NULL || host[0] == '\0' || strlen(host) >= sizeof(p->host))
+        goto bad_url;
+    https = strcasecmp(scheme, "https") == 0;
     p = calloc(1, sizeof(*p));
-    if (p == NULL || host == NULL || strlen(host) >= sizeof(p->host)) {
-        free(p);
-        evhttp_uri_free(uri);
-        return NULL;
-    }
+    if (p == NULL)
+        goto fail;
     p->base = base;
-    snprintf(p->host, sizeof(p->host), "%s", host);
-    p->port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;
-    snprintf(p->hostport, sizeof(p->hostport), "%s:%d", p->host, p->port);
+    p->port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : https ? 443 : 80;
+    snprintf(p->hostport, sizeof(p->hostport), "%s:%d", host, p->port);
+    /* An IPv6 literal comes bracketed ("[::1]"): the address is inside. */
+    if (host[0] == '[')
+        snprintf(p->host, sizeof(p->host), "%.*s", (int)strlen(host) - 2, host + 1);
+    else
+        snprintf(p->host, sizeof(p->host), "%s", host);
     p->timeout_ms = timeout_ms;
+    if (https && (p->tls = provider_tls_new(p->host, ca_file)) == NULL)
+        goto fail;
     evhttp_uri_free(uri);
     resolve_once(p);
     return p;
+bad_url:
+    log_error("provider: %s is not an http:// or https:// URL with a host", url);
+fail:
+    free(p);
+    if (uri != NULL)
+        evhttp_uri_free(uri);
+    return NULL;
 }
 
 void
@@ -156,6 +187,7 @@ provider_free(provider_t *p)
         return;
     for (int i = 0; i < p->nidle; i++)
         evhttp_connection_free(p->idle[i]);
+    provider_tls_free(p->tls);
     free(p);
 }
 
@@ -177,7 +209,10 @@ conn_take(provider_t *p)
 
     if (p->nidle > 0)
         return p->idle[--p->nidle];
-    c = evhttp_connection_base_new(p->base, NULL, p->addr, (unsigned short)p->port);
+    if (p->tls != NULL)
+        c = provider_tls_connect(p->tls, p->base, p->addr, (unsigned short)p->port);
+    else
+        c = evhttp_connection_base_new(p->base, NULL, p->addr, (unsigned short)p->port);
     if (c == NULL)
         return NULL;
     /* An inactivity timeout (it also closes idle keep-alive connections);
@@ -197,6 +232,8 @@ conn_give_back(provider_t *p, struct evhttp_connection *c)
     else
         evhttp_connection_free(c);
 }
+
+/* ---- answers ---- */
 
 /* The body as a JSON object, or NULL (empty, too long, not an object).
  * The caller owns the result. */
@@ -232,6 +269,142 @@ member_string(json_object *obj, const char *name)
     return json_object_get_string(v);
 }
 
+/* s, if it looks like a code, for our log: the provider's words go into
+ * the log only then. */
+static const char *
+printable_code(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 32 || s[strspn(s, CODE_CHARS)] != '\0')
+        return "(not a code)";
+    return s;
+}
+
+/* The statuses each call believes. */
+static const struct {
+    const char *name;
+    provider_outcome_t out;
+    unsigned kinds;     /* 1 << call_kind_t */
+} statuses[] = {
+    { "succeeded", PROVIDER_SUCCEEDED, 1 << CALL_CHARGE | 1 << CALL_GET },
+    { "declined", PROVIDER_DECLINED, 1 << CALL_CHARGE | 1 << CALL_GET | 1 << CALL_CANCEL },
+    { "pending", PROVIDER_PENDING, 1 << CALL_GET },
+    { "canceled", PROVIDER_CANCELED, 1 << CALL_GET | 1 << CALL_CANCEL },
+    { "refunded", PROVIDER_REFUNDED, 1 << CALL_GET | 1 << CALL_CANCEL },
+    { "not_found", PROVIDER_NOT_FOUND, 1 << CALL_CANCEL },
+};
+
+/* The outcome a status names for this kind of call, or UNAVAILABLE. */
+static provider_outcome_t
+status_outcome(call_kind_t kind, const char *status)
+{
+    for (size_t i = 0; status != NULL && i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        if (strcmp(status, statuses[i].name) == 0 && (statuses[i].kinds & (1u << kind)))
+            return statuses[i].out;
+    }
+    return PROVIDER_UNAVAILABLE;
+}
+
+/*
+ * Whether an answer is about the call's charge: 0, or -1 with the reason.
+ * A charge's answer must name the order and the amount (need_ids); other
+ * answers are compared wherever they name them.  The currency is compared
+ * when named.  refunded_cents, when named, must be the whole amount for a
+ * refund and nothing otherwise: a partial refund is not one to record.
+ */
+static int
+answer_about(const call_t *c, json_object *obj, provider_outcome_t out, int need_ids,
+             char *why, size_t len)
+{
+    json_object *v;
+    const char *s;
+
+    if (!json_object_object_get_ex(obj, "order_id", &v) || v == NULL) {
+        if (need_ids) {
+            snprintf(why, len, "no order_id");
+            return -1;
+        }
+    } else if ((s = member_string(obj, "order_id")) == NULL || strcmp(s, c->order_id) != 0) {
+        snprintf(why, len, "the answer is about another order_id");
+        return -1;
+    }
+    if (!json_object_object_get_ex(obj, "amount_cents", &v) || v == NULL) {
+        if (need_ids) {
+            snprintf(why, len, "no amount_cents");
+            return -1;
+        }
+    } else if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != c->amount_cents) {
+        snprintf(why, len, "amount_cents is not the order's %lld", (long long)c->amount_cents);
+        return -1;
+    }
+    if (json_object_object_get_ex(obj, "currency", &v) && v != NULL
+        && ((s = member_string(obj, "currency")) == NULL || strcmp(s, c->currency) != 0)) {
+        snprintf(why, len, "currency is not the order's %s", c->currency);
+        return -1;
+    }
+    if (json_object_object_get_ex(obj, "refunded_cents", &v) && v != NULL
+        && (!json_object_is_type(v, json_type_int)
+            || json_object_get_int64(v) != (out == PROVIDER_REFUNDED ? c->amount_cents : 0))) {
+        snprintf(why, len, "refunded_cents is not %lld for a %s charge",
+                 (long long)(out == PROVIDER_REFUNDED ? c->amount_cents : 0),
+                 provider_outcome_name(out));
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Take the answer's charge_id into c->charge_id: 0, or -1 with the reason.
+ * A charge_id is 1..PROVIDER_CHARGE_ID_MAX characters 0x21-0x7E, whole:
+ * anything else (a longer id, UTF-8, control characters) is refused rather
+ * than cut, since a cut id names no charge and may not even be valid text
+ * for the database.  required: a succeeded charge must name its id.
+ */
+static int
+take_charge_id(call_t *c, json_object *obj, int required, char *why, size_t len)
+{
+    json_object *v;
+    const char *s;
+    int n;
+
+    if (!json_object_object_get_ex(obj, "charge_id", &v) || v == NULL) {
+        if (required)
+            snprintf(why, len, "no charge_id for a succeeded charge");
+        return required ? -1 : 0;
+    }
+    if (!json_object_is_type(v, json_type_string)) {
+        snprintf(why, len, "charge_id is not a string");
+        return -1;
+    }
+    s = json_object_get_string(v);
+    n = json_object_get_string_len(v);
+    if (n < 1 || n > PROVIDER_CHARGE_ID_MAX) {
+        snprintf(why, len, "charge_id is %d bytes long, not 1..%d", n, PROVIDER_CHARGE_ID_MAX);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x21 || ch > 0x7e) {
+            snprintf(why, len, "charge_id has byte 0x%02x at offset %d (only 0x21-0x7E)", ch, i);
+            return -1;
+        }
+    }
+    memcpy(c->charge_id, s, (size_t)n);
+    c->charge_id[n] = '\0';
+    return 0;
+}
+
+/* ---- calls ---- */
+
+/* Why the call's TLS connection failed, or NULL (plain HTTP, or no known
+ * reason). */
+static const char *
+call_tls_failure(call_t *c, char *buf, size_t len)
+{
+    if (c->p->tls == NULL || c->conn == NULL)
+        return NULL;
+    return provider_tls_failure(c->conn, c->tls_reason, buf, len);
+}
+
 /* Record the outcome; the caller hears of it from the loop (call_done). */
 static void
 call_finish(call_t *c, provider_outcome_t out, int reusable)
@@ -250,12 +423,14 @@ static void
 call_deadline(evutil_socket_t fd, short what, void *arg)
 {
     call_t *c = arg;
+    char buf[256];
+    const char *tls = call_tls_failure(c, buf, sizeof(buf));
 
     (void)fd;
     (void)what;
-    log_warn("provider: %s of order %s: no complete answer within %lld ms",
-             c->kind == CALL_CHARGE ? "charge" : "GET charge", c->order_id,
-             (long long)c->p->timeout_ms);
+    log_warn("provider: %s of order %s: no complete answer within %lld ms%s%s",
+             call_names[c->kind], c->order_id, (long long)c->p->timeout_ms,
+             tls != NULL ? "; " : "", tls != NULL ? tls : "");
     /* The timer runs only while the request is queued on the connection
      * (call_finish deletes it).  Cancelling resets the connection and does
      * not run on_response; the request stays ours.  This is our own
@@ -274,6 +449,9 @@ call_done(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    /* The connection no longer serves this call. */
+    if (c->p->tls != NULL && c->conn != NULL)
+        provider_tls_report_to(c->conn, NULL);
     /* A later turn than the connection's own callbacks: freeing is safe.
      * The connection goes first: were the request still queued on it,
      * evhttp_connection_free would unlink it (an owned request is not
@@ -287,8 +465,70 @@ call_done(evutil_socket_t fd, short what, void *arg)
     }
     if (c->req != NULL)
         evhttp_request_free(c->req);
-    c->cb(c->arg, c->out, c->charge_id[0] ? c->charge_id : NULL);
+    c->cb(c->arg, c->out,
+          c->out != PROVIDER_UNAVAILABLE && c->charge_id[0] != '\0' ? c->charge_id : NULL);
     free(c);
+}
+
+/* No complete answer came: refused, reset, TLS failure, inactivity. */
+static void
+call_failed(call_t *c)
+{
+    char buf[256];
+    const char *tls = call_tls_failure(c, buf, sizeof(buf));
+
+    if (tls != NULL)
+        log_error("provider: %s of order %s failed: %s: %s", call_names[c->kind], c->order_id,
+                  c->p->hostport, tls);
+    else
+        log_warn("provider: %s of order %s failed: no response (timeout or connection error)",
+                 call_names[c->kind], c->order_id);
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+}
+
+/* An answer that breaks the protocol: not believed, logged as an error
+ * (someone must look: a provider or a proxy is wrong). */
+static void
+call_protocol_error(call_t *c, int code, const char *why)
+{
+    log_error("provider: %s of order %s: protocol error in the HTTP %d answer: %s: "
+              "taking it as unavailable", call_names[c->kind], c->order_id, code, why);
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+}
+
+/*
+ * A 2xx answer's body: {"status": ..., "order_id": ..., ...}.  The outcome
+ * its status names, once the answer is known to be about this call's
+ * charge and its charge_id (if any) is whole.
+ */
+static void
+call_answered(call_t *c, struct evhttp_request *req, int code)
+{
+    json_object *obj = body_object(req);
+    provider_outcome_t out;
+    const char *status;
+    char why[128];
+
+    if (obj == NULL) {
+        call_protocol_error(c, code, "the body is not a JSON object");
+        return;
+    }
+    status = member_string(obj, "status");
+    out = status_outcome(c->kind, status);
+    if (out == PROVIDER_UNAVAILABLE && status == NULL)
+        snprintf(why, sizeof(why), "no status");
+    else if (out == PROVIDER_UNAVAILABLE)
+        snprintf(why, sizeof(why), "unknown status %s", printable_code(status));
+    if (out == PROVIDER_UNAVAILABLE
+        || answer_about(c, obj, out, c->kind == CALL_CHARGE, why, sizeof(why)) < 0
+        || take_charge_id(c, obj, out == PROVIDER_SUCCEEDED, why, sizeof(why)) < 0) {
+        json_object_put(obj);
+        call_protocol_error(c, code, why);
+        return;
+    }
+    json_object_put(obj);
+    /* Only a clean, complete exchange leaves a connection fit for reuse. */
+    call_finish(c, out, 1);
 }
 
 /*
@@ -317,118 +557,25 @@ charge_refused(call_t *c, struct evhttp_request *req, int code)
     call_finish(c, code == 402 ? PROVIDER_DECLINED : PROVIDER_UNAVAILABLE, 0);
 }
 
-/* POST /v1/charges answered: {"charge_id": "...", "status": "succeeded"|"declined"}. */
+/* A GET answered 404: only the provider's own verdict (error code
+ * charge_not_found) means "never received"; a 404 from anything else (a
+ * proxy, a wrong path) must not fail an order. */
 static void
-charge_answered(call_t *c, struct evhttp_request *req, int code)
+get_not_found(call_t *c, struct evhttp_request *req)
 {
-    provider_outcome_t out = PROVIDER_UNAVAILABLE;
-    json_object *obj;
-    const char *status, *id;
+    json_object *obj = body_object(req), *err;
+    const char *code = NULL;
 
-    if (code == 0) {
-        log_warn("provider: charge of order %s failed: no response (timeout or connection error)",
-                 c->order_id);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
-        return;
-    }
-    if (code >= 400 && code < 500 && code != 408 && code != 429) {
-        charge_refused(c, req, code);
-        return;
-    }
-    if (code != 200) {
-        log_warn("provider: charge of order %s answered HTTP %d", c->order_id, code);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
-        return;
-    }
-    obj = body_object(req);
-    status = member_string(obj, "status");
-    if (status != NULL && strcmp(status, "succeeded") == 0)
-        out = PROVIDER_SUCCEEDED;
-    else if (status != NULL && strcmp(status, "declined") == 0)
-        out = PROVIDER_DECLINED;
-    if ((id = member_string(obj, "charge_id")) != NULL)
-        snprintf(c->charge_id, sizeof(c->charge_id), "%s", id);
-    json_object_put(obj);
-    if (out == PROVIDER_UNAVAILABLE)
-        log_warn("provider: unreadable charge response for order %s", c->order_id);
-    /* Only a clean, complete exchange leaves a connection fit for reuse. */
-    call_finish(c, out, out != PROVIDER_UNAVAILABLE);
-}
-
-/* The charge in a GET answer is the one asked about: same order, and the
- * same amount and currency wherever the answer names them. */
-static int
-charge_matches(const call_t *c, json_object *obj)
-{
-    json_object *v;
-    const char *s;
-
-    if ((s = member_string(obj, "order_id")) != NULL && strcmp(s, c->order_id) != 0)
-        return 0;
-    if ((s = member_string(obj, "currency")) != NULL && strcmp(s, c->currency) != 0)
-        return 0;
-    if (json_object_object_get_ex(obj, "amount_cents", &v)
-        && (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != c->amount_cents))
-        return 0;
-    return 1;
-}
-
-/* GET /v1/charges/{order_id} answered: 200 with the charge, or 404
- * {"error": {"code": "charge_not_found"}} when the provider never saw one. */
-static void
-get_answered(call_t *c, struct evhttp_request *req, int code)
-{
-    provider_outcome_t out = PROVIDER_UNAVAILABLE;
-    json_object *obj, *err;
-    const char *status, *id;
-
-    if (code == 0) {
-        log_warn("provider: GET charge of order %s failed: no response (timeout or connection error)",
-                 c->order_id);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
-        return;
-    }
-    if (code != 200 && code != 404) {
-        log_warn("provider: GET charge of order %s answered HTTP %d", c->order_id, code);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
-        return;
-    }
-    obj = body_object(req);
-    if (obj == NULL) {
-        log_warn("provider: GET charge of order %s: HTTP %d with an unreadable body", c->order_id, code);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
-        return;
-    }
-    if (code == 404) {
-        /* Only the provider's own verdict means "never received": a 404 from
-         * anything else (a proxy, a wrong path) must not fail an order. */
-        status = json_object_object_get_ex(obj, "error", &err) ? member_string(err, "code") : NULL;
-        if (status != NULL && strcmp(status, "charge_not_found") == 0)
-            out = PROVIDER_NOT_FOUND;
-        else
-            log_warn("provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
+    if (obj != NULL && json_object_object_get_ex(obj, "error", &err))
+        code = member_string(err, "code");
+    if (code != NULL && strcmp(code, "charge_not_found") == 0) {
         json_object_put(obj);
-        call_finish(c, out, 1);
+        call_finish(c, PROVIDER_NOT_FOUND, 1);
         return;
     }
-    status = member_string(obj, "status");
-    if (status != NULL && strcmp(status, "succeeded") == 0)
-        out = PROVIDER_SUCCEEDED;
-    else if (status != NULL && strcmp(status, "declined") == 0)
-        out = PROVIDER_DECLINED;
-    else if (status != NULL && strcmp(status, "pending") == 0)
-        out = PROVIDER_PENDING;
-    else
-        log_warn("provider: GET charge of order %s: unknown status", c->order_id);
-    if (out != PROVIDER_UNAVAILABLE && !charge_matches(c, obj)) {
-        log_error("provider: GET charge of order %s describes another charge (order, amount "
-                  "or currency differ): not trusting it", c->order_id);
-        out = PROVIDER_UNAVAILABLE;
-    }
-    if (out != PROVIDER_UNAVAILABLE && (id = member_string(obj, "charge_id")) != NULL)
-        snprintf(c->charge_id, sizeof(c->charge_id), "%s", id);
+    log_warn("provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
     json_object_put(obj);
-    call_finish(c, out, 1);
+    call_finish(c, PROVIDER_UNAVAILABLE, 1);
 }
 
 static void
@@ -437,10 +584,18 @@ on_response(struct evhttp_request *req, void *arg)
     call_t *c = arg;
     int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
 
-    if (c->kind == CALL_CHARGE)
-        charge_answered(c, req, code);
-    else
-        get_answered(c, req, code);
+    if (code == 0)
+        call_failed(c);
+    else if (code >= 200 && code < 300)
+        call_answered(c, req, code);
+    else if (c->kind == CALL_CHARGE && code >= 400 && code < 500 && code != 408 && code != 429)
+        charge_refused(c, req, code);
+    else if (c->kind == CALL_GET && code == 404)
+        get_not_found(c, req);
+    else {
+        log_warn("provider: %s of order %s answered HTTP %d", call_names[c->kind], c->order_id, code);
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+    }
 }
 
 static call_t *
@@ -464,7 +619,7 @@ call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_c
 }
 
 /* Send the call's request; on any failure the call still ends from the loop
- * with PROVIDER_UNAVAILABLE. */
+ * with PROVIDER_UNAVAILABLE.  body: POST it as JSON. */
 static void
 call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char *body)
 {
@@ -476,6 +631,9 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     c->conn = conn_take(p);
     if (c->conn == NULL)
         goto fail;
+    /* A handshake on this connection now reports to this call. */
+    if (p->tls != NULL)
+        provider_tls_report_to(c->conn, c->tls_reason);
     req = evhttp_request_new(on_response, c);
     if (req == NULL)
         goto fail;
@@ -485,9 +643,13 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     evhttp_add_header(h, "Host", p->hostport);
     if (body != NULL) {
         evhttp_add_header(h, "Content-Type", "application/json");
-        evhttp_add_header(h, "Idempotency-Key", c->order_id);
         evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
     }
+    /* The charge's key, on the charge only: a provider that keeps keys
+     * across endpoints would answer a cancel sent under it with the
+     * charge's stored answer.  A cancel is idempotent by its path. */
+    if (c->kind == CALL_CHARGE)
+        evhttp_add_header(h, "Idempotency-Key", c->order_id);
     if (evtimer_add(&c->deadline, &tv) < 0)
         goto fail;
     /* On failure req is no longer queued on the connection, and ours:
@@ -500,12 +662,16 @@ fail:
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
-void
-provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
-                const char *currency, provider_cb_t cb, void *arg)
+/* Start a call about the order's charge: POST /v1/charges (the charge),
+ * GET /v1/charges/{order_id}, or POST /v1/charges/{order_id}/cancel. */
+static void
+charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_cents,
+            const char *currency, provider_cb_t cb, void *arg)
 {
-    call_t *c = call_new(p, CALL_CHARGE, order_id, amount_cents, currency, cb, arg);
+    call_t *c = call_new(p, kind, order_id, amount_cents, currency, cb, arg);
+    char path[sizeof("/v1/charges//cancel") + 3 * ORDER_ID_MAX];
     char body[256];
+    char *enc;
 
     if (c == NULL) {
         /* Nothing else can be done: break the "from the loop" promise
@@ -514,22 +680,11 @@ provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
         cb(arg, PROVIDER_UNAVAILABLE, NULL);
         return;
     }
-    snprintf(body, sizeof(body), "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"%s\"}",
-             c->order_id, (long long)amount_cents, c->currency);
-    call_start(c, EVHTTP_REQ_POST, "/v1/charges", body);
-}
-
-void
-provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
-                    const char *currency, provider_cb_t cb, void *arg)
-{
-    call_t *c = call_new(p, CALL_GET, order_id, amount_cents, currency, cb, arg);
-    char path[sizeof("/v1/charges/") + 3 * ORDER_ID_MAX];
-    char *enc;
-
-    if (c == NULL) {
-        log_error("provider: out of memory");
-        cb(arg, PROVIDER_UNAVAILABLE, NULL);
+    if (kind == CALL_CHARGE) {
+        snprintf(body, sizeof(body),
+                 "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"%s\"}",
+                 c->order_id, (long long)amount_cents, c->currency);
+        call_start(c, EVHTTP_REQ_POST, "/v1/charges", body);
         return;
     }
     enc = evhttp_uriencode(c->order_id, -1, 0);
@@ -537,7 +692,31 @@ provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
         call_finish(c, PROVIDER_UNAVAILABLE, 0);
         return;
     }
-    snprintf(path, sizeof(path), "/v1/charges/%s", enc);
+    snprintf(path, sizeof(path), "/v1/charges/%s%s", enc, kind == CALL_CANCEL ? "/cancel" : "");
     free(enc);
-    call_start(c, EVHTTP_REQ_GET, path, NULL);
+    if (kind == CALL_CANCEL)
+        call_start(c, EVHTTP_REQ_POST, path, "{}");
+    else
+        call_start(c, EVHTTP_REQ_GET, path, NULL);
+}
+
+void
+provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
+                const char *currency, provider_cb_t cb, void *arg)
+{
+    charge_call(p, CALL_CHARGE, order_id, amount_cents, currency, cb, arg);
+}
+
+void
+provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
+                    const char *currency, provider_cb_t cb, void *arg)
+{
+    charge_call(p, CALL_GET, order_id, amount_cents, currency, cb, arg);
+}
+
+void
+provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
+                const char *currency, provider_cb_t cb, void *arg)
+{
+    charge_call(p, CALL_CANCEL, order_id, amount_cents, currency, cb, arg);
 }

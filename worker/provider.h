@@ -4,8 +4,14 @@
  *
  * Every charge carries Idempotency-Key: <order_id>, so that a retried or
  * recovered checkout can never charge twice.  Connections are kept alive and
- * reused; each call has its own deadline (provider_timeout) and nothing here
- * ever blocks.
+ * reused, over plain HTTP or TLS; each call has its own deadline
+ * (provider_timeout) and nothing here ever blocks.
+ *
+ * An answer is believed only when it is about the order asked about: a
+ * body naming another order or amount, a charge_id that is not 1..255
+ * visible ASCII characters, or a status this client does not know, is
+ * UNAVAILABLE and logged as a protocol error.  Never a guess, never a
+ * truncated id.
  */
 #ifndef PD_PROVIDER_H
 #define PD_PROVIDER_H
@@ -19,45 +25,72 @@ typedef struct provider provider_t;
 typedef enum {
     PROVIDER_SUCCEEDED,
     PROVIDER_DECLINED,
-    PROVIDER_UNAVAILABLE,       /* timeout, connection refused, 5xx, garbage */
+    PROVIDER_UNAVAILABLE,       /* no answer, or none to believe: the outcome is unknown */
     PROVIDER_PENDING,           /* provider_get_charge only: received, not settled yet */
-    PROVIDER_NOT_FOUND          /* provider_get_charge only: no charge was ever received */
+    PROVIDER_NOT_FOUND,         /* get_charge, cancel: no charge was ever received */
+    PROVIDER_CANCELED,          /* get_charge, cancel: never captured, and never will be */
+    PROVIDER_REFUNDED           /* get_charge, cancel: captured, and the money given back */
 } provider_outcome_t;
 
-/* charge_id is NULL unless the provider named the charge; valid during the
- * callback only. */
+/* Longest charge_id the provider may send: a buffer of
+ * PROVIDER_CHARGE_ID_MAX + 1 bytes holds any id a callback is given. */
+#define PROVIDER_CHARGE_ID_MAX 255
+
+/* charge_id is NULL unless the provider named the charge (then 1..255
+ * characters 0x21-0x7E); valid during the callback only. */
 typedef void (*provider_cb_t)(void *arg, provider_outcome_t outcome, const char *charge_id);
 
-/* url is "http://host:port"; a host name is resolved once, here.
- * Returns NULL on a bad URL or allocation failure. */
-provider_t *provider_new(struct event_base *base, const char *url, int64_t timeout_ms)
+/*
+ * url is "http://host[:port]" or "https://host[:port]"; a host name is
+ * resolved once, here.  For https, the provider's certificate must chain
+ * to ca_file (a PEM file of trusted CAs) or, when ca_file is NULL, to the
+ * system's default CAs, and must name the URL's host.  Returns NULL (and
+ * logs why) on a bad URL, an unreadable ca_file or allocation failure.
+ */
+provider_t *provider_new(struct event_base *base, const char *url, const char *ca_file,
+                         int64_t timeout_ms)
     __attribute__((warn_unused_result));
 
 /* Free the provider and its idle connections.  Calls still running keep
  * their own connection and must have completed before this is called. */
 void provider_free(provider_t *p);
 
-/* POST /v1/charges for order_id.  cb is called exactly once, from the loop
- * (never from inside this call), with SUCCEEDED, DECLINED (also for a 4xx
- * answer but 408 and 429: the provider refused the charge) or UNAVAILABLE
- * (also when no complete answer came within the timeout). */
+/*
+ * POST /v1/charges for order_id.  cb is called exactly once, from the loop
+ * (never from inside this call), with SUCCEEDED or DECLINED (a 2xx answer
+ * about this order and amount, or a 402: the provider refused the
+ * payment), or UNAVAILABLE: no complete answer within the timeout, 5xx,
+ * any 4xx but 402, or a body not to believe (see above).
+ */
 void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                      const char *currency, provider_cb_t cb, void *arg);
 
 /*
  * GET /v1/charges/{order_id}: what the provider knows of the order's charge,
  * for recovery and reconciliation.  cb is called exactly once, from the
- * loop, with SUCCEEDED, DECLINED, PENDING, NOT_FOUND (a 404 whose error code
- * is charge_not_found, nothing else) or UNAVAILABLE (any other answer, or
- * none complete within the timeout).  An answer about another
- * order, amount or currency than the ones given is logged and reported as
- * UNAVAILABLE: an order is never settled on some other charge's word.
+ * loop, with SUCCEEDED, DECLINED, PENDING, CANCELED, REFUNDED, NOT_FOUND (a
+ * 404 whose error code is charge_not_found, nothing else) or UNAVAILABLE
+ * (any other answer, or none complete within the timeout).  An answer about
+ * another order, amount or currency than the ones given is logged and
+ * reported as UNAVAILABLE: an order is never settled on some other charge's
+ * word.
  */
 void provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                          const char *currency, provider_cb_t cb, void *arg);
 
+/*
+ * POST /v1/charges/{order_id}/cancel: make sure the provider keeps no money
+ * for the order (idempotent; safe to repeat until it is confirmed).  cb is
+ * called exactly once, from the loop, with CANCELED (never captured),
+ * REFUNDED (captured and given back in full), DECLINED, NOT_FOUND (the
+ * provider will refuse the charge if it ever arrives), or UNAVAILABLE: no
+ * 2xx answer within the timeout, or one about another order or amount.
+ */
+void provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
+                     const char *currency, provider_cb_t cb, void *arg);
+
 /* Name of an outcome for logs and metrics: succeeded, declined, unavailable,
- * pending, not_found. */
+ * pending, not_found, canceled, refunded. */
 const char *provider_outcome_name(provider_outcome_t o);
 
 #endif

@@ -449,7 +449,8 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
         goto fail;
 
     what = "provider_new";
-    w.provider = provider_new(w.base, conf->provider_url, conf->provider_timeout_ms);
+    w.provider = provider_new(w.base, conf->provider_url, conf->provider_ca_file,
+                              conf->provider_timeout_ms);
     if (w.provider == NULL)
         goto fail;
 

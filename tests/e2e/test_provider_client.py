@@ -10,7 +10,13 @@ Regression tests of what a review found:
 - a 402 answer to a charge is a refusal: FAILED declined; any other 4xx,
   408, 429 and 5xx are "unavailable" (4xx logged as an error);
 - a refused provider port: every call ends at once as unavailable, and
-  nothing leaks (the sanitizer build checks the processes' stderr).
+  nothing leaks (the sanitizer build checks the processes' stderr);
+- any 2xx with a valid body is an answer (201, 202), and a valid body is
+  one about this order: its order_id and amount_cents (and currency when
+  named), a charge_id of 1..255 visible ASCII characters, whole.  Anything
+  else is unavailable, logged as a protocol error.  A charge_id used to be
+  cut to 127 bytes, mid-character for UTF-8, which PostgreSQL refused: the
+  order stayed PROCESSING (wedged) and its key in progress.
 
 The fake provider is a small socket server in this process: it answers
 what the test says, and any GET of an order it was not told about with 503,
@@ -24,7 +30,7 @@ import threading
 import time
 
 from harness import (DEV_SECRET, TAP, Paymentsd, checkout, db_pending_order, free_port, new_key,
-                     order_status, wait_until)
+                     order_status, psql, wait_until)
 
 t = TAP()
 T0 = time.monotonic()
@@ -35,9 +41,15 @@ BODY = {"buyer_id": "buyer-pc", "seller_id": "seller-pc", "amount_cents": 2500, 
 TRUSTED = dict(BODY, buyer_trust="trusted")
 
 
+DROP = object()     # in a charge answer: leave this member out
+
+
 class FakeProvider:
     """A provider on a free loopback port.  `charge` says how POST
-    /v1/charges is answered: (status, object) or "trickle"; `get_order` and
+    /v1/charges is answered: (status, object) or "trickle"; the object's
+    members go over an echo of the request's order_id, amount_cents and
+    currency (a member set to DROP is left out), or it is a function of the
+    request's JSON body returning the raw bytes to send.  `get_order` and
     `get` say the same for the GET of one order id.  Every request is
     recorded in `seen` with the time it arrived and, for a trickled answer,
     when the client closed the connection ("closed", seconds after the
@@ -75,9 +87,20 @@ class FakeProvider:
                 self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _answer(self, method, path):
+    def _answer(self, method, path, body):
         if method == "POST" and path == "/v1/charges":
-            return self.charge
+            if not isinstance(self.charge, tuple):
+                return self.charge
+            status, obj = self.charge
+            try:
+                req = json.loads(body)
+            except ValueError:
+                req = {}
+            if callable(obj):
+                return status, obj(req)
+            echo = {k: req.get(k) for k in ("order_id", "amount_cents", "currency")}
+            echo.update(obj)
+            return status, {k: v for k, v in echo.items() if v is not DROP}
         if method == "GET" and self.get_order is not None and path == "/v1/charges/" + self.get_order:
             return self.get
         return (503, {"error": {"code": "unavailable", "message": "not this test's order"}})
@@ -103,16 +126,16 @@ class FakeProvider:
                     if not data:
                         return
                     buf += data
-                buf = buf[n:]
+                body, buf = buf[:n], buf[n:]
                 rec = {"method": method, "path": path, "at": time.monotonic()}
                 with self.lock:
                     self.seen.append(rec)
-                answer = self._answer(method, path)
+                answer = self._answer(method, path, body)
                 if answer == "trickle":
                     self._trickle(conn, rec)
                     return
                 status, obj = answer
-                payload = json.dumps(obj).encode()
+                payload = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
                 conn.sendall(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\n\r\n%s"
                              % (status, http.client.responses.get(status, "X").encode(), len(payload), payload))
@@ -212,6 +235,88 @@ for code in (408, 429, 500, 503):
     r = checkout(d, new_key("pc-5xx"), TRUSTED)
     t.eq((r.status, r.json().get("status")), (201, "PENDING_PAYMENT"),
          "HTTP %d to a charge: unavailable -> PENDING_PAYMENT" % code)
+
+# --- any 2xx with a valid body is an answer
+for code in (200, 201, 202):
+    fake.charge = (code, {"charge_id": "ch_%d" % code, "status": "succeeded"})
+    r = checkout(d, new_key("pc-2xx"), BODY)
+    t.eq((r.status, r.json().get("status")), (201, "PAID"), "HTTP %d with a valid body: PAID" % code)
+fake.charge = (201, {"status": "declined", "charge_id": DROP})
+r = checkout(d, new_key("pc-2xx"), TRUSTED)
+t.eq((r.status, r.json().get("status"), r.json().get("failure_reason")), (201, "FAILED", "declined"),
+     "HTTP 201 declined, without a charge_id: FAILED declined")
+
+# the longest charge_id is kept whole
+long_id = "ch_" + "x" * 252
+fake.charge = (200, {"charge_id": long_id, "status": "succeeded"})
+r = checkout(d, new_key("pc-id255"), BODY)
+oid = r.json().get("order_id")
+t.eq((r.status, r.json().get("status")), (201, "PAID"), "a charge_id of 255 characters: PAID")
+t.eq(psql("SELECT provider_charge_id FROM orders WHERE id = '%s'" % oid) if oid else None,
+     [[long_id]], "and stored whole")
+
+
+def not_believed(name, answer, why):
+    """A charge answer not to believe: unavailable for both kinds of buyer
+    (a final answer, the order not left PROCESSING), the same answer on a
+    retry, and a protocol error naming `why` in the log."""
+    fake.charge = answer
+    key = new_key("pc-bad")
+    r1 = checkout(d, key, BODY)
+    r2 = checkout(d, new_key("pc-bad"), TRUSTED)
+    got = ((r1.status, r1.json().get("status"), r1.json().get("failure_reason")),
+           (r2.status, r2.json().get("status")))
+    t.eq(got, ((201, "FAILED", "provider_unavailable"), (201, "PENDING_PAYMENT")),
+         name + " (untrusted FAILED provider_unavailable, trusted PENDING_PAYMENT)")
+    oid = r1.json().get("order_id")
+    again = checkout(d, key, BODY)
+    t.ok(oid and order_status(oid) == ("FAILED", "provider_unavailable")
+         and again.status == 201 and again.body == r1.body
+         and again.headers.get("idempotent-replayed") == "true",
+         name + ": the order is final, not wedged; a retry replays it", (oid and order_status(oid), again))
+    t.ok(wait_until(lambda: any("protocol error" in line and why in line and oid in line
+                                for line in d.log().splitlines()), 2),
+         name + ": logged as a protocol error (%s)" % why, d.log()[-1500:])
+
+
+def raw_answer(charge_id):
+    """A succeeded answer about the request's order whose charge_id is the
+    raw bytes given (not JSON-escaped)."""
+    return lambda req: (b'{"order_id": "%s", "amount_cents": %d, "currency": "%s", "status": "succeeded", '
+                        b'"charge_id": "%s"}' % (req["order_id"].encode(), req["amount_cents"],
+                                                 req["currency"].encode(), charge_id))
+
+
+not_believed("regression: charge_id invalid UTF-8 is unavailable, not truncated",
+             (200, raw_answer(b"ch_\xff\xfe\xc3")), "charge_id has byte 0xff")
+not_believed("regression: a 300-byte UTF-8 charge_id is unavailable, not cut mid-character",
+             (200, {"charge_id": "\u00e9" * 150, "status": "succeeded"}), "charge_id is 300 bytes")
+not_believed("a 300-byte charge_id is unavailable, not truncated",
+             (200, {"charge_id": "c" * 300, "status": "succeeded"}), "charge_id is 300 bytes")
+not_believed("a succeeded charge without a charge_id",
+             (200, {"charge_id": DROP, "status": "succeeded"}), "no charge_id")
+not_believed("an empty charge_id", (200, {"charge_id": "", "status": "succeeded"}), "charge_id is 0 bytes")
+not_believed("a charge_id with a control character",
+             (200, {"charge_id": "ch\u0001x", "status": "succeeded"}), "charge_id has byte 0x01")
+not_believed("a charge_id with a space", (200, {"charge_id": "ch 1", "status": "succeeded"}),
+             "charge_id has byte 0x20")
+not_believed("a charge_id that is not a string", (200, {"charge_id": 12, "status": "succeeded"}),
+             "charge_id is not a string")
+not_believed("an answer naming another order_id",
+             (200, {"order_id": "00000000-0000-0000-0000-000000000000", "charge_id": "ch_o",
+                    "status": "succeeded"}), "another order_id")
+not_believed("an answer naming another amount", (200, {"amount_cents": 2499, "charge_id": "ch_a",
+                                                       "status": "succeeded"}), "amount_cents is not")
+not_believed("an answer naming another currency", (200, {"currency": "USD", "charge_id": "ch_c",
+                                                         "status": "succeeded"}), "currency is not")
+not_believed("an answer without order_id", (200, {"order_id": DROP, "charge_id": "ch_n",
+                                                  "status": "succeeded"}), "no order_id")
+not_believed("an answer without amount_cents", (200, {"amount_cents": DROP, "charge_id": "ch_n",
+                                                      "status": "succeeded"}), "no amount_cents")
+not_believed("an amount_cents that is a string", (200, {"amount_cents": "2500", "charge_id": "ch_s",
+                                                        "status": "succeeded"}), "amount_cents is not")
+not_believed("an unknown status", (200, {"charge_id": "ch_u", "status": "pending"}), "unknown status pending")
+not_believed("a 2xx body that is not JSON", (202, lambda req: b"accepted"), "not a JSON object")
 t.ok(d.stop(), "no process left behind")
 
 # --- the housekeeper's GET has the same deadline

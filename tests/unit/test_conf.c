@@ -213,7 +213,8 @@ test_errors_have_line_numbers(void **state)
     load_fails("webhook_secret = whsec_YQ\n",
                "1: webhook secret is not \"whsec_\" + padded base64");
     load_fails("log_level = loud\n", "1: log_level must be error, warn, info or debug");
-    load_fails("provider_url = ftp://x\n", "1: provider_url must be an http:// URL");
+    load_fails("provider_url = ftp://x\n", "1: provider_url must be an http:// or https:// URL");
+    load_fails("provider_url = https://\n", "1: provider_url must be an http:// or https:// URL");
     load_fails("listen = 127.0.0.1:http\n",
                "1: invalid port in listen address \"127.0.0.1:http\"");
     load_fails("error_log = \"unterminated\n", "1: unterminated quoted value");
@@ -329,6 +330,85 @@ test_reload_keeps_restart_only_keys(void **state)
     conf_free(next);
 }
 
+/* A CA certificate (self-signed, EC P-256), only ever parsed here. */
+static const char ca_pem[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBgzCCASmgAwIBAgIUAaiNlnTFTXlO0TvWRRNIpKZU1AwwCgYIKoZIzj0EAwIw\n"
+    "FzEVMBMGA1UEAwwMdGVzdF9jb25mIENBMB4XDTI2MTIwMjA5MjA0MVoXDTM2MTEy\n"
+    "OTA5MjA0MVowFzEVMBMGA1UEAwwMdGVzdF9jb25mIENBMFkwEwYHKoZIzj0CAQYI\n"
+    "KoZIzj0DAQcDQgAEMUsi7ZlB1F7AW8Rzr6tkCiQ+LhjL2NL5MTxbFluiOK9E+p7c\n"
+    "cm/wLXJc0T6fCxXX0oRgBevubbz9NbAeIVSlMaNTMFEwHQYDVR0OBBYEFBNZiyT1\n"
+    "0W1k1ilPytszFSdweVw6MB8GA1UdIwQYMBaAFBNZiyT10W1k1ilPytszFSdweVw6\n"
+    "MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAMMLJTA8T3L5/hz6\n"
+    "gt4fpAfWRgDkNC2Ny7Sx4WhpKGs3AiBL/I7ObIGQqRgWfWcpyskjXeikGl5aYFj0\n"
+    "ZTMmv26Xkg==\n"
+    "-----END CERTIFICATE-----\n";
+
+/* Write ca_pem to a fresh temporary file; its name goes in ca (64 bytes). */
+static void
+write_ca(char *ca)
+{
+    int fd;
+
+    snprintf(ca, 64, "/tmp/test_conf_ca.XXXXXX");
+    fd = mkstemp(ca);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, ca_pem, strlen(ca_pem)), (ssize_t)strlen(ca_pem));
+    close(fd);
+}
+
+/* https:// provider URLs, and provider_ca_file: resolved beside the conf
+ * file when relative, and checked (readable, a PEM certificate) with the
+ * line that set it. */
+static void
+test_provider_tls_keys(void **state)
+{
+    char ca[64], text[256], want[256], err[1024];
+    const char *base;
+    conf_t *c;
+
+    (void)state;
+    c = load_ok("provider_url = https://provider.example:8443\n");
+    assert_string_equal(c->provider_url, "https://provider.example:8443");
+    assert_null(c->provider_ca_file);
+    conf_free(c);
+
+    write_ca(ca);
+    base = strrchr(ca, '/') + 1;
+
+    /* relative: beside the conf file (both in /tmp), not in the cwd */
+    snprintf(text, sizeof(text), "provider_url = https://p.example\nprovider_ca_file = %s\n", base);
+    c = load_ok(text);
+    assert_string_equal(c->provider_ca_file, ca);
+    conf_free(c);
+    snprintf(text, sizeof(text), "provider_ca_file = %s\n", ca);
+    c = load_ok(text);
+    assert_string_equal(c->provider_ca_file, ca);
+    conf_free(c);
+
+    load_fails("provider_url = https://p.example\n\nprovider_ca_file = /nonexistent/ca.pem\n",
+               "3: provider_ca_file /nonexistent/ca.pem: No such file or directory");
+    load_fails("  provider_ca_file=/nonexistent/ca.pem\n",
+               "1: provider_ca_file /nonexistent/ca.pem: No such file or directory");
+    load_fails("provider_ca_file = /etc/hostname\n",
+               "1: provider_ca_file /etc/hostname: it holds no PEM certificate");
+
+    setenv("PAYMENTSD_PROVIDER_CA_FILE", "/nonexistent/env.pem", 1);
+    c = conf_load(write_conf(""), err, sizeof(err));
+    unlink(path);
+    assert_null(c);
+    snprintf(want, sizeof(want),
+             "environment PAYMENTSD_PROVIDER_CA_FILE: provider_ca_file /nonexistent/env.pem: "
+             "No such file or directory");
+    assert_string_equal(err, want);
+    setenv("PAYMENTSD_PROVIDER_CA_FILE", "", 1);   /* empty: none */
+    c = load_ok("provider_ca_file = /nonexistent/ca.pem\n");
+    assert_null(c->provider_ca_file);
+    conf_free(c);
+    unsetenv("PAYMENTSD_PROVIDER_CA_FILE");
+    unlink(ca);
+}
+
 static int warnings_seen;
 
 static void
@@ -350,6 +430,23 @@ test_warns_without_webhook_secret(void **state)
     conf_free(c);
 }
 
+static void
+test_warns_of_unused_ca_file(void **state)
+{
+    char ca[64], text[256];
+    conf_t *c;
+
+    (void)state;
+    write_ca(ca);
+    snprintf(text, sizeof(text), "webhook_secret = whsec_c2VjcmV0Mg==\n"
+             "provider_url = http://p.example\nprovider_ca_file = %s\n", ca);
+    c = load_ok(text);
+    unlink(ca);
+    warnings_seen = 0;
+    assert_int_equal(conf_warnings(c, count_warning), 1);
+    conf_free(c);
+}
+
 int
 main(void)
 {
@@ -365,6 +462,8 @@ main(void)
         cmocka_unit_test(test_comments_and_quotes),
         cmocka_unit_test(test_reload_keeps_restart_only_keys),
         cmocka_unit_test(test_warns_without_webhook_secret),
+        cmocka_unit_test(test_provider_tls_keys),
+        cmocka_unit_test(test_warns_of_unused_ca_file),
     };
 
     return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
