@@ -60,7 +60,7 @@ CREATE CONSTRAINT TRIGGER regress_fail_webhook AFTER INSERT ON webhook_events
 
 sim = ProviderSim().start()
 d = Paymentsd(workers=1, extra={"provider_url": sim.url, "provider_timeout": "1s",
-                                "idempotency_lock_timeout": "3s", "db_timeout": "1s",
+                                "idempotency_lock_timeout": "3s", "db_timeout": "500ms",
                                 "webhook_secret": DEV_SECRET,
                                 "outage_pending_cap_cents": "10000"}).start()
 
