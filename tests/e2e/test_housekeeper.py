@@ -140,9 +140,12 @@ t.eq(order_status(stale), ("FAILED", "provider_unavailable"),
 rows = psql("SELECT state, response_status, response_body FROM idempotency_keys WHERE key = '%s'" % stale_key)
 t.ok(rows and rows[0][:2] == ["completed", "201"] and json.loads(rows[0][2])["status"] == "FAILED",
      "its key is completed with the order as it is now", rows)
-t.eq(sim.charge(stale).status, 404, "and no charge was made for it: the housekeeper never POSTs one")
+r = sim.charge(stale)
+t.ok(r.status == 404 or (r.json().get("status") == "canceled" and r.json().get("attempts", 0) == 0),
+     "and no charge was made for it: the housekeeper never POSTs one (the provider holds at most "
+     "the tombstone of the cancel that follows a FAILED provider_unavailable)", r)
 t.eq(logs().count("stale checkout of order %s finished" % stale), 1, "one host finished it (SKIP LOCKED)")
-t.ok("pending orders: " in d.log() and "stale checkouts: " in logs(), "the housekeepers log what they did")
+t.ok("pending orders: " in logs() and "stale checkouts: " in logs(), "the housekeepers log what they did")
 
 for h in hosts:
     t.ok(h.stop(), "no process left behind")

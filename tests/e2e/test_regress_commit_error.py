@@ -109,10 +109,11 @@ try:
     pending = checkout(d, key, dict(BODY, amount_cents=2500, buyer_trust="trusted"), timeout=15).json()
     sim.outage(False)
     t.eq(pending.get("status"), "PENDING_PAYMENT", "an order left PENDING_PAYMENT by an outage")
-    event = {"event_id": "regress-commit-1", "order_id": pending.get("order_id"), "outcome": "PAID"}
+    event_id = new_key("regress-commit")       # the trigger fails every regress-commit-* event
+    event = {"event_id": event_id, "order_id": pending.get("order_id"), "outcome": "PAID"}
     r = send_webhook(d, event)
     t.eq(r.status, 503, "regression: a webhook_apply that failed at COMMIT answers 503, not 200")
-    t.eq(psql("SELECT count(*) FROM webhook_events WHERE event_id = 'regress-commit-1'"), [["0"]],
+    t.eq(psql("SELECT count(*) FROM webhook_events WHERE event_id = '%s'" % event_id), [["0"]],
          "and nothing of the event was recorded")
     psql_su("DROP TRIGGER regress_fail_webhook ON webhook_events")
     r = send_webhook(d, event)
