@@ -234,6 +234,24 @@ conf_keep_restart_only(conf_t *next, const conf_t *old)
 }
 
 int
+conf_check_reload(const conf_t *next, int64_t provider_timeout_ms, int64_t db_timeout_ms,
+                  char *err, size_t errlen)
+{
+    int64_t hold = provider_timeout_ms + 2 * db_timeout_ms;
+
+    if (next->idempotency_lock_timeout_ms > hold)
+        return 0;
+    snprintf(err, errlen, "%s: idempotency_lock_timeout (%lld ms) must be longer than "
+             "provider_timeout + 2 * db_timeout of the running workers (%lld + 2 * %lld = "
+             "%lld ms), which finish their checkouts with those while the new ones would "
+             "take their keys over; lower the timeouts first, and the lock timeout in a "
+             "later reload once the old workers have exited",
+             next->path ? next->path : "conf", (long long)next->idempotency_lock_timeout_ms,
+             (long long)provider_timeout_ms, (long long)db_timeout_ms, (long long)hold);
+    return -1;
+}
+
+int
 conf_warnings(const conf_t *conf, void (*emit)(const char *msg))
 {
     int n = 0;

@@ -244,6 +244,28 @@ test_cross_key_checks(void **state)
     conf_free(load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n"));
 }
 
+/* A reload must keep idempotency_lock_timeout above what the workers still
+ * running (the old generation, draining) hold a key for with their own
+ * provider_timeout and db_timeout, not only above the new conf's. */
+static void
+test_reload_check_uses_running_timeouts(void **state)
+{
+    conf_t *c = load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n");
+    char err[1024] = "", want[1024];
+
+    (void)state;
+    assert_int_equal(conf_check_reload(c, 500, 1000, err, sizeof(err)), 0);
+    assert_int_equal(conf_check_reload(c, 2000, 1000, err, sizeof(err)), -1);
+    snprintf(want, sizeof(want), "%s: idempotency_lock_timeout (3000 ms) must be longer than "
+             "provider_timeout + 2 * db_timeout of the running workers (2000 + 2 * 1000 = "
+             "4000 ms)", c->path);
+    assert_int_equal(strncmp(err, want, strlen(want)), 0);
+    /* Equal is not longer. */
+    assert_int_equal(conf_check_reload(c, 1000, 1000, err, sizeof(err)), -1);
+    assert_int_equal(conf_check_reload(c, 999, 1000, err, sizeof(err)), 0);
+    conf_free(c);
+}
+
 static void
 test_missing_file(void **state)
 {
@@ -359,6 +381,7 @@ main(void)
         cmocka_unit_test(test_units),
         cmocka_unit_test(test_errors_have_line_numbers),
         cmocka_unit_test(test_cross_key_checks),
+        cmocka_unit_test(test_reload_check_uses_running_timeouts),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_env_overrides),
         cmocka_unit_test(test_workers_auto),
