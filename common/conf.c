@@ -139,8 +139,9 @@ static const cf_key_t keys[] = {
     K("currencies", CF_LIST, currencies, "EUR USD GBP", 0, 0, 0, check_currencies),
     K("webhook_secret", CF_LIST, webhook_secrets, NULL, 0, 0, CF_REPEAT, check_secrets),
     K("webhook_tolerance", CF_DURATION, webhook_tolerance_ms, "5m", 1000, MS_DAY, 0, NULL),
-    K("idempotency_ttl", CF_DURATION, idempotency_ttl_ms, "24h", 1000, 365 * MS_DAY, 0, NULL),
-    K("idempotency_lock_timeout", CF_DURATION, idempotency_lock_timeout_ms, "30s", 100, MS_DAY, 0, NULL),
+    /* At least a minute: cached answers expire a minute early (clock skew). */
+    K("idempotency_ttl", CF_DURATION, idempotency_ttl_ms, "24h", 60000, 365 * MS_DAY, 0, NULL),
+    K("idempotency_lock_timeout", CF_DURATION, idempotency_lock_timeout_ms, "30s", 1000, MS_DAY, 0, NULL),
     K("shm_cache_size", CF_SIZE, shm_cache_size, "64m", 64 * 1024, 64LL << 30, CF_NO_RELOAD, NULL),
     K("housekeeper_interval", CF_DURATION, housekeeper_interval_ms, "5s", 10, MS_DAY, 0, NULL),
     K("pending_reconcile_age", CF_DURATION, pending_reconcile_age_ms, "10m", 1000, 365 * MS_DAY, 0, NULL),

@@ -244,6 +244,39 @@ test_cross_key_checks(void **state)
     conf_free(load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n"));
 }
 
+/* Floors (SPEC.md): idempotency_ttl at least a minute, since cached answers
+ * expire a minute early for clock skew, and idempotency_lock_timeout at
+ * least a second, whatever the other timeouts; less is refused with
+ * file:line, also from the environment. */
+static void
+test_idempotency_floors(void **state)
+{
+    char err[1024];
+    conf_t *c;
+
+    (void)state;
+    load_fails("workers = 2\nidempotency_ttl = 59s\n",
+               "2: \"59s\" is out of range for idempotency_ttl (60000..31536000000 ms)");
+    load_fails("idempotency_ttl = 2s\n",
+               "1: \"2s\" is out of range for idempotency_ttl (60000..31536000000 ms)");
+    c = load_ok("idempotency_ttl = 1m\n");
+    assert_int_equal(c->idempotency_ttl_ms, 60000);
+    conf_free(c);
+
+    load_fails("provider_timeout = 1ms\ndb_timeout = 10ms\nidempotency_lock_timeout = 999ms\n",
+               "3: \"999ms\" is out of range for idempotency_lock_timeout (1000..86400000 ms)");
+    c = load_ok("provider_timeout = 1ms\ndb_timeout = 10ms\nidempotency_lock_timeout = 1s\n");
+    assert_int_equal(c->idempotency_lock_timeout_ms, 1000);
+    conf_free(c);
+
+    setenv("PAYMENTSD_IDEMPOTENCY_TTL", "30s", 1);
+    c = conf_load(NULL, err, sizeof(err));
+    unsetenv("PAYMENTSD_IDEMPOTENCY_TTL");
+    assert_null(c);
+    assert_string_equal(err, "environment PAYMENTSD_IDEMPOTENCY_TTL: \"30s\" is out of range "
+                             "for idempotency_ttl (60000..31536000000 ms)");
+}
+
 /* A reload must keep idempotency_lock_timeout above what the workers still
  * running (the old generation, draining) hold a key for with their own
  * provider_timeout and db_timeout, not only above the new conf's. */
@@ -381,6 +414,7 @@ main(void)
         cmocka_unit_test(test_units),
         cmocka_unit_test(test_errors_have_line_numbers),
         cmocka_unit_test(test_cross_key_checks),
+        cmocka_unit_test(test_idempotency_floors),
         cmocka_unit_test(test_reload_check_uses_running_timeouts),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_env_overrides),
