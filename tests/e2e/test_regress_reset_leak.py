@@ -63,17 +63,19 @@ def request_bytes(port, key):
             % (port, key, "n" * 3000, len(body), body)).encode()
 
 
-def abort_batch(d, n):
+def abort_batch(d, sim, n):
     """n checkouts sent whole, then reset while they wait on the provider.
     Returns True once the worker has finished all n."""
     before = checkouts_done(d)
+    charged = sim.stats()["charge_requests"]
     socks = []
     try:
         for _ in range(n):
             s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
             s.sendall(request_bytes(d.port, new_key("rst")))
             socks.append(s)
-        time.sleep(0.15)        # read by the worker, now waiting on the provider
+        # Reset once the worker has read them all and they wait on the provider.
+        wait_until(lambda: sim.stats()["charge_requests"] >= charged + n, timeout=5, step=0.02)
     finally:
         for s in socks:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -82,20 +84,20 @@ def abort_batch(d, n):
     return wait_until(lambda: checkouts_done(d) >= before + n, timeout=limit, step=0.1)
 
 
-sim = ProviderSim({"latency": "400ms"}).start()
+sim = ProviderSim({"latency": "1s"}).start()
 d = Paymentsd(workers=1, extra={"provider_url": sim.url, "provider_timeout": "2s",
                                 "db_timeout": "1s", "idempotency_lock_timeout": "10s",
                                 "shm_cache_size": "64k"}).start()
 worker = d.workers()[0]
 
-ok = all(abort_batch(d, BATCH) for _ in range(WARMUP // BATCH))
+ok = all(abort_batch(d, sim, BATCH) for _ in range(WARMUP // BATCH))
 t.ok(ok, "warm-up: %d checkouts reset before their reply, all finished by the worker" % WARMUP)
 time.sleep(0.5)
 before = status_kb(worker, "VmRSS"), status_kb(worker, "RssAnon")
 t0 = time.monotonic()
 done = 0
 while done < ABORTS and time.monotonic() < DEADLINE:
-    if not abort_batch(d, BATCH):
+    if not abort_batch(d, sim, BATCH):
         break
     done += BATCH
 took = time.monotonic() - t0
