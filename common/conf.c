@@ -238,8 +238,9 @@ static const cf_key_t keys[] = {
     K("currencies", CF_LIST, currencies, "EUR USD GBP", 0, 0, 0, check_currencies),
     K("webhook_secret", CF_LIST, webhook_secrets, NULL, 0, 0, CF_REPEAT, check_secrets),
     K("webhook_tolerance", CF_DURATION, webhook_tolerance_ms, "5m", 1000, MS_DAY, 0, NULL),
-    K("idempotency_ttl", CF_DURATION, idempotency_ttl_ms, "24h", 1000, 365 * MS_DAY, 0, NULL),
-    K("idempotency_lock_timeout", CF_DURATION, idempotency_lock_timeout_ms, "30s", 100, MS_DAY, 0, NULL),
+    /* At least a minute: cached answers expire a minute early (clock skew). */
+    K("idempotency_ttl", CF_DURATION, idempotency_ttl_ms, "24h", 60000, 365 * MS_DAY, 0, NULL),
+    K("idempotency_lock_timeout", CF_DURATION, idempotency_lock_timeout_ms, "30s", 1000, MS_DAY, 0, NULL),
     K("shm_cache_size", CF_SIZE, shm_cache_size, "64m", 64 * 1024, 64LL << 30, CF_NO_RELOAD, NULL),
     K("housekeeper_interval", CF_DURATION, housekeeper_interval_ms, "5s", 10, MS_DAY, 0, NULL),
     K("pending_reconcile_age", CF_DURATION, pending_reconcile_age_ms, "10m", 1000, 365 * MS_DAY, 0, NULL),
@@ -332,6 +333,24 @@ conf_keep_restart_only(conf_t *next, const conf_t *old)
                  k->name);
         cf_copy(k, next, old);
     }
+}
+
+int
+conf_check_reload(const conf_t *next, int64_t provider_timeout_ms, int64_t db_timeout_ms,
+                  char *err, size_t errlen)
+{
+    int64_t hold = provider_timeout_ms + 2 * db_timeout_ms;
+
+    if (next->idempotency_lock_timeout_ms > hold)
+        return 0;
+    snprintf(err, errlen, "%s: idempotency_lock_timeout (%lld ms) must be longer than "
+             "provider_timeout + 2 * db_timeout of the running workers (%lld + 2 * %lld = "
+             "%lld ms), which finish their checkouts with those while the new ones would "
+             "take their keys over; lower the timeouts first, and the lock timeout in a "
+             "later reload once the old workers have exited",
+             next->path ? next->path : "conf", (long long)next->idempotency_lock_timeout_ms,
+             (long long)provider_timeout_ms, (long long)db_timeout_ms, (long long)hold);
+    return -1;
 }
 
 int

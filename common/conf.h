@@ -73,6 +73,18 @@ void conf_free(conf_t *conf);
  */
 void conf_keep_restart_only(conf_t *next, const conf_t *old);
 
+/*
+ * For a reload: may next replace a conf whose processes still run with
+ * provider_timeout_ms and db_timeout_ms (the longest of every generation
+ * still running or draining)?  Those finish their checkouts with their own
+ * timeouts while next's workers and housekeeper take a key over as stale
+ * after next's idempotency_lock_timeout, so that must be longer than their
+ * provider_timeout + 2 * db_timeout too.  Returns 0, or -1 with
+ * "file: message" in err.
+ */
+int conf_check_reload(const conf_t *next, int64_t provider_timeout_ms, int64_t db_timeout_ms,
+                      char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* Warnings about a valid but risky conf (e.g. no webhook secret), one per
  * call of emit; returns how many. */
 int conf_warnings(const conf_t *conf, void (*emit)(const char *msg));

@@ -9,7 +9,10 @@
  * Children belong to a generation.  A reload starts the new generation first
  * and only then asks the old one to drain (SIGQUIT), so the listening sockets
  * never go without an accepting process and no request is refused.  Only
- * children of the current generation are respawned.
+ * children of the current generation are respawned.  Each child remembers
+ * the timeouts it runs with: a draining generation still holds idempotency
+ * keys for up to provider_timeout + 2 * db_timeout of its own conf, which a
+ * reload's idempotency_lock_timeout must outlast (conf_check_reload).
  */
 #include "config.h"
 
@@ -47,6 +50,8 @@ typedef struct {
     unsigned gen;
     int retiring;               /* told to drain: do not respawn */
     int64_t started_ms;
+    int64_t provider_timeout_ms;    /* of the conf it runs with */
+    int64_t db_timeout_ms;
 } child_t;
 
 typedef struct {
@@ -108,7 +113,9 @@ spawn(master_t *m, int slot)
         worker_main(m->conf, &m->shared, m->fds, m->nfds, slot, m->pid);
     }
     m->children[m->nchildren++] = (child_t){
-        .pid = pid, .slot = slot, .gen = m->gen, .retiring = 0, .started_ms = now_ms()
+        .pid = pid, .slot = slot, .gen = m->gen, .retiring = 0, .started_ms = now_ms(),
+        .provider_timeout_ms = m->conf->provider_timeout_ms,
+        .db_timeout_ms = m->conf->db_timeout_ms
     };
     slot_of(m, slot)->pending = 0;
     if (slot == HOUSEKEEPER_SLOT)
@@ -288,14 +295,37 @@ write_pid_file(const conf_t *conf, pid_t pid, char *err, size_t errlen)
     return 0;
 }
 
+/* The provider_timeout and db_timeout of the running conf or of a child
+ * still running (a draining generation's), whichever hold a key longest. */
+static void
+running_timeouts(const master_t *m, int64_t *provider_ms, int64_t *db_ms)
+{
+    *provider_ms = m->conf->provider_timeout_ms;
+    *db_ms = m->conf->db_timeout_ms;
+    for (size_t i = 0; i < m->nchildren; i++) {
+        const child_t *c = &m->children[i];
+        if (c->provider_timeout_ms + 2 * c->db_timeout_ms > *provider_ms + 2 * *db_ms) {
+            *provider_ms = c->provider_timeout_ms;
+            *db_ms = c->db_timeout_ms;
+        }
+    }
+}
+
 static void
 reload(master_t *m)
 {
     char err[1024];
     conf_t *next = conf_load(m->conf_path, err, sizeof(err));
+    int64_t provider_ms, db_ms;
 
     if (next == NULL) {
         log_error("reload failed, still running the previous configuration: %s", err);
+        return;
+    }
+    running_timeouts(m, &provider_ms, &db_ms);
+    if (conf_check_reload(next, provider_ms, db_ms, err, sizeof(err)) < 0) {
+        log_error("reload failed, still running the previous configuration: %s", err);
+        conf_free(next);
         return;
     }
     conf_keep_restart_only(next, m->conf);

@@ -26,14 +26,39 @@
  * the full key is compared in the copy.
  *
  * Writers take the set's lock word: 0 when free, else the holder's pid.  A
- * writer that finds the lock taken spins briefly, then yields until its time
- * budget runs out and gives up (NOT_CACHED): the request goes to PostgreSQL
- * as for a miss.  A lock whose holder is dead (kill(pid, 0) fails with ESRCH)
- * or that carries our own pid (a dead predecessor's, reused) is taken over,
- * and the taker repairs the set: slots left odd or failing their checksum are
- * emptied and the tags rebuilt.  A dead worker stays a zombie, hence "alive",
- * until the master reaps it; the master then calls shm_cache_release_pid,
- * which takes over its locks and drops its IN_PROGRESS markers.
+ * writer holds it for about a microsecond (checksums are computed before it
+ * is taken).  In a worker nothing may wait longer than that for it: begin
+ * and complete, which run on a worker's event loop, spin for at most
+ * LOCK_SPIN_NS (a few microseconds, no yield, no sleep) and then give up
+ * (NOT_CACHED): the request goes to PostgreSQL as for a miss, which never
+ * changes an answer.  Only the master (release_pid, wipe), alone in its
+ * loop, goes on to yield for up to BUDGET_MASTER_NS.  A lock whose holder is
+ * dead (kill(pid, 0) fails with ESRCH) or that carries our own pid (a dead
+ * predecessor's, reused) is taken over, and the taker repairs the set: slots
+ * left odd or failing their checksum are emptied and the tags rebuilt.  A
+ * dead worker stays a zombie, hence "alive", until the master reaps it; the
+ * master then calls shm_cache_release_pid, which takes over its locks and
+ * drops its IN_PROGRESS markers.
+ *
+ * Giving up must not leave a marker behind: a marker that outlived its
+ * request would answer 409 in_use, wrongly, until its expiry
+ * (idempotency_lock_timeout).  begin gives up before storing anything.  A
+ * complete that gives up leaves the request's marker, and so does a request
+ * that ends without an answer to store; either way the request then calls
+ * abort, and abort needs no lock at all: it withdraws the marker in place.
+ * Each slot has a `withdrawn` word besides its sequence; abort reads the
+ * slot as a reader does, checks that it holds this pid's marker for the key
+ * at (even) version v, and stores v into `withdrawn`.  A version whose
+ * `withdrawn` equals its sequence is gone: lookups miss it, begin and
+ * complete overwrite it, a new key may take its way.  A writer resets the
+ * word to an odd value, which no stable sequence equals, whenever it
+ * rewrites the slot, and the sequence only grows, so a late store of an old
+ * version never matches a new one.  So a marker never outlives its request,
+ * contention or not (before, a complete and an abort that both met a busy
+ * lock left it until its expiry); only a worker's death leaves markers
+ * behind, and the master's release on reap drops them.  Retrying the
+ * removal later was the alternative; it needs a timer in every worker and
+ * leaves a window of wrong 409s that this does not.
  *
  * Counters are relaxed atomics in the mapping, striped by set so that workers
  * busy on different keys rarely write the same cache line.
@@ -69,13 +94,13 @@
  * killed, and then a MISS is the right answer anyway. */
 #define READ_TRIES      8
 
-/* Lock waits: spin this many times, then yield until the budget is spent.
- * begin runs before the database call and loses nothing by giving up soon;
- * complete and abort wait longer because giving up leaves a marker behind;
- * the master (release_pid, wipe) longest, it is alone in its loop. */
-#define LOCK_SPINS          100
-#define BUDGET_BEGIN_NS     (200 * 1000)
-#define BUDGET_FINISH_NS    (5 * 1000 * 1000)
+/* Lock waits.  Every writer spins (cpu_relax, reading the clock every
+ * LOCK_SPIN_CHECK turns) for LOCK_SPIN_NS; that is all a worker's begin and
+ * complete may spend: giving up costs them a database round trip, waiting
+ * would stall every request of the worker.  The master (release_pid, wipe)
+ * then yields until BUDGET_MASTER_NS: it is alone in its loop. */
+#define LOCK_SPIN_NS        (5 * 1000)
+#define LOCK_SPIN_CHECK     16
 #define BUDGET_MASTER_NS    (20 * 1000 * 1000)
 
 /* Processes share these atomics through the mapping, which is only sound
@@ -104,7 +129,7 @@ struct slot_meta {
 
 struct slot {
     _Atomic uint32_t seq;       /* odd while a writer is changing the slot */
-    uint32_t pad;
+    _Atomic uint32_t withdrawn; /* == seq: this version was withdrawn (abort) */
     uint64_t csum;              /* over meta, key, fingerprint and body */
     struct slot_meta m;
     char fp[SHM_CACHE_FP_LEN];
@@ -230,6 +255,15 @@ slot_at(const shm_cache_t *c, size_t si, unsigned w)
     return (struct slot *)(c->slots + (si * WAYS + w) * SLOT_SIZE);
 }
 
+/* Whether the slot's current version was withdrawn by its owner's abort.
+ * Exact under the set lock; a reader checks it against the version it read. */
+static bool
+slot_withdrawn(struct slot *sl)
+{
+    return atomic_load_explicit(&sl->withdrawn, memory_order_relaxed) ==
+           atomic_load_explicit(&sl->seq, memory_order_relaxed);
+}
+
 static void
 count(const shm_cache_t *c, size_t si, int which)
 {
@@ -245,7 +279,10 @@ key_ok(const void *key, size_t keylen)
 /* ---- slot writes: caller holds the set lock --------------------------- */
 
 /* Make the sequence odd (and different from any value a reader saw) before
- * changing the slot; a dead writer's odd value is moved on, not flipped. */
+ * changing the slot; a dead writer's odd value is moved on, not flipped.
+ * The new version is not withdrawn: `withdrawn` becomes odd, which no stable
+ * (even) sequence equals, and a late abort of the old version stores that
+ * version's number, which the new sequence has moved past. */
 static uint32_t
 slot_write_begin_locked(struct slot *sl)
 {
@@ -254,6 +291,7 @@ slot_write_begin_locked(struct slot *sl)
 
     atomic_store_explicit(&sl->seq, odd, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&sl->withdrawn, 1, memory_order_relaxed);
     return odd;
 }
 
@@ -276,13 +314,13 @@ slot_clear_locked(shm_cache_t *c, size_t si, unsigned w)
     slot_write_end_locked(sl, odd);
 }
 
+/* sum is slot_csum() of the same entry, computed before taking the lock. */
 static void
 slot_store_locked(shm_cache_t *c, size_t si, unsigned w, const struct slot_meta *m,
-                  const void *key, const char *fp, const void *body)
+                  const void *key, const char *fp, const void *body, uint64_t sum)
 {
     struct slot *sl = slot_at(c, si, w);
     size_t half = m->body_len / 2;
-    uint64_t sum = slot_csum(c, m, key, fp, body);
     uint32_t odd = slot_write_begin_locked(sl);
 
     sl->m = *m;
@@ -328,16 +366,18 @@ set_repair_locked(shm_cache_t *c, size_t si, pid_t dead)
 
 /* ---- set lock --------------------------------------------------------- */
 
-/* Take set si's lock within budget_ns.  Returns 0 (held), or -1 when a live
- * process kept it: the caller reports NOT_CACHED. */
+/* Take set si's lock: spin for LOCK_SPIN_NS, then take it over if its
+ * holder is dead, then yield until budget_ns (from the start) is spent; a
+ * budget of LOCK_SPIN_NS or less never yields (workers).  Returns 0 (held),
+ * or -1 when a live process kept it: the caller reports NOT_CACHED. */
 static int
 set_lock(shm_cache_t *c, size_t si, int64_t budget_ns)
 {
     _Atomic uint32_t *lock = &c->dir[si].lock;
     uint32_t me = (uint32_t)getpid();
-    int64_t deadline = 0;
+    int64_t start = 0, waited;
 
-    for (unsigned i = 0; ; i++) {
+    for (unsigned i = 1; ; i++) {
         uint32_t holder = 0;
 
         if (atomic_compare_exchange_weak_explicit(lock, &holder, me, memory_order_acquire,
@@ -345,12 +385,21 @@ set_lock(shm_cache_t *c, size_t si, int64_t budget_ns)
             TEST_POINT(SHM_CACHE_TP_LOCKED);
             return 0;
         }
-        if (i < LOCK_SPINS) {
+        if (i % LOCK_SPIN_CHECK != 0) {
             cpu_relax();
             continue;
         }
+        if (start == 0)
+            start = mono_ns();
+        waited = mono_ns() - start;
+        if (waited < LOCK_SPIN_NS) {
+            cpu_relax();
+            continue;
+        }
+        if (holder == 0)
+            continue;           /* freed meanwhile: try again */
         /* We never nest, so our own pid here is a dead predecessor's. */
-        if (holder != 0 && (holder == me || !pid_alive((pid_t)holder))) {
+        if (holder == me || !pid_alive((pid_t)holder)) {
             if (atomic_compare_exchange_strong_explicit(lock, &holder, me, memory_order_acquire,
                                                         memory_order_relaxed)) {
                 set_repair_locked(c, si, (pid_t)holder);
@@ -359,9 +408,7 @@ set_lock(shm_cache_t *c, size_t si, int64_t budget_ns)
             }
             continue;
         }
-        if (deadline == 0) {
-            deadline = mono_ns() + budget_ns;
-        } else if (mono_ns() >= deadline) {
+        if (waited >= budget_ns) {
             count(c, si, C_CONTENDED);
             return -1;
         }
@@ -400,10 +447,10 @@ set_find_locked(shm_cache_t *c, size_t si, uint64_t hash, const void *key, size_
     return -1;
 }
 
-/* A way to write a new key into: empty, else expired (oldest), else the
- * oldest COMPLETED, else an IN_PROGRESS whose owner died.  A live marker of a
- * live owner is never taken: -1 then.  *evicted tells whether a live entry
- * goes. */
+/* A way to write a new key into: empty or withdrawn, else expired (oldest),
+ * else the oldest COMPLETED, else an IN_PROGRESS whose owner died.  A live
+ * marker of a live owner is never taken: -1 then.  *evicted tells whether a
+ * live entry goes. */
 static int
 set_victim_locked(shm_cache_t *c, size_t si, int64_t now_ms, bool *evicted)
 {
@@ -414,7 +461,7 @@ set_victim_locked(shm_cache_t *c, size_t si, int64_t now_ms, bool *evicted)
     for (unsigned w = 0; w < WAYS; w++) {
         const struct slot_meta *m = &slot_at(c, si, w)->m;
 
-        if (!way_used_locked(c, si, w))
+        if (!way_used_locked(c, si, w) || slot_withdrawn(slot_at(c, si, w)))
             return (int)w;
         if (now_ms >= m->expiry_ms) {
             if (expired < 0 || m->start_ms < expired_at) {
@@ -513,19 +560,19 @@ shm_cache_destroy(shm_cache_t *c)
     free(c);
 }
 
-/* Copy way w of set si into *out if it holds key.  Returns 1 (copied, valid),
- * 0 (another key or empty), -1 (kept changing or odd: report a MISS) or -2
- * (stable but failing its checksum). */
+/* Copy way w of set si into *out if it holds key.  Returns 1 (copied, valid;
+ * its version in *version), 0 (another key, empty or withdrawn), -1 (kept
+ * changing or odd: report a MISS) or -2 (stable but failing its checksum). */
 static int
 slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
-          size_t keylen, shm_cache_entry_t *out)
+          size_t keylen, shm_cache_entry_t *out, uint32_t *version)
 {
     struct slot *sl = slot_at(c, si, w);
 
     for (int attempt = 0; attempt < READ_TRIES; attempt++) {
         struct slot_meta m;
         uint64_t sum;
-        bool same_key;
+        bool same_key, withdrawn;
         uint32_t v1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
 
         if (v1 & 1) {
@@ -544,14 +591,16 @@ slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
                                             ? m.body_len : SHM_CACHE_BODY_MAX);
         }
         sum = sl->csum;
+        withdrawn = atomic_load_explicit(&sl->withdrawn, memory_order_relaxed) == v1;
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != v1)
             continue;
-        if (!same_key)
+        if (!same_key || withdrawn)
             return 0;
         if (!meta_sane(&m) || slot_csum(c, &m, key, out->fingerprint, out->body) != sum)
             return -2;
         entry_fill(out, &m);
+        *version = v1;
         return 1;
     }
     return -1;
@@ -571,11 +620,12 @@ shm_cache_lookup(shm_cache_t *c, const void *key, size_t keylen, int64_t now_ms,
     si = hash % c->nsets;
     tag = tag_of(hash);
     for (unsigned w = 0; w < WAYS; w++) {
+        uint32_t version;
         int r;
 
         if (atomic_load_explicit(&c->dir[si].tag[w], memory_order_relaxed) != tag)
             continue;
-        r = slot_read(c, si, w, hash, key, keylen, out);
+        r = slot_read(c, si, w, hash, key, keylen, out, &version);
         if (r == 0)
             continue;
         if (r == -2)
@@ -595,7 +645,7 @@ shm_cache_begin(shm_cache_t *c, const void *key, size_t keylen, const char *fing
                 pid_t pid, int64_t now_ms, int64_t expiry_ms, shm_cache_entry_t *out)
 {
     struct slot_meta m;
-    uint64_t hash;
+    uint64_t hash, sum;
     size_t si;
     bool evicted = false;
     int w;
@@ -604,12 +654,20 @@ shm_cache_begin(shm_cache_t *c, const void *key, size_t keylen, const char *fing
         return SHM_CACHE_NOT_CACHED;
     hash = key_hash(c, key, keylen);
     si = hash % c->nsets;
-    if (set_lock(c, si, BUDGET_BEGIN_NS) < 0)
+    memset(&m, 0, sizeof(m));
+    m.hash = hash;
+    m.expiry_ms = expiry_ms;
+    m.start_ms = now_ms;
+    m.owner_pid = pid;
+    m.state = ST_IN_PROGRESS;
+    m.keylen = (uint8_t)keylen;
+    sum = slot_csum(c, &m, key, fingerprint, NULL);
+    if (set_lock(c, si, LOCK_SPIN_NS) < 0)
         return SHM_CACHE_NOT_CACHED;
     w = set_find_locked(c, si, hash, key, keylen);
     if (w >= 0) {
         struct slot *sl = slot_at(c, si, (unsigned)w);
-        bool live = now_ms < sl->m.expiry_ms && meta_sane(&sl->m) &&
+        bool live = !slot_withdrawn(sl) && now_ms < sl->m.expiry_ms && meta_sane(&sl->m) &&
                     slot_csum(c, &sl->m, sl->key, sl->fp, sl->body) == sl->csum &&
                     (sl->m.state == ST_COMPLETED || pid_alive(sl->m.owner_pid));
 
@@ -627,14 +685,7 @@ shm_cache_begin(shm_cache_t *c, const void *key, size_t keylen, const char *fing
             return SHM_CACHE_NOT_CACHED;
         }
     }
-    memset(&m, 0, sizeof(m));
-    m.hash = hash;
-    m.expiry_ms = expiry_ms;
-    m.start_ms = now_ms;
-    m.owner_pid = pid;
-    m.state = ST_IN_PROGRESS;
-    m.keylen = (uint8_t)keylen;
-    slot_store_locked(c, si, (unsigned)w, &m, key, fingerprint, NULL);
+    slot_store_locked(c, si, (unsigned)w, &m, key, fingerprint, NULL, sum);
     set_unlock(c, si);
     count(c, si, C_INSERTS);
     if (evicted)
@@ -648,7 +699,7 @@ shm_cache_complete(shm_cache_t *c, const void *key, size_t keylen, const char *f
                    int64_t expiry_ms)
 {
     struct slot_meta m;
-    uint64_t hash;
+    uint64_t hash, sum = 0;
     size_t si;
     bool evicted = false;
     int w;
@@ -658,7 +709,18 @@ shm_cache_complete(shm_cache_t *c, const void *key, size_t keylen, const char *f
         return SHM_CACHE_NOT_CACHED;
     hash = key_hash(c, key, keylen);
     si = hash % c->nsets;
-    if (set_lock(c, si, BUDGET_FINISH_NS) < 0)
+    memset(&m, 0, sizeof(m));
+    if (body_len <= SHM_CACHE_BODY_MAX) {
+        m.hash = hash;
+        m.expiry_ms = expiry_ms;
+        m.start_ms = now_ms;
+        m.status = (uint16_t)status;
+        m.body_len = (uint16_t)body_len;
+        m.state = ST_COMPLETED;
+        m.keylen = (uint8_t)keylen;
+        sum = slot_csum(c, &m, key, fingerprint, body);
+    }
+    if (set_lock(c, si, LOCK_SPIN_NS) < 0)
         return SHM_CACHE_NOT_CACHED;
     w = set_find_locked(c, si, hash, key, keylen);
     if (body_len > SHM_CACHE_BODY_MAX) {
@@ -676,15 +738,7 @@ shm_cache_complete(shm_cache_t *c, const void *key, size_t keylen, const char *f
             return SHM_CACHE_NOT_CACHED;
         }
     }
-    memset(&m, 0, sizeof(m));
-    m.hash = hash;
-    m.expiry_ms = expiry_ms;
-    m.start_ms = now_ms;
-    m.status = (uint16_t)status;
-    m.body_len = (uint16_t)body_len;
-    m.state = ST_COMPLETED;
-    m.keylen = (uint8_t)keylen;
-    slot_store_locked(c, si, (unsigned)w, &m, key, fingerprint, body);
+    slot_store_locked(c, si, (unsigned)w, &m, key, fingerprint, body, sum);
     set_unlock(c, si);
     count(c, si, C_INSERTS);
     if (evicted)
@@ -695,24 +749,33 @@ shm_cache_complete(shm_cache_t *c, const void *key, size_t keylen, const char *f
 int
 shm_cache_abort(shm_cache_t *c, const void *key, size_t keylen, pid_t pid)
 {
+    shm_cache_entry_t e;
     uint64_t hash;
     size_t si;
-    int w;
+    uint32_t tag;
 
     if (!key_ok(key, keylen))
         return 0;
     hash = key_hash(c, key, keylen);
     si = hash % c->nsets;
-    if (set_lock(c, si, BUDGET_FINISH_NS) < 0)
-        return -1;
-    w = set_find_locked(c, si, hash, key, keylen);
-    if (w >= 0) {
-        const struct slot_meta *m = &slot_at(c, si, (unsigned)w)->m;
+    tag = tag_of(hash);
+    for (unsigned w = 0; w < WAYS; w++) {
+        uint32_t version;
+        int r;
 
-        if (m->state == ST_IN_PROGRESS && m->owner_pid == pid)
-            slot_clear_locked(c, si, (unsigned)w);
+        if (atomic_load_explicit(&c->dir[si].tag[w], memory_order_relaxed) != tag)
+            continue;
+        r = slot_read(c, si, w, hash, key, keylen, &e, &version);
+        if (r == 0)
+            continue;
+        /* Only our own marker, as we read it; a slot that kept changing
+         * or fails its checksum is being rewritten or is dead already.  A
+         * key lives in one way only. */
+        if (r != 1 || e.state != SHM_CACHE_IN_PROGRESS || e.owner_pid != pid)
+            return 0;
+        atomic_store_explicit(&slot_at(c, si, w)->withdrawn, version, memory_order_release);
+        return 1;
     }
-    set_unlock(c, si);
     return 0;
 }
 

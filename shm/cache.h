@@ -18,10 +18,11 @@
  * The cache never reads the clock for expiry itself, which keeps tests
  * deterministic.
  *
- * Locking: lookups take no lock; writers serialise per set on a lock word
- * holding the writer's pid, which survives a writer killed at any instruction
- * (see shm_cache_release_pid).  No call ever waits long: when in doubt it
- * reports a MISS or NOT_CACHED.
+ * Locking: lookups and abort take no lock; writers serialise per set on a
+ * lock word holding the writer's pid, which survives a writer killed at any
+ * instruction (see shm_cache_release_pid).  The calls a worker makes (lookup,
+ * begin, complete, abort) never wait more than a few microseconds, and never
+ * yield or sleep: when in doubt they report a MISS or NOT_CACHED.
  */
 #ifndef PD_SHM_CACHE_H
 #define PD_SHM_CACHE_H
@@ -70,7 +71,7 @@ typedef struct shm_cache_stats {
     uint64_t contended;         /* writes given up on a busy set lock */
     uint64_t repairs;           /* set locks taken over from a dead writer */
     uint64_t corrupt;           /* entries that failed their checksum */
-    uint64_t entries;           /* slots in use now (expired ones included) */
+    uint64_t entries;           /* slots in use now (expired, withdrawn included) */
     uint64_t capacity;          /* slots in all */
 } shm_cache_stats_t;
 
@@ -102,7 +103,8 @@ shm_cache_result_t shm_cache_lookup(shm_cache_t *cache, const void *key, size_t 
  * by pid: insert an IN_PROGRESS marker expiring at expiry_ms unless a live
  * entry exists.  Returns BEGUN; EXISTS with a copy in *out (an IN_PROGRESS of
  * a dead owner is not live); or NOT_CACHED (set full of live markers, set lock
- * busy, bad arguments): then go to the database as for a miss.
+ * busy for a few microseconds, bad arguments): then go to the database as for
+ * a miss.  After BEGUN the request must end with complete or abort.
  */
 shm_cache_result_t shm_cache_begin(shm_cache_t *cache, const void *key, size_t keylen,
                                    const char *fingerprint, pid_t pid,
@@ -115,8 +117,9 @@ shm_cache_result_t shm_cache_begin(shm_cache_t *cache, const void *key, size_t k
  * marker or older entry, or takes a slot by age.  Returns STORED, or
  * NOT_CACHED when body_len > SHM_CACHE_BODY_MAX (the key's entry is dropped
  * so nothing stale remains), the set is full of live markers, or its lock
- * stayed busy (the marker then lives until its expiry), or status is not
- * 100..999.  body is copied.
+ * stayed busy for a few microseconds, or status is not 100..999: then the
+ * caller's marker is still there, and the caller must abort it.  body is
+ * copied.
  */
 shm_cache_result_t shm_cache_complete(shm_cache_t *cache, const void *key, size_t keylen,
                                       const char *fingerprint, int status,
@@ -125,8 +128,10 @@ shm_cache_result_t shm_cache_complete(shm_cache_t *cache, const void *key, size_
 
 /*
  * Drop pid's IN_PROGRESS marker for key (the request ended without a stored
- * answer, e.g. 503).  Returns 0 when no such marker remains, -1 when the set
- * lock stayed busy: the marker then lives until its expiry.
+ * answer, e.g. 503, or complete could not store it).  Lock-free: the marker
+ * is withdrawn in place, whoever holds the set lock, so it never outlives
+ * its request.  Anything else under key is left alone.  Returns 1 when it
+ * withdrew a marker, 0 when pid had none for key (it cannot fail).
  */
 int shm_cache_abort(shm_cache_t *cache, const void *key, size_t keylen, pid_t pid);
 

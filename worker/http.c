@@ -5,6 +5,34 @@
  * are kept when they are 1..128 characters of [A-Za-z0-9._-]; otherwise a
  * random 128-bit id is made from a per-process generator seeded with
  * getrandom(2) after fork, so two workers never share a sequence.
+ *
+ * Lifetime.  libevent keeps the evhttp request and frees it itself: after
+ * the reply is written (evhttp_send_done), or with its connection when that
+ * fails or is freed (evhttp_connection_free).  We do not take ownership
+ * (evhttp_request_own): libevent 2.1 never frees an owned request on the
+ * connection-failure path, so every client that reset its connection
+ * before the reply leaked one (issue: reset leak).  The http_req_t is ours
+ * and outlives the evhttp request when it must; the connection's close
+ * callback, set for the whole request, tells us when the request goes:
+ *
+ *   reply written        on_complete: end r (libevent frees req next)
+ *   closed while writing close cb after http_reply: end r (libevent
+ *                        frees req with the connection)
+ *   closed before reply  close cb before http_reply: r is cancelled and
+ *                        lives on for the handler, whose async call may
+ *                        still be running; its http_reply only ends r.
+ *                        If libevent detached req from the connection
+ *                        (a read failure), req is ours to free then;
+ *                        else it goes with the connection (shutdown,
+ *                        evhttp_free) and r forgets it.
+ *
+ * So the evhttp request is freed exactly once, and r once, by whichever of
+ * http_reply and the end of the connection comes last.  The close callback
+ * is cleared when a reply is written: the connection lives on (keep-alive)
+ * and must not call back into a freed r.  A request counts as over (the
+ * done callback, which a draining worker waits for) when both have
+ * happened, so a cancelled checkout still finishes its database work
+ * before its worker exits.
  */
 #include "config.h"
 
@@ -62,6 +90,8 @@ request_id_valid(const char *s)
         && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
 }
 
+static void connection_closed(struct evhttp_connection *evcon, void *arg);
+
 http_req_t *
 http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
 {
@@ -72,11 +102,11 @@ http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
         evhttp_send_error(req, 503, "Service Unavailable");
         return NULL;
     }
-    evhttp_request_own(req);
     r->req = req;
     r->worker = w;
     r->route = METRICS_ROUTE_UNKNOWN;
     r->done = done;
+    r->method = evhttp_request_get_command(req);
     r->start_us = now_us();
     id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
     if (id != NULL && request_id_valid(id)) {
@@ -85,7 +115,17 @@ http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
         snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx",
                  (unsigned long long)rng_next(), (unsigned long long)rng_next());
     }
+    /* An evhttp server connection carries one request at a time, so the
+     * connection's close callback is this request's until its reply is
+     * written. */
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), connection_closed, r);
     return r;
+}
+
+int
+http_req_cancelled(const http_req_t *r)
+{
+    return r->cancelled;
 }
 
 const char *
@@ -117,7 +157,8 @@ http_reason(int status)
 void
 http_add_header(http_req_t *r, const char *name, const char *value)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
+    if (!r->cancelled)
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
 }
 
 /* Append s to buf as the inside of a JSON string; stops at room. */
@@ -146,14 +187,13 @@ access_log_line(const http_req_t *r, int status, int64_t dur_us)
     static const char *const methods[] = { "GET", "POST", "HEAD", "PUT", "DELETE",
                                            "OPTIONS", "TRACE", "CONNECT", "PATCH" };
     char line[1024], now[32], path[512];
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(r->req);
     const char *method = "OTHER";
-    const char *uri = evhttp_request_get_uri(r->req);
+    const char *uri = r->req != NULL ? evhttp_request_get_uri(r->req) : r->uri;
     size_t plen;
     int n;
 
     for (unsigned i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        if (cmd == (enum evhttp_cmd_type)(1 << i))
+        if (r->method == (enum evhttp_cmd_type)(1 << i))
             method = methods[i];
     }
     plen = json_escape(path, sizeof(path), uri ? uri : "");
@@ -168,12 +208,14 @@ access_log_line(const http_req_t *r, int status, int64_t dur_us)
         log_access(line, (size_t)n);
 }
 
-/* The request is over: its reply was written, or its client has gone. */
+/* The request is over: http_reply was called, and its reply was written or
+ * its client has gone.  libevent has freed or will free req itself. */
 static void
 req_finish(http_req_t *r)
 {
     if (r->done != NULL)
         r->done(r->worker, r, r->status, r->dur_us);
+    free(r->uri);
     free(r);
 }
 
@@ -185,45 +227,58 @@ reply_written(struct evhttp_request *req, void *arg)
     req_finish(arg);
 }
 
+/* The connection is being freed (it failed, or the server is going away);
+ * the requests still on it are freed right after this returns. */
 static void
 connection_closed(struct evhttp_connection *evcon, void *arg)
 {
+    http_req_t *r = arg;
+
     (void)evcon;
-    req_finish(arg);
+    if (r->replied) {
+        req_finish(r);          /* the reply was being written */
+        return;
+    }
+    r->cancelled = 1;
+    if (evhttp_request_get_connection(r->req) != NULL) {
+        /* Still on the connection: libevent frees it with the connection.
+         * Keep what the access log needs. */
+        const char *uri = evhttp_request_get_uri(r->req);
+        r->uri = uri != NULL ? strdup(uri) : NULL;
+        r->req = NULL;
+    }
+    /* Else libevent has detached it (a failed read): ours, freed at reply. */
 }
 
 void
 http_reply(http_req_t *r, int status, const char *content_type, const char *body, size_t len)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
-    struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
-    struct evbuffer *buf = NULL;
+    struct evkeyvalq *h;
 
     r->status = status;
     r->dur_us = now_us() - r->start_us;
-    /* Log before sending: evhttp may free the request inside the send when
-     * the client has gone away. */
+    r->replied = 1;
     if (log_access_enabled())
         access_log_line(r, status, r->dur_us);
+    if (r->cancelled) {
+        /* The client went away before the reply: nothing to send. */
+        if (r->req != NULL)
+            evhttp_request_free(r->req);
+        req_finish(r);
+        return;
+    }
+    h = evhttp_request_get_output_headers(r->req);
     if (content_type != NULL)
         evhttp_add_header(h, "Content-Type", content_type);
     evhttp_add_header(h, "X-Request-Id", r->request_id);
-    if (body != NULL) {
-        buf = evbuffer_new();
-        if (buf != NULL)
-            evbuffer_add(buf, body, len);
-    }
-    /* The request ends when the reply is on the wire or the connection is
-     * gone, whichever comes first; a draining worker waits for that. */
-    if (evcon != NULL) {
-        evhttp_request_set_on_complete_cb(r->req, reply_written, r);
-        evhttp_connection_set_closecb(evcon, connection_closed, r);
-    }
-    evhttp_send_reply(r->req, status, http_reason(status), buf);
-    if (buf != NULL)
-        evbuffer_free(buf);
-    if (evcon == NULL)
-        req_finish(r);
+    if (body != NULL)
+        evbuffer_add(evhttp_request_get_output_buffer(r->req), body, len);
+    /* The request ends when the reply is on the wire (reply_written) or the
+     * connection is gone (connection_closed), whichever comes first; both
+     * come from the loop, never from inside evhttp_send_reply.  r must not
+     * be touched after it. */
+    evhttp_request_set_on_complete_cb(r->req, reply_written, r);
+    evhttp_send_reply(r->req, status, http_reason(status), NULL);
 }
 
 void

@@ -34,6 +34,12 @@ t.ok("test is successful" in err, "-t says the test is successful", err)
 rc, err, path = conf_test("workers = 2\n\nprovider_timeout = soon\n")
 t.ok(rc != 0, "-t rejects a broken file")
 t.ok(err.startswith("%s:3: invalid duration" % path), "-t names file:line: message", err)
+rc, err, path = conf_test("workers = 2\nidempotency_ttl = 30s\n")
+t.ok(rc != 0 and err.startswith('%s:2: "30s" is out of range for idempotency_ttl' % path),
+     "-t rejects an idempotency_ttl under a minute", err)
+rc, err, path = conf_test("idempotency_lock_timeout = 500ms\nprovider_timeout = 10ms\ndb_timeout = 10ms\n")
+t.ok(rc != 0 and err.startswith('%s:1: "500ms" is out of range for idempotency_lock_timeout' % path),
+     "-t rejects an idempotency_lock_timeout under a second", err)
 
 # a running server
 d = Paymentsd(workers=2, extra={"client_timeout": "1s", "max_header_size": "4k"}).start()

@@ -245,6 +245,61 @@ test_cross_key_checks(void **state)
     conf_free(load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n"));
 }
 
+/* Floors (SPEC.md): idempotency_ttl at least a minute, since cached answers
+ * expire a minute early for clock skew, and idempotency_lock_timeout at
+ * least a second, whatever the other timeouts; less is refused with
+ * file:line, also from the environment. */
+static void
+test_idempotency_floors(void **state)
+{
+    char err[1024];
+    conf_t *c;
+
+    (void)state;
+    load_fails("workers = 2\nidempotency_ttl = 59s\n",
+               "2: \"59s\" is out of range for idempotency_ttl (60000..31536000000 ms)");
+    load_fails("idempotency_ttl = 2s\n",
+               "1: \"2s\" is out of range for idempotency_ttl (60000..31536000000 ms)");
+    c = load_ok("idempotency_ttl = 1m\n");
+    assert_int_equal(c->idempotency_ttl_ms, 60000);
+    conf_free(c);
+
+    load_fails("provider_timeout = 1ms\ndb_timeout = 10ms\nidempotency_lock_timeout = 999ms\n",
+               "3: \"999ms\" is out of range for idempotency_lock_timeout (1000..86400000 ms)");
+    c = load_ok("provider_timeout = 1ms\ndb_timeout = 10ms\nidempotency_lock_timeout = 1s\n");
+    assert_int_equal(c->idempotency_lock_timeout_ms, 1000);
+    conf_free(c);
+
+    setenv("PAYMENTSD_IDEMPOTENCY_TTL", "30s", 1);
+    c = conf_load(NULL, err, sizeof(err));
+    unsetenv("PAYMENTSD_IDEMPOTENCY_TTL");
+    assert_null(c);
+    assert_string_equal(err, "environment PAYMENTSD_IDEMPOTENCY_TTL: \"30s\" is out of range "
+                             "for idempotency_ttl (60000..31536000000 ms)");
+}
+
+/* A reload must keep idempotency_lock_timeout above what the workers still
+ * running (the old generation, draining) hold a key for with their own
+ * provider_timeout and db_timeout, not only above the new conf's. */
+static void
+test_reload_check_uses_running_timeouts(void **state)
+{
+    conf_t *c = load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n");
+    char err[1024] = "", want[1024];
+
+    (void)state;
+    assert_int_equal(conf_check_reload(c, 500, 1000, err, sizeof(err)), 0);
+    assert_int_equal(conf_check_reload(c, 2000, 1000, err, sizeof(err)), -1);
+    snprintf(want, sizeof(want), "%s: idempotency_lock_timeout (3000 ms) must be longer than "
+             "provider_timeout + 2 * db_timeout of the running workers (2000 + 2 * 1000 = "
+             "4000 ms)", c->path);
+    assert_int_equal(strncmp(err, want, strlen(want)), 0);
+    /* Equal is not longer. */
+    assert_int_equal(conf_check_reload(c, 1000, 1000, err, sizeof(err)), -1);
+    assert_int_equal(conf_check_reload(c, 999, 1000, err, sizeof(err)), 0);
+    conf_free(c);
+}
+
 static void
 test_missing_file(void **state)
 {
@@ -456,6 +511,8 @@ main(void)
         cmocka_unit_test(test_units),
         cmocka_unit_test(test_errors_have_line_numbers),
         cmocka_unit_test(test_cross_key_checks),
+        cmocka_unit_test(test_idempotency_floors),
+        cmocka_unit_test(test_reload_check_uses_running_timeouts),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_env_overrides),
         cmocka_unit_test(test_workers_auto),
