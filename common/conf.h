@@ -22,6 +22,7 @@ typedef struct conf {
 
     char *database;                     /* libpq URI or conninfo */
     int64_t db_pool_size;
+    int64_t db_batch_max;
     int64_t db_queue_size;
     int64_t db_timeout_ms;
 

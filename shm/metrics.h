@@ -53,6 +53,8 @@ typedef enum {
     METRICS_REVERSAL_NOT_FOUND, METRICS_REVERSAL_UNAVAILABLE, METRICS_REVERSAL_UNRECORDED,
     /* checkout_finish calls that did not commit (the key stays in progress) */
     METRICS_FINISH_FAILED,
+    /* group commit: statements sent, and the calls they carried */
+    METRICS_DB_STATEMENTS, METRICS_DB_CALLS,
     METRICS_COUNTERS
 } metrics_counter_t;
 

@@ -53,6 +53,7 @@
 #include "common/log.h"
 #include "worker/db.h"
 #include "worker/provider.h"
+#include "worker/store.h"
 #include "worker/validate.h"
 #include "worker/worker.h"
 
@@ -70,15 +71,6 @@ typedef struct {
     int marked;                 /* our in-progress marker is in the cache */
     int probe;                  /* this charge is the breaker's probe */
 } checkout_t;
-
-static const char SQL_BEGIN[] =
-    "SELECT result, order_id, response_status, response_body, lock_token, completed_at_ms"
-    " FROM checkout_begin($1, $2, $3, $4, $5::bigint, $6, $7, $8::interval, $9::interval)";
-static const char SQL_FINISH[] =
-    "SELECT result, status, response_status, response_body, completed_at_ms, reversal"
-    " FROM checkout_finish($1::uuid, $2, $3::uuid, $4, $5, $6::bigint)";
-static const char SQL_ORDER[] = "SELECT order_get($1::uuid)";
-static const char SQL_LEDGER[] = "SELECT order_ledger($1::uuid)";
 
 static void
 reply_validation(http_req_t *r, const validate_error_t *e)
@@ -99,14 +91,14 @@ reply_unavailable(http_req_t *r)
 
 /* A failed database call: 503 when retrying can help, else 500. */
 static void
-reply_db_error(http_req_t *r, const PGresult *res, const char *err)
+reply_db_error(http_req_t *r, const store_err_t *err)
 {
-    if (db_error_is_transient(res)) {
-        log_warn("database call failed: %s", err);
+    if (err->transient) {
+        log_warn("database call failed: %s", err->message);
         reply_unavailable(r);
         return;
     }
-    log_error("database call failed: %s", err);
+    log_error("database call failed: %s", err->message);
     http_reply_error(r, 500, "internal_error", "internal error", NULL);
 }
 
@@ -194,30 +186,25 @@ reply_in_use(http_req_t *r)
 }
 
 static void
-finish_done(void *arg, const PGresult *res, const char *err)
+finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
 {
     checkout_t *c = arg;
-    const char *result, *status;
-    int64_t completed_ms;
 
-    if (err != NULL || PQntuples(res) != 1) {
+    if (err != NULL) {
         /* Not committed: nothing changed, the key stays in progress and a
          * retry after the lock timeout (or the housekeeper) recovers it.
          * So 503 whatever the cause, never a success, never cached; a
          * cause that retrying cannot fix is an error for the operator. */
         worker_count(c->w, METRICS_FINISH_FAILED);
-        if (db_error_is_transient(res))
-            log_warn("checkout_finish of order %s did not commit: %s", c->order_id,
-                     err ? err : "no row");
+        if (err->transient)
+            log_warn("checkout_finish of order %s did not commit: %s", c->order_id, err->message);
         else
-            log_error("checkout_finish of order %s did not commit: %s", c->order_id,
-                      err ? err : "no row");
+            log_error("checkout_finish of order %s did not commit: %s", c->order_id, err->message);
         reply_unavailable(c->r);
         checkout_free(c);
         return;
     }
-    result = PQgetvalue(res, 0, 0);
-    if (strcmp(result, "stale") == 0) {
+    if (f->result == STORE_FINISH_STALE) {
         /* A recovery took the key over while we waited: its holder
          * finishes the order; our provider answer changed nothing. */
         log_warn("order %s: the key was taken over by a recovery; leaving it to the new holder",
@@ -226,17 +213,13 @@ finish_done(void *arg, const PGresult *res, const char *err)
         checkout_free(c);
         return;
     }
-    status = PQgetvalue(res, 0, 1);
-    worker_count(c->w, strcmp(status, "PAID") == 0 ? METRICS_CHECKOUT_PAID
-                       : strcmp(status, "FAILED") == 0 ? METRICS_CHECKOUT_FAILED
+    worker_count(c->w, f->status == STORE_ORDER_PAID ? METRICS_CHECKOUT_PAID
+                       : f->status == STORE_ORDER_FAILED ? METRICS_CHECKOUT_FAILED
                        : METRICS_CHECKOUT_PENDING);
-    if (strcmp(PQgetvalue(res, 0, 5), "t") == 0)
+    if (f->reversal)
         worker_start_reversal(c->w, c->order_id, c->req.amount_cents, c->req.currency);
-    completed_ms = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
-    cache_store(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
-                (size_t)PQgetlength(res, 0, 3), completed_ms);
-    reply_order(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
-                (size_t)PQgetlength(res, 0, 3), 0);
+    cache_store(c, f->response_status, f->body, f->body_len, f->completed_at_ms);
+    reply_order(c, f->response_status, f->body, f->body_len, 0);
 }
 
 static const char *
@@ -246,17 +229,16 @@ breaker_name(shm_breaker_state_t s)
 }
 
 /* Record the provider's answer in PostgreSQL: checkout_finish decides the
- * order's status (outage policy included) and writes the ledger.  outcome
- * is checkout_finish's: succeeded, declined, unavailable or not_charged. */
+ * order's status (outage policy included) and writes the ledger. */
 static void
-finish(checkout_t *c, const char *outcome, const char *charge_id)
+finish(checkout_t *c, store_outcome_t outcome, const char *charge_id)
 {
-    const conf_t *conf = worker_conf(c->w);
-    char cap[32];
-    const char *params[6] = { c->order_id, c->key, c->token, outcome, charge_id, cap };
+    store_finish_req_t q = {
+        .order_id = c->order_id, .key = c->key, .lock_token = c->token, .outcome = outcome,
+        .charge_id = charge_id, .outage_cap_cents = worker_conf(c->w)->outage_pending_cap_cents,
+    };
 
-    snprintf(cap, sizeof(cap), "%lld", (long long)conf->outage_pending_cap_cents);
-    if (db_call(worker_db(c->w), SQL_FINISH, 6, params, finish_done, c) < 0) {
+    if (store_checkout_finish(worker_db(c->w), &q, finish_done, c) < 0) {
         /* The key stays in progress: a retry after the lock timeout
          * recovers this order with the same provider key. */
         worker_count(c->w, METRICS_FINISH_FAILED);
@@ -281,8 +263,9 @@ charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
     if (shm_breaker_state(b) != before)
         log_warn("provider circuit breaker: %s -> %s%s", breaker_name(before),
                  breaker_name(shm_breaker_state(b)), c->probe ? " (probe)" : "");
-    finish(c, outcome == PROVIDER_SUCCEEDED ? "succeeded"
-              : outcome == PROVIDER_DECLINED ? "declined" : "unavailable", charge_id);
+    finish(c, outcome == PROVIDER_SUCCEEDED ? STORE_OUTCOME_SUCCEEDED
+              : outcome == PROVIDER_DECLINED ? STORE_OUTCOME_DECLINED
+              : STORE_OUTCOME_UNAVAILABLE, charge_id);
 }
 
 /* A recovered checkout: what the provider knows of the first attempt's
@@ -294,10 +277,10 @@ recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
 
     switch (outcome) {
     case PROVIDER_SUCCEEDED:
-        finish(c, "succeeded", charge_id);
+        finish(c, STORE_OUTCOME_SUCCEEDED, charge_id);
         return;
     case PROVIDER_DECLINED:
-        finish(c, "declined", charge_id);
+        finish(c, STORE_OUTCOME_DECLINED, charge_id);
         return;
     case PROVIDER_NOT_FOUND:
         /* Never received: charge now, under the same provider key. */
@@ -309,7 +292,7 @@ recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     case PROVIDER_REFUNDED:
         /* Given up on and reversed at the provider: FAILED, and the
          * reversal that follows records any money that moved and came back. */
-        finish(c, "not_charged", NULL);
+        finish(c, STORE_OUTCOME_NOT_CHARGED, NULL);
         return;
     default:
         /* Pending, or no answer: unknown.  The key stays ours until the lock
@@ -323,56 +306,55 @@ recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
 }
 
 static void
-begin_done(void *arg, const PGresult *res, const char *err)
+begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
 {
     checkout_t *c = arg;
-    const char *result;
 
-    if (err != NULL || PQntuples(res) != 1) {
+    if (err != NULL) {
         /* Not committed: no order, no key; the provider was not called. */
-        reply_db_error(c->r, res, err ? err : "checkout_begin returned no row");
+        reply_db_error(c->r, err);
         checkout_free(c);
         return;
     }
-    result = PQgetvalue(res, 0, 0);
-    snprintf(c->order_id, sizeof(c->order_id), "%s", PQgetvalue(res, 0, 1));
-    snprintf(c->token, sizeof(c->token), "%s", PQgetvalue(res, 0, 4));
-    if (strcmp(result, "new") == 0) {
+    snprintf(c->order_id, sizeof(c->order_id), "%s", b->order_id);
+    snprintf(c->token, sizeof(c->token), "%s", b->lock_token);
+    switch (b->result) {
+    case STORE_BEGIN_NEW: {
         const conf_t *conf = worker_conf(c->w);
         shm_breaker_verdict_t v = shm_breaker_allow(worker_shared(c->w)->breaker,
                                                     clock_ms(CLOCK_MONOTONIC),
                                                     2 * conf->provider_timeout_ms);
         if (v == SHM_BREAKER_DENY) {
             worker_count(c->w, METRICS_PROVIDER_SKIPPED);
-            finish(c, "unavailable", NULL);
+            finish(c, STORE_OUTCOME_UNAVAILABLE, NULL);
             return;
         }
         c->probe = (v == SHM_BREAKER_ALLOW_PROBE);
         provider_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
                         c->req.currency, charge_done, c);
-    } else if (strcmp(result, "recover") == 0) {
+        return;
+    }
+    case STORE_BEGIN_RECOVER:
         log_info("recovering checkout of order %s: asking the provider", c->order_id);
         provider_get_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
                             c->req.currency, recover_answered, c);
-    } else if (strcmp(result, "replay") == 0) {
+        return;
+    case STORE_BEGIN_REPLAY:
         worker_count(c->w, METRICS_CHECKOUT_REPLAYED);
         worker_count(c->w, METRICS_REPLAY_DB);
-        cache_store(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
-                    (size_t)PQgetlength(res, 0, 3), strtoll(PQgetvalue(res, 0, 5), NULL, 10));
-        reply_order(c, atoi(PQgetvalue(res, 0, 2)), PQgetvalue(res, 0, 3),
-                    (size_t)PQgetlength(res, 0, 3), 1);
-    } else if (strcmp(result, "reused") == 0) {
+        cache_store(c, b->response_status, b->body, b->body_len, b->completed_at_ms);
+        reply_order(c, b->response_status, b->body, b->body_len, 1);
+        return;
+    case STORE_BEGIN_REUSED:
         worker_count(c->w, METRICS_CHECKOUT_REUSED);
         http_reply_error(c->r, 409, "idempotency_key_reused",
                          "this Idempotency-Key was used with a different request", NULL);
-        checkout_free(c);
-    } else if (strcmp(result, "in_progress") == 0) {
+        break;
+    case STORE_BEGIN_IN_PROGRESS:
         reply_in_use(c->r);
-        checkout_free(c);
-    } else {
-        reply_db_error(c->r, NULL, "checkout_begin: unknown result");
-        checkout_free(c);
+        break;
     }
+    checkout_free(c);
 }
 
 /*
@@ -432,7 +414,6 @@ checkout_handle(http_req_t *r)
     validate_error_t e;
     checkout_t *c;
     size_t nkeys = 0, len;
-    char ttl[48], lock[48], amount[24];
 
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -459,15 +440,15 @@ checkout_handle(http_req_t *r)
     if (cache_fast_path(c))
         return;
 
-    snprintf(ttl, sizeof(ttl), "%lld milliseconds", (long long)conf->idempotency_ttl_ms);
-    snprintf(lock, sizeof(lock), "%lld milliseconds", (long long)conf->idempotency_lock_timeout_ms);
-    snprintf(amount, sizeof(amount), "%lld", (long long)c->req.amount_cents);
     {
-        const char *params[9] = {
-            c->key, c->req.fingerprint, c->req.buyer_id, c->req.seller_id, amount,
-            c->req.currency, c->req.buyer_trust, lock, ttl
+        store_begin_req_t q = {
+            .key = c->key, .fingerprint = c->req.fingerprint, .buyer_id = c->req.buyer_id,
+            .seller_id = c->req.seller_id, .currency = c->req.currency,
+            .buyer_trust = c->req.buyer_trust, .amount_cents = c->req.amount_cents,
+            .lock_timeout_ms = conf->idempotency_lock_timeout_ms,
+            .ttl_ms = conf->idempotency_ttl_ms,
         };
-        if (db_call(worker_db(r->worker), SQL_BEGIN, 9, params, begin_done, c) < 0) {
+        if (store_checkout_begin(worker_db(r->worker), &q, begin_done, c) < 0) {
             reply_unavailable(r);
             checkout_free(c);
         }
@@ -475,19 +456,16 @@ checkout_handle(http_req_t *r)
 }
 
 static void
-read_done(void *arg, const PGresult *res, const char *err)
+read_done(void *arg, const char *body, size_t len, const store_err_t *err)
 {
     http_req_t *r = arg;
 
-    if (err != NULL) {
-        reply_db_error(r, res, err);
-        return;
-    }
-    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+    if (err != NULL)
+        reply_db_error(r, err);
+    else if (body == NULL)
         http_reply_error(r, 404, "order_not_found", "no such order", NULL);
-        return;
-    }
-    http_reply(r, 200, "application/json", PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+    else
+        http_reply(r, 200, "application/json", body, len);
 }
 
 void
@@ -496,7 +474,7 @@ orders_handle(http_req_t *r)
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r->req));
     const char *rest = path + strlen("/orders/");
     char id[37];
-    const char *sql;
+    int ledger;
 
     if (strlen(rest) < 36)
         goto not_found;
@@ -505,18 +483,15 @@ orders_handle(http_req_t *r)
     if (!validate_uuid(id))
         goto not_found;
     if (rest[36] == '\0') {
-        sql = SQL_ORDER;
+        ledger = 0;
     } else if (strcmp(rest + 36, "/ledger") == 0) {
-        sql = SQL_LEDGER;
+        ledger = 1;
         r->route = METRICS_ROUTE_ORDER_LEDGER;
     } else {
         goto not_found;
     }
-    {
-        const char *params[1] = { id };
-        if (db_call(worker_db(r->worker), sql, 1, params, read_done, r) < 0)
-            reply_unavailable(r);
-    }
+    if ((ledger ? store_order_ledger : store_order_get)(worker_db(r->worker), id, read_done, r) < 0)
+        reply_unavailable(r);
     return;
 not_found:
     http_reply_error(r, 404, "order_not_found", "no such order", NULL);

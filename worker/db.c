@@ -15,6 +15,16 @@
  * Calls that find no idle connection wait in a FIFO queue.  When no
  * connection is up and the last attempt failed, db_call() refuses at once:
  * a request must get its 503 quickly rather than hang.
+ *
+ * Group commit.  A batched call (db_call_batched) has a kind; when a
+ * connection frees and the head of the queue is such a call, every waiting
+ * call of its kind (up to batch_max, in queue order) goes with it as one
+ * statement: each parameter becomes an array with one element per call,
+ * and the kind's SQL function returns one row per call, led by its 1-based
+ * ordinal.  One round trip and one commit serve the whole batch; a batch is
+ * whatever waits when a connection frees, so there is no timer and an idle
+ * server adds no latency.  The calls of one statement succeed or fail
+ * together: a failed COMMIT fails every one of them.
  */
 #include "config.h"
 
@@ -39,14 +49,18 @@
 #define DB_BACKOFF_MAX_MS 250
 
 typedef struct db_call {
-    TAILQ_ENTRY(db_call) next;
-    const char *sql;
+    TAILQ_ENTRY(db_call) next;  /* in the queue, then in its connection's flight */
+    const char *sql;            /* plain calls */
+    const db_batch_kind_t *kind; /* batched calls */
     int nparams;
     char **params;              /* one allocation with the call */
     db_cb_t cb;
     void *arg;
     int64_t deadline_ms;
+    int answered;               /* its row was delivered */
 } db_call_t;
+
+TAILQ_HEAD(db_calls, db_call);
 
 typedef enum { DB_DOWN, DB_CONNECTING, DB_IDLE, DB_BUSY } db_state_t;
 
@@ -54,8 +68,9 @@ typedef struct db_conn {
     db_pool_t *pool;
     PGconn *pg;
     db_state_t state;
-    db_call_t *call;            /* the running call when BUSY */
-    PGresult *result;           /* its outcome so far, until the last result arrives */
+    struct db_calls flight;     /* the running calls when BUSY (a batch, or one) */
+    int nflight;
+    PGresult *result;           /* their outcome so far, until the last result arrives */
     struct event io;
     struct event timer;         /* back-off when DOWN, deadline otherwise */
     int io_added;
@@ -72,9 +87,11 @@ struct db_pool {
     int64_t timeout_ms;
     int size;
     db_conn_t *conns;
-    TAILQ_HEAD(, db_call) queue;
+    struct db_calls queue;
     int queued;
     int queue_max;
+    int batch_max;              /* calls of one kind sent as one statement */
+    uint64_t statements, calls; /* sent so far, for db_pool_stats */
     int up;                     /* connections IDLE or BUSY */
     int busy;
     int last_attempt_failed;
@@ -118,10 +135,22 @@ tv_ms(int64_t ms)
 }
 
 static void
-call_finish(db_call_t *call, const PGresult *res, const char *err)
+call_finish(db_call_t *call, const PGresult *res, int row, const char *err)
 {
-    call->cb(call->arg, res, err);
+    call->cb(call->arg, res, row, err);
     free(call);
+}
+
+/* End every call of the connection's flight with err (res may be NULL). */
+static void
+flight_fail(struct db_calls *flight, const PGresult *res, const char *err)
+{
+    while (!TAILQ_EMPTY(flight)) {
+        db_call_t *call = TAILQ_FIRST(flight);
+
+        TAILQ_REMOVE(flight, call, next);
+        call_finish(call, res, 0, err);
+    }
 }
 
 /* (Re)watch the connection's socket; the socket may change while
@@ -149,7 +178,7 @@ static void
 conn_fail(db_conn_t *c, const char *why)
 {
     db_pool_t *p = c->pool;
-    db_call_t *call = c->call;
+    struct db_calls flight;
     int was_up = (c->state == DB_IDLE || c->state == DB_BUSY);
     char msg[256];
 
@@ -174,36 +203,97 @@ conn_fail(db_conn_t *c, const char *why)
         c->result = NULL;
     }
     c->state = DB_DOWN;
-    c->call = NULL;
+    TAILQ_INIT(&flight);
+    TAILQ_CONCAT(&flight, &c->flight, next);
+    c->nflight = 0;
     log_warn("database connection %d: %s; reconnecting in %lld ms",
              c->index, msg, (long long)c->backoff_ms);
     conn_arm_timer(c, c->backoff_ms);
     c->backoff_ms = c->backoff_ms * 2 > DB_BACKOFF_MAX_MS ? DB_BACKOFF_MAX_MS : c->backoff_ms * 2;
 
-    if (call != NULL)
-        call_finish(call, NULL, msg);
+    flight_fail(&flight, NULL, msg);
     /* Nothing can serve the waiting calls soon: fail them now. */
     if (p->up == 0 && p->last_attempt_failed) {
         while (!TAILQ_EMPTY(&p->queue)) {
             db_call_t *q = TAILQ_FIRST(&p->queue);
             TAILQ_REMOVE(&p->queue, q, next);
             p->queued--;
-            call_finish(q, NULL, "database unavailable");
+            call_finish(q, NULL, 0, "database unavailable");
         }
     }
 }
 
+/*
+ * The parameters of a batch: parameter j of every call in the flight, in
+ * order, as one array literal ({"a","b",NULL}; quotes and backslashes
+ * escaped).  One allocation; NULL when out of memory.
+ */
+static char **
+batch_params(const db_conn_t *c, int nparams)
+{
+    size_t need = (size_t)nparams * (sizeof(char *) + 3);
+    db_call_t *call;
+    char **out, *dst;
+
+    TAILQ_FOREACH(call, &c->flight, next) {
+        for (int j = 0; j < nparams; j++)
+            need += call->params[j] ? 2 * strlen(call->params[j]) + 3 : 5;
+    }
+    out = malloc(need);
+    if (out == NULL)
+        return NULL;
+    dst = (char *)(out + nparams);
+    for (int j = 0; j < nparams; j++) {
+        out[j] = dst;
+        *dst++ = '{';
+        TAILQ_FOREACH(call, &c->flight, next) {
+            const char *v = call->params[j];
+
+            if (call != TAILQ_FIRST(&c->flight))
+                *dst++ = ',';
+            if (v == NULL) {
+                memcpy(dst, "NULL", 4);
+                dst += 4;
+                continue;
+            }
+            *dst++ = '"';
+            for (; *v != '\0'; v++) {
+                if (*v == '"' || *v == '\\')
+                    *dst++ = '\\';
+                *dst++ = *v;
+            }
+            *dst++ = '"';
+        }
+        *dst++ = '}';
+        *dst++ = '\0';
+    }
+    return out;
+}
+
+/* Send the connection's flight: one plain call, or a batch of one kind. */
 static void
-conn_send(db_conn_t *c, db_call_t *call)
+conn_send(db_conn_t *c)
 {
     db_pool_t *p = c->pool;
-    int rc;
+    db_call_t *first = TAILQ_FIRST(&c->flight), *call;
+    int64_t deadline = first->deadline_ms;
+    char **params = first->params;
+    int rc, sent;
 
-    c->call = call;
     c->state = DB_BUSY;
     p->busy++;
-    if (!PQsendQueryParams(c->pg, call->sql, call->nparams, NULL,
-                           (const char *const *)call->params, NULL, NULL, 0)) {
+    if (first->kind != NULL) {
+        params = batch_params(c, first->kind->nparams);
+        if (params == NULL) {
+            conn_fail(c, "out of memory");
+            return;
+        }
+    }
+    sent = PQsendQueryParams(c->pg, first->kind ? first->kind->sql : first->sql, first->nparams,
+                             NULL, (const char *const *)params, NULL, NULL, 0);
+    if (params != first->params)
+        free(params);           /* libpq has copied them */
+    if (!sent) {
         conn_fail(c, PQerrorMessage(c->pg));
         return;
     }
@@ -213,7 +303,13 @@ conn_send(db_conn_t *c, db_call_t *call)
         return;
     }
     conn_watch(c, rc == 1 ? EV_READ | EV_WRITE : EV_READ);
-    conn_arm_timer(c, call->deadline_ms - now_ms());
+    p->statements++;
+    p->calls += (uint64_t)c->nflight;
+    TAILQ_FOREACH(call, &c->flight, next) {
+        if (call->deadline_ms < deadline)
+            deadline = call->deadline_ms;
+    }
+    conn_arm_timer(c, deadline - now_ms());
 }
 
 static int
@@ -246,9 +342,11 @@ static void
 conn_read_results(db_conn_t *c)
 {
     db_pool_t *p = c->pool;
+    struct db_calls flight;
+    db_call_t *call, *byord[DB_BATCH_MAX_LIMIT];
     PGresult *r;
-    db_call_t *call;
     const char *err = NULL;
+    int n = 0;
 
     for (;;) {
         if (PQisBusy(c->pg))
@@ -265,17 +363,44 @@ conn_read_results(db_conn_t *c)
             PQclear(r);         /* the first error is the one that matters */
         }
     }
-    call = c->call;
     r = c->result;
-    c->call = NULL;
     c->result = NULL;
+    TAILQ_INIT(&flight);
+    TAILQ_CONCAT(&flight, &c->flight, next);
+    c->nflight = 0;
     p->busy--;
     if (r == NULL)
         err = "no result";
     else if (result_is_error(r))
         err = PQresultErrorMessage(r);
-    conn_became_idle(c);        /* before the callback: it may call again */
-    call_finish(call, r, err);
+    conn_became_idle(c);        /* before the callbacks: they may call again */
+
+    call = TAILQ_FIRST(&flight);
+    if (err != NULL || call->kind == NULL) {
+        /* A plain call gets its rows; a failed statement fails every call
+         * in it, since none of them committed. */
+        flight_fail(&flight, r, err);
+        PQclear(r);
+        return;
+    }
+    TAILQ_FOREACH(call, &flight, next)
+        byord[n++] = call;
+    /* A batch: row i belongs to the call whose ordinal it names. */
+    for (int i = 0; i < PQntuples(r); i++) {
+        long ord = strtol(PQgetvalue(r, i, 0), NULL, 10);
+
+        if (ord < 1 || ord > n || byord[ord - 1]->answered)
+            continue;
+        byord[ord - 1]->answered = 1;
+        byord[ord - 1]->cb(byord[ord - 1]->arg, r, i, NULL);
+    }
+    while (!TAILQ_EMPTY(&flight)) {
+        call = TAILQ_FIRST(&flight);
+        TAILQ_REMOVE(&flight, call, next);
+        if (!call->answered)
+            call->cb(call->arg, NULL, 0, "the batch returned no row for this call");
+        free(call);
+    }
     PQclear(r);
 }
 
@@ -384,7 +509,8 @@ conn_connect(db_conn_t *c)
     }
 }
 
-/* Hand waiting calls to idle connections. */
+/* Hand waiting calls to idle connections: the head of the queue, and with a
+ * batched call every waiting call of its kind, up to batch_max. */
 static void
 dispatch(db_pool_t *p)
 {
@@ -394,19 +520,32 @@ dispatch(db_pool_t *p)
 
     for (int i = 0; i < p->size && !TAILQ_EMPTY(&p->queue); i++) {
         db_conn_t *c = &p->conns[i];
-        db_call_t *call;
+        db_call_t *call, *q, *tmp;
+        int64_t now = now_ms();
 
         if (c->state != DB_IDLE)
             continue;
         call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
         p->queued--;
-        if (call->deadline_ms - now_ms() < floor_ms) {
-            call_finish(call, NULL, "timed out waiting for a database connection");
+        if (call->deadline_ms - now < floor_ms) {
+            call_finish(call, NULL, 0, "timed out waiting for a database connection");
             i--;                /* this connection is still idle */
             continue;
         }
-        conn_send(c, call);
+        TAILQ_INSERT_TAIL(&c->flight, call, next);
+        c->nflight = 1;
+        for (q = TAILQ_FIRST(&p->queue); call->kind != NULL && q != NULL
+             && c->nflight < p->batch_max; q = tmp) {
+            tmp = TAILQ_NEXT(q, next);
+            if (q->kind != call->kind || q->deadline_ms - now < floor_ms)
+                continue;
+            TAILQ_REMOVE(&p->queue, q, next);
+            p->queued--;
+            TAILQ_INSERT_TAIL(&c->flight, q, next);
+            c->nflight++;
+        }
+        conn_send(c);
     }
     if (TAILQ_EMPTY(&p->queue))
         evtimer_del(&p->queue_timer);
@@ -424,7 +563,7 @@ queue_timer_cb(evutil_socket_t fd, short what, void *arg)
         db_call_t *call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
         p->queued--;
-        call_finish(call, NULL, "timed out waiting for a database connection");
+        call_finish(call, NULL, 0, "timed out waiting for a database connection");
     }
     if (!TAILQ_EMPTY(&p->queue)) {
         struct timeval tv = tv_ms(TAILQ_FIRST(&p->queue)->deadline_ms - now);
@@ -490,7 +629,7 @@ resolve_host_once(db_pool_t *p)
 
 db_pool_t *
 db_pool_new(struct event_base *base, const char *conninfo, const char *application_name,
-            int size, int queue_max, int64_t timeout_ms)
+            int size, int queue_max, int batch_max, int64_t timeout_ms)
 {
     db_pool_t *p = calloc(1, sizeof(*p));
 
@@ -499,6 +638,8 @@ db_pool_new(struct event_base *base, const char *conninfo, const char *applicati
     p->base = base;
     p->size = size;
     p->queue_max = queue_max;
+    p->batch_max = batch_max < 1 ? 1 : batch_max > DB_BATCH_MAX_LIMIT ? DB_BATCH_MAX_LIMIT
+                                                                       : batch_max;
     p->timeout_ms = timeout_ms;
     TAILQ_INIT(&p->queue);
     /* The server stops a statement we gave up on, instead of running it on. */
@@ -520,6 +661,7 @@ db_pool_new(struct event_base *base, const char *conninfo, const char *applicati
         db_conn_t *c = &p->conns[i];
         c->pool = p;
         c->index = i;
+        TAILQ_INIT(&c->flight);
         c->state = DB_DOWN;
         c->backoff_ms = DB_BACKOFF_MIN_MS;
         evtimer_assign(&c->timer, base, conn_timer_cb, c);
@@ -535,7 +677,7 @@ db_pool_free(db_pool_t *p)
         return;
     for (int i = 0; i < p->size; i++) {
         db_conn_t *c = &p->conns[i];
-        db_call_t *call = c->call;
+        struct db_calls flight;
 
         if (c->io_added)
             event_del(&c->io);
@@ -546,15 +688,16 @@ db_pool_free(db_pool_t *p)
             PQclear(c->result);
         c->pg = NULL;
         c->result = NULL;
-        c->call = NULL;
-        if (call != NULL)
-            call_finish(call, NULL, "shutting down");
+        TAILQ_INIT(&flight);
+        TAILQ_CONCAT(&flight, &c->flight, next);
+        c->nflight = 0;
+        flight_fail(&flight, NULL, "shutting down");
     }
     evtimer_del(&p->queue_timer);
     while (!TAILQ_EMPTY(&p->queue)) {
         db_call_t *call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
-        call_finish(call, NULL, "shutting down");
+        call_finish(call, NULL, 0, "shutting down");
     }
     free(p->conns);
     free(p->conninfo);
@@ -562,9 +705,10 @@ db_pool_free(db_pool_t *p)
     free(p);
 }
 
-int
-db_call(db_pool_t *p, const char *sql, int nparams, const char *const *params,
-        db_cb_t cb, void *arg)
+/* Queue a call (plain: sql; batched: kind) with a copy of its parameters. */
+static int
+call_queue(db_pool_t *p, const char *sql, const db_batch_kind_t *kind, int nparams,
+           const char *const *params, db_cb_t cb, void *arg)
 {
     size_t need = sizeof(db_call_t) + (size_t)nparams * sizeof(char *);
     db_call_t *call;
@@ -580,10 +724,12 @@ db_call(db_pool_t *p, const char *sql, int nparams, const char *const *params,
     if (call == NULL)
         return -1;
     call->sql = sql;
+    call->kind = kind;
     call->nparams = nparams;
     call->params = (char **)(call + 1);
     call->cb = cb;
     call->arg = arg;
+    call->answered = 0;
     call->deadline_ms = now_ms() + p->timeout_ms;
     dst = (char *)(call->params + nparams);
     for (int i = 0; i < nparams; i++) {
@@ -606,12 +752,28 @@ db_call(db_pool_t *p, const char *sql, int nparams, const char *const *params,
     return 0;
 }
 
-void
-db_pool_stats(const db_pool_t *p, int *busy, int *queued, int *connected)
+int
+db_call(db_pool_t *p, const char *sql, int nparams, const char *const *params,
+        db_cb_t cb, void *arg)
 {
-    *busy = p->busy;
-    *queued = p->queued;
-    *connected = p->up;
+    return call_queue(p, sql, NULL, nparams, params, cb, arg);
+}
+
+int
+db_call_batched(db_pool_t *p, const db_batch_kind_t *kind, const char *const *params,
+                db_cb_t cb, void *arg)
+{
+    return call_queue(p, NULL, kind, kind->nparams, params, cb, arg);
+}
+
+void
+db_pool_stats(const db_pool_t *p, db_pool_stats_t *out)
+{
+    out->busy = p->busy;
+    out->queued = p->queued;
+    out->connected = p->up;
+    out->statements = p->statements;
+    out->calls = p->calls;
 }
 
 int

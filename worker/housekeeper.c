@@ -56,6 +56,7 @@
 #include "worker/db.h"
 #include "worker/provider.h"
 #include "worker/reversal.h"
+#include "worker/store.h"
 #include "worker/worker.h"
 
 #define PURGE_BATCH 500
@@ -67,19 +68,6 @@
 #define DB_POOL_SIZE 4
 #define DB_QUEUE_MAX (4 * HK_CONCURRENCY)
 #define WORK_MAX PENDING_BATCH  /* the largest batch of any step */
-
-static const char SQL_PURGE[] = "SELECT purge_expired_idempotency_keys($1::interval, $2::int)";
-static const char SQL_CLAIM[] =
-    "SELECT key, order_id, amount_cents, currency, lock_token"
-    " FROM checkout_claim_stale($1::interval, $2::int)";
-static const char SQL_FINISH[] =
-    "SELECT result, status, reversal FROM checkout_finish($1::uuid, $2, $3::uuid, $4, $5, $6::bigint)";
-static const char SQL_REVERSALS_DUE[] =
-    "SELECT order_id, amount_cents, currency FROM reversals_due($1::interval, $2::int)";
-static const char SQL_DUE[] =
-    "SELECT order_id, amount_cents, currency FROM pending_orders_due($1::interval, $2::int)";
-static const char SQL_APPLY[] =
-    "SELECT result, order_status FROM webhook_apply($1, $2::uuid, $3, $4)";
 
 typedef enum { STEP_NONE, STEP_PURGE, STEP_STALE, STEP_REVERSE, STEP_PENDING } step_t;
 
@@ -123,7 +111,7 @@ typedef struct {
     asked_t asked[PENDING_WINDOW];  /* when each order of the last window was asked */
     int nasked;
     tally_t tally;
-    char ttl[48], lock_timeout[48], reconcile_age[48], retry_after[48], cap[24];
+    int64_t retry_after_ms;     /* reversals the workers did not settle */
 } housekeeper_t;
 
 /* One order being worked on in the stale, reverse or pending step. */
@@ -205,8 +193,7 @@ step_end(housekeeper_t *h)
 
 /* Queue an order for the current step (started by work_run). */
 static item_t *
-item_new(housekeeper_t *h, const char *key, const char *order_id, const char *amount,
-         const char *currency)
+item_new(housekeeper_t *h, const store_item_t *row)
 {
     item_t *it;
 
@@ -219,10 +206,11 @@ item_new(housekeeper_t *h, const char *key, const char *order_id, const char *am
         return NULL;
     }
     it->h = h;
-    snprintf(it->key, sizeof(it->key), "%s", key ? key : "");
-    snprintf(it->order_id, sizeof(it->order_id), "%s", order_id);
-    it->amount_cents = strtoll(amount, NULL, 10);
-    snprintf(it->currency, sizeof(it->currency), "%s", currency);
+    snprintf(it->key, sizeof(it->key), "%s", row->key);
+    snprintf(it->token, sizeof(it->token), "%s", row->lock_token);
+    snprintf(it->order_id, sizeof(it->order_id), "%s", row->order_id);
+    it->amount_cents = row->amount_cents;
+    snprintf(it->currency, sizeof(it->currency), "%s", row->currency);
     h->work[h->nwork++] = it;
     return it;
 }
@@ -260,17 +248,15 @@ item_done(item_t *it)
 /* ---- purge ---- */
 
 static void
-purge_done(void *arg, const PGresult *res, const char *err)
+purge_done(void *arg, int purged, const store_err_t *err)
 {
     housekeeper_t *h = arg;
-    int purged;
 
     if (err != NULL) {
-        log_warn("purging expired idempotency keys failed: %s", err);
+        log_warn("purging expired idempotency keys failed: %s", err->message);
         step_next(h);
         return;
     }
-    purged = atoi(PQgetvalue(res, 0, 0));
     if (purged > 0)
         log_info("purged %d expired idempotency keys", purged);
     if (purged == PURGE_BATCH)
@@ -281,11 +267,7 @@ purge_done(void *arg, const PGresult *res, const char *err)
 static void
 purge_start(housekeeper_t *h)
 {
-    char limit[16];
-    const char *params[2] = { h->ttl, limit };
-
-    snprintf(limit, sizeof(limit), "%d", PURGE_BATCH);
-    if (db_call(h->db, SQL_PURGE, 2, params, purge_done, h) < 0) {
+    if (store_purge_expired(h->db, h->conf->idempotency_ttl_ms, PURGE_BATCH, purge_done, h) < 0) {
         log_warn("purging expired idempotency keys: the database is unavailable");
         step_next(h);
     }
@@ -294,45 +276,43 @@ purge_start(housekeeper_t *h)
 /* ---- stale checkouts ---- */
 
 static void
-stale_finished(void *arg, const PGresult *res, const char *err)
+stale_finished(void *arg, const store_finish_t *f, const store_err_t *err)
 {
     item_t *it = arg;
     housekeeper_t *h = it->h;
-    const char *status;
 
-    if (err != NULL || PQntuples(res) != 1) {
+    if (err != NULL) {
         /* Not committed: the key stays claimed and is claimed again after
          * another lock timeout.  A cause a retry cannot fix is logged as
          * an error and counted, so it cannot loop unseen. */
         shm_metrics_add(h->metrics, METRICS_FINISH_FAILED, 1);
-        if (db_error_is_transient(res))
+        if (err->transient)
             log_warn("finishing the stale checkout of order %s did not commit: %s", it->order_id,
-                     err ? err : "no row");
+                     err->message);
         else
             log_error("finishing the stale checkout of order %s did not commit: %s", it->order_id,
-                      err ? err : "no row");
+                      err->message);
         h->tally.errors++;
         item_done(it);
         return;
     }
-    if (strcmp(PQgetvalue(res, 0, 0), "stale") == 0) {
+    if (f->result == STORE_FINISH_STALE) {
         log_info("stale checkout of order %s: taken over by a client's retry meanwhile",
                  it->order_id);
         h->tally.already++;
         item_done(it);
         return;
     }
-    status = PQgetvalue(res, 0, 1);
     log_info("stale checkout of order %s finished: the provider says %s, the order is %s",
-             it->order_id, provider_outcome_name(it->said), status);
-    if (strcmp(status, "PAID") == 0) {
+             it->order_id, provider_outcome_name(it->said), store_order_status_name(f->status));
+    if (f->status == STORE_ORDER_PAID) {
         h->tally.paid++;
-    } else if (strcmp(status, "FAILED") == 0) {
+    } else if (f->status == STORE_ORDER_FAILED) {
         h->tally.failed++;
         if (it->said == PROVIDER_NOT_FOUND)
             h->tally.not_charged++;
     }
-    if (PQgetvalue(res, 0, 2)[0] == 't') {
+    if (f->reversal) {
         /* FAILED provider_unavailable: cancel-or-refund now; the item
          * ends with it. */
         reversal_start(h->provider, h->db, h->metrics, it->order_id, it->amount_cents,
@@ -347,18 +327,18 @@ stale_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
 {
     item_t *it = arg;
     housekeeper_t *h = it->h;
-    const char *sql_outcome;
+    store_outcome_t o;
 
     it->said = outcome;
     switch (outcome) {
-    case PROVIDER_SUCCEEDED: sql_outcome = "succeeded"; break;
-    case PROVIDER_DECLINED: sql_outcome = "declined"; break;
+    case PROVIDER_SUCCEEDED: o = STORE_OUTCOME_SUCCEEDED; break;
+    case PROVIDER_DECLINED: o = STORE_OUTCOME_DECLINED; break;
     case PROVIDER_NOT_FOUND:
     case PROVIDER_CANCELED:
     case PROVIDER_REFUNDED:
         /* Never received, or given up on at the provider: FAILED; its
          * reversal records any money that moved and came back. */
-        sql_outcome = "not_charged";
+        o = STORE_OUTCOME_NOT_CHARGED;
         break;
     default:
         /* Pending or no answer: the claim holds the lock, and the key is
@@ -371,12 +351,15 @@ stale_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     }
     snprintf(it->charge_id, sizeof(it->charge_id), "%s", charge_id ? charge_id : "");
     {
-        const char *params[6] = {
-            it->order_id, it->key, it->token, sql_outcome,
-            it->charge_id[0] ? it->charge_id : NULL, h->cap
+        store_finish_req_t q = {
+            .order_id = it->order_id, .key = it->key, .lock_token = it->token, .outcome = o,
+            .charge_id = it->charge_id[0] ? it->charge_id : NULL,
+            .outage_cap_cents = h->conf->outage_pending_cap_cents,
         };
-        if (db_call(h->db, SQL_FINISH, 6, params, stale_finished, it) < 0)
-            stale_finished(it, NULL, "the database is unavailable");
+        if (store_checkout_finish(h->db, &q, stale_finished, it) < 0) {
+            store_err_t e = { 1, "the database is unavailable" };
+            stale_finished(it, NULL, &e);
+        }
     }
 }
 
@@ -389,26 +372,20 @@ stale_start_item(item_t *it)
 }
 
 static void
-stale_claimed(void *arg, const PGresult *res, const char *err)
+stale_claimed(void *arg, const store_item_t *rows, int n, const store_err_t *err)
 {
     housekeeper_t *h = arg;
-    int n;
 
     if (err != NULL) {
-        log_warn("claiming stale checkouts failed: %s", err);
+        log_warn("claiming stale checkouts failed: %s", err->message);
         step_next(h);
         return;
     }
-    n = PQntuples(res);
     h->tally.rows = n;
     if (n == STALE_BATCH)
         h->more = 1;            /* the claimed ones are locked again: others wait */
-    for (int i = 0; i < n; i++) {
-        item_t *it = item_new(h, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                              PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
-        if (it != NULL)
-            snprintf(it->token, sizeof(it->token), "%s", PQgetvalue(res, i, 4));
-    }
+    for (int i = 0; i < n; i++)
+        (void)item_new(h, &rows[i]);
     h->start = stale_start_item;
     work_run(h);
 }
@@ -416,11 +393,8 @@ stale_claimed(void *arg, const PGresult *res, const char *err)
 static void
 stale_start(housekeeper_t *h)
 {
-    char limit[16];
-    const char *params[2] = { h->lock_timeout, limit };
-
-    snprintf(limit, sizeof(limit), "%d", STALE_BATCH);
-    if (db_call(h->db, SQL_CLAIM, 2, params, stale_claimed, h) < 0) {
+    if (store_claim_stale(h->db, h->conf->idempotency_lock_timeout_ms, STALE_BATCH, stale_claimed,
+                          h) < 0) {
         log_warn("claiming stale checkouts: the database is unavailable");
         step_next(h);
     }
@@ -451,23 +425,20 @@ reverse_start_item(item_t *it)
 }
 
 static void
-reverse_listed(void *arg, const PGresult *res, const char *err)
+reverse_listed(void *arg, const store_item_t *rows, int n, const store_err_t *err)
 {
     housekeeper_t *h = arg;
-    int n;
 
     if (err != NULL) {
-        log_warn("listing pending reversals failed: %s", err);
+        log_warn("listing pending reversals failed: %s", err->message);
         step_next(h);
         return;
     }
-    n = PQntuples(res);
     h->tally.rows = n;
     if (n == REVERSE_BATCH)
         h->more = 1;
     for (int i = 0; i < n; i++)
-        (void)item_new(h, NULL, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                       PQgetvalue(res, i, 2));
+        (void)item_new(h, &rows[i]);
     h->start = reverse_start_item;
     work_run(h);
 }
@@ -475,11 +446,7 @@ reverse_listed(void *arg, const PGresult *res, const char *err)
 static void
 reverse_start(housekeeper_t *h)
 {
-    char limit[16];
-    const char *params[2] = { h->retry_after, limit };
-
-    snprintf(limit, sizeof(limit), "%d", REVERSE_BATCH);
-    if (db_call(h->db, SQL_REVERSALS_DUE, 2, params, reverse_listed, h) < 0) {
+    if (store_reversals_due(h->db, h->retry_after_ms, REVERSE_BATCH, reverse_listed, h) < 0) {
         log_warn("listing pending reversals: the database is unavailable");
         step_next(h);
     }
@@ -488,35 +455,34 @@ reverse_start(housekeeper_t *h)
 /* ---- pending orders ---- */
 
 static void
-pending_applied(void *arg, const PGresult *res, const char *err)
+pending_applied(void *arg, const store_apply_t *a, const store_err_t *err)
 {
     item_t *it = arg;
     housekeeper_t *h = it->h;
-    const char *result;
 
-    if (err != NULL || PQntuples(res) != 1) {
-        log_warn("reconciling order %s failed: %s", it->order_id, err ? err : "no row");
+    if (err != NULL) {
+        log_warn("reconciling order %s failed: %s", it->order_id, err->message);
         h->tally.errors++;
         item_done(it);
         return;
     }
-    result = PQgetvalue(res, 0, 0);
-    if (strcmp(result, "applied") == 0) {
+    if (a->result == STORE_APPLY_APPLIED) {
         log_info("reconciled order %s: the provider says %s%s, the order is %s", it->order_id,
                  provider_outcome_name(it->said), it->resent ? " (charge sent again)" : "",
-                 PQgetvalue(res, 0, 1));
+                 store_order_status_name(a->order_status));
         if (it->said == PROVIDER_SUCCEEDED)
             h->tally.paid++;
         else
             h->tally.failed++;
-    } else if (strcmp(result, "not_found") == 0) {
+    } else if (a->result == STORE_APPLY_NOT_FOUND) {
         log_warn("reconciling order %s: the order is gone", it->order_id);
         h->tally.errors++;
     } else {
         /* duplicate or not_applied: a webhook or another housekeeper was
          * first; webhook_apply logged nothing, so say it here. */
-        log_info("reconciling order %s: already settled (%s, order is %s)", it->order_id, result,
-                 PQgetvalue(res, 0, 1));
+        log_info("reconciling order %s: already settled (%s, order is %s)", it->order_id,
+                 a->result == STORE_APPLY_DUPLICATE ? "duplicate" : "not_applied",
+                 store_order_status_name(a->order_status));
         h->tally.already++;
     }
     item_done(it);
@@ -580,8 +546,11 @@ pending_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     snprintf(event_id, sizeof(event_id), "reconcile:%s", it->order_id);
     payload = reconcile_payload(it, verdict);
     {
-        const char *params[4] = { event_id, it->order_id, verdict, payload };
-        if (payload == NULL || db_call(h->db, SQL_APPLY, 4, params, pending_applied, it) < 0) {
+        store_apply_req_t q = {
+            .event_id = event_id, .order_id = it->order_id, .payload = payload,
+            .paid = outcome == PROVIDER_SUCCEEDED,
+        };
+        if (payload == NULL || store_webhook_apply(h->db, &q, pending_applied, it) < 0) {
             log_warn("reconciling order %s: the database is unavailable", it->order_id);
             h->tally.errors++;
             free(payload);
@@ -633,7 +602,7 @@ asked_at(const housekeeper_t *h, const char *order_id)
  * to the back instead of blocking the rest of the queue.
  */
 static void
-pending_listed(void *arg, const PGresult *res, const char *err)
+pending_listed(void *arg, const store_item_t *rows, int nrows, const store_err_t *err)
 {
     housekeeper_t *h = arg;
     static due_t due[PENDING_WINDOW];
@@ -642,21 +611,21 @@ pending_listed(void *arg, const PGresult *res, const char *err)
     int n, pick;
 
     if (err != NULL) {
-        log_warn("listing pending orders failed: %s", err);
+        log_warn("listing pending orders failed: %s", err->message);
         step_next(h);
         return;
     }
-    n = PQntuples(res) < PENDING_WINDOW ? PQntuples(res) : PENDING_WINDOW;
+    n = nrows < PENDING_WINDOW ? nrows : PENDING_WINDOW;
     for (int i = 0; i < n; i++) {
         due[i].row = i;
-        due[i].asked_ms = asked_at(h, PQgetvalue(res, i, 0));
+        due[i].asked_ms = asked_at(h, rows[i].order_id);
     }
     qsort(due, (size_t)n, sizeof(due[0]), due_cmp);
     pick = n < PENDING_BATCH ? n : PENDING_BATCH;
     /* Remember the window only: an order that left it is settled (or will
      * be looked at afresh when it comes back into view). */
     for (int i = 0; i < n; i++) {
-        snprintf(next[i].order_id, sizeof(next[i].order_id), "%s", PQgetvalue(res, due[i].row, 0));
+        snprintf(next[i].order_id, sizeof(next[i].order_id), "%s", rows[due[i].row].order_id);
         next[i].at_ms = i < pick ? now : due[i].asked_ms;
     }
     memcpy(h->asked, next, (size_t)n * sizeof(next[0]));
@@ -664,11 +633,8 @@ pending_listed(void *arg, const PGresult *res, const char *err)
 
     h->tally.rows = pick;
     h->pending_full = (n == PENDING_WINDOW);
-    for (int i = 0; i < pick; i++) {
-        int r = due[i].row;
-        (void)item_new(h, NULL, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
-                       PQgetvalue(res, r, 2));
-    }
+    for (int i = 0; i < pick; i++)
+        (void)item_new(h, &rows[due[i].row]);
     h->start = pending_start_item;
     work_run(h);
 }
@@ -676,11 +642,8 @@ pending_listed(void *arg, const PGresult *res, const char *err)
 static void
 pending_start(housekeeper_t *h)
 {
-    char limit[16];
-    const char *params[2] = { h->reconcile_age, limit };
-
-    snprintf(limit, sizeof(limit), "%d", PENDING_WINDOW);
-    if (db_call(h->db, SQL_DUE, 2, params, pending_listed, h) < 0) {
+    if (store_pending_due(h->db, h->conf->pending_reconcile_age_ms, PENDING_WINDOW, pending_listed,
+                          h) < 0) {
         log_warn("listing pending orders: the database is unavailable");
         step_next(h);
     }
@@ -774,16 +737,9 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
         exit(0);
     memset(&h, 0, sizeof(h));
     h.conf = conf;
-    snprintf(h.ttl, sizeof(h.ttl), "%lld milliseconds", (long long)conf->idempotency_ttl_ms);
-    snprintf(h.lock_timeout, sizeof(h.lock_timeout), "%lld milliseconds",
-             (long long)conf->idempotency_lock_timeout_ms);
-    snprintf(h.reconcile_age, sizeof(h.reconcile_age), "%lld milliseconds",
-             (long long)conf->pending_reconcile_age_ms);
-    snprintf(h.cap, sizeof(h.cap), "%lld", (long long)conf->outage_pending_cap_cents);
     /* A worker sends the first cancel as it answers; the housekeeper takes
      * over what is still pending after a provider call's worth of time. */
-    snprintf(h.retry_after, sizeof(h.retry_after), "%lld milliseconds",
-             (long long)(2 * conf->provider_timeout_ms + conf->db_timeout_ms));
+    h.retry_after_ms = 2 * conf->provider_timeout_ms + conf->db_timeout_ms;
     h.metrics = shm_metrics_slot(shared->metrics, SHM_METRICS_HOUSEKEEPER);
 
     what = "event_base_new";
@@ -799,7 +755,7 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     worker_signals_ready();
     what = "db_pool_new";
     h.db = db_pool_new(h.base, conf->database, "paymentsd housekeeper", DB_POOL_SIZE,
-                       DB_QUEUE_MAX, conf->db_timeout_ms);
+                       DB_QUEUE_MAX, (int)conf->db_batch_max, conf->db_timeout_ms);
     if (h.db == NULL)
         goto fail;
     what = "provider_new";

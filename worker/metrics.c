@@ -170,6 +170,11 @@ metrics_handle(http_req_t *r)
           (long long)shm_breaker_state(shared->breaker));
     counter(b, "paymentsd_provider_circuit_breaker_transitions_total",
             "Circuit breaker state changes.", shm_breaker_transitions(shared->breaker));
+    counter(b, "paymentsd_db_statements_total",
+            "Database statements sent (a batch of calls is one statement, one commit).",
+            s->counters[METRICS_DB_STATEMENTS]);
+    counter(b, "paymentsd_db_calls_total", "Database calls made; calls / statements is the mean batch.",
+            s->counters[METRICS_DB_CALLS]);
     gauge(b, "paymentsd_db_pool_busy", "Database calls running, all workers.",
           s->gauges[METRICS_GAUGE_DB_BUSY]);
     gauge(b, "paymentsd_db_pool_waiting", "Database calls waiting for a connection, all workers.",

@@ -16,8 +16,7 @@
 #include <string.h>
 
 #include "common/log.h"
-
-static const char SQL_SETTLE[] = "SELECT reversal_settle($1::uuid, $2)";
+#include "worker/store.h"
 
 typedef struct {
     db_pool_t *db;
@@ -44,38 +43,38 @@ count(reversal_t *rv, metrics_counter_t c)
 }
 
 static void
-settled(void *arg, const PGresult *res, const char *err)
+settled(void *arg, store_reversal_t status, const store_err_t *err)
 {
     reversal_t *rv = arg;
-    const char *status;
 
-    if (err != NULL || PQntuples(res) != 1) {
+    if (err != NULL) {
         log_warn("reversal of order %s: the provider said %s, but recording it failed: %s",
-                 rv->order_id, provider_outcome_name(rv->said), err ? err : "no row");
+                 rv->order_id, provider_outcome_name(rv->said), err->message);
         count(rv, METRICS_REVERSAL_UNRECORDED);
         reversal_end(rv, REVERSAL_UNSETTLED);
         return;
     }
-    status = PQgetvalue(res, 0, 0);
     log_info("reversal of order %s: the provider says %s; the reversal is %s", rv->order_id,
-             provider_outcome_name(rv->said), status);
-    reversal_end(rv, strcmp(status, "refunded") == 0 ? REVERSAL_REFUNDED : REVERSAL_CANCELED);
+             provider_outcome_name(rv->said), store_reversal_name(status));
+    reversal_end(rv, status == STORE_REVERSAL_REFUNDED ? REVERSAL_REFUNDED
+                     : status == STORE_REVERSAL_CANCELED ? REVERSAL_CANCELED
+                     : REVERSAL_UNSETTLED);
 }
 
 static void
 answered(void *arg, provider_outcome_t outcome, const char *charge_id)
 {
     reversal_t *rv = arg;
-    const char *answer;
+    store_cancel_answer_t answer;
     metrics_counter_t c;
 
     (void)charge_id;
     rv->said = outcome;
     switch (outcome) {
-    case PROVIDER_CANCELED: answer = "canceled"; c = METRICS_REVERSAL_CANCELED; break;
-    case PROVIDER_REFUNDED: answer = "refunded"; c = METRICS_REVERSAL_REFUNDED; break;
-    case PROVIDER_DECLINED: answer = "declined"; c = METRICS_REVERSAL_DECLINED; break;
-    case PROVIDER_NOT_FOUND: answer = "not_found"; c = METRICS_REVERSAL_NOT_FOUND; break;
+    case PROVIDER_CANCELED: answer = STORE_ANSWER_CANCELED; c = METRICS_REVERSAL_CANCELED; break;
+    case PROVIDER_REFUNDED: answer = STORE_ANSWER_REFUNDED; c = METRICS_REVERSAL_REFUNDED; break;
+    case PROVIDER_DECLINED: answer = STORE_ANSWER_DECLINED; c = METRICS_REVERSAL_DECLINED; break;
+    case PROVIDER_NOT_FOUND: answer = STORE_ANSWER_NOT_FOUND; c = METRICS_REVERSAL_NOT_FOUND; break;
     default:
         log_warn("reversal of order %s: no answer from the provider (%s): the housekeeper "
                  "will try again", rv->order_id, provider_outcome_name(outcome));
@@ -84,10 +83,9 @@ answered(void *arg, provider_outcome_t outcome, const char *charge_id)
         return;
     }
     count(rv, c);
-    {
-        const char *params[2] = { rv->order_id, answer };
-        if (db_call(rv->db, SQL_SETTLE, 2, params, settled, rv) < 0)
-            settled(rv, NULL, "the database is unavailable");
+    if (store_reversal_settle(rv->db, rv->order_id, answer, settled, rv) < 0) {
+        store_err_t e = { 1, "the database is unavailable" };
+        settled(rv, STORE_REVERSAL_PENDING, &e);
     }
 }
 

@@ -27,7 +27,7 @@
 
 #include "common/log.h"
 #include "common/whsig.h"
-#include "worker/db.h"
+#include "worker/store.h"
 #include "worker/validate.h"
 #include "worker/worker.h"
 
@@ -36,9 +36,11 @@ struct webhook_keys {
     whsig_key_t keys[];
 };
 
-static const char SQL_APPLY[] =
-    "SELECT result, order_status, conflict, reversal, amount_cents, currency, $2::uuid"
-    " FROM webhook_apply($1, $2::uuid, $3, $4)";
+/* An event on its way through webhook_apply. */
+typedef struct {
+    http_req_t *r;
+    char order_id[37];
+} apply_t;
 
 webhook_keys_t *
 webhook_keys_new(const conf_t *conf)
@@ -71,51 +73,53 @@ webhook_keys_free(webhook_keys_t *k)
 }
 
 static void
-apply_done(void *arg, const PGresult *res, const char *err)
+apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
 {
-    http_req_t *r = arg;
-    const char *result;
+    apply_t *ap = arg;
+    http_req_t *r = ap->r;
     json_object *body;
 
-    if (err != NULL || PQntuples(res) != 1) {
+    if (err != NULL) {
         /* Not committed: nothing was recorded, and the provider delivers a
          * non-2xx event again later.  A cause that retrying cannot fix is
          * an error for the operator, still not a success. */
         worker_count(r->worker, METRICS_WEBHOOK_UNAVAILABLE);
-        if (db_error_is_transient(res))
-            log_warn("webhook_apply did not commit: %s", err ? err : "no row");
+        if (err->transient)
+            log_warn("webhook_apply did not commit: %s", err->message);
         else
-            log_error("webhook_apply did not commit: %s", err ? err : "no row");
+            log_error("webhook_apply did not commit: %s", err->message);
         http_add_header(r, "Retry-After", "1");
         http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
+        free(ap);
         return;
     }
-    result = PQgetvalue(res, 0, 0);
-    if (strcmp(result, "not_found") == 0) {
+    if (a->result == STORE_APPLY_NOT_FOUND) {
         worker_count(r->worker, METRICS_WEBHOOK_NOT_FOUND);
         http_reply_error(r, 404, "order_not_found", "no such order", "order_id");
+        free(ap);
         return;
     }
     body = json_object_new_object();
     json_object_object_add(body, "ok", json_object_new_boolean(1));
-    if (strcmp(result, "duplicate") == 0) {
+    if (a->result == STORE_APPLY_DUPLICATE) {
         worker_count(r->worker, METRICS_WEBHOOK_DUPLICATE);
         json_object_object_add(body, "duplicate", json_object_new_boolean(1));
     } else {
-        int conflict = PQgetvalue(res, 0, 2)[0] == 't';
-        worker_count(r->worker, strcmp(result, "applied") == 0 ? METRICS_WEBHOOK_APPLIED
-                                : conflict ? METRICS_WEBHOOK_CONFLICT : METRICS_WEBHOOK_NOT_APPLIED);
+        int applied = a->result == STORE_APPLY_APPLIED;
+
+        worker_count(r->worker, applied ? METRICS_WEBHOOK_APPLIED
+                                : a->conflict ? METRICS_WEBHOOK_CONFLICT : METRICS_WEBHOOK_NOT_APPLIED);
         json_object_object_add(body, "duplicate", json_object_new_boolean(0));
-        json_object_object_add(body, "applied", json_object_new_boolean(strcmp(result, "applied") == 0));
-        if (conflict)
+        json_object_object_add(body, "applied", json_object_new_boolean(applied));
+        if (a->conflict)
             log_warn("webhook conflict: order %s is already %s, the event was not applied%s",
-                     PQgetvalue(res, 0, 6), PQgetvalue(res, 0, 1),
-                     PQgetvalue(res, 0, 3)[0] == 't' ? "; reversing the provider's charge" : "");
-        if (PQgetvalue(res, 0, 3)[0] == 't')
-            worker_start_reversal(r->worker, PQgetvalue(res, 0, 6),
-                                  strtoll(PQgetvalue(res, 0, 4), NULL, 10), PQgetvalue(res, 0, 5));
+                     ap->order_id, store_order_status_name(a->order_status),
+                     a->reversal ? "; reversing the provider's charge" : "");
+        if (a->reversal)
+            worker_start_reversal(r->worker, ap->order_id, a->amount_cents, a->currency);
     }
     http_reply_json(r, 200, body);
+    free(ap);
 }
 
 /* A string member of the event: present, a string, 1..max bytes. */
@@ -207,9 +211,19 @@ webhook_handle(http_req_t *r)
     {
         /* The raw body is stored as received: it is what was signed. */
         char *payload = strndup(body, len);
-        const char *params[4] = { event_id, order_id, outcome, payload };
+        apply_t *ap = calloc(1, sizeof(*ap));
+        store_apply_req_t q = {
+            .event_id = event_id, .order_id = order_id, .payload = payload,
+            .paid = strcmp(outcome, "PAID") == 0,
+        };
 
-        if (payload == NULL || db_call(worker_db(r->worker), SQL_APPLY, 4, params, apply_done, r) < 0) {
+        if (ap != NULL) {
+            ap->r = r;
+            snprintf(ap->order_id, sizeof(ap->order_id), "%s", order_id);
+        }
+        if (payload == NULL || ap == NULL
+            || store_webhook_apply(worker_db(r->worker), &q, apply_done, ap) < 0) {
+            free(ap);
             worker_count(r->worker, METRICS_WEBHOOK_UNAVAILABLE);
             http_add_header(r, "Retry-After", "1");
             http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);

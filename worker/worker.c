@@ -33,6 +33,7 @@
 #include "worker/metrics.h"
 #include "worker/provider.h"
 #include "worker/reversal.h"
+#include "worker/store.h"
 #include "worker/webhook.h"
 
 #define DRAIN_QUIET_MS 1000
@@ -51,6 +52,7 @@ struct worker {
     webhook_keys_t *webhook_keys;
     int inflight;
     int background;             /* reversals started after their reply */
+    uint64_t db_statements, db_calls;   /* the pool's counts last published */
     int draining;
     int64_t last_request_ms;
     struct event *drain_timer;
@@ -158,12 +160,17 @@ worker_start_reversal(worker_t *w, const char *order_id, int64_t amount_cents,
 void
 worker_update_gauges(worker_t *w)
 {
-    int busy, queued, connected;
+    db_pool_stats_t st;
 
-    db_pool_stats(w->db, &busy, &queued, &connected);
-    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_BUSY, busy);
-    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_QUEUED, queued);
-    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_CONNECTED, connected);
+    db_pool_stats(w->db, &st);
+    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_BUSY, st.busy);
+    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_QUEUED, st.queued);
+    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_CONNECTED, st.connected);
+    /* The pool counts from its start; the slot adds what is new. */
+    shm_metrics_add(w->metrics, METRICS_DB_STATEMENTS, st.statements - w->db_statements);
+    shm_metrics_add(w->metrics, METRICS_DB_CALLS, st.calls - w->db_calls);
+    w->db_statements = st.statements;
+    w->db_calls = st.calls;
 }
 
 static void
@@ -193,11 +200,10 @@ handle_docs(http_req_t *r)
 }
 
 static void
-readyz_done(void *arg, const PGresult *res, const char *err)
+readyz_done(void *arg, const store_err_t *err)
 {
     http_req_t *r = arg;
 
-    (void)res;
     if (err != NULL) {
         http_add_header(r, "Retry-After", "1");
         http_reply_error(r, 503, "service_unavailable", "the database does not answer", NULL);
@@ -209,7 +215,7 @@ readyz_done(void *arg, const PGresult *res, const char *err)
 static void
 handle_readyz(http_req_t *r)
 {
-    if (db_call(r->worker->db, "SELECT 1", 0, NULL, readyz_done, r) < 0) {
+    if (store_ping(r->worker->db, readyz_done, r) < 0) {
         http_add_header(r, "Retry-After", "1");
         http_reply_error(r, 503, "service_unavailable", "the database is unreachable", NULL);
     }
@@ -444,7 +450,7 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     what = "db_pool_new";
     snprintf(appname, sizeof(appname), "paymentsd worker %d", index);
     w.db = db_pool_new(w.base, conf->database, appname, (int)conf->db_pool_size,
-                       (int)conf->db_queue_size, conf->db_timeout_ms);
+                       (int)conf->db_queue_size, (int)conf->db_batch_max, conf->db_timeout_ms);
     if (w.db == NULL)
         goto fail;
 
