@@ -234,6 +234,8 @@ static const cf_key_t keys[] = {
     K("provider_timeout", CF_DURATION, provider_timeout_ms, "800ms", 1, 600000, 0, NULL),
     K("breaker_threshold", CF_INT, breaker_threshold, "5", 1, 1000000, 0, NULL),
     K("breaker_cooldown", CF_DURATION, breaker_cooldown_ms, "5s", 1, MS_DAY, 0, NULL),
+    K("resolv_conf", CF_STR, resolv_conf, "/etc/resolv.conf", 0, 0, 0, NULL),
+    K("resolve_interval", CF_DURATION, resolve_interval_ms, "30s", 100, MS_DAY, 0, NULL),
     K("outage_pending_cap_cents", CF_INT, outage_pending_cap_cents, "10000", 0, INT64_MAX, 0, NULL),
     K("max_amount_cents", CF_INT, max_amount_cents, "100000000", 1, INT64_MAX, 0, NULL),
     K("currencies", CF_LIST, currencies, "EUR USD GBP", 0, 0, 0, check_currencies),

@@ -32,6 +32,9 @@ typedef struct conf {
     int64_t breaker_threshold;
     int64_t breaker_cooldown_ms;
 
+    char *resolv_conf;                  /* nameservers for host names (evdns) */
+    int64_t resolve_interval_ms;        /* how often host names are resolved again */
+
     int64_t outage_pending_cap_cents;
     int64_t max_amount_cents;
     cf_list_t currencies;

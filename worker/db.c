@@ -31,7 +31,6 @@
 #include "worker/db.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +82,7 @@ struct db_pool {
     char *conninfo;
     char *application_name;
     char statement_timeout[64];
-    char hostaddr[64];          /* the host name resolved once, or "" */
+    resolve_name_t *host;       /* the host name followed, or NULL (see follow_host) */
     int64_t timeout_ms;
     int size;
     db_conn_t *conns;
@@ -198,6 +197,8 @@ conn_fail(db_conn_t *c, const char *why)
         p->busy--;
     if (c->state == DB_CONNECTING || !was_up)
         p->last_attempt_failed = 1;
+    if (c->state == DB_CONNECTING && p->host != NULL)
+        resolve_name_retry(p->host);    /* the name may have moved */
     if (c->result != NULL) {
         PQclear(c->result);
         c->result = NULL;
@@ -464,11 +465,18 @@ conn_connect(db_conn_t *c)
     PostgresPollingStatusType st;
 
     if (c->state == DB_DOWN) {
+        const char *hostaddr = p->host != NULL ? resolve_name_addr(p->host) : NULL;
         const char *keys[] = { "dbname", "application_name", "options",
-                               p->hostaddr[0] ? "hostaddr" : NULL, NULL };
+                               hostaddr != NULL ? "hostaddr" : NULL, NULL };
         const char *vals[] = { p->conninfo, p->application_name, p->statement_timeout,
-                               p->hostaddr, NULL };
+                               hostaddr, NULL };
 
+        if (p->host != NULL && hostaddr == NULL) {
+            if (resolve_name_pending(p->host))
+                return;         /* host_resolved connects it */
+            conn_fail(c, "the host name does not resolve");
+            return;
+        }
         c->pg = PQconnectStartParams(keys, vals, 1);
         c->state = DB_CONNECTING;
         if (c->pg == NULL) {
@@ -571,65 +579,61 @@ queue_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The host name's first resolution ended, or its address changed:
+ * connections waiting for an address connect now. */
+static void
+host_resolved(void *arg)
+{
+    db_pool_t *p = arg;
+
+    for (int i = 0; i < p->size; i++) {
+        db_conn_t *c = &p->conns[i];
+
+        if (c->state == DB_DOWN && !evtimer_pending(&c->timer, NULL))
+            conn_connect(c);
+    }
+}
+
 /*
  * libpq resolves a host name with a blocking getaddrinfo() inside
- * PQconnectStart, on every reconnect.  Resolve it once here, when the
- * process starts (before it serves anything), and connect by hostaddr; the
- * name still serves for TLS and .pgpass.  A DNS change is picked up by a
- * reload, which starts new workers.  Only a single plain host name is
- * handled; IP addresses, socket directories and host lists are left alone.
+ * PQconnectStart, on every reconnect.  So a single plain host name is
+ * followed by the resolver (worker/resolve.c) and each connection is
+ * started with its latest address as hostaddr; the name still serves for
+ * TLS and .pgpass.  IP addresses, socket directories, host lists and a
+ * given hostaddr are left to libpq.  0, or -1 when a name needs a
+ * resolver and none was given (or allocation failed).
  */
-static void
-resolve_host_once(db_pool_t *p)
+static int
+follow_host(db_pool_t *p, resolve_t *resolve)
 {
     PQconninfoOption *opts = PQconninfoParse(p->conninfo, NULL), *o;
     const char *host = NULL, *hostaddr = NULL;
-    struct addrinfo hints, *res = NULL;
+    int rc = 0;
 
     if (opts == NULL)
-        return;
+        return 0;               /* each connect reports the error */
     for (o = opts; o->keyword != NULL; o++) {
         if (strcmp(o->keyword, "host") == 0)
             host = o->val;
         else if (strcmp(o->keyword, "hostaddr") == 0)
             hostaddr = o->val;
     }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_flags = AI_NUMERICHOST;
-    hints.ai_socktype = SOCK_STREAM;
-    if (host == NULL || host[0] == '\0' || host[0] == '/' || strchr(host, ',') != NULL
-        || (hostaddr != NULL && hostaddr[0] != '\0')
-        || getaddrinfo(host, NULL, &hints, &res) == 0) {
-        if (res != NULL)
-            freeaddrinfo(res);
-        PQconninfoFree(opts);
-        return;                 /* nothing to resolve */
-    }
-    hints.ai_flags = 0;
-    if (getaddrinfo(host, NULL, &hints, &res) == 0) {
-        struct addrinfo *a = res;
-
-        /* libpq would try every address; we keep one: IPv4 first, since
-         * "localhost" often lists ::1 where only 127.0.0.1 listens. */
-        for (struct addrinfo *i = res; i != NULL; i = i->ai_next) {
-            if (i->ai_family == AF_INET) {
-                a = i;
-                break;
-            }
-        }
-        if (getnameinfo(a->ai_addr, a->ai_addrlen, p->hostaddr, sizeof(p->hostaddr),
-                        NULL, 0, NI_NUMERICHOST) != 0)
-            p->hostaddr[0] = '\0';
-        freeaddrinfo(res);
-    } else {
-        log_warn("database host %s does not resolve now; libpq will try on each connect", host);
+    if (host != NULL && host[0] != '\0' && host[0] != '/' && strchr(host, ',') == NULL
+        && (hostaddr == NULL || hostaddr[0] == '\0') && !resolve_is_address(host)) {
+        if (resolve == NULL)
+            log_error("database host %s is a name, and no resolver was given", host);
+        else
+            p->host = resolve_name_new(resolve, host, "database", host_resolved, p);
+        rc = p->host != NULL ? 0 : -1;
     }
     PQconninfoFree(opts);
+    return rc;
 }
 
 db_pool_t *
-db_pool_new(struct event_base *base, const char *conninfo, const char *application_name,
-            int size, int queue_max, int batch_max, int64_t timeout_ms)
+db_pool_new(struct event_base *base, resolve_t *resolve, const char *conninfo,
+            const char *application_name, int size, int queue_max, int batch_max,
+            int64_t timeout_ms)
 {
     db_pool_t *p = calloc(1, sizeof(*p));
 
@@ -648,14 +652,14 @@ db_pool_new(struct event_base *base, const char *conninfo, const char *applicati
     p->conninfo = strdup(conninfo);
     p->application_name = strdup(application_name);
     p->conns = calloc((size_t)size, sizeof(*p->conns));
-    if (p->conninfo == NULL || p->application_name == NULL || p->conns == NULL) {
+    if (p->conninfo == NULL || p->application_name == NULL || p->conns == NULL
+        || follow_host(p, resolve) < 0) {
         free(p->conninfo);
         free(p->application_name);
         free(p->conns);
         free(p);
         return NULL;
     }
-    resolve_host_once(p);
     evtimer_assign(&p->queue_timer, base, queue_timer_cb, p);
     for (int i = 0; i < size; i++) {
         db_conn_t *c = &p->conns[i];
@@ -699,6 +703,7 @@ db_pool_free(db_pool_t *p)
         TAILQ_REMOVE(&p->queue, call, next);
         call_finish(call, NULL, 0, "shutting down");
     }
+    resolve_name_free(p->host);
     free(p->conns);
     free(p->conninfo);
     free(p->application_name);

@@ -16,6 +16,8 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
+#include "worker/resolve.h"
+
 typedef struct db_pool db_pool_t;
 
 /*
@@ -49,9 +51,12 @@ typedef struct db_batch_kind {
  * string) and start connecting.  At most queue_max calls wait for a free
  * connection; at most batch_max calls of one kind go out as one batch; a
  * call that has not completed within timeout_ms fails (and its connection is
- * replaced).  Returns NULL on allocation failure.
+ * replaced).  A single host name in conninfo is followed with resolve (the
+ * process's resolver, kept by the caller until db_pool_free): connections
+ * wait for its first address and connect to its latest.  Returns NULL on
+ * allocation failure, or when conninfo names a host and resolve is NULL.
  */
-db_pool_t *db_pool_new(struct event_base *base, const char *conninfo,
+db_pool_t *db_pool_new(struct event_base *base, resolve_t *resolve, const char *conninfo,
                        const char *application_name, int size, int queue_max,
                        int batch_max, int64_t timeout_ms) __attribute__((warn_unused_result));
 

@@ -94,6 +94,7 @@ typedef struct item item_t;
 typedef struct {
     const conf_t *conf;
     struct event_base *base;
+    resolve_t *resolve;
     db_pool_t *db;
     provider_t *provider;
     shm_metrics_slot_t *metrics;
@@ -753,13 +754,17 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
             goto fail;
     }
     worker_signals_ready();
+    what = "resolve_new";
+    h.resolve = resolve_new(h.base, conf->resolv_conf, conf->resolve_interval_ms);
+    if (h.resolve == NULL)
+        goto fail;
     what = "db_pool_new";
-    h.db = db_pool_new(h.base, conf->database, "paymentsd housekeeper", DB_POOL_SIZE,
+    h.db = db_pool_new(h.base, h.resolve, conf->database, "paymentsd housekeeper", DB_POOL_SIZE,
                        DB_QUEUE_MAX, (int)conf->db_batch_max, conf->db_timeout_ms);
     if (h.db == NULL)
         goto fail;
     what = "provider_new";
-    h.provider = provider_new(h.base, conf->provider_url, conf->provider_ca_file,
+    h.provider = provider_new(h.base, h.resolve, conf->provider_url, conf->provider_ca_file,
                               conf->provider_timeout_ms);
     if (h.provider == NULL)
         goto fail;
@@ -776,6 +781,7 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     event_free(h.timer);
     provider_free(h.provider);
     db_pool_free(h.db);
+    resolve_free(h.resolve);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         event_free(signals[i]);
     event_base_free(h.base);

@@ -30,17 +30,24 @@
  * evhttp_make_request), and a connection is freed outside its own
  * callbacks (evhttp_connection_free_on_completion is not honoured when a
  * connect fails, which leaked one connection per refused call).
+ *
+ * A provider named by a host name connects to the address the resolver
+ * (worker/resolve.c) last found for it.  Calls made before its first
+ * answer wait for it, within their deadline.  When the address changes,
+ * idle connections to the old one are dropped: the next call connects to
+ * the new one.
+ *
  * Single-threaded: everything runs on the owner's loop.
  */
 #include "config.h"
 
 #include "worker/provider.h"
 
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include <event2/buffer.h>
 #include <event2/event_struct.h>
@@ -60,22 +67,27 @@ struct provider {
     char host[256];             /* as in the URL, an IPv6 address unbracketed */
     int port;
     char hostport[300];         /* the Host header: host[:port] as in the URL */
-    char addr[256];             /* where connections go: resolved once */
+    resolve_name_t *name;       /* a host name, followed; NULL for an address */
     int64_t timeout_ms;
     provider_tls_t *tls;        /* https:// only, else NULL */
     struct evhttp_connection *idle[PROVIDER_IDLE_MAX];
     int nidle;
+    TAILQ_HEAD(, call) waiting; /* calls waiting for the name's first address */
 };
 
 typedef enum { CALL_CHARGE, CALL_GET, CALL_CANCEL } call_kind_t;
 
 static const char *const call_names[] = { "charge", "GET charge", "cancel" };
 
-typedef struct {
+typedef struct call {
     provider_t *p;
     call_kind_t kind;
     struct evhttp_connection *conn;
     struct evhttp_request *req; /* ours (owned), freed by call_done */
+    enum evhttp_cmd_type method;
+    char path[sizeof("/v1/charges//cancel") + 3 * ORDER_ID_MAX];
+    int waiting;                /* on p->waiting, not sent yet */
+    TAILQ_ENTRY(call) wait;
     int finished;               /* the outcome is known and `done` is active */
     int reusable;               /* the exchange ended cleanly: keep conn */
     provider_outcome_t out;
@@ -105,41 +117,21 @@ provider_outcome_name(provider_outcome_t o)
     return "unknown";
 }
 
-/*
- * Without an evdns base, libevent 2.1 resolves a host name with a blocking
- * getaddrinfo() on every new connection.  Resolve it once, when the worker
- * starts and before it serves; a reload (new workers) picks up a DNS
- * change.  IPv4 first, like db.c.  On failure the name is used as it is.
- */
-static void
-resolve_once(provider_t *p)
+/* Where a new connection goes: the URL's address, or the latest address
+ * of its host name; NULL when the name has none yet. */
+static const char *
+provider_addr(const provider_t *p)
 {
-    struct addrinfo hints, *res = NULL, *a;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(p->addr, sizeof(p->addr), "%s", p->host);
-    if (getaddrinfo(p->host, NULL, &hints, &res) != 0) {
-        log_warn("provider host %s does not resolve now", p->host);
-        return;
-    }
-    a = res;
-    for (struct addrinfo *i = res; i != NULL; i = i->ai_next) {
-        if (i->ai_family == AF_INET) {
-            a = i;
-            break;
-        }
-    }
-    if (getnameinfo(a->ai_addr, a->ai_addrlen, p->addr, sizeof(p->addr), NULL, 0,
-                    NI_NUMERICHOST) != 0)
-        snprintf(p->addr, sizeof(p->addr), "%s", p->host);
-    freeaddrinfo(res);
+    return p->name != NULL ? resolve_name_addr(p->name) : p->host;
 }
 
 /* ---- provider_t ---- */
 
+static void on_resolved(void *arg);
+
 provider_t *
-provider_new(struct event_base *base, const char *url, const char *ca_file, int64_t timeout_ms)
+provider_new(struct event_base *base, resolve_t *resolve, const char *url, const char *ca_file,
+             int64_t timeout_ms)
 {
     struct evhttp_uri *uri = evhttp_uri_parse(url);
     const char *scheme, *host;
@@ -158,6 +150,7 @@ provider_new(struct event_base *base, const char *url, const char *ca_file, int6
     if (p == NULL)
         goto fail;
     p->base = base;
+    TAILQ_INIT(&p->waiting);
     p->port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : https ? 443 : 80;
     snprintf(p->hostport, sizeof(p->hostport), "%s:%d", host, p->port);
     /* An IPv6 literal comes bracketed ("[::1]"): the address is inside. */
@@ -168,12 +161,21 @@ provider_new(struct event_base *base, const char *url, const char *ca_file, int6
     p->timeout_ms = timeout_ms;
     if (https && (p->tls = provider_tls_new(p->host, ca_file)) == NULL)
         goto fail;
+    if (!resolve_is_address(p->host)) {
+        if (resolve == NULL) {
+            log_error("provider: %s names a host, and no resolver was given", url);
+            goto fail;
+        }
+        if ((p->name = resolve_name_new(resolve, p->host, "provider", on_resolved, p)) == NULL)
+            goto fail;
+    }
     evhttp_uri_free(uri);
-    resolve_once(p);
     return p;
 bad_url:
     log_error("provider: %s is not an http:// or https:// URL with a host", url);
 fail:
+    if (p != NULL)
+        provider_tls_free(p->tls);
     free(p);
     if (uri != NULL)
         evhttp_uri_free(uri);
@@ -187,6 +189,7 @@ provider_free(provider_t *p)
         return;
     for (int i = 0; i < p->nidle; i++)
         evhttp_connection_free(p->idle[i]);
+    resolve_name_free(p->name);
     provider_tls_free(p->tls);
     free(p);
 }
@@ -201,8 +204,10 @@ timeout_tv(const provider_t *p)
     return tv;
 }
 
+/* An idle connection, else a new one to addr (numeric: evhttp never
+ * resolves it). */
 static struct evhttp_connection *
-conn_take(provider_t *p)
+conn_take(provider_t *p, const char *addr)
 {
     struct evhttp_connection *c;
     struct timeval tv = timeout_tv(p);
@@ -210,9 +215,9 @@ conn_take(provider_t *p)
     if (p->nidle > 0)
         return p->idle[--p->nidle];
     if (p->tls != NULL)
-        c = provider_tls_connect(p->tls, p->base, p->addr, (unsigned short)p->port);
+        c = provider_tls_connect(p->tls, p->base, addr, (unsigned short)p->port);
     else
-        c = evhttp_connection_base_new(p->base, NULL, p->addr, (unsigned short)p->port);
+        c = evhttp_connection_base_new(p->base, NULL, addr, (unsigned short)p->port);
     if (c == NULL)
         return NULL;
     /* An inactivity timeout (it also closes idle keep-alive connections);
@@ -224,10 +229,25 @@ conn_take(provider_t *p)
     return c;
 }
 
+/* Whether c goes to the provider's current address (not one its host name
+ * has left since c was made). */
+static int
+conn_current(const provider_t *p, struct evhttp_connection *c)
+{
+    const char *addr = provider_addr(p);
+    char *peer = NULL;
+    ev_uint16_t port;
+
+    if (p->name == NULL)
+        return 1;
+    evhttp_connection_get_peer(c, &peer, &port);
+    return addr != NULL && peer != NULL && strcmp(peer, addr) == 0;
+}
+
 static void
 conn_give_back(provider_t *p, struct evhttp_connection *c)
 {
-    if (p->nidle < PROVIDER_IDLE_MAX)
+    if (p->nidle < PROVIDER_IDLE_MAX && conn_current(p, c))
         p->idle[p->nidle++] = c;
     else
         evhttp_connection_free(c);
@@ -428,9 +448,20 @@ call_deadline(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (c->waiting)
+        tls = "no address for the host name yet";
     log_warn("provider: %s of order %s: no complete answer within %lld ms%s%s",
              call_names[c->kind], c->order_id, (long long)c->p->timeout_ms,
              tls != NULL ? "; " : "", tls != NULL ? tls : "");
+    if (c->waiting) {
+        /* Never sent: no connection, the request is on no queue. */
+        TAILQ_REMOVE(&c->p->waiting, c, wait);
+        c->waiting = 0;
+        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        return;
+    }
+    if (c->p->name != NULL)
+        resolve_name_retry(c->p->name);
     /* The timer runs only while the request is queued on the connection
      * (call_finish deletes it).  Cancelling resets the connection and does
      * not run on_response; the request stays ours.  This is our own
@@ -483,6 +514,8 @@ call_failed(call_t *c)
     else
         log_warn("provider: %s of order %s failed: no response (timeout or connection error)",
                  call_names[c->kind], c->order_id);
+    if (c->p->name != NULL)
+        resolve_name_retry(c->p->name);     /* the name may have moved */
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
@@ -618,22 +651,80 @@ call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_c
     return c;
 }
 
-/* Send the call's request; on any failure the call still ends from the loop
- * with PROVIDER_UNAVAILABLE.  body: POST it as JSON. */
+/* Send the call's request, made by call_start, to addr. */
 static void
-call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char *body)
+call_send(call_t *c, const char *addr)
 {
     provider_t *p = c->p;
-    struct evhttp_request *req;
-    struct evkeyvalq *h;
-    struct timeval tv = timeout_tv(p);
 
-    c->conn = conn_take(p);
+    c->conn = conn_take(p, addr);
     if (c->conn == NULL)
         goto fail;
     /* A handshake on this connection now reports to this call. */
     if (p->tls != NULL)
         provider_tls_report_to(c->conn, c->tls_reason);
+    /* On failure req is no longer queued on the connection, and ours:
+     * call_done frees both. */
+    if (evhttp_make_request(c->conn, c->req, c->method, c->path) < 0)
+        goto fail;
+    return;     /* on_response may have run already (failed connect) */
+fail:
+    log_error("provider: cannot start a request for order %s", c->order_id);
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+}
+
+/* The provider's host name has no address: the call cannot be sent. */
+static void
+call_no_address(call_t *c)
+{
+    log_warn("provider: %s of order %s: the host %s does not resolve", call_names[c->kind],
+             c->order_id, c->p->host);
+    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+}
+
+/* The host name's first resolution ended, or its address changed: idle
+ * connections to another address go, waiting calls are sent (or fail, when
+ * the name has no address). */
+static void
+on_resolved(void *arg)
+{
+    provider_t *p = arg;
+    const char *addr = provider_addr(p);
+    int kept = 0;
+
+    for (int i = 0; i < p->nidle; i++) {
+        if (conn_current(p, p->idle[i]))
+            p->idle[kept++] = p->idle[i];
+        else
+            evhttp_connection_free(p->idle[i]);     /* idle: none of its callbacks runs */
+    }
+    p->nidle = kept;
+    while (!TAILQ_EMPTY(&p->waiting)) {
+        call_t *c = TAILQ_FIRST(&p->waiting);
+
+        TAILQ_REMOVE(&p->waiting, c, wait);
+        c->waiting = 0;
+        if (addr != NULL)
+            call_send(c, addr);
+        else
+            call_no_address(c);
+    }
+}
+
+/* Make the call's request and send it, or have it wait for the host name's
+ * first address; on any failure the call still ends from the loop with
+ * PROVIDER_UNAVAILABLE.  body: POST it as JSON. */
+static void
+call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char *body)
+{
+    provider_t *p = c->p;
+    const char *addr = provider_addr(p);
+    struct evhttp_request *req;
+    struct evkeyvalq *h;
+    struct timeval tv = timeout_tv(p);
+
+    c->method = method;
+    snprintf(c->path, sizeof(c->path), "%s", path);
     req = evhttp_request_new(on_response, c);
     if (req == NULL)
         goto fail;
@@ -652,11 +743,15 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
         evhttp_add_header(h, "Idempotency-Key", c->order_id);
     if (evtimer_add(&c->deadline, &tv) < 0)
         goto fail;
-    /* On failure req is no longer queued on the connection, and ours:
-     * call_done frees both. */
-    if (evhttp_make_request(c->conn, req, method, path) < 0)
-        goto fail;
-    return;     /* on_response may have run already (failed connect) */
+    if (addr != NULL) {
+        call_send(c, addr);
+    } else if (resolve_name_pending(p->name)) {
+        TAILQ_INSERT_TAIL(&p->waiting, c, wait);    /* on_resolved sends it */
+        c->waiting = 1;
+    } else {
+        call_no_address(c);
+    }
+    return;
 fail:
     log_error("provider: cannot start a request for order %s", c->order_id);
     call_finish(c, PROVIDER_UNAVAILABLE, 0);

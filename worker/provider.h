@@ -20,6 +20,8 @@
 
 #include <event2/event.h>
 
+#include "worker/resolve.h"
+
 typedef struct provider provider_t;
 
 typedef enum {
@@ -41,14 +43,19 @@ typedef enum {
 typedef void (*provider_cb_t)(void *arg, provider_outcome_t outcome, const char *charge_id);
 
 /*
- * url is "http://host[:port]" or "https://host[:port]"; a host name is
- * resolved once, here.  For https, the provider's certificate must chain
- * to ca_file (a PEM file of trusted CAs) or, when ca_file is NULL, to the
- * system's default CAs, and must name the URL's host.  Returns NULL (and
- * logs why) on a bad URL, an unreadable ca_file or allocation failure.
+ * url is "http://host[:port]" or "https://host[:port]".  A host name is
+ * followed with resolve (the process's resolver, kept by the caller until
+ * provider_free; may be NULL when the host is an IP address): connections
+ * go to its latest address, and calls made before its first answer wait
+ * for it within their deadline.  For https, the provider's certificate
+ * must chain to ca_file (a PEM file of trusted CAs) or, when ca_file is
+ * NULL, to the system's default CAs, and must name the URL's host (SNI
+ * too), whatever address the connection goes to.  Returns NULL (and logs
+ * why) on a bad URL, an unreadable ca_file, a host name without a
+ * resolver, or allocation failure.
  */
-provider_t *provider_new(struct event_base *base, const char *url, const char *ca_file,
-                         int64_t timeout_ms)
+provider_t *provider_new(struct event_base *base, resolve_t *resolve, const char *url,
+                         const char *ca_file, int64_t timeout_ms)
     __attribute__((warn_unused_result));
 
 /* Free the provider and its idle connections.  Calls still running keep

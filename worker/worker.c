@@ -47,6 +47,7 @@ struct worker {
     struct evhttp *http;
     struct evhttp_bound_socket **bound;
     size_t nbound;
+    resolve_t *resolve;
     db_pool_t *db;
     provider_t *provider;
     webhook_keys_t *webhook_keys;
@@ -228,6 +229,7 @@ worker_exit(worker_t *w, int status)
     log_info("exiting");
     db_pool_free(w->db);
     provider_free(w->provider);
+    resolve_free(w->resolve);
     webhook_keys_free(w->webhook_keys);
     exit(status);
 }
@@ -447,15 +449,19 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
             goto fail;
     }
     worker_signals_ready();
+    what = "resolve_new";
+    w.resolve = resolve_new(w.base, conf->resolv_conf, conf->resolve_interval_ms);
+    if (w.resolve == NULL)
+        goto fail;
     what = "db_pool_new";
     snprintf(appname, sizeof(appname), "paymentsd worker %d", index);
-    w.db = db_pool_new(w.base, conf->database, appname, (int)conf->db_pool_size,
+    w.db = db_pool_new(w.base, w.resolve, conf->database, appname, (int)conf->db_pool_size,
                        (int)conf->db_queue_size, (int)conf->db_batch_max, conf->db_timeout_ms);
     if (w.db == NULL)
         goto fail;
 
     what = "provider_new";
-    w.provider = provider_new(w.base, conf->provider_url, conf->provider_ca_file,
+    w.provider = provider_new(w.base, w.resolve, conf->provider_url, conf->provider_ca_file,
                               conf->provider_timeout_ms);
     if (w.provider == NULL)
         goto fail;

@@ -113,8 +113,13 @@ for o in unsent:
 for o in lost + unsent:
     payload, applied = reconcile_event(o)
     want_resent = o in unsent
+    # charge_resent says whether the host that recorded the event sent the
+    # charge again; with two hosts, one may resend it and the other, asking
+    # just after, record the answer: so for an unsent order either is right
+    # (the resend itself is counted from the logs below).
     t.ok(payload is not None and applied == "t" and payload.get("source") == "reconciliation"
-         and payload.get("outcome") == predicted(o)[0] and payload.get("charge_resent") == want_resent
+         and payload.get("outcome") == predicted(o)[0]
+         and payload.get("charge_resent") in ((True, False) if want_resent else (False,))
          and payload.get("charge_id", "").startswith("ch_"),
          "order %s...: one event reconcile:<id>, applied, saying it came from reconciliation" % o[:8], payload)
     charge = sim.charge(o).json()

@@ -70,6 +70,8 @@ test_defaults(void **state)
     assert_true(c->workers >= 1);
     assert_int_equal(c->db_pool_size, 4);
     assert_int_equal(c->provider_timeout_ms, 800);
+    assert_string_equal(c->resolv_conf, "/etc/resolv.conf");
+    assert_int_equal(c->resolve_interval_ms, 30000);
     assert_int_equal(c->db_timeout_ms, 5000);
     assert_int_equal(c->idempotency_lock_timeout_ms, 30000);
     assert_int_equal(c->outage_pending_cap_cents, 10000);

@@ -94,7 +94,7 @@ setup(void **state)
     port = ntohs(sin.sin_port);
     evhttp_set_gencb(http, on_request, NULL);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
-    prov = provider_new(base, url, NULL, 2000);
+    prov = provider_new(base, NULL, url, NULL, 2000);
     return prov == NULL ? -1 : 0;
 }
 
@@ -321,7 +321,7 @@ test_refused(void **state)
     assert_int_equal(getsockname(evhttp_bound_socket_get_fd(b), (struct sockaddr *)&sin, &len), 0);
     evhttp_del_accept_socket(http, b);     /* closes it: the port is now refused */
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(sin.sin_port));
-    p = provider_new(base, url, NULL, 2000);
+    p = provider_new(base, NULL, url, NULL, 2000);
     assert_non_null(p);
     assert_int_equal(call(p, CHARGE, 200, "{}").out, PROVIDER_UNAVAILABLE);
     assert_int_equal(call(p, GET, 200, "{}").out, PROVIDER_UNAVAILABLE);
@@ -346,7 +346,7 @@ test_ipv6_literal(void **state)
         skip();
     assert_int_equal(getsockname(evhttp_bound_socket_get_fd(b), (struct sockaddr *)&sin6, &len), 0);
     snprintf(url, sizeof(url), "http://[::1]:%d", ntohs(sin6.sin6_port));
-    p = provider_new(base, url, NULL, 2000);
+    p = provider_new(base, NULL, url, NULL, 2000);
     assert_non_null(p);
     assert_int_equal(call(p, CANCEL, 200, "{" O ", \"status\": \"canceled\"}").out, PROVIDER_CANCELED);
     assert_int_equal(srv.requests, 1);
@@ -358,10 +358,10 @@ static void
 test_bad_urls(void **state)
 {
     (void)state;
-    assert_null(provider_new(base, "ftp://127.0.0.1:1", NULL, 1000));
-    assert_null(provider_new(base, "http://", NULL, 1000));
-    assert_null(provider_new(base, "not a url", NULL, 1000));
-    assert_null(provider_new(base, "https://127.0.0.1:1", "/nonexistent/ca.pem", 1000));
+    assert_null(provider_new(base, NULL, "ftp://127.0.0.1:1", NULL, 1000));
+    assert_null(provider_new(base, NULL, "http://", NULL, 1000));
+    assert_null(provider_new(base, NULL, "not a url", NULL, 1000));
+    assert_null(provider_new(base, NULL, "https://127.0.0.1:1", "/nonexistent/ca.pem", 1000));
 }
 
 static void
