@@ -12,6 +12,7 @@ Environment:
 """
 
 import atexit
+import hashlib
 import http.client
 import json
 import os
@@ -495,6 +496,14 @@ def sim_declines(seed, rate, key):
 
 
 # --- orders made straight in the database, through the app's SQL API
+
+def body_fingerprint(b):
+    """The fingerprint paymentsd gives a checkout body (worker/validate.c)."""
+    text = "v1\nbuyer_id:%d:%s\nseller_id:%d:%s\namount_cents:%d\ncurrency:%s\nbuyer_trust:%s\n" % (
+        len(b["buyer_id"]), b["buyer_id"], len(b["seller_id"]), b["seller_id"], b["amount_cents"],
+        b["currency"], b.get("buyer_trust", "untrusted"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
 
 def db_begin_checkout(key, amount_cents=2500, trust="trusted", currency="EUR",
                       buyer="buyer-db", seller="seller-db", fingerprint="0" * 64):

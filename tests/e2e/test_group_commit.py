@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import (DATABASE, TAP, Paymentsd, ProviderSim, checkout, db_begin_checkout, new_key,
+from harness import (DATABASE, TAP, body_fingerprint, Paymentsd, ProviderSim, checkout, db_begin_checkout, new_key,
                      psql, request)
 
 t = TAP()
@@ -67,7 +67,8 @@ t.ok(c1 - c0 >= 96 and (s1 - s0) < (c1 - c0),
 # --- one batch: same key twice, a reused key, a replay, a key in progress
 same, reused, replayed, busy = new_key("gc-same"), new_key("gc-reused"), new_key("gc-replay"), new_key("gc-busy")
 first = checkout(d, replayed, BODY)
-db_begin_checkout(busy, BODY["amount_cents"], "untrusted", "EUR", "buyer-g", "seller-g", "1" * 64)
+db_begin_checkout(busy, BODY["amount_cents"], "untrusted", "EUR", "buyer-g", "seller-g",
+                  body_fingerprint(BODY))
 fill = [(new_key("gc-fill"), BODY) for _ in range(20)]
 reqs = [(same, BODY), (same, BODY), (reused, BODY), (reused, dict(BODY, amount_cents=999)),
         (replayed, BODY), (busy, BODY)] + fill

@@ -19,12 +19,12 @@ attempt had been charged.  Now:
   says (the amount for PAID, nothing for FAILED), also under load with
   timeouts and declines."""
 
-import hashlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import (DB_TOKENS, DEV_SECRET, TAP, Paymentsd, ProviderSim, checkout, db_begin_checkout,
+from harness import (DB_TOKENS, DEV_SECRET, TAP, Paymentsd, ProviderSim, body_fingerprint, checkout,
+                     db_begin_checkout,
                      free_port, new_key, psql, request, send_webhook, wait_until)
 
 t = TAP()
@@ -32,19 +32,12 @@ UNTRUSTED = {"buyer_id": "buyer-m", "seller_id": "seller-m", "amount_cents": 200
              "buyer_trust": "untrusted"}
 
 
-def fingerprint(b):
-    text = "v1\nbuyer_id:%d:%s\nseller_id:%d:%s\namount_cents:%d\ncurrency:%s\nbuyer_trust:%s\n" % (
-        len(b["buyer_id"]), b["buyer_id"], len(b["seller_id"]), b["seller_id"], b["amount_cents"],
-        b["currency"], b.get("buyer_trust", "untrusted"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def stale_key(prefix, body):
     """A checkout whose first request died after checkout_begin: the key is
     in progress, the order PROCESSING.  Returns (key, order id)."""
     key = new_key(prefix)
     oid = db_begin_checkout(key, body["amount_cents"], body["buyer_trust"], body["currency"],
-                            body["buyer_id"], body["seller_id"], fingerprint(body))
+                            body["buyer_id"], body["seller_id"], body_fingerprint(body))
     return key, oid
 
 
