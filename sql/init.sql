@@ -40,6 +40,15 @@
 --   checkout_claim_stale(lock_timeout, limit)
 --       -> (key, order_id, amount_cents, currency, lock_token)
 --   pending_orders_due(age, limit) -> (order_id, amount_cents, currency)
+-- and, for group commit, the same calls for a batch of items, one array per
+-- argument, one row per item: (ord, then the single call's columns):
+--   checkout_begin_many(keys[], fingerprints[], buyer_ids[], seller_ids[],
+--                       amounts[], currencies[], buyer_trusts[],
+--                       lock_timeouts[], ttls[])
+--   checkout_finish_many(order_ids[], keys[], lock_tokens[], outcomes[],
+--                        charge_ids[], caps[])
+--   webhook_apply_many(event_ids[], order_ids[], outcomes[], payloads[])
+--   order_get_many(order_ids[]) -> (ord, body)
 --
 -- The functions belong to paymentsd_owner, a NOLOGIN role with only the table
 -- rights they need; app may only call them.  They do not trust their caller's
@@ -47,9 +56,12 @@
 -- refused (22023), so that no holder of app's password can expire a key early
 -- and charge twice.
 --
--- Errors raised here (SQLSTATE):
+-- Errors raised here (SQLSTATE; a batch fails whole with the first error of
+-- any of its items):
 --   22004 null_value_not_allowed   an API function got NULL for a required argument
 --   22023 invalid_parameter_value  an API function got a malformed argument
+--                                  (a batch: arrays of different lengths, or
+--                                  not 1..1000 items)
 --   P0002 no_data_found            checkout_finish: no such idempotency key;
 --                                  reversal_settle: no reversal for the order
 --   55000 object_not_in_prerequisite_state
@@ -60,6 +72,9 @@
 --   42501 insufficient_privilege   UPDATE/DELETE/TRUNCATE of an append-only table
 --   40001 serialization_failure    checkout_begin could not settle a key after
 --                                  several attempts (never seen in practice; retry)
+--   40P01 deadlock_detected        not expected between these functions: they
+--                                  lock keys, then orders, each sorted (see
+--                                  "API: batches"); retryable if ever seen
 
 \set ON_ERROR_STOP 1
 
@@ -1148,6 +1163,235 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------
+-- API: batches (group commit)
+-- ---------------------------------------------------------------------------
+
+-- The worker sends the calls of one kind that wait in its queue as ONE call
+-- of an array function below = one round trip = one transaction = one
+-- commit (DESIGN.md, group commit).  Item i of a batch is element i of every
+-- array argument (one-dimensional arrays of the same length, 1..1000 items,
+-- else 22023; a NULL array: 22004).  One row comes back per item, in ordinal
+-- order: its 1-based ordinal `ord`, then exactly the columns of the
+-- single-item function.
+--
+-- Each item is one call of the single-item function, so its rules, results
+-- and race handling are exactly theirs, and items that share a key or an
+-- order run in ordinal order: a batch answers as the same calls made one
+-- after the other would (a key twice: new, then in_progress or reused; a key
+-- finished twice: finished, then replay; an event twice: applied, then
+-- duplicate).  One item's conflict never fails its neighbours: the
+-- single-item functions answer conflicts with a result, not an error.
+--
+-- All or nothing: an item that raises (bad input -- the worker validates a
+-- call before it queues it, so this is a bug) fails the whole batch, and so
+-- does a failed COMMIT (the deferred checks -- ledger balance, PAID has its
+-- payment, refunded has its ledger -- run at COMMIT for all the items at
+-- once).  The worker then gives every item of the batch the error.  There is
+-- deliberately no EXCEPTION block per item: a subtransaction per item would
+-- cost more than the batch saves.
+--
+-- Locks.  The global order is: idempotency keys by key (COLLATE "C"), then
+-- orders by id (checkout_finish and webhook_apply write an order's event,
+-- ledger and reversal only while holding the order's lock).  A single-item
+-- call locks at most one key and then one order, so single calls cannot
+-- deadlock each other.  A batch that ran its items in ordinal order could:
+-- two batches holding the same two keys in opposite orders, or a finish
+-- batch and a webhook batch holding the same two orders in opposite orders,
+-- each wait for the other (40P01: retryable, but it fails two whole batches;
+-- with the items run in ordinal order, the batch races of
+-- tests/sql/concurrency.sh hit it in most runs).  So each batch takes its
+-- locks in the global order, whatever the order of its items:
+--   checkout_begin_many   runs its items sorted by key (a key that does not
+--                         exist yet cannot be locked ahead of its item),
+--                         items of one key in ordinal order; items of
+--                         different keys touch nothing in common, so the
+--                         order in which they run cannot show; the rows are
+--                         buffered and returned in ordinal order;
+--   checkout_finish_many  first locks the keys, then the orders, of all its
+--                         items, each sorted, then runs the items in ordinal
+--                         order (each call finds its locks already held;
+--                         the orders of stale or replayed items are locked
+--                         too, which a single call would not do: at worst a
+--                         short wait);
+--   webhook_apply_many    first locks the orders of all its items, sorted,
+--                         then runs the items in ordinal order.
+-- Sorting here rather than in the worker protects every caller, and costs a
+-- sort of at most 1000 items and one index scan per batch.  (A batch still
+-- waits for the holder of a lock it needs, like a single call; it just never
+-- waits while holding a lock that comes later in the order.)
+
+-- The length of an array argument of a batch: its number of elements, 0 for
+-- an empty or a multi-dimensional array (both refused by batch_size), NULL
+-- for NULL.
+CREATE OR REPLACE FUNCTION batch_len(p_array anyarray) RETURNS int
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT CASE WHEN array_ndims(p_array) = 1 THEN cardinality(p_array) ELSE 0 END
+$$;
+
+-- The number of items of a batch whose array arguments have the lengths
+-- p_lengths (batch_len of each): 22004 when an array is NULL, 22023 unless
+-- they all have the same length, 1..1000.
+CREATE OR REPLACE FUNCTION batch_size(p_fn text, p_lengths int[]) RETURNS int
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    n int := p_lengths[1];
+BEGIN
+    IF array_position(p_lengths, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '%: no array may be NULL', p_fn
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF n NOT BETWEEN 1 AND 1000 OR n <> ANY (p_lengths) THEN
+        RAISE EXCEPTION '%: the arrays must be one-dimensional, of one length, 1..1000 (lengths %)',
+                        p_fn, array_to_string(p_lengths, ', ')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- checkout_begin for each item, items of one key in ordinal order (locks:
+-- see above).
+CREATE OR REPLACE FUNCTION checkout_begin_many(
+    p_keys text[], p_fingerprints text[], p_buyer_ids text[], p_seller_ids text[],
+    p_amounts bigint[], p_currencies text[], p_buyer_trusts text[],
+    p_lock_timeouts interval[], p_ttls interval[])
+RETURNS TABLE (ord int, result text, order_id uuid, response_status int, response_body text,
+               lock_token uuid, completed_at_ms bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    n         int;
+    it        record;
+    b         record;
+    v_result  text[];
+    v_order   uuid[];
+    v_status  int[];
+    v_body    text[];
+    v_token   uuid[];
+    v_done_ms bigint[];
+BEGIN
+    n := batch_size('checkout_begin_many', ARRAY[
+             batch_len(p_keys), batch_len(p_fingerprints), batch_len(p_buyer_ids),
+             batch_len(p_seller_ids), batch_len(p_amounts), batch_len(p_currencies),
+             batch_len(p_buyer_trusts), batch_len(p_lock_timeouts), batch_len(p_ttls)]);
+    v_result := array_fill(NULL::text, ARRAY[n]);
+    v_order := array_fill(NULL::uuid, ARRAY[n]);
+    v_status := array_fill(NULL::int, ARRAY[n]);
+    v_body := array_fill(NULL::text, ARRAY[n]);
+    v_token := array_fill(NULL::uuid, ARRAY[n]);
+    v_done_ms := array_fill(NULL::bigint, ARRAY[n]);
+
+    FOR it IN
+        SELECT u.*
+          FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
+                      p_currencies, p_buyer_trusts, p_lock_timeouts, p_ttls)
+               WITH ORDINALITY AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
+                                    currency, buyer_trust, lock_timeout, ttl, i)
+         ORDER BY u.key COLLATE "C", u.i
+    LOOP
+        SELECT * INTO b
+          FROM checkout_begin(it.key, it.fingerprint, it.buyer_id, it.seller_id,
+                              it.amount_cents, it.currency, it.buyer_trust,
+                              it.lock_timeout, it.ttl);
+        v_result[it.i] := b.result;
+        v_order[it.i] := b.order_id;
+        v_status[it.i] := b.response_status;
+        v_body[it.i] := b.response_body;
+        v_token[it.i] := b.lock_token;
+        v_done_ms[it.i] := b.completed_at_ms;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT u.i::int, u.r, u.o, u.s, u.b, u.t, u.c
+      FROM unnest(v_result, v_order, v_status, v_body, v_token, v_done_ms)
+           WITH ORDINALITY AS u(r, o, s, b, t, c, i)
+     ORDER BY u.i;
+END
+$$;
+
+-- checkout_finish for each item, in ordinal order, after locking every
+-- item's key and then every item's order (each sorted; see above).
+CREATE OR REPLACE FUNCTION checkout_finish_many(
+    p_order_ids uuid[], p_keys text[], p_lock_tokens uuid[], p_outcomes text[],
+    p_charge_ids text[], p_caps bigint[])
+RETURNS TABLE (ord int, result text, status text, response_status int, response_body text,
+               completed_at_ms bigint, reversal boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    it record;
+BEGIN
+    PERFORM batch_size('checkout_finish_many', ARRAY[
+                batch_len(p_order_ids), batch_len(p_keys), batch_len(p_lock_tokens),
+                batch_len(p_outcomes), batch_len(p_charge_ids), batch_len(p_caps)]);
+
+    PERFORM 1 FROM idempotency_keys ik WHERE ik.key = ANY (p_keys)
+     ORDER BY ik.key COLLATE "C" FOR UPDATE;
+    PERFORM 1 FROM orders od WHERE od.id = ANY (p_order_ids)
+     ORDER BY od.id FOR NO KEY UPDATE;
+
+    FOR it IN
+        SELECT u.*
+          FROM unnest(p_order_ids, p_keys, p_lock_tokens, p_outcomes, p_charge_ids, p_caps)
+               WITH ORDINALITY AS u(order_id, key, lock_token, outcome, charge_id, cap, i)
+         ORDER BY u.i
+    LOOP
+        RETURN QUERY
+        SELECT it.i::int, f.*
+          FROM checkout_finish(it.order_id, it.key, it.lock_token, it.outcome, it.charge_id,
+                               it.cap) f;
+    END LOOP;
+END
+$$;
+
+-- webhook_apply for each item, in ordinal order, after locking every item's
+-- order (sorted; see above).
+CREATE OR REPLACE FUNCTION webhook_apply_many(
+    p_event_ids text[], p_order_ids uuid[], p_outcomes text[], p_payloads text[])
+RETURNS TABLE (ord int, result text, order_status text, conflict boolean, reversal boolean,
+               amount_cents bigint, currency text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    it record;
+BEGIN
+    PERFORM batch_size('webhook_apply_many', ARRAY[
+                batch_len(p_event_ids), batch_len(p_order_ids), batch_len(p_outcomes),
+                batch_len(p_payloads)]);
+
+    PERFORM 1 FROM orders od WHERE od.id = ANY (p_order_ids)
+     ORDER BY od.id FOR NO KEY UPDATE;
+
+    FOR it IN
+        SELECT u.*
+          FROM unnest(p_event_ids, p_order_ids, p_outcomes, p_payloads)
+               WITH ORDINALITY AS u(event_id, order_id, outcome, payload, i)
+         ORDER BY u.i
+    LOOP
+        RETURN QUERY
+        SELECT it.i::int, w.*
+          FROM webhook_apply(it.event_id, it.order_id, it.outcome, it.payload) w;
+    END LOOP;
+END
+$$;
+
+-- order_get for each item: the order's JSON, NULL for an unknown order (or a
+-- NULL id).  Reads only, so one set-based query.
+CREATE OR REPLACE FUNCTION order_get_many(p_order_ids uuid[])
+RETURNS TABLE (ord int, body text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM batch_size('order_get_many', ARRAY[batch_len(p_order_ids)]);
+    RETURN QUERY
+    SELECT u.i::int, CASE WHEN o.id IS NOT NULL THEN order_json(o) END
+      FROM unnest(p_order_ids) WITH ORDINALITY AS u(id, i)
+      LEFT JOIN orders o ON o.id = u.id
+     ORDER BY u.i;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
 -- API: reversals (cancel-or-refund of money held for a FAILED order)
 -- ---------------------------------------------------------------------------
 
@@ -1379,7 +1623,12 @@ BEGIN
         'reversal_settle(uuid, text)', 'reversals_due(interval, int)',
         'purge_expired_idempotency_keys(interval, int)',
         'checkout_claim_stale(interval, int)',
-        'pending_orders_due(interval, int)']::regprocedure[]
+        'pending_orders_due(interval, int)',
+        'batch_len(anyarray)', 'batch_size(text, int[])',
+        'checkout_begin_many(text[], text[], text[], text[], bigint[], text[], text[], interval[], interval[])',
+        'checkout_finish_many(uuid[], text[], uuid[], text[], text[], bigint[])',
+        'webhook_apply_many(text[], uuid[], text[], text[])',
+        'order_get_many(uuid[])']::regprocedure[]
     LOOP
         EXECUTE format('ALTER FUNCTION %s OWNER TO paymentsd_owner', f);
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, app', f);
@@ -1395,7 +1644,11 @@ GRANT EXECUTE ON FUNCTION
     reversal_settle(uuid, text), reversals_due(interval, int),
     purge_expired_idempotency_keys(interval, int),
     checkout_claim_stale(interval, int),
-    pending_orders_due(interval, int)
+    pending_orders_due(interval, int),
+    checkout_begin_many(text[], text[], text[], text[], bigint[], text[], text[], interval[], interval[]),
+    checkout_finish_many(uuid[], text[], uuid[], text[], text[], bigint[]),
+    webhook_apply_many(text[], uuid[], text[], text[]),
+    order_get_many(uuid[])
 TO app;
 
 COMMIT;

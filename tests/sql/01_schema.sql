@@ -169,9 +169,10 @@ SELECT is(
            WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef
              AND p.proconfig = ARRAY['search_path=public, pg_temp']
            ORDER BY 1),
-    ARRAY['checkout_begin', 'checkout_claim_stale', 'checkout_finish', 'order_get',
+    ARRAY['checkout_begin', 'checkout_begin_many', 'checkout_claim_stale', 'checkout_finish',
+          'checkout_finish_many', 'order_get', 'order_get_many',
           'order_ledger', 'pending_orders_due', 'purge_expired_idempotency_keys',
-          'reversal_settle', 'reversals_due', 'webhook_apply'],
+          'reversal_settle', 'reversals_due', 'webhook_apply', 'webhook_apply_many'],
     'the API functions are SECURITY DEFINER with search_path = public, pg_temp');
 
 -- CHECK constraints: each row breaks exactly one rule ------------------------

@@ -62,9 +62,10 @@ SELECT is(ARRAY(SELECT name FROM our_functions
                  ORDER BY 1),
           ARRAY[]::text[], 'none of our functions is executable by PUBLIC');
 SELECT is(ARRAY(SELECT name FROM our_functions WHERE has_function_privilege('app', oid, 'EXECUTE') ORDER BY 1),
-          ARRAY['checkout_begin', 'checkout_claim_stale', 'checkout_finish', 'order_get', 'order_json',
+          ARRAY['checkout_begin', 'checkout_begin_many', 'checkout_claim_stale', 'checkout_finish',
+                'checkout_finish_many', 'order_get', 'order_get_many', 'order_json',
                 'order_ledger', 'pending_orders_due', 'purge_expired_idempotency_keys', 'reversal_settle',
-                'reversals_due', 'webhook_apply'],
+                'reversals_due', 'webhook_apply', 'webhook_apply_many'],
           'app may call exactly the API');
 SELECT ok(NOT pg_has_role('app', 'paymentsd_owner', 'MEMBER'),
           'app is not a member of paymentsd_owner (SET ROLE from a real app session: concurrency.sh)');
@@ -134,18 +135,21 @@ SELECT is((SELECT count(*) FROM pg_auth_members m
 SELECT is(ARRAY(SELECT sig FROM our_functions WHERE proowner <> 'paymentsd_owner'::regrole ORDER BY 1),
           ARRAY[]::text[], 'paymentsd_owner owns every function of ours');
 SELECT is(ARRAY(SELECT sig FROM our_functions ORDER BY 1),
-          ARRAY['check_durations(text,interval,interval)',
+          ARRAY['batch_len(anyarray)', 'batch_size(text,integer[])',
+                'check_durations(text,interval,interval)',
                 'checkout_begin(text,text,text,text,bigint,text,text,interval,interval)',
+                'checkout_begin_many(text[],text[],text[],text[],bigint[],text[],text[],interval[],interval[])',
                 'checkout_claim_stale(interval,integer)',
                 'checkout_finish(uuid,text,uuid,text,text,bigint)',
+                'checkout_finish_many(uuid[],text[],uuid[],text[],text[],bigint[])',
                 'forbid_change()', 'ledger_check_txn()',
                 'ledger_write_payment(uuid,bigint,character)', 'ledger_write_reversal(uuid,bigint,character)',
-                'order_get(uuid)', 'order_json(orders)', 'order_ledger(uuid)',
+                'order_get(uuid)', 'order_get_many(uuid[])', 'order_json(orders)', 'order_ledger(uuid)',
                 'order_reversals_check()', 'order_reversals_check_refunded()',
                 'orders_check_insert()', 'orders_check_paid()', 'orders_check_update()',
                 'pending_orders_due(interval,integer)', 'purge_expired_idempotency_keys(interval,integer)',
                 'reversal_open(orders)', 'reversal_settle(uuid,text)', 'reversals_due(interval,integer)',
-                'webhook_apply(text,uuid,text,text)'],
+                'webhook_apply(text,uuid,text,text)', 'webhook_apply_many(text[],uuid[],text[],text[])'],
           'and these are all of them (no leftover of an older signature)');
 SELECT is((SELECT count(*) FROM pg_class WHERE relowner = 'paymentsd_owner'::regrole), 0::bigint,
           'paymentsd_owner owns no table, index or sequence (so it cannot disable a trigger)');
@@ -167,7 +171,8 @@ SELECT sequence_privs_are('ledger_entries_id_seq', 'paymentsd_owner', ARRAY['USA
 SELECT is((SELECT array_agg(DISTINCT p.prosecdef ORDER BY p.prosecdef) FROM our_functions f JOIN pg_proc p ON p.oid = f.oid
             WHERE f.name IN ('checkout_begin', 'checkout_finish', 'webhook_apply', 'reversal_settle', 'reversals_due',
                              'order_get', 'order_ledger', 'purge_expired_idempotency_keys', 'checkout_claim_stale',
-                             'pending_orders_due')),
+                             'pending_orders_due', 'checkout_begin_many', 'checkout_finish_many',
+                             'webhook_apply_many', 'order_get_many')),
           ARRAY[true], 'the API runs as paymentsd_owner (SECURITY DEFINER)');
 
 -- Refused, tried as paymentsd_owner: even a subverted function could not do these.

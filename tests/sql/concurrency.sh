@@ -5,7 +5,9 @@
 # idempotency key or one webhook event, finishes with old and new lock tokens
 # at once, a finish racing webhooks over a reversal, reversal answers and
 # housekeepers racing, SKIP LOCKED between housekeepers, the deferred checks
-# firing at a real COMMIT, and fresh sessions (app, paymentsd_owner).
+# firing at a real COMMIT, and fresh sessions (app, paymentsd_owner); batches
+# (group commit) over the same keys and orders in opposite orders, and a
+# batch whose COMMIT fails.
 #
 # A race: N sessions (as role app) queue on an advisory lock that a holder
 # session keeps until all N are waiting in pg_locks, then releases: they all
@@ -400,6 +402,121 @@ check "app cannot SET ROLE paymentsd_owner" \
     "$(app -c "SET ROLE paymentsd_owner" 2>&1 | grep -c 'permission denied to set role "paymentsd_owner"')" 1
 check "nobody logs in as paymentsd_owner (NOLOGIN)" \
     "$(PGUSER=paymentsd_owner psql -X -q -At -d "$DB" -c "SELECT 1" 2>&1 | grep -c 'role "paymentsd_owner" is not permitted to log in')" 1
+
+# 15. Batches (group commit) ---------------------------------------------------
+# N sessions each send ONE batch over the same 8 keys (or orders), half of
+# them in ascending, half in descending order.  Locking the items' keys in
+# ordinal order would deadlock such batches (40P01); the batch functions take
+# their locks sorted (keys, then orders) whatever the items' order, so they
+# queue instead.
+bfp=$(fp batch)
+begin_batch_sql() {   # key prefix: 8 new keys, ascending for even sessions, descending for odd
+    cat <<SQL
+SELECT b.result FROM checkout_begin_many(
+    ARRAY(SELECT '$1-' || g FROM generate_series(1, 8) g ORDER BY CASE WHEN :i % 2 = 0 THEN g ELSE -g END),
+    array_fill('$bfp'::text, ARRAY[8]), array_fill('batch-$tag'::text, ARRAY[8]), array_fill('s'::text, ARRAY[8]),
+    array_fill(1500::bigint, ARRAY[8]), array_fill('EUR'::text, ARRAY[8]), array_fill('trusted'::text, ARRAY[8]),
+    array_fill('30 s'::interval, ARRAY[8]), array_fill('24 h'::interval, ARRAY[8])) b;
+SQL
+}
+# finish_batch_sql PREFIX: finish (succeeded) the 8 keys, ascending by key for
+# even sessions, descending for odd ones.
+finish_batch_sql() {
+    cat <<SQL
+SELECT f.result
+  FROM (SELECT array_agg(order_id ORDER BY r) AS o, array_agg(key ORDER BY r) AS k,
+               array_agg(lock_token ORDER BY r) AS t
+          FROM (SELECT key, order_id, lock_token,
+                       CASE WHEN :i % 2 = 0 THEN row_number() OVER (ORDER BY key)
+                            ELSE row_number() OVER (ORDER BY key DESC) END AS r
+                  FROM idempotency_keys WHERE key LIKE '$1-%') x) a,
+       checkout_finish_many(a.o, a.k, a.t, array_fill('succeeded'::text, ARRAY[8]),
+                            array_fill('ch_batch'::text, ARRAY[8]), array_fill(10000::bigint, ARRAY[8])) f;
+SQL
+}
+for round in 1 2 3; do
+    out=$(race "batch-begin-$round" "$(begin_batch_sql "bb$round-$tag")")
+    check "begin batches over 8 keys in opposite orders (round $round): no error, no deadlock" \
+        "$(errors_of "batch-begin-$round")" ""
+    check "begin batches (round $round): each key new exactly once, in_progress for every other session" \
+        "$(count_of "$out" new)/$(count_of "$out" in_progress)" "8/$((8 * (N - 1)))"
+done
+check "begin batches: one order per key" \
+    "$(su -c "SELECT count(*) || '/' || count(DISTINCT k.key) FROM idempotency_keys k JOIN orders o ON o.id = k.order_id
+               WHERE k.key ~ '^bb[123]-$tag-' AND o.buyer_id = 'batch-$tag'")" "24/24"
+
+out=$(race batch-finish "$(finish_batch_sql "bb1-$tag")")
+check "finish batches over 8 keys in opposite orders: no error, no deadlock" "$(errors_of batch-finish)" ""
+check "finish batches: each key finished exactly once, replayed for every other session" \
+    "$(count_of "$out" finished)/$(count_of "$out" replay)" "8/$((8 * (N - 1)))"
+check "finish batches: 8 PAID orders, one payment each" \
+    "$(su -c "SELECT count(*) || ':' || string_agg(DISTINCT o.status, ',') || ':'
+                     || sum((SELECT count(*) FROM ledger_transactions t WHERE t.order_id = o.id))
+                FROM idempotency_keys k JOIN orders o ON o.id = k.order_id WHERE k.key LIKE 'bb1-$tag-%'")" "8:PAID:8"
+
+# Finish batches (keys ascending) against webhook batches paying the same
+# orders (order ids descending): both lock orders sorted, after any keys.
+out=$(race batch-finish-webhook "SELECT CASE WHEN :i % 2 = 0 THEN (SELECT string_agg(result, ' ') FROM ($(finish_batch_sql "bb2-$tag" | sed 's/;$//')) r)
+       ELSE (SELECT string_agg(w.result, ' ')
+               FROM (SELECT array_agg(order_id ORDER BY order_id DESC) AS o FROM idempotency_keys WHERE key LIKE 'bb2-$tag-%') a,
+                    webhook_apply_many(ARRAY(SELECT 'bw-$tag-' || :i || '-' || g FROM generate_series(1, 8) g), a.o,
+                                       array_fill('PAID'::text, ARRAY[8]), array_fill('{}'::text, ARRAY[8])) w)
+       END;")
+check "finish batches against webhook batches on the same orders: no error, no deadlock" \
+    "$(errors_of batch-finish-webhook)" ""
+check "finish against webhook batches: 8 PAID orders, one payment each, keys completed" \
+    "$(su -c "SELECT count(*) || ':' || string_agg(DISTINCT o.status, ',') || ':' || string_agg(DISTINCT k.state, ',') || ':'
+                     || sum((SELECT count(*) FROM ledger_transactions t WHERE t.order_id = o.id))
+                FROM idempotency_keys k JOIN orders o ON o.id = k.order_id WHERE k.key LIKE 'bb2-$tag-%'")" "8:PAID:completed:8"
+
+# A batch whose COMMIT fails: every item fails, nothing of any item stays.
+# A deferred constraint trigger (installed for this test, then dropped)
+# refuses orders of a marker amount at COMMIT, as the ledger checks would
+# refuse a bad payment.
+mark=424242
+su -c "SELECT order_id FROM checkout_begin('cf-replay-$tag', '$bfp', 'cf-$tag', 's', 700, 'EUR', 'trusted', '30 s', '24 h')" >/dev/null
+su -c "SELECT f.status FROM idempotency_keys k, checkout_finish(k.order_id, k.key, k.lock_token, 'declined', NULL, 0) f
+        WHERE k.key = 'cf-replay-$tag'" >/dev/null
+su -c "SELECT count(*) FROM unnest(ARRAY[700, $mark]) a,
+                            checkout_begin('cf-fin-' || a || '-$tag', '$bfp', 'cf-$tag', 's', a, 'EUR', 'trusted', '30 s', '24 h')" >/dev/null
+su <<SQL
+CREATE FUNCTION commit_fail_marker() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+    RAISE EXCEPTION 'commit-fail marker: order %', NEW.id USING ERRCODE = 'check_violation';
+END
+\$\$;
+CREATE CONSTRAINT TRIGGER commit_fail_marker AFTER INSERT OR UPDATE ON orders
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.amount_cents = $mark)
+    EXECUTE FUNCTION commit_fail_marker();
+SQL
+got=$(app 2>&1 <<SQL
+SELECT 'row:' || ord || ':' || result FROM checkout_begin_many(
+    ARRAY['cf-new-1-$tag', 'cf-replay-$tag', 'cf-new-2-$tag'], array_fill('$bfp'::text, ARRAY[3]),
+    array_fill('cf-$tag'::text, ARRAY[3]), array_fill('s'::text, ARRAY[3]), ARRAY[700, 700, $mark]::bigint[],
+    array_fill('EUR'::text, ARRAY[3]), array_fill('trusted'::text, ARRAY[3]),
+    array_fill('30 s'::interval, ARRAY[3]), array_fill('24 h'::interval, ARRAY[3]));
+SQL
+)
+check "regression: a begin batch whose COMMIT fails returns no row, only the error" \
+    "$(grep -c '^row:' <<<"$got"):$(grep -c 'ERROR:  commit-fail marker' <<<"$got")" "0:1"
+check "and stores nothing of any item (keys, orders)" \
+    "$(su -c "SELECT (SELECT count(*) FROM idempotency_keys WHERE key LIKE 'cf-new-%-$tag') || ':'
+                     || (SELECT count(*) FROM orders WHERE buyer_id = 'cf-$tag')")" "0:3"
+finish_cf="SELECT 'row:' || f.ord || ':' || f.result || ':' || f.status
+  FROM (SELECT array_agg(order_id ORDER BY key) AS o, array_agg(key ORDER BY key) AS k, array_agg(lock_token ORDER BY key) AS t
+          FROM idempotency_keys WHERE key LIKE 'cf-fin-%-$tag') a,
+       checkout_finish_many(a.o, a.k, a.t, ARRAY['succeeded', 'succeeded'], ARRAY['ch_cf1', 'ch_cf2'], ARRAY[10000, 10000]::bigint[]) f;"
+got=$(app -c "$finish_cf" 2>&1)
+check "regression: a finish batch whose COMMIT fails returns no row, only the error" \
+    "$(grep -c '^row:' <<<"$got"):$(grep -c 'ERROR:  commit-fail marker' <<<"$got")" "0:1"
+check "and no item finished: keys in progress, orders PROCESSING, no payment" \
+    "$(su -c "SELECT string_agg(DISTINCT k.state || ':' || o.status, ',') || ':'
+                     || (SELECT count(*) FROM ledger_transactions t JOIN orders x ON x.id = t.order_id WHERE x.buyer_id = 'cf-$tag')
+                FROM idempotency_keys k JOIN orders o ON o.id = k.order_id WHERE k.key LIKE 'cf-fin-%-$tag'")" \
+    "in_progress:PROCESSING:0"
+su -c "DROP TRIGGER commit_fail_marker ON orders" -c "DROP FUNCTION commit_fail_marker()"
+check "the worker's retry of that batch finishes both items (their tokens still hold)" \
+    "$(app -c "$finish_cf" 2>&1 | tr '\n' ' ')" "row:1:finished:PAID row:2:finished:PAID "
 
 echo "1..$n"
 if [ "$failed" -ne 0 ]; then
