@@ -225,7 +225,7 @@ static const cf_key_t keys[] = {
     K("workers", CF_INT, workers, "auto", 1, 512, CF_AUTO, NULL),
     K("worker_shutdown_timeout", CF_DURATION, worker_shutdown_timeout_ms, "30s", 1, MS_DAY, 0, NULL),
     K("database", CF_STR, database, "postgresql://app:app@127.0.0.1:54320/payments", 0, 0, 0, check_database),
-    K("db_pool_size", CF_INT, db_pool_size, "4", 1, 256, 0, NULL),
+    K("db_pool_size", CF_INT, db_pool_size, "2", 1, 256, 0, NULL),
     K("db_batch_max", CF_INT, db_batch_max, "64", 1, 1000, 0, NULL),
     K("db_queue_size", CF_INT, db_queue_size, "1024", 1, 1000000, 0, NULL),
     K("db_timeout", CF_DURATION, db_timeout_ms, "5s", 10, 600000, 0, NULL),

@@ -370,8 +370,15 @@ cache_fast_path(checkout_t *c)
     shm_cache_entry_t entry, *e = &entry;    /* ~1.8 KiB: the stack, not malloc */
     shm_cache_result_t res;
 
-    res = shm_cache_begin(cache_of(c), c->key, c->keylen, c->req.fingerprint, getpid(), now,
-                          now + conf->idempotency_lock_timeout_ms, e);
+    /* A completed answer is found without the set lock (a replay is the
+     * common case, and many replays of one key all land on one set); only
+     * a key not answered yet goes on to claim its marker. */
+    if (shm_cache_lookup(cache_of(c), c->key, c->keylen, now, e) == SHM_CACHE_COMPLETED
+        && cache_expiry(c, e->start_ms) > now)
+        res = SHM_CACHE_EXISTS;
+    else
+        res = shm_cache_begin(cache_of(c), c->key, c->keylen, c->req.fingerprint, getpid(), now,
+                              now + conf->idempotency_lock_timeout_ms, e);
     if (res == SHM_CACHE_EXISTS && e->state == SHM_CACHE_COMPLETED
         && cache_expiry(c, e->start_ms) <= now)
         res = SHM_CACHE_NOT_CACHED;     /* expired under today's TTL: ask PostgreSQL */
