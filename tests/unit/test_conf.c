@@ -68,7 +68,7 @@ test_defaults(void **state)
     assert_int_equal(c->listen.n, 1);
     assert_string_equal(c->listen.items[0], "127.0.0.1:8000");
     assert_true(c->workers >= 1);
-    assert_int_equal(c->db_pool_size, 4);
+    assert_int_equal(c->db_pool_size, 2);
     assert_int_equal(c->provider_timeout_ms, 800);
     assert_string_equal(c->resolv_conf, "/etc/resolv.conf");
     assert_int_equal(c->resolve_interval_ms, 30000);
