@@ -68,6 +68,7 @@ typedef struct {
     size_t keylen;
     char order_id[37];
     char token[37];             /* our lock token for the key */
+    char request_id[129];       /* the request's, for the provider's calls */
     int marked;                 /* our in-progress marker is in the cache */
     int probe;                  /* this charge is the breaker's probe */
 } checkout_t;
@@ -217,7 +218,8 @@ finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
                        : f->status == STORE_ORDER_FAILED ? METRICS_CHECKOUT_FAILED
                        : METRICS_CHECKOUT_PENDING);
     if (f->reversal)
-        worker_start_reversal(c->w, c->order_id, c->req.amount_cents, c->req.currency);
+        worker_start_reversal(c->w, c->order_id, c->req.amount_cents, c->req.currency,
+                              c->request_id);
     cache_store(c, f->response_status, f->body, f->body_len, f->completed_at_ms);
     reply_order(c, f->response_status, f->body, f->body_len, 0);
 }
@@ -286,7 +288,7 @@ recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
         /* Never received: charge now, under the same provider key. */
         log_info("recovering order %s: the provider never saw its charge: charging", c->order_id);
         provider_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
-                        c->req.currency, charge_done, c);
+                        c->req.currency, c->request_id, charge_done, c);
         return;
     case PROVIDER_CANCELED:
     case PROVIDER_REFUNDED:
@@ -331,13 +333,13 @@ begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
         }
         c->probe = (v == SHM_BREAKER_ALLOW_PROBE);
         provider_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
-                        c->req.currency, charge_done, c);
+                        c->req.currency, c->request_id, charge_done, c);
         return;
     }
     case STORE_BEGIN_RECOVER:
         log_info("recovering checkout of order %s: asking the provider", c->order_id);
         provider_get_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
-                            c->req.currency, recover_answered, c);
+                            c->req.currency, c->request_id, recover_answered, c);
         return;
     case STORE_BEGIN_REPLAY:
         worker_count(c->w, METRICS_CHECKOUT_REPLAYED);
@@ -424,6 +426,7 @@ checkout_handle(http_req_t *r)
     }
     c->r = r;
     c->w = r->worker;
+    snprintf(c->request_id, sizeof(c->request_id), "%s", r->request_id);
     TAILQ_FOREACH(kv, in, next) {
         if (strcasecmp(kv->key, "Idempotency-Key") == 0 && nkeys < MAX_KEY_HEADERS)
             keys[nkeys++] = kv->value;

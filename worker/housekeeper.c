@@ -126,6 +126,7 @@ struct item {
     provider_outcome_t said;    /* the provider's answer being applied */
     int resent;                 /* pending: its charge was sent again */
     char charge_id[256];
+    char request_id[64];        /* for the provider's logs: housekeeper-<order_id> */
 };
 
 static void step_next(housekeeper_t *h);
@@ -210,6 +211,7 @@ item_new(housekeeper_t *h, const store_item_t *row)
     snprintf(it->key, sizeof(it->key), "%s", row->key);
     snprintf(it->token, sizeof(it->token), "%s", row->lock_token);
     snprintf(it->order_id, sizeof(it->order_id), "%s", row->order_id);
+    snprintf(it->request_id, sizeof(it->request_id), "housekeeper-%s", row->order_id);
     it->amount_cents = row->amount_cents;
     snprintf(it->currency, sizeof(it->currency), "%s", row->currency);
     h->work[h->nwork++] = it;
@@ -317,7 +319,7 @@ stale_finished(void *arg, const store_finish_t *f, const store_err_t *err)
         /* FAILED provider_unavailable: cancel-or-refund now; the item
          * ends with it. */
         reversal_start(h->provider, h->db, h->metrics, it->order_id, it->amount_cents,
-                       it->currency, reverse_done, it);
+                       it->currency, it->request_id, reverse_done, it);
         return;
     }
     item_done(it);
@@ -369,7 +371,7 @@ stale_start_item(item_t *it)
 {
     log_info("checkout of order %s was left unfinished: asking the provider", it->order_id);
     provider_get_charge(it->h->provider, it->order_id, it->amount_cents, it->currency,
-                        stale_answered, it);
+                        it->request_id, stale_answered, it);
 }
 
 static void
@@ -422,7 +424,7 @@ static void
 reverse_start_item(item_t *it)
 {
     reversal_start(it->h->provider, it->h->db, it->h->metrics, it->order_id, it->amount_cents,
-                   it->currency, reverse_done, it);
+                   it->currency, it->request_id, reverse_done, it);
 }
 
 static void
@@ -533,7 +535,7 @@ pending_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
         it->resent = 1;
         h->tally.resent++;
         provider_charge(h->provider, it->order_id, it->amount_cents, it->currency,
-                        pending_answered, it);
+                        it->request_id, pending_answered, it);
         return;
     default:
         log_debug("pending order %s: the provider says %s: left for a later round",
@@ -566,7 +568,7 @@ static void
 pending_start_item(item_t *it)
 {
     provider_get_charge(it->h->provider, it->order_id, it->amount_cents, it->currency,
-                        pending_answered, it);
+                        it->request_id, pending_answered, it);
 }
 
 /* A due order of the window, ranked for this round. */

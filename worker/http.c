@@ -2,7 +2,9 @@
  * http: request lifetime, replies, request ids and the access log.
  *
  * Runs on the worker's event loop only.  Request ids that the client sends
- * are kept when they are 1..128 characters of [A-Za-z0-9._-]; otherwise a
+ * are kept when they are 1..128 visible ASCII characters (0x21-0x7E) other
+ * than '"' and '\\', so that the ids of HAProxy, nginx and cloud load
+ * balancers pass through unchanged (SPEC.md); otherwise a
  * random 128-bit id is made from a per-process generator seeded with
  * getrandom(2) after fork, so two workers never share a sequence.
  *
@@ -86,8 +88,13 @@ request_id_valid(const char *s)
 {
     size_t n = strlen(s);
 
-    return n >= 1 && n <= 128
-        && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+    if (n < 1 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < 0x21 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\')
+            return 0;
+    }
+    return 1;
 }
 
 static void connection_closed(struct evhttp_connection *evcon, void *arg);

@@ -93,6 +93,7 @@ typedef struct call {
     provider_outcome_t out;
     char charge_id[PROVIDER_CHARGE_ID_MAX + 1];
     char order_id[ORDER_ID_MAX + 1];
+    char request_id[129];       /* sent as X-Request-Id; "" for none */
     int64_t amount_cents;
     char currency[8];
     char tls_reason[PROVIDER_TLS_REASON_MAX];  /* why the certificate was refused, if it was */
@@ -633,7 +634,7 @@ on_response(struct evhttp_request *req, void *arg)
 
 static call_t *
 call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_cents,
-         const char *currency, provider_cb_t cb, void *arg)
+         const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
     call_t *c = calloc(1, sizeof(*c));
 
@@ -646,6 +647,7 @@ call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_c
     c->amount_cents = amount_cents;
     snprintf(c->order_id, sizeof(c->order_id), "%s", order_id);
     snprintf(c->currency, sizeof(c->currency), "%s", currency);
+    snprintf(c->request_id, sizeof(c->request_id), "%s", request_id ? request_id : "");
     evtimer_assign(&c->deadline, p->base, call_deadline, c);
     event_assign(&c->done, p->base, -1, 0, call_done, c);
     return c;
@@ -732,6 +734,8 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     c->req = req;
     h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Host", p->hostport);
+    if (c->request_id[0] != '\0')
+        evhttp_add_header(h, "X-Request-Id", c->request_id);
     if (body != NULL) {
         evhttp_add_header(h, "Content-Type", "application/json");
         evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
@@ -761,9 +765,9 @@ fail:
  * GET /v1/charges/{order_id}, or POST /v1/charges/{order_id}/cancel. */
 static void
 charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_cents,
-            const char *currency, provider_cb_t cb, void *arg)
+            const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
-    call_t *c = call_new(p, kind, order_id, amount_cents, currency, cb, arg);
+    call_t *c = call_new(p, kind, order_id, amount_cents, currency, request_id, cb, arg);
     char path[sizeof("/v1/charges//cancel") + 3 * ORDER_ID_MAX];
     char body[256];
     char *enc;
@@ -797,21 +801,21 @@ charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amoun
 
 void
 provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
-                const char *currency, provider_cb_t cb, void *arg)
+                const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
-    charge_call(p, CALL_CHARGE, order_id, amount_cents, currency, cb, arg);
+    charge_call(p, CALL_CHARGE, order_id, amount_cents, currency, request_id, cb, arg);
 }
 
 void
 provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
-                    const char *currency, provider_cb_t cb, void *arg)
+                    const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
-    charge_call(p, CALL_GET, order_id, amount_cents, currency, cb, arg);
+    charge_call(p, CALL_GET, order_id, amount_cents, currency, request_id, cb, arg);
 }
 
 void
 provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
-                const char *currency, provider_cb_t cb, void *arg)
+                const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
-    charge_call(p, CALL_CANCEL, order_id, amount_cents, currency, cb, arg);
+    charge_call(p, CALL_CANCEL, order_id, amount_cents, currency, request_id, cb, arg);
 }

@@ -63,6 +63,10 @@ provider_t *provider_new(struct event_base *base, resolve_t *resolve, const char
 void provider_free(provider_t *p);
 
 /*
+ * Every call sends request_id (the request it serves, 1..128 visible
+ * characters; NULL for none) as X-Request-Id, so that the provider's logs
+ * and ours name the same request.
+ *
  * POST /v1/charges for order_id.  cb is called exactly once, from the loop
  * (never from inside this call), with SUCCEEDED or DECLINED (a 2xx answer
  * about this order and amount, or a 402: the provider refused the
@@ -70,7 +74,7 @@ void provider_free(provider_t *p);
  * any 4xx but 402, or a body not to believe (see above).
  */
 void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
-                     const char *currency, provider_cb_t cb, void *arg);
+                     const char *currency, const char *request_id, provider_cb_t cb, void *arg);
 
 /*
  * GET /v1/charges/{order_id}: what the provider knows of the order's charge,
@@ -83,7 +87,8 @@ void provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
  * word.
  */
 void provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
-                         const char *currency, provider_cb_t cb, void *arg);
+                         const char *currency, const char *request_id, provider_cb_t cb,
+                         void *arg);
 
 /*
  * POST /v1/charges/{order_id}/cancel: make sure the provider keeps no money
@@ -94,7 +99,7 @@ void provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cen
  * 2xx answer within the timeout, or one about another order or amount.
  */
 void provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
-                     const char *currency, provider_cb_t cb, void *arg);
+                     const char *currency, const char *request_id, provider_cb_t cb, void *arg);
 
 /* Name of an outcome for logs and metrics: succeeded, declined, unavailable,
  * pending, not_found, canceled, refunded. */

@@ -92,7 +92,7 @@ answered(void *arg, provider_outcome_t outcome, const char *charge_id)
 void
 reversal_start(provider_t *p, db_pool_t *db, shm_metrics_slot_t *metrics,
                const char *order_id, int64_t amount_cents, const char *currency,
-               reversal_cb_t cb, void *arg)
+               const char *request_id, reversal_cb_t cb, void *arg)
 {
     reversal_t *rv = calloc(1, sizeof(*rv));
 
@@ -107,5 +107,5 @@ reversal_start(provider_t *p, db_pool_t *db, shm_metrics_slot_t *metrics,
     rv->cb = cb;
     rv->arg = arg;
     snprintf(rv->order_id, sizeof(rv->order_id), "%s", order_id);
-    provider_cancel(p, rv->order_id, amount_cents, currency, answered, rv);
+    provider_cancel(p, rv->order_id, amount_cents, currency, request_id, answered, rv);
 }

@@ -32,12 +32,13 @@ typedef void (*reversal_cb_t)(void *arg, reversal_result_t result);
 /*
  * Cancel order_id's charge (amount_cents, currency: the order's) at provider
  * p and record the answer in db.  cb (may be NULL) is called exactly once,
- * from the loop, when both steps are over.  Each attempt is counted in
+ * from the loop, when both steps are over.  request_id (may be NULL) goes
+ * to the provider as X-Request-Id.  Each attempt is counted in
  * metrics (may be NULL) by the provider's answer.  Nothing is ever retried
  * here.
  */
 void reversal_start(provider_t *p, db_pool_t *db, shm_metrics_slot_t *metrics,
                     const char *order_id, int64_t amount_cents, const char *currency,
-                    reversal_cb_t cb, void *arg);
+                    const char *request_id, reversal_cb_t cb, void *arg);
 
 #endif

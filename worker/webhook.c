@@ -116,7 +116,8 @@ apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
                      ap->order_id, store_order_status_name(a->order_status),
                      a->reversal ? "; reversing the provider's charge" : "");
         if (a->reversal)
-            worker_start_reversal(r->worker, ap->order_id, a->amount_cents, a->currency);
+            worker_start_reversal(r->worker, ap->order_id, a->amount_cents, a->currency,
+                                  r->request_id);
     }
     http_reply_json(r, 200, body);
     free(ap);

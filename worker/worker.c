@@ -144,7 +144,7 @@ reversal_done(void *arg, reversal_result_t result)
 
 void
 worker_start_reversal(worker_t *w, const char *order_id, int64_t amount_cents,
-                      const char *currency)
+                      const char *currency, const char *request_id)
 {
     /* While the breaker is open the provider is known to be down: the cancel
      * would only wait out provider_timeout.  The housekeeper sends it. */
@@ -154,7 +154,7 @@ worker_start_reversal(worker_t *w, const char *order_id, int64_t amount_cents,
         return;
     }
     w->background++;
-    reversal_start(w->provider, w->db, w->metrics, order_id, amount_cents, currency,
+    reversal_start(w->provider, w->db, w->metrics, order_id, amount_cents, currency, request_id,
                    reversal_done, w);
 }
 

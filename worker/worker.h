@@ -50,7 +50,7 @@ void worker_count(worker_t *w, metrics_counter_t c);
  * gone already, and a graceful stop waits for it.  The housekeeper retries
  * whatever this attempt does not settle. */
 void worker_start_reversal(worker_t *w, const char *order_id, int64_t amount_cents,
-                           const char *currency);
+                           const char *currency, const char *request_id);
 
 /* Publish this worker's database pool gauges to its metrics slot. */
 void worker_update_gauges(worker_t *w);

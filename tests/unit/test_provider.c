@@ -138,11 +138,11 @@ call(provider_t *p, int kind, int status, const char *body)
     srv.status = status;
     srv.body = body;
     if (kind == CHARGE)
-        provider_charge(p, ORDER, AMOUNT, "EUR", on_result, &r);
+        provider_charge(p, ORDER, AMOUNT, "EUR", NULL, on_result, &r);
     else if (kind == GET)
-        provider_get_charge(p, ORDER, AMOUNT, "EUR", on_result, &r);
+        provider_get_charge(p, ORDER, AMOUNT, "EUR", NULL, on_result, &r);
     else
-        provider_cancel(p, ORDER, AMOUNT, "EUR", on_result, &r);
+        provider_cancel(p, ORDER, AMOUNT, "EUR", NULL, on_result, &r);
     assert_false(r.done);       /* never from inside the call */
     while (!r.done)
         event_base_loop(base, EVLOOP_ONCE);
