@@ -311,23 +311,41 @@ class Load:
 
 
 class DelayProxy:
-    """A TCP proxy that can hold back the server's bytes: makes a real
-    dependency (PostgreSQL) slow on demand."""
+    """A TCP proxy in front of a real dependency (PostgreSQL): it can hold
+    back the server's bytes (delay), or be cut (every connection reset, the
+    port closed: connection refused) and restored on the same port."""
 
     def __init__(self, target_host, target_port):
         self.target = (target_host, target_port)
         self.delay = 0.0
+        self.port = 0
+        self.conns = []
+        self.lock = threading.Lock()
+        self.up()
+
+    def up(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", self.port))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._accept, args=(self.sock,), daemon=True).start()
 
-    def _accept(self):
+    def down(self):
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                    c.close()
+                except OSError:
+                    pass
+            self.conns = []
+
+    def _accept(self, sock):
         while True:
             try:
-                client, _ = self.sock.accept()
+                client, _ = sock.accept()
             except OSError:
                 return
             try:
@@ -335,6 +353,8 @@ class DelayProxy:
             except OSError:
                 client.close()
                 continue
+            with self.lock:
+                self.conns += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
 

@@ -9,84 +9,17 @@ through a TCP proxy that the test cuts (every connection reset, the port
 closed) and restores; after several seconds of outage, checkouts must be
 served within half a second of the database accepting connections again."""
 
-import socket
-import threading
 import time
 import urllib.parse
 
-from harness import DATABASE, TAP, Paymentsd, ProviderSim, checkout, new_key
+from harness import DATABASE, TAP, DelayProxy, Paymentsd, ProviderSim, checkout, new_key
 
 t = TAP()
 BODY = {"buyer_id": "buyer-r", "seller_id": "seller-r", "amount_cents": 1500, "currency": "EUR"}
 
 
-class CuttableProxy:
-    """A TCP proxy to PostgreSQL that can be cut (connections reset, port
-    closed: connection refused) and restored on the same port."""
-
-    def __init__(self, target):
-        self.target = target
-        self.port = None
-        self.sock = None
-        self.conns = []
-        self.lock = threading.Lock()
-
-    def up(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port or 0))
-        s.listen(64)
-        self.port = s.getsockname()[1]
-        self.sock = s
-        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
-
-    def down(self):
-        self.sock.close()
-        with self.lock:
-            for c in self.conns:
-                try:
-                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-                    c.close()
-                except OSError:
-                    pass
-            self.conns = []
-
-    def _accept(self, s):
-        while True:
-            try:
-                client, _ = s.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for x in (src, dst):
-            try:
-                x.close()
-            except OSError:
-                pass
-
-
 u = urllib.parse.urlparse(DATABASE)
-proxy = CuttableProxy((u.hostname, u.port or 5432))
-proxy.up()
+proxy = DelayProxy(u.hostname, u.port or 5432)
 via_proxy = u._replace(netloc="%s@127.0.0.1:%d" % (u.netloc.rsplit("@", 1)[0], proxy.port)).geturl()
 
 sim = ProviderSim().start()
