@@ -60,37 +60,76 @@ log_time_iso(char *buf, size_t len)
              tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
 }
 
-void
-log_vwrite(log_level_t level, const char *fmt, va_list ap)
+/*
+ * Append text to the line at *n (room: size), control characters and
+ * backslashes escaped, so the line stays one line whatever text holds.
+ * Stops where the next character would not fit.
+ */
+static void
+append_escaped(char *line, size_t size, size_t *n, const char *text)
 {
-    char line[2048];
-    char now[32];
-    int n, m;
+    for (; *text != '\0'; text++) {
+        unsigned char c = (unsigned char)*text;
+        char esc[5];
+        size_t len;
 
+        if (c == '\n' || c == '\r' || c == '\t' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : '\\';
+            len = 2;
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof(esc), "\\x%02x", c);
+            len = 4;
+        } else {
+            esc[0] = (char)c;
+            len = 1;
+        }
+        if (*n + len > size)
+            return;
+        memcpy(line + *n, esc, len);
+        *n += len;
+    }
+}
+
+void
+log_vwrite(log_level_t level, const char *request_id, const char *fmt, va_list ap)
+{
+    char line[2048], text[2048];
+    char now[32];
+    size_t n;
+    int m;
+
+    if (vsnprintf(text, sizeof(text), fmt, ap) < 0)
+        return;
     log_time_iso(now, sizeof(now));
-    n = snprintf(line, sizeof(line), "%s [%s] %s (pid %ld): ",
+    m = snprintf(line, sizeof(line), "%s [%s] %s (pid %ld)",
                  now, level_names[level], role, (long)getpid());
-    if (n < 0 || (size_t)n >= sizeof(line))
+    if (m < 0 || (size_t)m >= sizeof(line))
         return;
-    m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    if (m < 0)
-        return;
-    n += m;
-    if ((size_t)n > sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;      /* truncated: keep the newline */
+    n = (size_t)m;
+    if (request_id != NULL && request_id[0] != '\0') {
+        append_escaped(line, 256, &n, " request_id=");
+        append_escaped(line, 256, &n, request_id);
+    }
+    append_escaped(line, sizeof(line) - 1, &n, ": ");
+    /* A message that ends its own line (libpq's do) ends here. */
+    m = (int)strlen(text);
+    while (m > 0 && (text[m - 1] == '\n' || text[m - 1] == '\r'))
+        text[--m] = '\0';
+    append_escaped(line, sizeof(line) - 1, &n, text);     /* truncated: keep the newline */
     line[n++] = '\n';
     /* A failed log write has nowhere better to be reported. */
-    if (write(error_fd, line, (size_t)n) < 0)
+    if (write(error_fd, line, n) < 0)
         errno = 0;
 }
 
 void
-log_write(log_level_t level, const char *fmt, ...)
+log_write(log_level_t level, const char *request_id, const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
-    log_vwrite(level, fmt, ap);
+    log_vwrite(level, request_id, fmt, ap);
     va_end(ap);
 }
 

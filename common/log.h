@@ -4,8 +4,14 @@
  * Each process logs to the error log (stderr or a file opened O_APPEND) with
  * one write(2) per line, so lines of several processes never interleave.
  * Every line carries a time, the level and the process role ("master",
- * "worker 3", "housekeeper").  Not thread-safe: our processes are single
- * threaded.
+ * "worker 3", "housekeeper"), and a line about a request its request id:
+ *
+ *   2026-01-02T03:04:05.678Z [warn] worker 1 (pid 42) request_id=abc: text
+ *
+ * A line is always one line: control characters in the text (the newlines
+ * of a libpq message with its DETAIL and HINT, a hostile header) are
+ * written escaped, \n, \r, \t or \xNN, and a backslash as \\.  Not
+ * thread-safe: our processes are single threaded.
  */
 #ifndef PD_LOG_H
 #define PD_LOG_H
@@ -24,15 +30,25 @@ typedef enum {
  * never evaluates its arguments. */
 extern log_level_t log_threshold;
 
-void log_write(log_level_t level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-void log_vwrite(log_level_t level, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
+/* Write one line at level; request_id (NULL or "" for none) tags a line
+ * about a request.  Use the macros below. */
+void log_write(log_level_t level, const char *request_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void log_vwrite(log_level_t level, const char *request_id, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
-#define log_error(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
-#define log_warn(...)  do { if (log_threshold >= LOG_LEVEL_WARN) log_write(LOG_LEVEL_WARN, __VA_ARGS__); } while (0)
-#define log_info(...)  do { if (log_threshold >= LOG_LEVEL_INFO) log_write(LOG_LEVEL_INFO, __VA_ARGS__); } while (0)
-#define log_debug(...) do { if (log_threshold >= LOG_LEVEL_DEBUG) log_write(LOG_LEVEL_DEBUG, __VA_ARGS__); } while (0)
+#define log_error(...) log_write(LOG_LEVEL_ERROR, NULL, __VA_ARGS__)
+#define log_warn(...)  do { if (log_threshold >= LOG_LEVEL_WARN) log_write(LOG_LEVEL_WARN, NULL, __VA_ARGS__); } while (0)
+#define log_info(...)  do { if (log_threshold >= LOG_LEVEL_INFO) log_write(LOG_LEVEL_INFO, NULL, __VA_ARGS__); } while (0)
+#define log_debug(...) do { if (log_threshold >= LOG_LEVEL_DEBUG) log_write(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__); } while (0)
+
+/* The same about a request: every error-log line about a request carries
+ * its id (SPEC.md: X-Request-Id), so that the access log, the error log,
+ * the load balancer's and the provider's logs can be matched. */
+#define log_req_error(rid, ...) log_write(LOG_LEVEL_ERROR, rid, __VA_ARGS__)
+#define log_req_warn(rid, ...)  do { if (log_threshold >= LOG_LEVEL_WARN) log_write(LOG_LEVEL_WARN, rid, __VA_ARGS__); } while (0)
+#define log_req_info(rid, ...)  do { if (log_threshold >= LOG_LEVEL_INFO) log_write(LOG_LEVEL_INFO, rid, __VA_ARGS__); } while (0)
+#define log_req_debug(rid, ...) do { if (log_threshold >= LOG_LEVEL_DEBUG) log_write(LOG_LEVEL_DEBUG, rid, __VA_ARGS__); } while (0)
 
 /* Parse "error", "warn", "info" or "debug"; -1 when unknown. */
 int log_level_parse(const char *name);

@@ -95,11 +95,11 @@ static void
 reply_db_error(http_req_t *r, const store_err_t *err)
 {
     if (err->transient) {
-        log_warn("database call failed: %s", err->message);
+        log_req_warn(r->request_id, "database call failed: %s", err->message);
         reply_unavailable(r);
         return;
     }
-    log_error("database call failed: %s", err->message);
+    log_req_error(r->request_id, "database call failed: %s", err->message);
     http_reply_error(r, 500, "internal_error", "internal error", NULL);
 }
 
@@ -198,9 +198,11 @@ finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
          * cause that retrying cannot fix is an error for the operator. */
         worker_count(c->w, METRICS_FINISH_FAILED);
         if (err->transient)
-            log_warn("checkout_finish of order %s did not commit: %s", c->order_id, err->message);
+            log_req_warn(c->request_id, "checkout_finish of order %s did not commit: %s",
+                         c->order_id, err->message);
         else
-            log_error("checkout_finish of order %s did not commit: %s", c->order_id, err->message);
+            log_req_error(c->request_id, "checkout_finish of order %s did not commit: %s",
+                          c->order_id, err->message);
         reply_unavailable(c->r);
         checkout_free(c);
         return;
@@ -208,8 +210,9 @@ finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
     if (f->result == STORE_FINISH_STALE) {
         /* A recovery took the key over while we waited: its holder
          * finishes the order; our provider answer changed nothing. */
-        log_warn("order %s: the key was taken over by a recovery; leaving it to the new holder",
-                 c->order_id);
+        log_req_warn(c->request_id,
+                     "order %s: the key was taken over by a recovery; leaving it to the new holder",
+                     c->order_id);
         reply_in_use(c->r);
         checkout_free(c);
         return;
@@ -263,8 +266,8 @@ charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
     shm_breaker_record(b, outcome != PROVIDER_UNAVAILABLE, clock_ms(CLOCK_MONOTONIC),
                        conf->breaker_threshold, conf->breaker_cooldown_ms);
     if (shm_breaker_state(b) != before)
-        log_warn("provider circuit breaker: %s -> %s%s", breaker_name(before),
-                 breaker_name(shm_breaker_state(b)), c->probe ? " (probe)" : "");
+        log_req_warn(c->request_id, "provider circuit breaker: %s -> %s%s", breaker_name(before),
+                     breaker_name(shm_breaker_state(b)), c->probe ? " (probe)" : "");
     finish(c, outcome == PROVIDER_SUCCEEDED ? STORE_OUTCOME_SUCCEEDED
               : outcome == PROVIDER_DECLINED ? STORE_OUTCOME_DECLINED
               : STORE_OUTCOME_UNAVAILABLE, charge_id);
@@ -286,7 +289,8 @@ recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
         return;
     case PROVIDER_NOT_FOUND:
         /* Never received: charge now, under the same provider key. */
-        log_info("recovering order %s: the provider never saw its charge: charging", c->order_id);
+        log_req_info(c->request_id,
+                     "recovering order %s: the provider never saw its charge: charging", c->order_id);
         provider_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
                         c->req.currency, c->request_id, charge_done, c);
         return;
@@ -299,8 +303,9 @@ recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     default:
         /* Pending, or no answer: unknown.  The key stays ours until the lock
          * timeout, then a retry or the housekeeper asks again. */
-        log_info("recovering order %s: the provider says %s: the key stays in progress",
-                 c->order_id, provider_outcome_name(outcome));
+        log_req_info(c->request_id,
+                     "recovering order %s: the provider says %s: the key stays in progress",
+                     c->order_id, provider_outcome_name(outcome));
         reply_in_use(c->r);
         checkout_free(c);
         return;
@@ -337,7 +342,8 @@ begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
         return;
     }
     case STORE_BEGIN_RECOVER:
-        log_info("recovering checkout of order %s: asking the provider", c->order_id);
+        log_req_info(c->request_id, "recovering checkout of order %s: asking the provider",
+                     c->order_id);
         provider_get_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
                             c->req.currency, c->request_id, recover_answered, c);
         return;

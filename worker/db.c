@@ -101,15 +101,30 @@ static void conn_connect(db_conn_t *c);
 static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
 static void dispatch(db_pool_t *p);
 
+/* libpq's message as one string without its final newline (into buf):
+ * callers put it inside their own log lines.  Its inner newlines (DETAIL,
+ * HINT, CONTEXT) stay; the log escapes them, so a line stays one line. */
+static const char *
+pq_message(char *buf, size_t len, const char *msg)
+{
+    size_t n;
+
+    snprintf(buf, len, "%s", msg != NULL ? msg : "");
+    n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    return buf;
+}
+
 /* libpq prints server notices (e.g. "terminating connection due to
  * administrator command") on stderr by default: route them to our log. */
 static void
 notice_processor(void *arg, const char *message)
 {
-    size_t n = strlen(message);
+    char buf[1024];
 
     (void)arg;
-    log_warn("database: %.*s", (int)(n > 0 && message[n - 1] == '\n' ? n - 1 : n), message);
+    log_warn("database: %s", pq_message(buf, sizeof(buf), message));
 }
 
 static int64_t
@@ -179,9 +194,9 @@ conn_fail(db_conn_t *c, const char *why)
     db_pool_t *p = c->pool;
     struct db_calls flight;
     int was_up = (c->state == DB_IDLE || c->state == DB_BUSY);
-    char msg[256];
+    char msg[1024];
 
-    snprintf(msg, sizeof(msg), "%s", why);
+    pq_message(msg, sizeof(msg), why);
     if (c->io_added) {
         event_del(&c->io);
         c->io_added = 0;
@@ -347,6 +362,7 @@ conn_read_results(db_conn_t *c)
     db_call_t *call, *byord[DB_BATCH_MAX_LIMIT];
     PGresult *r;
     const char *err = NULL;
+    char errbuf[2048];
     int n = 0;
 
     for (;;) {
@@ -373,7 +389,7 @@ conn_read_results(db_conn_t *c)
     if (r == NULL)
         err = "no result";
     else if (result_is_error(r))
-        err = PQresultErrorMessage(r);
+        err = pq_message(errbuf, sizeof(errbuf), PQresultErrorMessage(r));
     conn_became_idle(c);        /* before the callbacks: they may call again */
 
     call = TAILQ_FIRST(&flight);

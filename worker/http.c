@@ -104,6 +104,7 @@ http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
 {
     http_req_t *r = calloc(1, sizeof(*r));
     const char *id;
+    char *peer = NULL;
 
     if (r == NULL) {
         evhttp_send_error(req, 503, "Service Unavailable");
@@ -115,6 +116,8 @@ http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
     r->done = done;
     r->method = evhttp_request_get_command(req);
     r->start_us = now_us();
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &r->client_port);
+    snprintf(r->client, sizeof(r->client), "%s", peer != NULL ? peer : "");
     id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
     if (id != NULL && request_id_valid(id)) {
         snprintf(r->request_id, sizeof(r->request_id), "%s", id);
@@ -188,12 +191,39 @@ json_escape(char *buf, size_t room, const char *s)
     return n;
 }
 
+/* A header of the request as a JSON value in buf: its text escaped and
+ * quoted (cut to fit), or null when the request did not send it. */
+static const char *
+json_header(char *buf, size_t room, const char *value)
+{
+    size_t n;
+
+    if (value == NULL)
+        return "null";
+    buf[0] = '"';
+    n = 1 + json_escape(buf + 1, room - 2, value);
+    buf[n++] = '"';
+    buf[n] = '\0';
+    return buf;
+}
+
+/*
+ * One JSON object per request, on one line, members in this order (README,
+ * "Logs"): time, request_id, client (the peer's address) and client_port,
+ * method, path, route, status, bytes (of the body sent), duration_ms,
+ * user_agent and x_forwarded_for (null when not sent; as the client sent
+ * them, so a proxy's XFF chain is kept whole), worker_pid.  Strings the
+ * client chose are JSON-escaped (quotes, backslashes, control characters
+ * and bytes over 0x7E as \u00XX) and cut to fit, so a hostile header can
+ * neither break the line nor forge a member.
+ */
 static void
-access_log_line(const http_req_t *r, int status, int64_t dur_us)
+access_log_line(const http_req_t *r, int status, size_t bytes, int64_t dur_us)
 {
     static const char *const methods[] = { "GET", "POST", "HEAD", "PUT", "DELETE",
                                            "OPTIONS", "TRACE", "CONNECT", "PATCH" };
-    char line[1024], now[32], path[512];
+    struct evkeyvalq *in = r->req != NULL ? evhttp_request_get_input_headers(r->req) : NULL;
+    char line[3072], now[32], path[512], agent[512], xff[512];
     const char *method = "OTHER";
     const char *uri = r->req != NULL ? evhttp_request_get_uri(r->req) : r->uri;
     size_t plen;
@@ -207,10 +237,16 @@ access_log_line(const http_req_t *r, int status, int64_t dur_us)
     path[plen] = '\0';
     log_time_iso(now, sizeof(now));
     n = snprintf(line, sizeof(line),
-                 "{\"time\":\"%s\",\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\","
-                 "\"route\":\"%s\",\"status\":%d,\"duration_ms\":%.3f,\"worker_pid\":%ld}",
-                 now, r->request_id, method, path, shm_metrics_route_name(r->route), status,
-                 (double)dur_us / 1000.0, (long)getpid());
+                 "{\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\",\"client_port\":%u,"
+                 "\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,"
+                 "\"duration_ms\":%.3f,\"user_agent\":%s,\"x_forwarded_for\":%s,\"worker_pid\":%ld}",
+                 now, r->request_id, r->client, (unsigned)r->client_port, method, path,
+                 shm_metrics_route_name(r->route), status, bytes, (double)dur_us / 1000.0,
+                 json_header(agent, sizeof(agent),
+                             in != NULL ? evhttp_find_header(in, "User-Agent") : r->user_agent),
+                 json_header(xff, sizeof(xff),
+                             in != NULL ? evhttp_find_header(in, "X-Forwarded-For") : r->xff),
+                 (long)getpid());
     if (n > 0 && (size_t)n < sizeof(line))
         log_access(line, (size_t)n);
 }
@@ -223,6 +259,8 @@ req_finish(http_req_t *r)
     if (r->done != NULL)
         r->done(r->worker, r, r->status, r->dur_us);
     free(r->uri);
+    free(r->user_agent);
+    free(r->xff);
     free(r);
 }
 
@@ -250,8 +288,14 @@ connection_closed(struct evhttp_connection *evcon, void *arg)
     if (evhttp_request_get_connection(r->req) != NULL) {
         /* Still on the connection: libevent frees it with the connection.
          * Keep what the access log needs. */
+        struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
         const char *uri = evhttp_request_get_uri(r->req);
+        const char *agent = evhttp_find_header(in, "User-Agent");
+        const char *xff = evhttp_find_header(in, "X-Forwarded-For");
+
         r->uri = uri != NULL ? strdup(uri) : NULL;
+        r->user_agent = agent != NULL ? strdup(agent) : NULL;
+        r->xff = xff != NULL ? strdup(xff) : NULL;
         r->req = NULL;
     }
     /* Else libevent has detached it (a failed read): ours, freed at reply. */
@@ -265,8 +309,11 @@ http_reply(http_req_t *r, int status, const char *content_type, const char *body
     r->status = status;
     r->dur_us = now_us() - r->start_us;
     r->replied = 1;
-    if (log_access_enabled())
-        access_log_line(r, status, r->dur_us);
+    if (log_access_enabled()) {
+        int sent = body != NULL && !r->cancelled && r->method != EVHTTP_REQ_HEAD;
+
+        access_log_line(r, status, sent ? len : 0, r->dur_us);
+    }
     if (r->cancelled) {
         /* The client went away before the reply: nothing to send. */
         if (r->req != NULL)

@@ -37,7 +37,10 @@ struct http_req {
     char request_id[129];
     /* Private to http.c. */
     enum evhttp_cmd_type method;
-    char *uri;                  /* a copy, kept when req goes before the reply */
+    char *uri;                  /* copies, kept when req goes before the reply */
+    char *user_agent, *xff;
+    char client[64];            /* the peer's address (for the access log) */
+    uint16_t client_port;
     unsigned replied : 1;       /* http_reply() was called */
     unsigned cancelled : 1;     /* the connection closed before the reply */
 };

@@ -451,9 +451,9 @@ call_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->waiting)
         tls = "no address for the host name yet";
-    log_warn("provider: %s of order %s: no complete answer within %lld ms%s%s",
-             call_names[c->kind], c->order_id, (long long)c->p->timeout_ms,
-             tls != NULL ? "; " : "", tls != NULL ? tls : "");
+    log_req_warn(c->request_id, "provider: %s of order %s: no complete answer within %lld ms%s%s",
+                 call_names[c->kind], c->order_id, (long long)c->p->timeout_ms,
+                 tls != NULL ? "; " : "", tls != NULL ? tls : "");
     if (c->waiting) {
         /* Never sent: no connection, the request is on no queue. */
         TAILQ_REMOVE(&c->p->waiting, c, wait);
@@ -510,11 +510,12 @@ call_failed(call_t *c)
     const char *tls = call_tls_failure(c, buf, sizeof(buf));
 
     if (tls != NULL)
-        log_error("provider: %s of order %s failed: %s: %s", call_names[c->kind], c->order_id,
-                  c->p->hostport, tls);
+        log_req_error(c->request_id, "provider: %s of order %s failed: %s: %s",
+                      call_names[c->kind], c->order_id, c->p->hostport, tls);
     else
-        log_warn("provider: %s of order %s failed: no response (timeout or connection error)",
-                 call_names[c->kind], c->order_id);
+        log_req_warn(c->request_id,
+                     "provider: %s of order %s failed: no response (timeout or connection error)",
+                     call_names[c->kind], c->order_id);
     if (c->p->name != NULL)
         resolve_name_retry(c->p->name);     /* the name may have moved */
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
@@ -525,8 +526,8 @@ call_failed(call_t *c)
 static void
 call_protocol_error(call_t *c, int code, const char *why)
 {
-    log_error("provider: %s of order %s: protocol error in the HTTP %d answer: %s: "
-              "taking it as unavailable", call_names[c->kind], c->order_id, code, why);
+    log_req_error(c->request_id, "provider: %s of order %s: protocol error in the HTTP %d answer: "
+                  "%s: taking it as unavailable", call_names[c->kind], c->order_id, code, why);
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
@@ -584,9 +585,10 @@ charge_refused(call_t *c, struct evhttp_request *req, int code)
     /* The provider's words go into our log only if they look like a code. */
     if (what != NULL && (what[0] == '\0' || what[strspn(what, CODE_CHARS)] != '\0'))
         what = NULL;
-    log_error("provider: charge of order %s answered HTTP %d%s%.64s: taking it as %s",
-              c->order_id, code, what != NULL ? ", error code " : "", what != NULL ? what : "",
-              code == 402 ? "declined" : "unavailable");
+    log_req_error(c->request_id,
+                  "provider: charge of order %s answered HTTP %d%s%.64s: taking it as %s",
+                  c->order_id, code, what != NULL ? ", error code " : "", what != NULL ? what : "",
+                  code == 402 ? "declined" : "unavailable");
     json_object_put(obj);
     call_finish(c, code == 402 ? PROVIDER_DECLINED : PROVIDER_UNAVAILABLE, 0);
 }
@@ -607,7 +609,8 @@ get_not_found(call_t *c, struct evhttp_request *req)
         call_finish(c, PROVIDER_NOT_FOUND, 1);
         return;
     }
-    log_warn("provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
+    log_req_warn(c->request_id,
+                 "provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
     json_object_put(obj);
     call_finish(c, PROVIDER_UNAVAILABLE, 1);
 }
@@ -627,7 +630,8 @@ on_response(struct evhttp_request *req, void *arg)
     else if (c->kind == CALL_GET && code == 404)
         get_not_found(c, req);
     else {
-        log_warn("provider: %s of order %s answered HTTP %d", call_names[c->kind], c->order_id, code);
+        log_req_warn(c->request_id, "provider: %s of order %s answered HTTP %d",
+                     call_names[c->kind], c->order_id, code);
         call_finish(c, PROVIDER_UNAVAILABLE, 0);
     }
 }
@@ -671,7 +675,7 @@ call_send(call_t *c, const char *addr)
         goto fail;
     return;     /* on_response may have run already (failed connect) */
 fail:
-    log_error("provider: cannot start a request for order %s", c->order_id);
+    log_req_error(c->request_id, "provider: cannot start a request for order %s", c->order_id);
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
@@ -679,8 +683,8 @@ fail:
 static void
 call_no_address(call_t *c)
 {
-    log_warn("provider: %s of order %s: the host %s does not resolve", call_names[c->kind],
-             c->order_id, c->p->host);
+    log_req_warn(c->request_id, "provider: %s of order %s: the host %s does not resolve",
+                 call_names[c->kind], c->order_id, c->p->host);
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
@@ -757,7 +761,7 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     }
     return;
 fail:
-    log_error("provider: cannot start a request for order %s", c->order_id);
+    log_req_error(c->request_id, "provider: cannot start a request for order %s", c->order_id);
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
@@ -775,7 +779,7 @@ charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amoun
     if (c == NULL) {
         /* Nothing else can be done: break the "from the loop" promise
          * rather than lose the answer. */
-        log_error("provider: out of memory");
+        log_req_error(request_id, "provider: out of memory");
         cb(arg, PROVIDER_UNAVAILABLE, NULL);
         return;
     }

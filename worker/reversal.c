@@ -22,6 +22,7 @@ typedef struct {
     db_pool_t *db;
     shm_metrics_slot_t *metrics;
     char order_id[37];
+    char request_id[129];       /* the request that started it, for log lines */
     provider_outcome_t said;
     reversal_cb_t cb;
     void *arg;
@@ -48,14 +49,15 @@ settled(void *arg, store_reversal_t status, const store_err_t *err)
     reversal_t *rv = arg;
 
     if (err != NULL) {
-        log_warn("reversal of order %s: the provider said %s, but recording it failed: %s",
-                 rv->order_id, provider_outcome_name(rv->said), err->message);
+        log_req_warn(rv->request_id,
+                     "reversal of order %s: the provider said %s, but recording it failed: %s",
+                     rv->order_id, provider_outcome_name(rv->said), err->message);
         count(rv, METRICS_REVERSAL_UNRECORDED);
         reversal_end(rv, REVERSAL_UNSETTLED);
         return;
     }
-    log_info("reversal of order %s: the provider says %s; the reversal is %s", rv->order_id,
-             provider_outcome_name(rv->said), store_reversal_name(status));
+    log_req_info(rv->request_id, "reversal of order %s: the provider says %s; the reversal is %s",
+                 rv->order_id, provider_outcome_name(rv->said), store_reversal_name(status));
     reversal_end(rv, status == STORE_REVERSAL_REFUNDED ? REVERSAL_REFUNDED
                      : status == STORE_REVERSAL_CANCELED ? REVERSAL_CANCELED
                      : REVERSAL_UNSETTLED);
@@ -76,8 +78,8 @@ answered(void *arg, provider_outcome_t outcome, const char *charge_id)
     case PROVIDER_DECLINED: answer = STORE_ANSWER_DECLINED; c = METRICS_REVERSAL_DECLINED; break;
     case PROVIDER_NOT_FOUND: answer = STORE_ANSWER_NOT_FOUND; c = METRICS_REVERSAL_NOT_FOUND; break;
     default:
-        log_warn("reversal of order %s: no answer from the provider (%s): the housekeeper "
-                 "will try again", rv->order_id, provider_outcome_name(outcome));
+        log_req_warn(rv->request_id, "reversal of order %s: no answer from the provider (%s): "
+                     "the housekeeper will try again", rv->order_id, provider_outcome_name(outcome));
         count(rv, METRICS_REVERSAL_UNAVAILABLE);
         reversal_end(rv, REVERSAL_UNSETTLED);
         return;
@@ -97,7 +99,8 @@ reversal_start(provider_t *p, db_pool_t *db, shm_metrics_slot_t *metrics,
     reversal_t *rv = calloc(1, sizeof(*rv));
 
     if (rv == NULL) {
-        log_error("reversal of order %s: out of memory: the housekeeper will do it", order_id);
+        log_req_error(request_id, "reversal of order %s: out of memory: the housekeeper will do it",
+                      order_id);
         if (cb != NULL)
             cb(arg, REVERSAL_UNSETTLED);
         return;
@@ -107,5 +110,6 @@ reversal_start(provider_t *p, db_pool_t *db, shm_metrics_slot_t *metrics,
     rv->cb = cb;
     rv->arg = arg;
     snprintf(rv->order_id, sizeof(rv->order_id), "%s", order_id);
+    snprintf(rv->request_id, sizeof(rv->request_id), "%s", request_id ? request_id : "");
     provider_cancel(p, rv->order_id, amount_cents, currency, request_id, answered, rv);
 }

@@ -33,7 +33,7 @@ typedef void (*reversal_cb_t)(void *arg, reversal_result_t result);
  * Cancel order_id's charge (amount_cents, currency: the order's) at provider
  * p and record the answer in db.  cb (may be NULL) is called exactly once,
  * from the loop, when both steps are over.  request_id (may be NULL) goes
- * to the provider as X-Request-Id.  Each attempt is counted in
+ * to the provider as X-Request-Id and tags the log lines.  Each attempt is counted in
  * metrics (may be NULL) by the provider's answer.  Nothing is ever retried
  * here.
  */

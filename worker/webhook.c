@@ -85,9 +85,9 @@ apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
          * an error for the operator, still not a success. */
         worker_count(r->worker, METRICS_WEBHOOK_UNAVAILABLE);
         if (err->transient)
-            log_warn("webhook_apply did not commit: %s", err->message);
+            log_req_warn(r->request_id, "webhook_apply did not commit: %s", err->message);
         else
-            log_error("webhook_apply did not commit: %s", err->message);
+            log_req_error(r->request_id, "webhook_apply did not commit: %s", err->message);
         http_add_header(r, "Retry-After", "1");
         http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
         free(ap);
@@ -112,9 +112,10 @@ apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
         json_object_object_add(body, "duplicate", json_object_new_boolean(0));
         json_object_object_add(body, "applied", json_object_new_boolean(applied));
         if (a->conflict)
-            log_warn("webhook conflict: order %s is already %s, the event was not applied%s",
-                     ap->order_id, store_order_status_name(a->order_status),
-                     a->reversal ? "; reversing the provider's charge" : "");
+            log_req_warn(r->request_id,
+                         "webhook conflict: order %s is already %s, the event was not applied%s",
+                         ap->order_id, store_order_status_name(a->order_status),
+                         a->reversal ? "; reversing the provider's charge" : "");
         if (a->reversal)
             worker_start_reversal(r->worker, ap->order_id, a->amount_cents, a->currency,
                                   r->request_id);
@@ -172,7 +173,7 @@ webhook_handle(http_req_t *r)
                      evhttp_find_header(in, "webhook-signature"), body, len,
                      (int64_t)time(NULL), conf->webhook_tolerance_ms / 1000);
     if (v != WHSIG_OK) {
-        log_warn("webhook refused: signature %s", whsig_result_name(v));
+        log_req_warn(r->request_id, "webhook refused: signature %s", whsig_result_name(v));
         worker_count(r->worker, v == WHSIG_EXPIRED ? METRICS_WEBHOOK_SIGNATURE_EXPIRED
                                 : METRICS_WEBHOOK_SIGNATURE_INVALID);
         if (v == WHSIG_EXPIRED)

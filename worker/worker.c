@@ -149,8 +149,8 @@ worker_start_reversal(worker_t *w, const char *order_id, int64_t amount_cents,
     /* While the breaker is open the provider is known to be down: the cancel
      * would only wait out provider_timeout.  The housekeeper sends it. */
     if (shm_breaker_state(w->shared->breaker) == SHM_BREAKER_OPEN) {
-        log_info("reversal of order %s: the provider is down (breaker open): "
-                 "left to the housekeeper", order_id);
+        log_req_info(request_id, "reversal of order %s: the provider is down (breaker open): "
+                     "left to the housekeeper", order_id);
         return;
     }
     w->background++;
