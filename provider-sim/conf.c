@@ -124,6 +124,8 @@ static const cf_key_t keys[] = {
     K("webhook_backoff", CF_DURATION, webhook_backoff_ms, "500ms", 1, MS_HOUR, NULL),
     K("webhook_backoff_max", CF_DURATION, webhook_backoff_max_ms, "30s", 1, 24 * MS_HOUR, NULL),
     K("webhook_timeout", CF_DURATION, webhook_timeout_ms, "5s", 1, MS_HOUR, NULL),
+    K("resolv_conf", CF_STR, resolv_conf, "/etc/resolv.conf", 0, 0, NULL),
+    K("resolve_interval", CF_DURATION, resolve_interval_ms, "30s", 100, 24 * MS_HOUR, NULL),
     K("outage", CF_BOOL, outage, "off", 0, 0, NULL),
     K("log_level", CF_STR, log_level, "info", 0, 0, check_log_level),
     K("error_log", CF_STR, error_log, "stderr", 0, 0, NULL),

@@ -32,6 +32,8 @@ typedef struct sim_conf {
     int64_t webhook_backoff_ms;
     int64_t webhook_backoff_max_ms;
     int64_t webhook_timeout_ms;
+    char *resolv_conf;                  /* nameservers for webhook_url's host (evdns) */
+    int64_t resolve_interval_ms;        /* how often that host is resolved again */
     int outage;
     char *log_level;
     char *error_log;

@@ -5,8 +5,13 @@
  * "queue of due deliveries" is libevent's timer heap, which wakes the loop
  * for the earliest one.  An attempt opens its own connection to the
  * receiver (Connection: close), with webhook_timeout for connect, write and
- * read.  The receiver's address is resolved once at start-up so that no
- * delivery ever calls a blocking resolver.
+ * read.  A host name in webhook_url is followed by the resolver
+ * (common/resolve.c: evdns, again every resolve_interval and soon after a
+ * failed attempt), and each attempt connects to its latest address, so no
+ * delivery ever calls a blocking resolver.  A name that does not resolve
+ * yet (under docker compose, paymentsd's container may start after the
+ * sim) is not an error at start: an attempt made while it has no address
+ * fails like a refused connection and is retried with back-off.
  *
  * Connections are ours to free, never inside their own callback (libevent
  * still uses them when it returns), and not with free_on_completion either:
@@ -37,7 +42,11 @@
 #include <json-c/json.h>
 
 #include "common/log.h"
+#include "common/resolve.h"
 #include "common/whsig.h"
+
+/* delivery_t.error when the attempt had no address to connect to. */
+#define HOOK_NO_ADDRESS (-1)
 
 typedef struct delivery {
     TAILQ_ENTRY(delivery) link;
@@ -55,7 +64,8 @@ struct sim_hooks {
     struct event_base *base;
     const sim_conf_t *conf;
     sim_charges_t *charges;
-    char addr[NI_MAXHOST];              /* numeric address of the receiver */
+    resolve_t *resolve;                 /* NULL when webhook_url names an address */
+    resolve_name_t *name;               /* webhook_url's host name, followed */
     char host_header[NI_MAXHOST + 16];
     struct timeval timeout;
     TAILQ_HEAD(, delivery) list;        /* waiting, retrying or in flight */
@@ -81,6 +91,8 @@ ms_to_tv(int64_t ms)
 static const char *
 error_name(int error)
 {
+    if (error == HOOK_NO_ADDRESS)
+        return "the webhook_url host does not resolve";
     switch (error - 1) {
     case EVREQ_HTTP_TIMEOUT: return "timeout";
     case EVREQ_HTTP_EOF: return "connection closed or refused";
@@ -96,28 +108,23 @@ sim_hooks_t *
 sim_hooks_new(struct event_base *base, const sim_conf_t *conf, sim_charges_t *charges,
               char *err, size_t errlen)
 {
-    struct addrinfo hints, *res = NULL;
     sim_hooks_t *h = calloc(1, sizeof(*h));
-    int rc;
 
     if (h == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    rc = getaddrinfo(conf->webhook_host, NULL, &hints, &res);
-    if (rc == 0)
-        rc = getnameinfo(res->ai_addr, res->ai_addrlen, h->addr, sizeof(h->addr),
-                         NULL, 0, NI_NUMERICHOST);
-    if (res != NULL)
-        freeaddrinfo(res);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve webhook_url host \"%.128s\": %s",
-                 conf->webhook_host, gai_strerror(rc));
-        free(h);
-        return NULL;
+    if (!resolve_is_address(conf->webhook_host)) {
+        h->resolve = resolve_new(base, conf->resolv_conf, conf->resolve_interval_ms);
+        if (h->resolve != NULL)
+            h->name = resolve_name_new(h->resolve, conf->webhook_host, "webhook_url", NULL, NULL);
+        if (h->name == NULL) {
+            snprintf(err, errlen, "cannot start resolving webhook_url host \"%.128s\"",
+                     conf->webhook_host);
+            resolve_free(h->resolve);
+            free(h);
+            return NULL;
+        }
     }
     if (strchr(conf->webhook_host, ':') != NULL)
         snprintf(h->host_header, sizeof(h->host_header), "[%s]:%d",
@@ -134,6 +141,8 @@ sim_hooks_new(struct event_base *base, const sim_conf_t *conf, sim_charges_t *ch
     h->reaper = event_new(base, -1, 0, reap, h);
     if (h->reaper == NULL) {
         snprintf(err, errlen, "out of memory");
+        resolve_name_free(h->name);
+        resolve_free(h->resolve);
         free(h);
         return NULL;
     }
@@ -295,6 +304,8 @@ on_response(struct evhttp_request *req, void *arg)
     /* d->evcon stays: it is freed later, outside this callback. */
     if (d->h->stopping)
         return;
+    if (req == NULL && d->h->name != NULL)
+        resolve_name_retry(d->h->name);     /* the receiver may have moved */
     attempt_done(d, req != NULL ? evhttp_request_get_response_code(req) : 0);
 }
 
@@ -306,7 +317,7 @@ attempt(delivery_t *d)
     int64_t now = (int64_t)time(NULL);
     struct evhttp_request *req;
     struct evkeyvalq *hd;
-    const char *what;
+    const char *what, *addr;
 
     /* The previous attempt's connection ended in an earlier turn: free it. */
     if (d->evcon != NULL) {
@@ -320,8 +331,17 @@ attempt(delivery_t *d)
     if (whsig_sign(&h->conf->key, d->c->event_id, now, d->body, d->len, sig) < 0)
         goto fail;
     snprintf(ts, sizeof(ts), "%lld", (long long)now);
+    addr = h->name != NULL ? resolve_name_addr(h->name) : h->conf->webhook_host;
+    if (addr == NULL) {
+        /* No address yet: a failed attempt, retried like a refused one. */
+        d->error = HOOK_NO_ADDRESS;
+        resolve_name_retry(h->name);
+        attempt_done(d, 0);
+        return;
+    }
     what = "evhttp_connection_base_new";
-    d->evcon = evhttp_connection_base_new(h->base, NULL, h->addr,
+    /* A numeric address: evhttp resolves nothing (no dns base). */
+    d->evcon = evhttp_connection_base_new(h->base, NULL, addr,
                                           (unsigned short)h->conf->webhook_port);
     if (d->evcon == NULL)
         goto fail;
@@ -422,5 +442,7 @@ sim_hooks_free(sim_hooks_t *h)
     }
     reap(-1, 0, h);
     event_free(h->reaper);
+    resolve_name_free(h->name);
+    resolve_free(h->resolve);
     free(h);
 }

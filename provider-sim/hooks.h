@@ -38,9 +38,11 @@ typedef struct {
 } sim_hooks_stats_t;
 
 /*
- * A sender for conf's webhook_url on base.  Resolves the URL's host now
- * (start-up may block, deliveries never do).  conf and charges must outlive
- * it.  Returns NULL with a message in err.
+ * A sender for conf's webhook_url on base.  A host name in the URL is
+ * followed with evdns (resolv_conf, resolve_interval): one that does not
+ * resolve yet only fails the attempts made meanwhile, which are retried.
+ * Nothing blocks.  conf and charges must outlive it.  Returns NULL with a
+ * message in err.
  */
 sim_hooks_t *sim_hooks_new(struct event_base *base, const sim_conf_t *conf,
                            sim_charges_t *charges, char *err, size_t errlen)

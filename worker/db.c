@@ -613,7 +613,7 @@ host_resolved(void *arg)
 /*
  * libpq resolves a host name with a blocking getaddrinfo() inside
  * PQconnectStart, on every reconnect.  So a single plain host name is
- * followed by the resolver (worker/resolve.c) and each connection is
+ * followed by the resolver (common/resolve.c) and each connection is
  * started with its latest address as hostaddr; the name still serves for
  * TLS and .pgpass.  IP addresses, socket directories, host lists and a
  * given hostaddr are left to libpq.  0, or -1 when a name needs a

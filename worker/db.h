@@ -16,7 +16,7 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
-#include "worker/resolve.h"
+#include "common/resolve.h"
 
 typedef struct db_pool db_pool_t;
 

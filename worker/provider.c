@@ -32,7 +32,7 @@
  * connect fails, which leaked one connection per refused call).
  *
  * A provider named by a host name connects to the address the resolver
- * (worker/resolve.c) last found for it.  Calls made before its first
+ * (common/resolve.c) last found for it.  Calls made before its first
  * answer wait for it, within their deadline.  When the address changes,
  * idle connections to the old one are dropped: the next call connects to
  * the new one.

@@ -20,7 +20,7 @@
 
 #include <event2/event.h>
 
-#include "worker/resolve.h"
+#include "common/resolve.h"
 
 typedef struct provider provider_t;
 

@@ -383,6 +383,66 @@ class DelayProxy:
 DEV_SECRET = "whsec_c2ltdWxhdG9yLXNlY3JldC1mb3ItZGV2ZWxvcG1lbnQ="
 
 
+class FakeDNS:
+    """A DNS server on a free UDP port of 127.0.0.1: A records from
+    `records` (AAAA: none), NXDOMAIN for other names, nothing at all while
+    `silent`."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.records = {}
+        self.silent = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def resolv_conf(self):
+        """A resolv.conf naming this server (for resolv_conf in a conf)."""
+        path = os.path.join(tempfile.mkdtemp(prefix="fake-dns-"), "resolv.conf")
+        with open(path, "w") as f:
+            # evdns takes a port after the address; short timeouts keep waits bounded.
+            f.write("nameserver 127.0.0.1:%d\noptions timeout:1 attempts:1\n" % self.port)
+        return path
+
+    def set(self, name, addr):
+        with self.lock:
+            self.records[name] = addr
+
+    def _serve(self):
+        while True:
+            try:
+                q, peer = self.sock.recvfrom(512)
+            except OSError:
+                return
+            off, labels = 12, []
+            while off < len(q) and q[off] != 0:
+                n = q[off]
+                labels.append(q[off + 1:off + 1 + n].decode("ascii", "replace"))
+                off += 1 + n
+            qend = off + 5                  # the root label, type, class
+            if len(q) < 17 or qend > len(q):
+                continue
+            qtype = int.from_bytes(q[off + 1:off + 3], "big")
+            with self.lock:
+                silent = self.silent
+                addr = self.records.get(".".join(labels).lower())
+            if silent:
+                continue
+            answer = b""
+            if addr is not None and qtype == 1:
+                answer = (b"\xc0\x0c\x00\x01\x00\x01" + (1).to_bytes(4, "big") + b"\x00\x04"
+                          + socket.inet_aton(addr))
+            flags = 0x8180 | (3 if addr is None else 0)
+            reply = (q[:2] + flags.to_bytes(2, "big") + b"\x00\x01"
+                     + (1 if answer else 0).to_bytes(2, "big") + b"\x00\x00\x00\x00"
+                     + q[12:qend] + answer)
+            try:
+                self.sock.sendto(reply, peer)
+            except OSError:
+                pass
+
+
 class ProviderSim:
     """A provider-sim started from a generated conf file."""
 

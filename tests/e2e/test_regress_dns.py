@@ -24,72 +24,17 @@ two names, with addresses the test switches:
   and serves checkouts once DNS answers, without a reload."""
 
 import json
-import os
-import socket
-import tempfile
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import DATABASE, TAP, Paymentsd, checkout, free_port, new_key, wait_until
+from harness import DATABASE, TAP, FakeDNS, Paymentsd, checkout, free_port, new_key, wait_until
 
 t = TAP()
 BODY = {"buyer_id": "buyer-dns", "seller_id": "seller-dns", "amount_cents": 1200, "currency": "EUR"}
 DB_NAME = "db.paymentsd-dns-test"
 PROVIDER_NAME = "provider.paymentsd-dns-test"
-
-
-class FakeDNS:
-    """A DNS server on a free UDP port of 127.0.0.1: A records from
-    `records` (AAAA: none), NXDOMAIN for other names, nothing at all while
-    `silent`."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.records = {}
-        self.silent = False
-        self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def set(self, name, addr):
-        with self.lock:
-            self.records[name] = addr
-
-    def _serve(self):
-        while True:
-            try:
-                q, peer = self.sock.recvfrom(512)
-            except OSError:
-                return
-            off, labels = 12, []
-            while off < len(q) and q[off] != 0:
-                n = q[off]
-                labels.append(q[off + 1:off + 1 + n].decode("ascii", "replace"))
-                off += 1 + n
-            qend = off + 5                  # the root label, type, class
-            if len(q) < 17 or qend > len(q):
-                continue
-            qtype = int.from_bytes(q[off + 1:off + 3], "big")
-            with self.lock:
-                silent = self.silent
-                addr = self.records.get(".".join(labels).lower())
-            if silent:
-                continue
-            answer = b""
-            if addr is not None and qtype == 1:
-                answer = (b"\xc0\x0c\x00\x01\x00\x01" + (1).to_bytes(4, "big") + b"\x00\x04"
-                          + socket.inet_aton(addr))
-            flags = 0x8180 | (3 if addr is None else 0)
-            reply = (q[:2] + flags.to_bytes(2, "big") + b"\x00\x01"
-                     + (1 if answer else 0).to_bytes(2, "big") + b"\x00\x00\x00\x00"
-                     + q[12:qend] + answer)
-            try:
-                self.sock.sendto(reply, peer)
-            except OSError:
-                pass
 
 
 class ProviderHandler(BaseHTTPRequestHandler):
@@ -177,11 +122,7 @@ def watch_healthz(d, seconds):
 dns = FakeDNS()
 dns.set(DB_NAME, "127.0.0.3")           # nothing listens there
 dns.set(PROVIDER_NAME, "127.0.0.2")
-confdir = tempfile.mkdtemp(prefix="paymentsd-dns-")
-resolv_conf = os.path.join(confdir, "resolv.conf")
-with open(resolv_conf, "w") as f:
-    # evdns takes a port after the address; short timeouts keep this bounded.
-    f.write("nameserver 127.0.0.1:%d\noptions timeout:1 attempts:1\n" % dns.port)
+resolv_conf = dns.resolv_conf()
 
 port = free_port()
 old = FakeProvider("127.0.0.2", port)

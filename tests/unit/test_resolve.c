@@ -1,5 +1,5 @@
 /*
- * Unit tests of the resolver (worker/resolve.c) against a DNS server of
+ * Unit tests of the resolver (common/resolve.c) against a DNS server of
  * its own: a UDP socket on 127.0.0.1 served by the same event loop, which
  * answers A queries for NAME with the address a case sets (AAAA: none),
  * NXDOMAIN, or nothing at all.  The resolver reads a resolv.conf written
@@ -33,7 +33,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
-#include "worker/resolve.h"
+#include "common/resolve.h"
 
 #define NAME "svc.resolve-test"
 

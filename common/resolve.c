@@ -25,7 +25,7 @@
  */
 #include "config.h"
 
-#include "worker/resolve.h"
+#include "common/resolve.h"
 
 #include <netinet/in.h>
 #include <stdio.h>

@@ -1,6 +1,7 @@
 /*
  * resolve: host names followed asynchronously with evdns, for the process
- * that owns the event loop (a worker or the housekeeper).
+ * that owns the event loop (a worker, the housekeeper, provider-sim's
+ * webhook sender).
  *
  * A name is resolved when it is first followed, then again every
  * resolve_interval, and sooner (at most once a second) after its owner
