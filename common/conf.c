@@ -216,6 +216,17 @@ check_ca_file(const conf_t *conf, const char *path, char *err, size_t errlen)
     return -1;
 }
 
+/*
+ * workers = auto: one per core, but no more than keep one generation's
+ * database connections (workers x db_pool_size) within this many.  A
+ * reload briefly runs two generations, each with a housekeeper (4 more),
+ * so auto stays under PostgreSQL's default max_connections of 100 on any
+ * host (issue 12: 64 cores opened 130).  More workers than that would only
+ * wait on the database, which bounds throughput.  A number in the conf is
+ * taken as written.
+ */
+#define AUTO_DB_CONNECTIONS 32
+
 #define K(name, type, field, def, min, max, flags, check) \
     { name, type, offsetof(conf_t, field), def, min, max, flags, check }
 #define MS_DAY (86400LL * 1000)
@@ -285,7 +296,9 @@ conf_load(const char *path, char *err, size_t errlen)
         goto fail;
     if (conf->workers == -1) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        conf->workers = n > 0 ? n : 1;
+        long cap = AUTO_DB_CONNECTIONS / conf->db_pool_size;
+
+        conf->workers = n < 1 ? 1 : n > cap ? (cap > 0 ? cap : 1) : n;
     }
     if (conf->listen.n == 0) {
         snprintf(err, errlen, "%s: no listen address", path ? path : "conf");

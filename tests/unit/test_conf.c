@@ -348,13 +348,36 @@ test_env_overrides(void **state)
     unsetenv("PAYMENTSD_DATABASE");
 }
 
+static long
+min_long(long a, long b)
+{
+    return a < b ? a : b;
+}
+
+/* auto: one per core, capped so that workers x db_pool_size <= 32 (a
+ * reload's two generations stay under PostgreSQL's default 100
+ * connections); a number is taken as written. */
 static void
 test_workers_auto(void **state)
 {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     conf_t *c = load_ok("workers = auto\n");
 
     (void)state;
-    assert_int_equal(c->workers, sysconf(_SC_NPROCESSORS_ONLN));
+    assert_int_equal(c->workers, min_long(ncpu, 16));
+    conf_free(c);
+    /* Regression (issue 12): with big pools, auto opened one pool per core. */
+    c = load_ok("workers = auto\ndb_pool_size = 32\n");
+    assert_int_equal(c->workers, 1);
+    conf_free(c);
+    c = load_ok("workers = auto\ndb_pool_size = 16\n");
+    assert_int_equal(c->workers, min_long(ncpu, 2));
+    conf_free(c);
+    c = load_ok("workers = auto\ndb_pool_size = 256\n");
+    assert_int_equal(c->workers, 1);
+    conf_free(c);
+    c = load_ok("workers = 40\ndb_pool_size = 32\n");
+    assert_int_equal(c->workers, 40);
     conf_free(c);
 }
 
