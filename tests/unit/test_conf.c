@@ -348,37 +348,34 @@ test_env_overrides(void **state)
     unsetenv("PAYMENTSD_DATABASE");
 }
 
-static long
-min_long(long a, long b)
-{
-    return a < b ? a : b;
-}
-
 /* auto: one per core, capped so that workers x db_pool_size <= 32 (a
  * reload's two generations stay under PostgreSQL's default 100
- * connections); a number is taken as written. */
+ * connections); a number is taken as written.  Regression (issue 12):
+ * with big pools, auto opened one pool per core. */
 static void
 test_workers_auto(void **state)
 {
+    static const struct {
+        const char *text;
+        long cap;               /* the most workers: cores, or fewer */
+    } cases[] = {
+        { "workers = auto\n", 16 },
+        { "workers = auto\ndb_pool_size = 16\n", 2 },
+        { "workers = auto\ndb_pool_size = 32\n", 1 },
+        { "workers = auto\ndb_pool_size = 256\n", 1 },
+        { "workers = 40\ndb_pool_size = 32\n", 40 },
+    };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    conf_t *c = load_ok("workers = auto\n");
 
     (void)state;
-    assert_int_equal(c->workers, min_long(ncpu, 16));
-    conf_free(c);
-    /* Regression (issue 12): with big pools, auto opened one pool per core. */
-    c = load_ok("workers = auto\ndb_pool_size = 32\n");
-    assert_int_equal(c->workers, 1);
-    conf_free(c);
-    c = load_ok("workers = auto\ndb_pool_size = 16\n");
-    assert_int_equal(c->workers, min_long(ncpu, 2));
-    conf_free(c);
-    c = load_ok("workers = auto\ndb_pool_size = 256\n");
-    assert_int_equal(c->workers, 1);
-    conf_free(c);
-    c = load_ok("workers = 40\ndb_pool_size = 32\n");
-    assert_int_equal(c->workers, 40);
-    conf_free(c);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        conf_t *c = load_ok(cases[i].text);
+        long want = strstr(cases[i].text, "auto") == NULL || ncpu > cases[i].cap ? cases[i].cap
+                                                                                  : ncpu;
+
+        assert_int_equal(c->workers, want);
+        conf_free(c);
+    }
 }
 
 static void
