@@ -21,4 +21,11 @@ WORKDIR /var/lib/paymentsd
 EXPOSE 8000 8001
 # Logs to stderr/stdout; settings come from the environment (PAYMENTSD_*).
 ENV PAYMENTSD_ERROR_LOG=stderr PAYMENTSD_ACCESS_LOG=stdout
+# docker stop sends SIGQUIT: paymentsd's graceful stop (in-flight requests
+# finish, within worker_shutdown_timeout); provider-sim stops on it too.
+# Give the container longer than that before SIGKILL (docker-compose.yml:
+# stop_grace_period; docker stop -t).
+STOPSIGNAL SIGQUIT
+# One image for both programs: this runs paymentsd; provider-sim is
+# `provider-sim -c /etc/paymentsd/provider-sim.conf`.
 CMD ["paymentsd", "-c", "/etc/paymentsd/paymentsd.conf"]

@@ -11,6 +11,8 @@ packages=(
     postgresql-15 postgresql-client-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
     # end-to-end tests and the README's demos
     python3 curl openssl
+    # docker-compose.yml's check (tests/e2e/test_regress_compose.py); no engine needed
+    docker-compose
 )
 if [ "${WITH_BENCH:-0}" = 1 ]; then
     packages+=(wrk nginx-light postgresql-contrib)
