@@ -87,7 +87,7 @@ url_split(const char *url, char **host, int *port, char **path, char *err, size_
     q = evhttp_uri_get_query(uri);
     if (p == NULL || p[0] == '\0')
         p = "/";
-    /* evhttp keeps IPv6 hosts in brackets; getaddrinfo wants them bare */
+    /* evhttp keeps IPv6 hosts in brackets; the resolver wants them bare */
     len = strlen(h);
     if (h[0] == '[' && len > 2 && h[len - 1] == ']')
         *host = strndup(h + 1, len - 2);
