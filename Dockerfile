@@ -20,5 +20,7 @@ USER paymentsd
 WORKDIR /var/lib/paymentsd
 EXPOSE 8000 8001
 # Logs to stderr/stdout; settings come from the environment (PAYMENTSD_*).
-ENV PAYMENTSD_ERROR_LOG=stderr PAYMENTSD_ACCESS_LOG=stdout
+# The conf's relative paths would be under /etc: the pid file goes here.
+ENV PAYMENTSD_ERROR_LOG=stderr PAYMENTSD_ACCESS_LOG=stdout \
+    PAYMENTSD_PID_FILE=/var/lib/paymentsd/var/paymentsd.pid
 CMD ["paymentsd", "-c", "/etc/paymentsd/paymentsd.conf"]
