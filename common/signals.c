@@ -37,7 +37,8 @@ signals_add_ignored(sigset_t *set)
 const char *
 signals_name(int sig, char *buf, size_t len)
 {
-    const char *abbrev = sig < SIGRTMIN ? sigabbrev_np(sig) : NULL;
+    /* glibc calls SIGIO by its System V name, SIGPOLL */
+    const char *abbrev = sig == SIGIO ? "IO" : sig < SIGRTMIN ? sigabbrev_np(sig) : NULL;
 
     if (abbrev != NULL)
         snprintf(buf, len, "SIG%s", abbrev);

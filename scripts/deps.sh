@@ -9,8 +9,8 @@ packages=(
     libevent-dev libpq-dev libjson-c-dev libssl-dev libcmocka-dev
     # the private database and its tests
     postgresql-15 postgresql-client-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-    # end-to-end tests and the README's demos
-    python3 curl openssl
+    # end-to-end tests and the README's demos (logrotate: conf/logrotate.example, tested)
+    python3 curl openssl logrotate
 )
 if [ "${WITH_BENCH:-0}" = 1 ]; then
     packages+=(wrk nginx-light postgresql-contrib)
