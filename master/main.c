@@ -116,7 +116,8 @@ send_signal(const conf_t *conf, const char *name)
     }
     fclose(f);
     if (kill((pid_t)pid, sig) < 0) {
-        fprintf(stderr, "paymentsd: kill(%ld, %s) failed: %s\n", pid, name, strerror(errno));
+        fprintf(stderr, "paymentsd: kill(%ld, %s) failed: %s%s\n", pid, name, strerror(errno),
+                errno == ESRCH ? " (a stale pid file: is paymentsd running?)" : "");
         return 1;
     }
     return 0;

@@ -217,5 +217,12 @@ t.ok(not os.path.exists(d.pid_file), "the pid file is removed")
 p = run(["-c", d.conf_path, "-s", "reopen"])
 t.ok(p.returncode != 0 and "is paymentsd running?" in p.stderr,
      "-s without a running master says so", p.stderr)
+with open("/proc/sys/kernel/pid_max") as f:
+    no_such_pid = int(f.read()) + 1     # never a process: signalling it is safe
+with open(d.pid_file, "w") as f:
+    f.write("%d\n" % no_such_pid)      # a stale pid file
+p = run(["-c", d.conf_path, "-s", "reopen"])
+t.ok(p.returncode != 0 and "a stale pid file: is paymentsd running?" in p.stderr,
+     "-s with a stale pid file says so", p.stderr)
 
 t.done()
