@@ -13,16 +13,17 @@
 #include "config.h"
 
 #include <errno.h>
-#include <event2/event.h>
-#include <json-c/json_c_version.h>
-#include <libpq-fe.h>
-#include <openssl/crypto.h>
-#include <openssl/opensslv.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
+#include <json-c/json_c_version.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
 
 #include "common/conf.h"
 #include "common/log.h"
