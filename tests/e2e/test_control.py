@@ -207,6 +207,18 @@ t.ok("killed by signal" not in d.log(), "the master saw no child killed")
 t.eq(read(d.pid_file), pid_text, "regress_stray_signal: the pid file is intact")
 t.eq([d.get("/healthz").status for _ in range(5)], [200] * 5, "the server keeps serving")
 
+# a reload takes relative paths from the same place, not from the master's
+# current directory
+d.settings["access_log"] = "logs/access-reloaded.log"
+d.write_conf()
+p = run(["-c", d.conf_path, "-s", "reload"])
+t.eq(p.returncode, 0, "paymentsd -s reload works from /")
+reloaded = os.path.join(d.dir, "logs", "access-reloaded.log")
+t.ok(wait_until(lambda: d.get("/healthz", headers={"X-Request-Id": "after-reload"}).status == 200
+                and "after-reload" in read(reloaded), 10),
+     "after a reload a relative access_log is beside the conf file", os.listdir(os.path.join(d.dir, "logs")))
+t.eq(os.listdir(elsewhere), [], "and still nothing in the master's current directory")
+
 # -s stop from "/", with the relative pid_file
 seen = [d.pid] + d.children()
 p = run(["-c", d.conf_path, "-s", "stop"])
