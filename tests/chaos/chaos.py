@@ -14,7 +14,8 @@ reset.  Meanwhile faults are injected on a schedule, each several times in
 a long run: kill -9 of a worker and of the housekeeper, SIGHUP reloads (one
 kind changes timeouts), PostgreSQL crash-restarted and stopped for seconds,
 provider outage, a provider slower than provider_timeout, the provider path
-cut, provider-sim killed with kill -9 and restarted.
+cut, provider-sim killed with kill -9 and restarted.  One more thread sends
+garbage: malformed, oversized, slow and abandoned requests.
 
 Then the system settles and is audited:
   (a) one order per key, and every answer a client got for a key names it;
@@ -238,6 +239,41 @@ def client(d, book, i, seed, stop_new, hard_deadline):
         else:
             drive(d, book, key, body, rng, hard_deadline)
         time.sleep(rng.random() * 0.05)
+
+
+GARBAGE = [
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),      # a TLS hello
+    b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 70000 + b"\r\n\r\n",
+    b"POST /checkout HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n{",
+    b"POST /checkout HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"POST /checkout HTTP/1.1\r\nContent-Type: application/json\r\nIdempotency-Key: \x00\x01\r\n"
+    b"Content-Length: 5\r\n\r\n{\"a\":",
+    b"POST /webhooks/provider HTTP/1.1\r\nwebhook-id: x\r\nwebhook-timestamp: 1\r\n"
+    b"webhook-signature: v1,AAAA\r\nContent-Length: 2\r\n\r\n{}",
+    b"GET /orders/../../etc/passwd HTTP/1.1\r\n\r\n",
+    b"\r\n\r\n\r\nGET /healthz HTTP/9.9\r\n\r\n",
+    b"POST /checkout HTTP/1.1\r\nContent-Length: 10\r\n\r\n",                      # a slow sender
+]
+
+
+def garbage(port, stop, book, rng):
+    """Hostile bytes beside the real clients: malformed, oversized, slow,
+    abandoned requests.  Any answer or a closed connection is fine; what
+    matters is that the real clients keep being served correctly."""
+    while not stop.is_set():
+        data = rng.choice(GARBAGE)
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            s.sendall(data[:rng.randint(1, len(data))] if rng.random() < 0.3 else data)
+            if rng.random() < 0.5:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            else:
+                s.recv(4096)
+            s.close()
+        except OSError:
+            pass
+        book.count("garbage")
+        stop.wait(0.05)
 
 
 # ---- the faults ----
@@ -533,6 +569,9 @@ def main():
                    for i in range(args.clients)]
         for c in clients:
             c.start()
+        hostile = threading.Thread(target=garbage, args=(d.port, stop_new, book, random.Random(seed + 1)),
+                                   daemon=True)
+        hostile.start()
         faults = Faults(d, sim, proxy, pg, rng)
         time.sleep(min(2.0, args.seconds / 10))
         faults.run(end - 2)
@@ -551,9 +590,9 @@ def main():
 
         counts = book.counts
         answers = sum(len(a) for a in book.answers.values())
-        print("# keys %d (%d sent by two clients at once), final answers %d, attempts %d, abandoned %d, gave up %d"
-              % (len(book.bodies), counts["twin_keys"], answers, counts["attempts"], counts["abandoned"],
-                 counts["gave_up"]))
+        print("# keys %d (%d sent by two clients at once), final answers %d, attempts %d, abandoned %d, gave up %d, "
+              "garbage requests %d" % (len(book.bodies), counts["twin_keys"], answers, counts["attempts"],
+                                       counts["abandoned"], counts["gave_up"], counts["garbage"]))
         print("# answers by status: %s" % ", ".join("%s %d" % (k, v) for k, v in sorted(counts.items())
                                                    if k.startswith(("http:", "errors:"))))
         print("# faults injected (%d): %s" % (sum(faults.done.values()),
