@@ -253,6 +253,17 @@ resolve_paths(const cf_schema_t *schema, conf_t *conf, char *err, size_t errlen)
     return 0;
 }
 
+/* An empty docs_root would name the conf file's own folder once resolved. */
+static int
+check_docs_root(const void *field, char *err, size_t errlen)
+{
+    if ((*(char *const *)field)[0] == '\0') {
+        snprintf(err, errlen, "docs_root must name a folder");
+        return -1;
+    }
+    return 0;
+}
+
 /* provider_ca_file is readable and holds a PEM certificate: caught by -t
  * rather than by every worker's start. */
 static int
@@ -320,6 +331,8 @@ static const cf_key_t keys[] = {
     K("error_log", CF_STR, error_log, "stderr", 0, 0, CF_PATH, NULL),
     K("access_log", CF_STR, access_log, "off", 0, 0, CF_PATH, NULL),
     K("log_level", CF_STR, log_level, "info", 0, 0, 0, check_log_level),
+    /* Missing files are no error: /docs then says how to install them. */
+    K("docs_root", CF_STR, docs_root, PKGDATADIR "/swagger-ui", 0, 0, CF_PATH, check_docs_root),
 };
 
 static const cf_alias_t aliases[] = {

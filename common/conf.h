@@ -59,6 +59,8 @@ typedef struct conf {
     char *error_log;
     char *access_log;
     char *log_level;
+
+    char *docs_root;                    /* Swagger UI's files, served at /docs */
 } conf_t;
 
 /* Exit status of a process that a restart cannot help (bad conf, port in

@@ -33,6 +33,7 @@
 #include "common/proctitle.h"
 #include "common/signals.h"
 #include "worker/checkout.h"
+#include "worker/docs.h"
 #include "worker/http.h"
 #include "worker/metrics.h"
 #include "worker/provider.h"
@@ -55,6 +56,7 @@ struct worker {
     db_pool_t *db;
     provider_t *provider;
     webhook_keys_t *webhook_keys;
+    docs_t *docs;
     int inflight;
     int background;             /* reversals started after their reply */
     uint64_t db_statements, db_calls;   /* the pool's counts last published */
@@ -79,12 +81,7 @@ typedef struct {
 
 static void handle_healthz(http_req_t *r);
 static void handle_readyz(http_req_t *r);
-static void handle_openapi(http_req_t *r);
 static void handle_docs(http_req_t *r);
-
-/* docs/openapi.json and docs/docs.html, compiled in (worker/docs_embed.c). */
-extern const char docs_openapi_json[], docs_html[];
-extern const size_t docs_openapi_json_len, docs_html_len;
 
 #define GET_HEAD (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
 
@@ -92,8 +89,9 @@ static const route_t routes[] = {
     { "/healthz", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_HEALTHZ, handle_healthz },
     { "/readyz", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_READYZ, handle_readyz },
     { "/metrics", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_METRICS, metrics_handle },
-    { "/openapi.json", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_OPENAPI, handle_openapi },
+    { "/openapi.json", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_OPENAPI, docs_openapi_handle },
     { "/docs", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_DOCS, handle_docs },
+    { "/docs/", 1, GET_HEAD, "GET, HEAD", METRICS_ROUTE_DOCS, handle_docs },
     { "/checkout", 0, EVHTTP_REQ_POST, "POST", METRICS_ROUTE_CHECKOUT, checkout_handle },
     { "/webhooks/provider", 0, EVHTTP_REQ_POST, "POST", METRICS_ROUTE_WEBHOOK, webhook_handle },
     { "/orders/", 1, GET_HEAD, "GET, HEAD", METRICS_ROUTE_ORDER, orders_handle },
@@ -194,15 +192,9 @@ handle_healthz(http_req_t *r)
 }
 
 static void
-handle_openapi(http_req_t *r)
-{
-    http_reply(r, 200, "application/json", docs_openapi_json, docs_openapi_json_len);
-}
-
-static void
 handle_docs(http_req_t *r)
 {
-    http_reply(r, 200, "text/html; charset=utf-8", docs_html, docs_html_len);
+    docs_handle(r->worker->docs, r);
 }
 
 static void
@@ -237,6 +229,7 @@ worker_exit(worker_t *w, int status)
     resolve_free(w->resolve);
     webhook_keys_free(w->webhook_keys);
     worker_ignore_signals_free(w->ignored);
+    docs_free(w->docs);
     exit(status);
 }
 
@@ -529,6 +522,11 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     what = "webhook_keys_new";
     w.webhook_keys = webhook_keys_new(conf);
     if (w.webhook_keys == NULL)
+        goto fail;
+
+    what = "docs_new";
+    w.docs = docs_new(conf->docs_root);
+    if (w.docs == NULL)
         goto fail;
 
     what = "evhttp_new";

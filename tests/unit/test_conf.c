@@ -601,6 +601,32 @@ test_provider_tls_keys(void **state)
     unlink(ca);
 }
 
+/* docs_root: installed Swagger UI by default, beside the conf file when
+ * relative, and never empty (that would be the conf file's own folder). */
+static void
+test_docs_root(void **state)
+{
+    char err[1024];
+    conf_t *c;
+
+    (void)state;
+    c = load_ok("");
+    assert_string_equal(c->docs_root, PKGDATADIR "/swagger-ui");
+    conf_free(c);
+    c = load_ok("docs_root = ../vendor/swagger-ui\n");
+    assert_string_equal(c->docs_root, "/tmp/../vendor/swagger-ui");
+    conf_free(c);
+    c = load_ok("docs_root = /srv/ui\n");
+    assert_string_equal(c->docs_root, "/srv/ui");
+    conf_free(c);
+    setenv("PAYMENTSD_DOCS_ROOT", "", 1);
+    c = conf_load(write_conf(""), err, sizeof(err));
+    unlink(path);
+    assert_null(c);
+    assert_string_equal(err, "environment PAYMENTSD_DOCS_ROOT: docs_root must name a folder");
+    unsetenv("PAYMENTSD_DOCS_ROOT");
+}
+
 static int warnings_seen;
 
 static void
@@ -661,6 +687,7 @@ main(void)
         cmocka_unit_test(test_warns_without_webhook_secret),
         cmocka_unit_test(test_provider_tls_keys),
         cmocka_unit_test(test_warns_of_unused_ca_file),
+        cmocka_unit_test(test_docs_root),
     };
 
     return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
