@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,8 @@
 #define DOCS_MAX_FILES 64
 #define DOCS_MAX_NAME 128
 #define DOCS_MAX_TOTAL (32 << 20)       /* bytes of all files together */
+#define DOCS_CSP "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; " \
+    "frame-ancestors 'none'; form-action 'none'; base-uri 'none'"
 
 /* docs/openapi.json, docs/docs.html and docs/docs-init.js, compiled in. */
 extern const char docs_openapi_json[], docs_html[], docs_init_js[];
@@ -349,6 +352,9 @@ docs_handle(const docs_t *d, http_req_t *r)
     http_add_header(r, "X-Content-Type-Options", "nosniff");
     if (strcmp(path, "/docs") == 0) {
         http_add_header(r, "Cache-Control", "no-cache");
+        /* "Try it out" makes real checkouts: only this page may do it, on
+         * this server, and no other site may frame it (clickjacking). */
+        http_add_header(r, "Content-Security-Policy", DOCS_CSP);
         if (docs_installed(d))
             http_reply(r, 200, "text/html; charset=utf-8", docs_html, docs_html_len);
         else

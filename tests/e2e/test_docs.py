@@ -65,6 +65,9 @@ t.eq(r.headers.get("content-type"), "text/html; charset=utf-8", "/docs: HTML")
 t.ok(b'src="docs/swagger-ui-bundle.js"' in r.body and b'src="docs/docs-init.js"' in r.body,
      "/docs: loads the bundle and our initializer, relatively", r.body[:400])
 t.eq(r.headers.get("cache-control"), "no-cache", "/docs: revalidated every time")
+csp = r.headers.get("content-security-policy", "")
+t.ok("default-src 'self'" in csp and "frame-ancestors 'none'" in csp,
+     "/docs: only this server, and no framing (Try it out makes real checkouts)", csp)
 
 r = d.get("/docs/docs-init.js")
 t.ok(r.status == 200 and b'"openapi.json"' in r.body and b"SwaggerUIBundle" in r.body,
@@ -146,6 +149,8 @@ def browser_test():
     with browser as b:
         b.call("Network.enable")
         b.call("Page.enable")
+        b.call("Runtime.enable")
+        b.call("Log.enable")
         b.call("Page.navigate", url=base + "/docs")
         n = b.wait_for("document.querySelectorAll('.opblock').length >= %d "
                        "&& document.querySelectorAll('.opblock').length" % len(ops), timeout=60)
@@ -195,6 +200,11 @@ def browser_test():
         foreign = [u for u in urls if not u.startswith(base + "/") and not u.startswith("data:")]
         t.ok(urls and not foreign, "the page loads nothing from another host (%d requests)"
              % len(urls), "\n".join(foreign))
+        errors = [json.dumps(e["params"])[:300] for e in b.events
+                  if e["method"] == "Runtime.exceptionThrown"
+                  or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+        t.ok(not errors, "no script error and no Content-Security-Policy violation",
+             "\n".join(errors))
     d.stop()
     sim.stop()
     return None
