@@ -447,6 +447,67 @@ cf_free(const cf_schema_t *schema, void *conf)
     }
 }
 
+size_t
+cf_count(const cf_key_t *k, const void *conf)
+{
+    const void *field = (const char *)conf + k->offset;
+
+    if (k->type == CF_LIST && (k->flags & CF_REPEAT))
+        return ((const cf_list_t *)field)->n;
+    if (k->type == CF_STR)
+        return *(char *const *)field != NULL;
+    return 1;
+}
+
+/* v in its largest unit that divides it exactly. */
+static int
+format_unit(int64_t v, const char *const *names, const int64_t *units, size_t n,
+            char *buf, size_t len)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (v != 0 && v % units[i] == 0)
+            return snprintf(buf, len, "%" PRId64 "%s", v / units[i], names[i]);
+    }
+    return snprintf(buf, len, "%" PRId64 "%s", v, names[n]);
+}
+
+int
+cf_format(const cf_key_t *k, const void *conf, size_t i, char *buf, size_t len)
+{
+    static const char *const dnames[] = { "d", "h", "m", "s", "ms" };
+    static const int64_t dunits[] = { 86400000, 3600000, 60000, 1000 };
+    static const char *const snames[] = { "g", "m", "k", "" };
+    static const int64_t sunits[] = { 1 << 30, 1 << 20, 1 << 10 };
+    const void *field = (const char *)conf + k->offset;
+    const cf_list_t *l = field;
+    int n = 0;
+
+    switch (k->type) {
+    case CF_STR:
+        return snprintf(buf, len, "%s", *(char *const *)field);
+    case CF_INT:
+        return snprintf(buf, len, "%" PRId64, *(const int64_t *)field);
+    case CF_DURATION:
+        return format_unit(*(const int64_t *)field, dnames, dunits, 4, buf, len);
+    case CF_SIZE:
+        return format_unit(*(const int64_t *)field, snames, sunits, 3, buf, len);
+    case CF_BOOL:
+        return snprintf(buf, len, "%s", *(const int *)field ? "on" : "off");
+    case CF_FRACTION:
+        return snprintf(buf, len, "%g", *(const double *)field);
+    case CF_LIST:
+        if (k->flags & CF_REPEAT)
+            return snprintf(buf, len, "%s", l->items[i]);
+        buf[0] = '\0';
+        for (size_t j = 0; j < l->n; j++) {
+            size_t off = (size_t)n < len ? (size_t)n : len;
+            n += snprintf(buf + off, len - off, "%s%s", j > 0 ? " " : "", l->items[j]);
+        }
+        return n;
+    }
+    return snprintf(buf, len, "?");
+}
+
 static int
 str_differs(const char *a, const char *b)
 {

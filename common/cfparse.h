@@ -37,7 +37,8 @@ typedef struct {
 enum {
     CF_NO_RELOAD = 1 << 0,  /* a reload cannot change it: a restart is needed */
     CF_REPEAT = 1 << 1,     /* CF_LIST key that may appear on several lines */
-    CF_AUTO = 1 << 2        /* CF_INT that also takes "auto", stored as -1 */
+    CF_AUTO = 1 << 2,       /* CF_INT that also takes "auto", stored as -1 */
+    CF_PATH = 1 << 3        /* CF_STR naming a file: the daemon resolves a relative one */
 };
 
 /* Custom check of a parsed value: 0 when fine, else -1 with a message. */
@@ -83,6 +84,14 @@ void cf_free(const cf_schema_t *schema, void *conf);
  * Returns 0, or -1 with a message. */
 int cf_parse_duration(const char *s, int64_t *ms, char *err, size_t errlen);
 int cf_parse_size(const char *s, int64_t *bytes, char *err, size_t errlen);
+
+/* How many values key k holds in conf: the items of a CF_REPEAT list, 0 for
+ * an unset CF_STR, else 1. */
+size_t cf_count(const cf_key_t *k, const void *conf);
+
+/* Value i (< cf_count) of key k in conf, in the file's syntax ("800ms",
+ * "16k", "EUR USD", "on"), into buf.  Returns what snprintf returns. */
+int cf_format(const cf_key_t *k, const void *conf, size_t i, char *buf, size_t len);
 
 /* Non-zero when the two structs hold different values for key k. */
 int cf_differs(const cf_key_t *k, const void *a, const void *b);

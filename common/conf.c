@@ -28,16 +28,32 @@
 #include "common/listen.h"
 #include "common/whsig.h"
 
+/* Each address parses, and no two of them would fight over a port: the
+ * master would fail to bind the second at start, after -t had said yes. */
 static int
 check_listen(const void *field, char *err, size_t errlen)
 {
     const cf_list_t *l = field;
+    struct sockaddr_storage *addrs = calloc(l->n + 1, sizeof(*addrs));
+    int rc = 0;
 
-    for (size_t i = 0; i < l->n; i++) {
-        if (listen_parse(l->items[i], NULL, err, errlen) < 0)
-            return -1;
+    if (addrs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
-    return 0;
+    for (size_t i = 0; i < l->n && rc == 0; i++) {
+        rc = listen_parse(l->items[i], &addrs[i], err, errlen);
+        for (size_t j = 0; j < i && rc == 0; j++) {
+            int o = listen_overlap(&addrs[j], &addrs[i]);
+            if (o == 0)
+                continue;
+            snprintf(err, errlen, "listen \"%.64s\" %s \"%.64s\": the port cannot be bound twice",
+                     l->items[i], o == 2 ? "duplicates" : "overlaps", l->items[j]);
+            rc = -1;
+        }
+    }
+    free(addrs);
+    return rc;
 }
 
 /* libpq parses the string the same way when it connects: a typo is caught
@@ -159,31 +175,92 @@ ca_file_origin(const char *path, char *where, size_t len)
     fclose(f);
 }
 
-/* A relative provider_ca_file names a file beside the conf file, never
- * one in whatever directory paymentsd was started from.  An empty value
- * (from the environment) means none. */
-static int
-resolve_ca_file(conf_t *conf, const char *path, char *err, size_t errlen)
+/* dir + "/" + rel as a new string, or NULL (out of memory). */
+static char *
+path_join(const char *dir, const char *rel)
 {
-    const char *ca = conf->provider_ca_file, *slash;
-    char *full;
-    size_t n;
+    size_t n = strlen(dir);
+    char *full = malloc(n + 1 + strlen(rel) + 1);
 
-    if (ca != NULL && ca[0] == '\0') {
+    if (full != NULL)
+        sprintf(full, "%s%s%s", dir, n > 0 && dir[n - 1] == '/' ? "" : "/", rel);
+    return full;
+}
+
+/* The absolute directory that relative paths are taken from: prefix (made
+ * absolute), else the conf file's directory, else the current one. */
+static char *
+base_dir(const char *path, const char *prefix)
+{
+    char cwd[4096], *full, *slash, *real;
+    const char *name = prefix != NULL ? prefix : path;
+
+    if (name != NULL && name[0] == '/')
+        full = strdup(name);
+    else if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return NULL;
+    else
+        full = name != NULL ? path_join(cwd, name) : strdup(cwd);
+    if (full != NULL && prefix == NULL && name != NULL) {
+        slash = strrchr(full, '/');     /* the file's directory */
+        if (slash == full)
+            slash[1] = '\0';            /* "/" */
+        else
+            *slash = '\0';
+    }
+    /* "/srv/p/conf", not "/srv/p/build/../conf", where the directory exists */
+    if (full != NULL && (real = realpath(full, NULL)) != NULL) {
+        free(full);
+        full = real;
+    }
+    return full;
+}
+
+/*
+ * Make every relative CF_PATH value absolute from conf->prefix, so that
+ * nothing depends on the directory paymentsd was started in: the master,
+ * "paymentsd -s reopen" run by logrotate from "/", and a reload all name the
+ * same files.  The log keywords (stderr, stdout, off) are not paths.  An
+ * empty provider_ca_file (from the environment) means none.
+ */
+static int
+resolve_paths(const cf_schema_t *schema, conf_t *conf, char *err, size_t errlen)
+{
+    static const char *const keywords[] = { "", "stderr", "stdout", "off" };
+
+    if (conf->provider_ca_file != NULL && conf->provider_ca_file[0] == '\0') {
         free(conf->provider_ca_file);
         conf->provider_ca_file = NULL;
-        return 0;
     }
-    if (ca == NULL || ca[0] == '/' || path == NULL || (slash = strrchr(path, '/')) == NULL)
-        return 0;
-    n = (size_t)(slash - path) + 1 + strlen(ca) + 1;
-    if ((full = malloc(n)) == NULL) {
-        snprintf(err, errlen, "out of memory");
+    for (size_t i = 0; i < schema->nkeys; i++) {
+        char **field = (char **)((char *)conf + schema->keys[i].offset);
+        int keyword = 0;
+        char *full;
+
+        if (!(schema->keys[i].flags & CF_PATH) || *field == NULL || (*field)[0] == '/')
+            continue;
+        for (size_t k = 0; k < sizeof(keywords) / sizeof(keywords[0]); k++)
+            keyword |= strcmp(*field, keywords[k]) == 0;
+        if (keyword)
+            continue;
+        if ((full = path_join(conf->prefix, *field)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        free(*field);
+        *field = full;
+    }
+    return 0;
+}
+
+/* An empty docs_root would name the conf file's own folder once resolved. */
+static int
+check_docs_root(const void *field, char *err, size_t errlen)
+{
+    if ((*(char *const *)field)[0] == '\0') {
+        snprintf(err, errlen, "docs_root must name a folder");
         return -1;
     }
-    snprintf(full, n, "%.*s/%s", (int)(slash - path), path, ca);
-    free(conf->provider_ca_file);
-    conf->provider_ca_file = full;
     return 0;
 }
 
@@ -241,11 +318,11 @@ static const cf_key_t keys[] = {
     K("db_queue_size", CF_INT, db_queue_size, "1024", 1, 1000000, 0, NULL),
     K("db_timeout", CF_DURATION, db_timeout_ms, "5s", 10, 600000, 0, NULL),
     K("provider_url", CF_STR, provider_url, "http://127.0.0.1:8001", 0, 0, 0, check_url),
-    K("provider_ca_file", CF_STR, provider_ca_file, NULL, 0, 0, 0, NULL),
+    K("provider_ca_file", CF_STR, provider_ca_file, NULL, 0, 0, CF_PATH, NULL),
     K("provider_timeout", CF_DURATION, provider_timeout_ms, "800ms", 1, 600000, 0, NULL),
     K("breaker_threshold", CF_INT, breaker_threshold, "5", 1, 1000000, 0, NULL),
     K("breaker_cooldown", CF_DURATION, breaker_cooldown_ms, "5s", 1, MS_DAY, 0, NULL),
-    K("resolv_conf", CF_STR, resolv_conf, "/etc/resolv.conf", 0, 0, 0, NULL),
+    K("resolv_conf", CF_STR, resolv_conf, "/etc/resolv.conf", 0, 0, CF_PATH, NULL),
     K("resolve_interval", CF_DURATION, resolve_interval_ms, "30s", 100, MS_DAY, 0, NULL),
     K("outage_pending_cap_cents", CF_INT, outage_pending_cap_cents, "10000", 0, INT64_MAX, 0, NULL),
     K("max_amount_cents", CF_INT, max_amount_cents, "100000000", 1, INT64_MAX, 0, NULL),
@@ -261,10 +338,12 @@ static const cf_key_t keys[] = {
     K("max_body_size", CF_SIZE, max_body_size, "16k", 64, 64 << 20, 0, NULL),
     K("max_header_size", CF_SIZE, max_header_size, "8k", 1024, 1 << 20, 0, NULL),
     K("client_timeout", CF_DURATION, client_timeout_ms, "30s", 1000, 3600000, 0, NULL),
-    K("pid_file", CF_STR, pid_file, "var/paymentsd.pid", 0, 0, CF_NO_RELOAD, NULL),
-    K("error_log", CF_STR, error_log, "stderr", 0, 0, 0, NULL),
-    K("access_log", CF_STR, access_log, "off", 0, 0, 0, NULL),
+    K("pid_file", CF_STR, pid_file, "var/paymentsd.pid", 0, 0, CF_NO_RELOAD | CF_PATH, NULL),
+    K("error_log", CF_STR, error_log, "stderr", 0, 0, CF_PATH, NULL),
+    K("access_log", CF_STR, access_log, "off", 0, 0, CF_PATH, NULL),
     K("log_level", CF_STR, log_level, "info", 0, 0, 0, check_log_level),
+    /* Missing files are no error: /docs then says how to install them. */
+    K("docs_root", CF_STR, docs_root, PKGDATADIR "/swagger-ui", 0, 0, CF_PATH, check_docs_root),
 };
 
 static const cf_alias_t aliases[] = {
@@ -280,6 +359,12 @@ static const cf_schema_t schema = {
 conf_t *
 conf_load(const char *path, char *err, size_t errlen)
 {
+    return conf_load_prefix(path, NULL, err, errlen);
+}
+
+conf_t *
+conf_load_prefix(const char *path, const char *prefix, char *err, size_t errlen)
+{
     conf_t *conf = calloc(1, sizeof(*conf));
 
     if (conf == NULL) {
@@ -288,11 +373,13 @@ conf_load(const char *path, char *err, size_t errlen)
     }
     if (cf_load(&schema, conf, path, err, errlen) < 0)
         goto fail;
-    if (path != NULL && (conf->path = strdup(path)) == NULL) {
-        snprintf(err, errlen, "out of memory");
+    if ((path != NULL && (conf->path = strdup(path)) == NULL)
+        || (conf->prefix = base_dir(path, prefix)) == NULL) {
+        snprintf(err, errlen, "%s: cannot make relative paths absolute: %s",
+                 path ? path : "conf", strerror(errno));
         goto fail;
     }
-    if (resolve_ca_file(conf, path, err, errlen) < 0 || check_ca_file(conf, path, err, errlen) < 0)
+    if (resolve_paths(&schema, conf, err, errlen) < 0 || check_ca_file(conf, path, err, errlen) < 0)
         goto fail;
     if (conf->workers == -1) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -334,7 +421,69 @@ conf_free(conf_t *conf)
         return;
     cf_free(&schema, conf);
     free(conf->path);
+    free(conf->prefix);
     free(conf);
+}
+
+/* The database line, with the password, if any, replaced by stars: then
+ * written as the keyword='value' pairs that libpq parses from it. */
+static void
+dump_database(FILE *out, const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
+    int secret = 0, first = 1;
+
+    for (o = opts; o != NULL && o->keyword != NULL; o++)
+        secret |= o->val != NULL && strcmp(o->keyword, "password") == 0;
+    if (!secret) {
+        fprintf(out, "database = %s\n", conninfo);
+        PQconninfoFree(opts);
+        return;
+    }
+    fprintf(out, "database = \"");
+    for (o = opts; o->keyword != NULL; o++) {
+        const char *v = strcmp(o->keyword, "password") == 0 ? "********" : o->val;
+
+        if (o->val == NULL)
+            continue;
+        fprintf(out, "%s%s='", first ? "" : " ", o->keyword);
+        for (; *v != '\0'; v++)
+            fprintf(out, "%s%c", *v == '\'' || *v == '\\' ? "\\" : "", *v);
+        fprintf(out, "'");
+        first = 0;
+    }
+    fprintf(out, "\"\n");
+    PQconninfoFree(opts);
+}
+
+void
+conf_dump(const conf_t *conf, FILE *out)
+{
+    char value[4096];
+
+    fprintf(out, "# the effective configuration of %s: defaults, the file, the environment;\n"
+            "# relative paths taken from %s\n", conf->path ? conf->path : "(no file)", conf->prefix);
+    for (size_t i = 0; i < schema.nkeys; i++) {
+        const cf_key_t *k = &keys[i];
+        size_t n = cf_count(k, conf);
+
+        if (k->offset == offsetof(conf_t, webhook_secrets)) {
+            fprintf(out, "# webhook_secret: %zu set, not shown\n", n);
+            continue;
+        }
+        if (n == 0)
+            fprintf(out, "# %s: not set\n", k->name);
+        for (size_t j = 0; j < n; j++) {
+            cf_format(k, conf, j, value, sizeof(value));
+            if (k->offset == offsetof(conf_t, database))
+                dump_database(out, value);
+            else if (value[0] == '\0' || value[0] == '"' || isspace((unsigned char)value[0])
+                     || strchr(value, '#') != NULL)
+                fprintf(out, "%s = \"%s\"\n", k->name, value);     /* as the syntax needs */
+            else
+                fprintf(out, "%s = %s\n", k->name, value);
+        }
+    }
 }
 
 void

@@ -10,11 +10,13 @@
 #define PD_CONF_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/cfparse.h"
 
 typedef struct conf {
     char *path;                         /* the file it came from */
+    char *prefix;                       /* absolute; relative paths were taken from it */
 
     cf_list_t listen;                   /* "host:port" each */
     int64_t workers;                    /* "auto" = one per core */
@@ -57,6 +59,8 @@ typedef struct conf {
     char *error_log;
     char *access_log;
     char *log_level;
+
+    char *docs_root;                    /* Swagger UI's files, served at /docs */
 } conf_t;
 
 /* Exit status of a process that a restart cannot help (bad conf, port in
@@ -65,9 +69,19 @@ typedef struct conf {
 
 /*
  * Load path (NULL: defaults and environment only).  Returns a new conf, or
- * NULL with "file:line: message" in err.
+ * NULL with "file:line: message" in err.  Relative paths are taken from the
+ * directory of path.
  */
 conf_t *conf_load(const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * conf_load, with relative paths in the conf (pid_file, logs, every key
+ * marked CF_PATH, from the file or the environment) made absolute from
+ * prefix (-p); NULL: from the conf file's directory (the current directory
+ * when path is NULL).  Never from the current directory otherwise.
+ */
+conf_t *conf_load_prefix(const char *path, const char *prefix, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void conf_free(conf_t *conf);
 
@@ -88,6 +102,11 @@ void conf_keep_restart_only(conf_t *next, const conf_t *old);
  */
 int conf_check_reload(const conf_t *next, int64_t provider_timeout_ms, int64_t db_timeout_ms,
                       char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Write conf to out as a conf file would say it (-T): every key with its
+ * effective value.  Secrets are not written: the webhook secrets only as a
+ * count, the database password as stars. */
+void conf_dump(const conf_t *conf, FILE *out);
 
 /* Warnings about a valid but risky conf (e.g. no webhook secret), one per
  * call of emit; returns how many. */

@@ -65,6 +65,40 @@ listen_parse(const char *spec, struct sockaddr_storage *addr, char *err, size_t 
     return 0;
 }
 
+static int
+is_wildcard(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
+}
+
+static in_port_t
+port_of(const struct sockaddr_storage *a)
+{
+    return a->ss_family == AF_INET ? ((const struct sockaddr_in *)a)->sin_port
+                                   : ((const struct sockaddr_in6 *)a)->sin6_port;
+}
+
+int
+listen_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (port_of(a) != port_of(b))
+        return 0;
+    if (a->ss_family == b->ss_family) {
+        if (a->ss_family == AF_INET
+            ? ((const struct sockaddr_in *)a)->sin_addr.s_addr
+              == ((const struct sockaddr_in *)b)->sin_addr.s_addr
+            : IN6_ARE_ADDR_EQUAL(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                                 &((const struct sockaddr_in6 *)b)->sin6_addr))
+            return 2;
+        return is_wildcard(a) || is_wildcard(b);
+    }
+    /* [::] is dual-stack (net.ipv6.bindv6only = 0, Linux's default). */
+    return (a->ss_family == AF_INET6 && is_wildcard(a))
+           || (b->ss_family == AF_INET6 && is_wildcard(b));
+}
+
 int
 listen_open(const char *spec, char *err, size_t errlen)
 {

@@ -4,7 +4,9 @@
  * Signals are blocked and read from a signalfd, so no code runs in a signal
  * handler at all.  Each turn of the loop first collects every pending signal
  * into flags and then acts in a fixed order: reap, terminate, quit, reload,
- * reopen, respawn.
+ * reopen, respawn.  The signals paymentsd gives no meaning (SIGUSR2,
+ * SIGWINCH, ...: common/signals.h) come through the same signalfd and are
+ * only logged; the children inherit them blocked.
  *
  * Children belong to a generation.  A reload starts the new generation first
  * and only then asks the old one to drain (SIGQUIT), so the listening sockets
@@ -35,6 +37,7 @@
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/proctitle.h"
+#include "common/signals.h"
 #include "worker/housekeeper.h"
 #include "worker/worker.h"
 
@@ -315,7 +318,7 @@ static void
 reload(master_t *m)
 {
     char err[1024];
-    conf_t *next = conf_load(m->conf_path, err, sizeof(err));
+    conf_t *next = conf_load_prefix(m->conf_path, m->conf->prefix, err, sizeof(err));
     int64_t provider_ms, db_ms;
 
     if (next == NULL) {
@@ -342,6 +345,20 @@ reload(master_t *m)
              (long long)next->workers);
     spawn_generation(m);
     signal_children(m, SIGQUIT, 1);
+}
+
+/* SIGUSR1, after a log rotation: a line in the old file says where the
+ * logs went, one in the new file that they came, and each child adds its
+ * own when it has reopened (worker_reopen_logs). */
+static void
+reopen(master_t *m)
+{
+    log_info("reopening the logs (%s, %s)", m->conf->error_log, m->conf->access_log);
+    if (log_reopen() < 0)
+        log_error("reopening the logs failed, still writing to the old ones: %m");
+    else
+        log_info("logs reopened");
+    signal_children(m, SIGUSR1, 0);
 }
 
 static void
@@ -443,6 +460,7 @@ master_run(const char *conf_path, conf_t *conf)
     sigemptyset(&set);
     for (size_t i = 0; i < sizeof(handled) / sizeof(handled[0]); i++)
         sigaddset(&set, handled[i]);
+    signals_add_ignored(&set);
     what = "sigprocmask";
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
         goto fail;
@@ -473,7 +491,7 @@ master_run(const char *conf_path, conf_t *conf)
             case SIGQUIT: do_quit = 1; break;
             case SIGHUP: do_reload = 1; break;
             case SIGUSR1: do_reopen = 1; break;
-            default: break;
+            default: signals_log_ignored(&si); break;
             }
         }
         if (do_reap)
@@ -496,11 +514,8 @@ master_run(const char *conf_path, conf_t *conf)
         }
         if (do_reload && !m->quitting)
             reload(m);
-        if (do_reopen) {
-            if (log_reopen() < 0)
-                log_error("reopening logs failed: %m");
-            signal_children(m, SIGUSR1, 0);
-        }
+        if (do_reopen)
+            reopen(m);
         respawn_due(m);
         if (!m->quitting && m->nchildren == 0 && next_timeout(m) < 0) {
             log_error("no worker can run: exiting");

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages that paymentsd needs to build, run and test,
-# when some are missing.  Idempotent: does nothing when all are there.
+# when some are missing, and Swagger UI's files (for /docs) into
+# vendor/swagger-ui.  Idempotent: does nothing when all are there.
 set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+swagger_ui() { "$top/scripts/swagger-ui.sh" "$top/vendor/swagger-ui"; }
 
 packages=(
     # build
@@ -9,8 +13,10 @@ packages=(
     libevent-dev libpq-dev libjson-c-dev libssl-dev libcmocka-dev
     # the private database and its tests
     postgresql-15 postgresql-client-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-    # end-to-end tests and the README's demos
-    python3 curl openssl
+    # end-to-end tests and the README's demos (logrotate: conf/logrotate.example, tested)
+    python3 curl openssl logrotate
+    # the browser test of /docs
+    chromium
     # docker-compose.yml's check (tests/e2e/test_regress_compose.py); no engine needed
     docker-compose
 )
@@ -24,7 +30,9 @@ for p in "${packages[@]}"; do
         missing+=("$p")
     fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# npm fetches Swagger UI; a nodejs from elsewhere may bring its own npm.
+command -v npm >/dev/null || missing+=(npm)
+[ ${#missing[@]} -eq 0 ] && { swagger_ui; exit 0; }
 
 echo "deps.sh: installing ${missing[*]}" >&2
 sudo=""
@@ -40,3 +48,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+swagger_ui

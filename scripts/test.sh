@@ -50,6 +50,35 @@ for b in build build-asan; do
     fi
 done
 
+# A suite outside make check that closes with "NAME: N passed, N failed":
+# its output goes to a file, its checks and counts to the summary.
+run_suite() {
+    local out=$1
+    shift
+    if ! "$@" >"$out" 2>&1; then
+        status=1
+    fi
+    grep -E '^(ok|not ok) |^# (keys|answers|faults|seed)' "$out" | sed "s|^|  |"
+    local line p f
+    line=$(grep -E '^[a-z]+: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "  FAIL: $* printed no summary; the end of $out:"
+        tail -n 40 "$out"
+        failed=$((failed + 1))
+        return
+    fi
+    p=$(echo "$line" | sed -E 's/^[a-z]+: ([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/^[a-z]+: [0-9]+ passed, ([0-9]+) failed.*/\1/')
+    passed=$((passed + p))
+    failed=$((failed + f))
+    [ "$f" -gt 0 ] && tail -n 60 "$out"
+}
+
+# The fault campaign (tests/chaos/), 60 seconds on the sanitizer build: load,
+# kill -9s, reloads, PostgreSQL and provider restarts, then the money audit.
+echo "== fault campaign, ${CHAOS_SECONDS:-60} s, in build-asan"
+run_suite build-asan/chaos.out make -s -C build-asan chaos CHAOS_SECONDS="${CHAOS_SECONDS:-60}"
+
 # docker-compose.yml must stay valid; checked where docker-compose exists.
 if command -v docker-compose >/dev/null 2>&1; then
     if docker-compose -f docker-compose.yml config -q; then

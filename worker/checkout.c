@@ -80,14 +80,19 @@ reply_validation(http_req_t *r, const validate_error_t *e)
     http_reply_error(r, e->status, e->code, e->message, e->field[0] ? e->field : NULL);
 }
 
+/* The advice to keep the Idempotency-Key is for a checkout only: a GET
+ * sends none. */
 static void
 reply_unavailable(http_req_t *r)
 {
-    if (r->route == METRICS_ROUTE_CHECKOUT)
+    int checkout = r->route == METRICS_ROUTE_CHECKOUT;
+
+    if (checkout)
         worker_count(r->worker, METRICS_CHECKOUT_UNAVAILABLE);
     http_add_header(r, "Retry-After", "1");
     http_reply_error(r, 503, "service_unavailable",
-                     "the database is unavailable; retry with the same Idempotency-Key", NULL);
+                     checkout ? "the database is unavailable; retry with the same Idempotency-Key"
+                              : "the database is unavailable; retry later", NULL);
 }
 
 /* A failed database call: 503 when retrying can help, else 500. */

@@ -711,8 +711,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 
     (void)what;
     if (sig == SIGUSR1) {
-        if (log_reopen() < 0)
-            log_error("reopening logs failed: %m");
+        worker_reopen_logs();
         return;
     }
     if (sig == SIGQUIT) {
@@ -731,8 +730,9 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 void
 housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master)
 {
-    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGHUP };
+    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
     struct event *signals[sizeof(sigs) / sizeof(sigs[0])] = { NULL };
+    struct event *ignored;
     housekeeper_t h;
     const char *what;
 
@@ -755,6 +755,10 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
         if (signals[i] == NULL || evsignal_add(signals[i], NULL) < 0)
             goto fail;
     }
+    what = "worker_ignore_signals";
+    ignored = worker_ignore_signals(h.base);
+    if (ignored == NULL)
+        goto fail;
     worker_signals_ready();
     what = "resolve_new";
     h.resolve = resolve_new(h.base, conf->resolv_conf, conf->resolve_interval_ms);
@@ -786,6 +790,7 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     resolve_free(h.resolve);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         event_free(signals[i]);
+    worker_ignore_signals_free(ignored);
     event_base_free(h.base);
     exit(0);
 

@@ -2,7 +2,9 @@
  * worker: the event loop, the route table and the drain on SIGQUIT.
  *
  * Signals arrive through libevent (evsignal), so their handlers run in the
- * loop like any other callback.  A request is "in flight" from the moment the
+ * loop like any other callback; the ones without a meaning for a worker stay
+ * blocked and are read, logged and dropped from a signalfd in the same loop
+ * (worker_ignore_signals).  A request is "in flight" from the moment the
  * router sees it until its reply.  A draining worker has stopped accepting;
  * it exits once nothing is in flight and no request has arrived for
  * DRAIN_QUIET_MS, or when worker_shutdown_timeout says it has waited long
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,7 +31,9 @@
 
 #include "common/log.h"
 #include "common/proctitle.h"
+#include "common/signals.h"
 #include "worker/checkout.h"
+#include "worker/docs.h"
 #include "worker/http.h"
 #include "worker/metrics.h"
 #include "worker/provider.h"
@@ -51,6 +56,7 @@ struct worker {
     db_pool_t *db;
     provider_t *provider;
     webhook_keys_t *webhook_keys;
+    docs_t *docs;
     int inflight;
     int background;             /* reversals started after their reply */
     uint64_t db_statements, db_calls;   /* the pool's counts last published */
@@ -58,7 +64,8 @@ struct worker {
     int64_t last_request_ms;
     struct event *drain_timer;
     struct event *quiet_timer;
-    struct event *signals[5];
+    struct event *signals[4];
+    struct event *ignored;
 };
 
 typedef void (*handler_fn)(http_req_t *r);
@@ -74,12 +81,7 @@ typedef struct {
 
 static void handle_healthz(http_req_t *r);
 static void handle_readyz(http_req_t *r);
-static void handle_openapi(http_req_t *r);
 static void handle_docs(http_req_t *r);
-
-/* docs/openapi.json and docs/docs.html, compiled in (worker/docs_embed.c). */
-extern const char docs_openapi_json[], docs_html[];
-extern const size_t docs_openapi_json_len, docs_html_len;
 
 #define GET_HEAD (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
 
@@ -87,8 +89,9 @@ static const route_t routes[] = {
     { "/healthz", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_HEALTHZ, handle_healthz },
     { "/readyz", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_READYZ, handle_readyz },
     { "/metrics", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_METRICS, metrics_handle },
-    { "/openapi.json", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_OPENAPI, handle_openapi },
+    { "/openapi.json", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_OPENAPI, docs_openapi_handle },
     { "/docs", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_DOCS, handle_docs },
+    { "/docs/", 1, GET_HEAD, "GET, HEAD", METRICS_ROUTE_DOCS, handle_docs },
     { "/checkout", 0, EVHTTP_REQ_POST, "POST", METRICS_ROUTE_CHECKOUT, checkout_handle },
     { "/webhooks/provider", 0, EVHTTP_REQ_POST, "POST", METRICS_ROUTE_WEBHOOK, webhook_handle },
     { "/orders/", 1, GET_HEAD, "GET, HEAD", METRICS_ROUTE_ORDER, orders_handle },
@@ -189,15 +192,9 @@ handle_healthz(http_req_t *r)
 }
 
 static void
-handle_openapi(http_req_t *r)
-{
-    http_reply(r, 200, "application/json", docs_openapi_json, docs_openapi_json_len);
-}
-
-static void
 handle_docs(http_req_t *r)
 {
-    http_reply(r, 200, "text/html; charset=utf-8", docs_html, docs_html_len);
+    docs_handle(r->worker->docs, r);
 }
 
 static void
@@ -231,6 +228,8 @@ worker_exit(worker_t *w, int status)
     provider_free(w->provider);
     resolve_free(w->resolve);
     webhook_keys_free(w->webhook_keys);
+    worker_ignore_signals_free(w->ignored);
+    docs_free(w->docs);
     exit(status);
 }
 
@@ -366,12 +365,62 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         log_info("fast stop");
         exit(0);
     case SIGUSR1:
-        if (log_reopen() < 0)
-            log_error("reopening logs failed: %m");
+        worker_reopen_logs();
         break;
     default:
         break;
     }
+}
+
+void
+worker_reopen_logs(void)
+{
+    if (log_reopen() < 0)
+        log_error("reopening the logs failed, still writing to the old ones: %m");
+    else
+        log_info("logs reopened");
+}
+
+static void
+ignored_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    signals_drain_ignored(fd);
+}
+
+struct event *
+worker_ignore_signals(struct event_base *base)
+{
+    struct event *ev;
+    sigset_t set;
+    int fd;
+
+    sigemptyset(&set);
+    signals_add_ignored(&set);
+    sigaddset(&set, SIGHUP);    /* the master's reload; a child has none */
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        return NULL;
+    fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    ev = event_new(base, fd, EV_READ | EV_PERSIST, ignored_cb, NULL);
+    if (ev == NULL || event_add(ev, NULL) < 0) {
+        if (ev != NULL)
+            event_free(ev);
+        close(fd);
+        return NULL;
+    }
+    return ev;
+}
+
+void
+worker_ignore_signals_free(struct event *ev)
+{
+    if (ev == NULL)
+        return;
+    close(event_get_fd(ev));
+    event_free(ev);
 }
 
 int
@@ -398,7 +447,7 @@ worker_child_init(const char *title, const char *role, pid_t master)
 static void
 signals_mask(int how)
 {
-    static const int sigs[] = { SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
+    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
     sigset_t set;
 
     sigemptyset(&set);
@@ -423,7 +472,7 @@ void
 worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, size_t nfds,
             int index, pid_t master)
 {
-    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGHUP };
+    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
     worker_t w;
     char role[32], appname[64];
     const char *what;
@@ -448,6 +497,10 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
         if (w.signals[i] == NULL || evsignal_add(w.signals[i], NULL) < 0)
             goto fail;
     }
+    what = "worker_ignore_signals";
+    w.ignored = worker_ignore_signals(w.base);
+    if (w.ignored == NULL)
+        goto fail;
     worker_signals_ready();
     what = "resolve_new";
     w.resolve = resolve_new(w.base, conf->resolv_conf, conf->resolve_interval_ms);
@@ -469,6 +522,11 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     what = "webhook_keys_new";
     w.webhook_keys = webhook_keys_new(conf);
     if (w.webhook_keys == NULL)
+        goto fail;
+
+    what = "docs_new";
+    w.docs = docs_new(conf->docs_root);
+    if (w.docs == NULL)
         goto fail;
 
     what = "evhttp_new";

@@ -19,6 +19,9 @@
 #include "worker/db.h"
 #include "worker/provider.h"
 
+struct event;
+struct event_base;
+
 typedef struct worker worker_t;
 
 /* What the master maps before forking and every worker shares; it lives as
@@ -60,6 +63,17 @@ void worker_update_gauges(worker_t *w);
  * or -1 when the master is already gone. */
 int worker_child_init(const char *title, const char *role, pid_t master)
     __attribute__((warn_unused_result));
+
+/* A read event on a signalfd of the signals that a child gives no meaning
+ * (common/signals.h, and SIGHUP): they stay blocked for the process's life,
+ * and each one that arrives is logged and dropped in base's loop.  Returns
+ * the event (free it with worker_ignore_signals_free), or NULL. */
+struct event *worker_ignore_signals(struct event_base *base)
+    __attribute__((warn_unused_result));
+void worker_ignore_signals_free(struct event *ev);
+
+/* SIGUSR1 in a child: reopen the logs (after a rotation) and say so. */
+void worker_reopen_logs(void);
 
 /* Unblock the signals once the loop's evsignal handlers are added; signals
  * that arrived meanwhile are delivered to them then. */

@@ -207,12 +207,12 @@ class Paymentsd:
         with open(self.conf_path, "w") as f:
             f.write(text)
 
-    def start(self, wait=True):
+    def start(self, wait=True, cwd=None):
         stderr_path = os.path.join(self.dir, "stderr.log")
         _stderr_logs.append(stderr_path)
         with open(stderr_path, "a") as err:
             self.proc = subprocess.Popen([PAYMENTSD, "-c", self.conf_path], env=self.env,
-                                         stdout=err, stderr=subprocess.STDOUT)
+                                         stdout=err, stderr=subprocess.STDOUT, cwd=cwd)
         _started.append(self.proc)
         self.seen_pids.add(self.proc.pid)
         if wait and not wait_until(self.healthy, timeout=10):

@@ -67,8 +67,8 @@ t.ok({"/checkout", "/orders/{order_id}", "/orders/{order_id}/ledger", "/webhooks
       "/healthz", "/readyz", "/metrics", "/docs"} <= set(doc.get("paths", {})),
      "it describes the API's paths", list(doc.get("paths", {})))
 r = d.get("/docs")
-t.ok(r.status == 200 and r.headers.get("content-type", "").startswith("text/html")
-     and b"/openapi.json" in r.body, "/docs is a page that renders it")
+t.ok(r.status in (200, 503) and r.headers.get("content-type", "").startswith("text/html"),
+     "/docs is a page (Swagger UI, or how to install it: test_docs.py)", r)
 
 titles = sorted(cmdline(p) for p in [d.pid] + d.children())
 t.eq(titles, ["paymentsd: housekeeper process", "paymentsd: master process",

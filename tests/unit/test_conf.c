@@ -388,7 +388,142 @@ test_comments_and_quotes(void **state)
 
     (void)state;
     assert_string_equal(c->database, "postgresql://a:b#c@127.0.0.1/d");
-    assert_string_equal(c->error_log, "with # hash");
+    assert_string_equal(c->error_log, "/tmp/with # hash");   /* beside the conf file */
+    conf_free(c);
+}
+
+/* Relative paths, from the file or the environment, are taken from the conf
+ * file's directory or from the prefix (-p), never from the current
+ * directory: "paymentsd -s reopen" run by logrotate from "/" must find the
+ * master's pid file (issue 12, item 4). */
+static void
+test_relative_paths(void **state)
+{
+    const char *text = "pid_file = run/p.pid\nerror_log = logs/error.log\n"
+                       "access_log = /abs/access.log\nresolv_conf = resolv.conf\n";
+    char err[1024];
+    conf_t *c;
+
+    (void)state;
+    assert_int_equal(chdir("/"), 0);
+    c = load_ok(text);
+    assert_string_equal(c->prefix, "/tmp");
+    assert_string_equal(c->pid_file, "/tmp/run/p.pid");
+    assert_string_equal(c->error_log, "/tmp/logs/error.log");
+    assert_string_equal(c->access_log, "/abs/access.log");
+    assert_string_equal(c->resolv_conf, "/tmp/resolv.conf");
+    conf_free(c);
+
+    c = conf_load_prefix(write_conf(text), "/srv/paymentsd/", err, sizeof(err));
+    unlink(path);
+    assert_non_null(c);
+    assert_string_equal(c->prefix, "/srv/paymentsd/");
+    assert_string_equal(c->pid_file, "/srv/paymentsd/run/p.pid");
+    conf_free(c);
+
+    /* the log keywords are not paths; the environment's paths are */
+    setenv("PAYMENTSD_PID_FILE", "env.pid", 1);
+    c = load_ok("error_log = stderr\naccess_log = stdout\n");
+    assert_string_equal(c->error_log, "stderr");
+    assert_string_equal(c->access_log, "stdout");
+    assert_string_equal(c->pid_file, "/tmp/env.pid");
+    conf_free(c);
+    unsetenv("PAYMENTSD_PID_FILE");
+    c = load_ok("access_log = off\n");
+    assert_string_equal(c->access_log, "off");
+    assert_string_equal(c->pid_file, "/tmp/var/paymentsd.pid");     /* the default */
+    conf_free(c);
+}
+
+/* Two listen lines for one port passed -t, and the master then failed to
+ * bind the second (issue 12, item 4). */
+static void
+test_duplicate_listen(void **state)
+{
+    conf_t *c;
+
+    (void)state;
+    load_fails("listen = 127.0.0.1:9000\nworkers = 1\nlisten = 127.0.0.1:9000\n",
+               "3: listen \"127.0.0.1:9000\" duplicates \"127.0.0.1:9000\": "
+               "the port cannot be bound twice");
+    load_fails("listen = 9000\nlisten = 127.0.0.1:9000\n",
+               "2: listen \"127.0.0.1:9000\" duplicates \"9000\": the port cannot be bound twice");
+    load_fails("listen = 127.0.0.1:9000 0.0.0.0:9000\n",
+               "1: listen \"0.0.0.0:9000\" overlaps \"127.0.0.1:9000\": "
+               "the port cannot be bound twice");
+    load_fails("listen = [::]:9000\nlisten = 127.0.0.1:9000\n",
+               "2: listen \"127.0.0.1:9000\" overlaps \"[::]:9000\": the port cannot be bound twice");
+    c = load_ok("listen = 127.0.0.1:9000\nlisten = 127.0.0.1:9001\nlisten = 127.0.0.2:9000\n"
+                "listen = [::1]:9000\n");
+    assert_int_equal(c->listen.n, 4);
+    conf_free(c);
+}
+
+/* conf_dump (-T) as text. */
+static char *
+dump(const conf_t *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    assert_non_null(f);
+    conf_dump(c, f);
+    fclose(f);
+    return text;
+}
+
+/* -T writes every key in the file's syntax: loading what it wrote gives the
+ * same conf again, and no secret is in it. */
+static void
+test_dump(void **state)
+{
+    conf_t *c = load_ok("listen = 127.0.0.1:9000\nlisten = 127.0.0.1:9001\n"
+                        "database = postgresql://app:s3cret@db.example:5433/pay?sslmode=require\n"
+                        "webhook_secret = whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n"
+                        "max_body_size = 32768\nprovider_timeout = 1500ms\nidempotency_ttl = 48h\n"
+                        "error_log = \"logs/my # error.log\"\n");
+    conf_t *again;
+    char *text, *text2, err[1024];
+
+    (void)state;
+    text = dump(c);
+    assert_non_null(strstr(text, "listen = 127.0.0.1:9000\nlisten = 127.0.0.1:9001\n"));
+    assert_non_null(strstr(text, "\nmax_body_size = 32k\n"));
+    assert_non_null(strstr(text, "\nprovider_timeout = 1500ms\n"));
+    assert_non_null(strstr(text, "\nidempotency_ttl = 2d\n"));
+    assert_non_null(strstr(text, "\ncurrencies = EUR USD GBP\n"));
+    assert_non_null(strstr(text, "\nerror_log = \"/tmp/logs/my # error.log\"\n"));
+    assert_non_null(strstr(text, "\n# webhook_secret: 1 set, not shown\n"));
+    assert_non_null(strstr(text, "password='********'"));
+    assert_non_null(strstr(text, "host='db.example'"));
+    assert_null(strstr(text, "s3cret"));
+    assert_null(strstr(text, "whsec_"));
+
+    again = conf_load(write_conf(text), err, sizeof(err));
+    unlink(path);
+    if (again == NULL)
+        fail_msg("the dump does not load: %s", err);
+    assert_int_equal(again->max_body_size, c->max_body_size);
+    assert_string_equal(again->error_log, c->error_log);
+    assert_int_equal(again->listen.n, 2);
+    conf_free(again);
+    conf_free(c);
+    free(text);
+
+    /* without secrets, the dump of the dump is the dump (but for the header,
+     * which names the file) */
+    c = load_ok("listen = 127.0.0.1:9000\nlisten = 9001\nworkers = 3\ndb_timeout = 2s\n"
+                "access_log = off\nmax_header_size = 1000000\n");
+    text = dump(c);
+    again = conf_load(write_conf(text), err, sizeof(err));
+    unlink(path);
+    assert_non_null(again);
+    text2 = dump(again);
+    assert_string_equal(strstr(text2, "\nlisten = "), strstr(text, "\nlisten = "));
+    free(text);
+    free(text2);
+    conf_free(again);
     conf_free(c);
 }
 
@@ -486,6 +621,32 @@ test_provider_tls_keys(void **state)
     unlink(ca);
 }
 
+/* docs_root: installed Swagger UI by default, beside the conf file when
+ * relative, and never empty (that would be the conf file's own folder). */
+static void
+test_docs_root(void **state)
+{
+    char err[1024];
+    conf_t *c;
+
+    (void)state;
+    c = load_ok("");
+    assert_string_equal(c->docs_root, PKGDATADIR "/swagger-ui");
+    conf_free(c);
+    c = load_ok("docs_root = ../vendor/swagger-ui\n");
+    assert_string_equal(c->docs_root, "/tmp/../vendor/swagger-ui");
+    conf_free(c);
+    c = load_ok("docs_root = /srv/ui\n");
+    assert_string_equal(c->docs_root, "/srv/ui");
+    conf_free(c);
+    setenv("PAYMENTSD_DOCS_ROOT", "", 1);
+    c = conf_load(write_conf(""), err, sizeof(err));
+    unlink(path);
+    assert_null(c);
+    assert_string_equal(err, "environment PAYMENTSD_DOCS_ROOT: docs_root must name a folder");
+    unsetenv("PAYMENTSD_DOCS_ROOT");
+}
+
 static int warnings_seen;
 
 static void
@@ -539,10 +700,14 @@ main(void)
         cmocka_unit_test(test_env_overrides),
         cmocka_unit_test(test_workers_auto),
         cmocka_unit_test(test_comments_and_quotes),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_duplicate_listen),
+        cmocka_unit_test(test_dump),
         cmocka_unit_test(test_reload_keeps_restart_only_keys),
         cmocka_unit_test(test_warns_without_webhook_secret),
         cmocka_unit_test(test_provider_tls_keys),
         cmocka_unit_test(test_warns_of_unused_ca_file),
+        cmocka_unit_test(test_docs_root),
     };
 
     return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
