@@ -134,7 +134,11 @@ def log(name):
         return f.read()
 
 
-env = dict(os.environ, **{k: str(v) for k, v in sim_env.items()})
+# The image's ENV (the Dockerfile's ENV lines), then the service's.
+image_env = dict(re.findall(r"(\w+)=(\S+)", " ".join(
+    re.findall(r"^ENV\s+((?:.*\\\n)*.*)$", dockerfile, re.M)).replace("\\\n", " ")))
+env = dict(os.environ, **image_env)
+env.update({k: str(v) for k, v in sim_env.items()})
 env.update(PROVIDER_SIM_LISTEN="127.0.0.1:%d" % sim_port,
            PROVIDER_SIM_WEBHOOK_URL=env["PROVIDER_SIM_WEBHOOK_URL"].replace(":8000/", ":%d/" % pay_port),
            PROVIDER_SIM_RESOLV_CONF=resolv, PROVIDER_SIM_RESOLVE_INTERVAL="200ms",
@@ -146,7 +150,7 @@ t.ok(wait_until(lambda: request(sim_port, "GET", "/admin/stats", timeout=1).stat
      "regression: provider-sim starts, and stays up, before the name paymentsd resolves",
      log("provider-sim")[-1500:])
 
-env = dict(os.environ, PAYMENTSD_ERROR_LOG="stderr", PAYMENTSD_ACCESS_LOG="stdout")  # the image's ENV
+env = dict(os.environ, **image_env)
 env.update({k: str(v) for k, v in pay_env.items()})
 env.update(PAYMENTSD_LISTEN="127.0.0.1:%d" % pay_port,
            PAYMENTSD_PROVIDER_URL=env["PAYMENTSD_PROVIDER_URL"].replace(":8001", ":%d" % sim_port),
