@@ -270,10 +270,22 @@ quiet_timer_cb(evutil_socket_t fd, short what, void *arg)
     drain_check(arg);
 }
 
+static metrics_method_t
+method_label(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET: return METRICS_METHOD_GET;
+    case EVHTTP_REQ_HEAD: return METRICS_METHOD_HEAD;
+    case EVHTTP_REQ_POST: return METRICS_METHOD_POST;
+    case EVHTTP_REQ_OPTIONS: return METRICS_METHOD_OPTIONS;
+    default: return METRICS_METHOD_OTHER;
+    }
+}
+
 static void
 on_done(worker_t *w, const http_req_t *r, int status, int64_t dur_us)
 {
-    shm_metrics_request(w->metrics, r->route, status, dur_us);
+    shm_metrics_request(w->metrics, r->route, method_label(r->method), status, dur_us);
     worker_update_gauges(w);
     w->inflight--;
     drain_check(w);
@@ -518,6 +530,7 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
                               conf->provider_timeout_ms);
     if (w.provider == NULL)
         goto fail;
+    metrics_observe(w.metrics, w.db, w.provider);
 
     what = "webhook_keys_new";
     w.webhook_keys = webhook_keys_new(conf);
