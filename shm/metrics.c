@@ -22,7 +22,7 @@
 #include <sys/mman.h>
 
 static const int status_codes[METRICS_STATUS_CODES] = {
-    200, 201, 400, 401, 404, 405, 409, 413, 415, 422, 431, 500, 503, 504
+    200, 201, 204, 400, 401, 404, 405, 409, 413, 415, 422, 431, 500, 503, 504
 };
 
 static const int64_t buckets_us[METRICS_BUCKETS] = {

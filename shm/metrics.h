@@ -27,7 +27,7 @@ typedef enum {
 } metrics_route_t;
 
 /* Status codes counted one by one; anything else is "other". */
-#define METRICS_STATUS_CODES 14
+#define METRICS_STATUS_CODES 15
 
 /* Latency histogram upper bounds, in microseconds (+Inf is implied). */
 #define METRICS_BUCKETS 12

@@ -33,6 +33,7 @@
 #include "common/proctitle.h"
 #include "common/signals.h"
 #include "worker/checkout.h"
+#include "worker/cors.h"
 #include "worker/docs.h"
 #include "worker/http.h"
 #include "worker/metrics.h"
@@ -315,6 +316,8 @@ on_request(struct evhttp_request *req, void *arg)
         if (!match)
             continue;
         r->route = rt->id;
+        if (cors_handle(r, &w->conf->cors_allow_origins, rt->allow))
+            return;
         if (!(method & rt->methods)) {
             http_add_header(r, "Allow", rt->allow);
             http_reply_error(r, 405, "method_not_allowed",
@@ -324,6 +327,7 @@ on_request(struct evhttp_request *req, void *arg)
         rt->handler(r);
         return;
     }
+    (void)cors_handle(r, &w->conf->cors_allow_origins, NULL);
     http_reply_error(r, 404, "not_found", "no such route", NULL);
 }
 
