@@ -30,7 +30,7 @@ struct http_req {
     struct evhttp_request *req; /* NULL once libevent freed it (client gone) */
     worker_t *worker;
     metrics_route_t route;      /* for logs and metrics */
-    enum evhttp_cmd_type method;
+    enum evhttp_cmd_type method; /* for logs, metrics and CORS */
     int64_t start_us;
     http_done_fn done;
     int status;                 /* set by the reply */
