@@ -177,11 +177,13 @@ histograms(struct evbuffer *b, const shm_metrics_snapshot_t *s)
 }
 
 /* The process_* series of the Prometheus client libraries, for the whole
- * instance (worker/procstat.h says how each one adds up).  Reading /proc
- * for every process costs about 0.5 ms each (PSS walks the page tables),
- * on this worker's loop: a scrape less than PROCSTAT_REUSE_MS after the
- * last one reuses its numbers, so a client hammering /metrics cannot make
- * the loop do it more than once a second. */
+ * instance (worker/procstat.h says how each one adds up).  CPU time is read
+ * at every scrape, so that it never goes down from one scrape to the next,
+ * whichever worker answers.  Memory and descriptors cost about 0.5 ms per
+ * process (PSS walks the page tables), on this worker's loop: a scrape less
+ * than PROCSTAT_REUSE_MS after this worker last read them reuses them, so
+ * a client hammering /metrics cannot make the loop do it more than once a
+ * second. */
 #define PROCSTAT_REUSE_MS 1000
 
 static void
@@ -191,14 +193,16 @@ process(struct evbuffer *b)
     static int64_t read_ms = -1;
     struct timespec ts;
     int64_t now;
+    int what = PROCSTAT_CPU;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    if (read_ms < 0 || now - read_ms >= PROCSTAT_REUSE_MS) {
-        if (procstat_read(getppid(), &ps) < 0)
-            return;
+    if (read_ms < 0 || now - read_ms >= PROCSTAT_REUSE_MS)
+        what |= PROCSTAT_OTHER;
+    if (procstat_read(getppid(), what, &ps) < 0)
+        return;
+    if (what & PROCSTAT_OTHER)
         read_ms = now;
-    }
     help(b, "process_cpu_seconds_total", "counter",
          "User and system CPU time of the master and all its workers and housekeepers, "
          "exited ones included, in seconds.");

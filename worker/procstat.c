@@ -176,7 +176,7 @@ boot_time(void)
 }
 
 int
-procstat_read(pid_t master, procstat_t *out)
+procstat_read(pid_t master, int what, procstat_t *out)
 {
     static pid_t kids[PROCSTAT_CHILDREN_MAX];
     double tick = (double)sysconf(_SC_CLK_TCK);
@@ -184,7 +184,6 @@ procstat_read(pid_t master, procstat_t *out)
     uint64_t ticks = 0;
     size_t n = 0;
 
-    memset(out, 0, sizeof(*out));
     /* The master's cutime and cstime grow when it reaps a child: the same
      * before and after the children were read, no child moved from the
      * live ones to the reaped ones meanwhile. */
@@ -192,6 +191,8 @@ procstat_read(pid_t master, procstat_t *out)
         if (read_stat(master, &before) < 0)
             return -1;
         n = read_children(master, kids, PROCSTAT_CHILDREN_MAX);
+        if (!(what & PROCSTAT_CPU))
+            break;
         ticks = before.utime + before.stime + before.cutime + before.cstime;
         for (size_t i = 0; i < n; i++) {
             if (read_stat(kids[i], &st) == 0)
@@ -202,12 +203,17 @@ procstat_read(pid_t master, procstat_t *out)
         if (after.cutime == before.cutime && after.cstime == before.cstime)
             break;
     }
-    out->cpu_seconds = (double)ticks / tick;
-    out->start_time = boot_time() + (double)before.starttime / tick;
-    add_process(master, &before, out);
-    for (size_t i = 0; i < n; i++) {
-        if (read_stat(kids[i], &st) == 0)
-            add_process(kids[i], &st, out);
+    if (what & PROCSTAT_CPU) {
+        out->cpu_seconds = (double)ticks / tick;
+        out->start_time = boot_time() + (double)before.starttime / tick;
+    }
+    if (what & PROCSTAT_OTHER) {
+        out->resident_bytes = out->virtual_bytes = out->open_fds = out->max_fds = 0;
+        add_process(master, &before, out);
+        for (size_t i = 0; i < n; i++) {
+            if (read_stat(kids[i], &st) == 0)
+                add_process(kids[i], &st, out);
+        }
     }
     return 0;
 }

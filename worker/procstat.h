@@ -22,14 +22,19 @@ typedef struct {
     double start_time;          /* the master's start, Unix seconds */
 } procstat_t;
 
+/* What procstat_read reads. */
+#define PROCSTAT_CPU    1       /* cpu_seconds, start_time: a few small reads */
+#define PROCSTAT_OTHER  2       /* memory and descriptors: PSS walks page tables */
+
 /*
- * Read the instance whose master is master.  cpu_seconds is the master's
- * own time, the time of the children it has reaped (cutime, cstime) and
- * that of its live children, read so that no child is missed or counted
- * twice when one exits meanwhile: it never goes down.  Only /proc reads,
- * which do not sleep on I/O: fine on a worker's loop for a scrape.
- * Returns 0, or -1 when the master's own /proc entry cannot be read.
+ * Read what (PROCSTAT_* or-ed) of the instance whose master is master into
+ * out; the fields not asked for are left as they are.  cpu_seconds is the
+ * master's own time, the time of the children it has reaped (cutime,
+ * cstime) and that of its live children, read so that no child is missed
+ * or counted twice when one exits meanwhile: it never goes down.  Only
+ * /proc reads, which do not sleep on I/O.  Returns 0, or -1 when the
+ * master's own /proc entry cannot be read.
  */
-int procstat_read(pid_t master, procstat_t *out) __attribute__((warn_unused_result));
+int procstat_read(pid_t master, int what, procstat_t *out) __attribute__((warn_unused_result));
 
 #endif
