@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -135,6 +136,76 @@ check_url(const void *field, char *err, size_t errlen)
         && !(strncmp(s, "https://", 8) == 0 && s[8] != '\0')) {
         snprintf(err, errlen, "provider_url must be an http:// or https:// URL");
         return -1;
+    }
+    return 0;
+}
+
+/* The host of an origin: a name or IPv4 address of letters, digits, '.'
+ * and '-' (no empty label), or a bracketed IPv6 address.  Returns its
+ * length, 0 when there is none. */
+static size_t
+origin_host(const char *s)
+{
+    size_t n;
+
+    if (s[0] == '[') {
+        n = 1 + strspn(s + 1, "0123456789abcdefABCDEF:.");
+        return n > 2 && s[n] == ']' ? n + 1 : 0;
+    }
+    n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+    if (n == 0 || n > 253 || s[0] == '.' || s[0] == '-' || s[n - 1] == '.' || s[n - 1] == '-')
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if (s[i] == '.' && s[i - 1] == '.')
+            return 0;
+    }
+    return n;
+}
+
+/*
+ * cors_allow_origins: each an origin as a browser sends it in Origin,
+ * scheme://host[:port] with scheme http or https, no path, no default
+ * port (the browser never sends one, so it would never match); or "*"
+ * alone, for any origin.
+ */
+static int
+check_cors_origins(const void *field, char *err, size_t errlen)
+{
+    const cf_list_t *l = field;
+
+    for (size_t i = 0; i < l->n; i++) {
+        const char *o = l->items[i], *p;
+        size_t skip = strncasecmp(o, "https://", 8) == 0 ? 8 : strncasecmp(o, "http://", 7) == 0 ? 7 : 0;
+        size_t host;
+
+        if (strcmp(o, "*") == 0) {
+            if (l->n == 1)
+                continue;
+            snprintf(err, errlen, "cors_allow_origins: \"*\" allows every origin: list it alone");
+            return -1;
+        }
+        host = skip > 0 ? origin_host(o + skip) : 0;
+        p = o + skip + host;
+        if (host > 0 && *p == ':') {
+            char *end;
+            long port = (p[1] >= '1' && p[1] <= '9') ? strtol(p + 1, &end, 10) : 0;
+
+            if (port < 1 || port > 65535 || *end != '\0') {
+                snprintf(err, errlen, "cors_allow_origins: invalid port in \"%.200s\"", o);
+                return -1;
+            }
+            if (port == (skip == 8 ? 443 : 80)) {
+                snprintf(err, errlen, "cors_allow_origins: \"%.200s\": leave out the default "
+                         "port, as browsers do in Origin", o);
+                return -1;
+            }
+            continue;
+        }
+        if (host == 0 || *p != '\0') {
+            snprintf(err, errlen, "cors_allow_origins: \"%.200s\" is not an origin "
+                     "(http:// or https://, a host, an optional :port, nothing after)", o);
+            return -1;
+        }
     }
     return 0;
 }
@@ -337,6 +408,7 @@ static const cf_key_t keys[] = {
     K("pending_reconcile_age", CF_DURATION, pending_reconcile_age_ms, "10m", 1000, 365 * MS_DAY, 0, NULL),
     K("max_body_size", CF_SIZE, max_body_size, "16k", 64, 64 << 20, 0, NULL),
     K("max_header_size", CF_SIZE, max_header_size, "8k", 1024, 1 << 20, 0, NULL),
+    K("cors_allow_origins", CF_LIST, cors_allow_origins, NULL, 0, 0, CF_REPEAT, check_cors_origins),
     K("client_timeout", CF_DURATION, client_timeout_ms, "30s", 1000, 3600000, 0, NULL),
     K("pid_file", CF_STR, pid_file, "var/paymentsd.pid", 0, 0, CF_NO_RELOAD | CF_PATH, NULL),
     K("error_log", CF_STR, error_log, "stderr", 0, 0, CF_PATH, NULL),

@@ -54,6 +54,7 @@ typedef struct conf {
     int64_t max_body_size;
     int64_t max_header_size;
     int64_t client_timeout_ms;
+    cf_list_t cors_allow_origins;       /* "scheme://host[:port]" each, or "*"; empty: no CORS */
 
     char *pid_file;
     char *error_log;

@@ -13,8 +13,9 @@ packages=(
     libevent-dev libpq-dev libjson-c-dev libssl-dev libcmocka-dev
     # the private database and its tests
     postgresql-15 postgresql-client-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-    # end-to-end tests and the README's demos (logrotate: conf/logrotate.example, tested)
-    python3 curl openssl logrotate
+    # end-to-end tests and the README's demos (logrotate: conf/logrotate.example, tested;
+    # promtool, from prometheus, checks a live /metrics scrape)
+    python3 curl openssl logrotate prometheus
     # the browser test of /docs
     chromium
     # docker-compose.yml's check (tests/e2e/test_regress_compose.py); no engine needed
@@ -48,4 +49,9 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+# prometheus is here for promtool only: a server that we installed must
+# not keep running (it would listen on :9090).
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 swagger_ui

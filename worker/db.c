@@ -49,6 +49,7 @@
 
 typedef struct db_call {
     TAILQ_ENTRY(db_call) next;  /* in the queue, then in its connection's flight */
+    db_pool_t *pool;
     const char *sql;            /* plain calls */
     const db_batch_kind_t *kind; /* batched calls */
     int nparams;
@@ -56,6 +57,7 @@ typedef struct db_call {
     db_cb_t cb;
     void *arg;
     int64_t deadline_ms;
+    int64_t queued_us;          /* when db_call took it, for the observer */
     int answered;               /* its row was delivered */
 } db_call_t;
 
@@ -95,6 +97,7 @@ struct db_pool {
     int busy;
     int last_attempt_failed;
     struct event queue_timer;   /* expires the oldest waiting call */
+    db_observer_t observer;
 };
 
 static void conn_connect(db_conn_t *c);
@@ -136,6 +139,15 @@ now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t
+now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static struct timeval
 tv_ms(int64_t ms)
 {
@@ -148,10 +160,21 @@ tv_ms(int64_t ms)
     return tv;
 }
 
+/* Give the call its answer (the observer hears of it first). */
+static void
+call_answer(db_call_t *call, const PGresult *res, int row, const char *err)
+{
+    const db_observer_t *o = &call->pool->observer;
+
+    if (o->call != NULL)
+        o->call(o->arg, err == NULL, now_us() - call->queued_us);
+    call->cb(call->arg, res, row, err);
+}
+
 static void
 call_finish(db_call_t *call, const PGresult *res, int row, const char *err)
 {
-    call->cb(call->arg, res, row, err);
+    call_answer(call, res, row, err);
     free(call);
 }
 
@@ -321,6 +344,8 @@ conn_send(db_conn_t *c)
     conn_watch(c, rc == 1 ? EV_READ | EV_WRITE : EV_READ);
     p->statements++;
     p->calls += (uint64_t)c->nflight;
+    if (p->observer.statement != NULL)
+        p->observer.statement(p->observer.arg, c->nflight);
     TAILQ_FOREACH(call, &c->flight, next) {
         if (call->deadline_ms < deadline)
             deadline = call->deadline_ms;
@@ -409,13 +434,13 @@ conn_read_results(db_conn_t *c)
         if (ord < 1 || ord > n || byord[ord - 1]->answered)
             continue;
         byord[ord - 1]->answered = 1;
-        byord[ord - 1]->cb(byord[ord - 1]->arg, r, i, NULL);
+        call_answer(byord[ord - 1], r, i, NULL);
     }
     while (!TAILQ_EMPTY(&flight)) {
         call = TAILQ_FIRST(&flight);
         TAILQ_REMOVE(&flight, call, next);
         if (!call->answered)
-            call->cb(call->arg, NULL, 0, "the batch returned no row for this call");
+            call_answer(call, NULL, 0, "the batch returned no row for this call");
         free(call);
     }
     PQclear(r);
@@ -744,6 +769,7 @@ call_queue(db_pool_t *p, const char *sql, const db_batch_kind_t *kind, int npara
     call = malloc(need);
     if (call == NULL)
         return -1;
+    call->pool = p;
     call->sql = sql;
     call->kind = kind;
     call->nparams = nparams;
@@ -752,6 +778,7 @@ call_queue(db_pool_t *p, const char *sql, const db_batch_kind_t *kind, int npara
     call->arg = arg;
     call->answered = 0;
     call->deadline_ms = now_ms() + p->timeout_ms;
+    call->queued_us = now_us();
     dst = (char *)(call->params + nparams);
     for (int i = 0; i < nparams; i++) {
         if (params[i] == NULL) {
@@ -795,6 +822,15 @@ db_pool_stats(const db_pool_t *p, db_pool_stats_t *out)
     out->connected = p->up;
     out->statements = p->statements;
     out->calls = p->calls;
+}
+
+void
+db_pool_set_observer(db_pool_t *p, const db_observer_t *o)
+{
+    if (o != NULL)
+        p->observer = *o;
+    else
+        memset(&p->observer, 0, sizeof(p->observer));
 }
 
 int

@@ -100,4 +100,17 @@ typedef struct {
 
 void db_pool_stats(const db_pool_t *pool, db_pool_stats_t *out);
 
+/* Told of the pool's work as it happens (for metrics histograms): every
+ * statement sent, with the number of calls it carries (1, or a batch), and
+ * every call as it is answered, just before its callback, with whether it
+ * committed and the microseconds since db_call (queueing included). */
+typedef struct {
+    void (*statement)(void *arg, int ncalls);
+    void (*call)(void *arg, int committed, int64_t dur_us);
+    void *arg;
+} db_observer_t;
+
+/* Set the pool's observer (copied); NULL clears it. */
+void db_pool_set_observer(db_pool_t *pool, const db_observer_t *o);
+
 #endif

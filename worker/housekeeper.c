@@ -54,6 +54,7 @@
 
 #include "common/log.h"
 #include "worker/db.h"
+#include "worker/metrics.h"
 #include "worker/provider.h"
 #include "worker/reversal.h"
 #include "worker/store.h"
@@ -774,6 +775,7 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
                               conf->provider_timeout_ms);
     if (h.provider == NULL)
         goto fail;
+    metrics_observe(h.metrics, h.db, h.provider);
     what = "evtimer_new";
     h.timer = evtimer_new(h.base, timer_cb, &h);
     if (h.timer == NULL)

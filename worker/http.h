@@ -30,13 +30,13 @@ struct http_req {
     struct evhttp_request *req; /* NULL once libevent freed it (client gone) */
     worker_t *worker;
     metrics_route_t route;      /* for logs and metrics */
+    enum evhttp_cmd_type method; /* for logs, metrics and CORS */
     int64_t start_us;
     http_done_fn done;
     int status;                 /* set by the reply */
     int64_t dur_us;
     char request_id[129];
     /* Private to http.c. */
-    enum evhttp_cmd_type method;
     char *uri;                  /* copies, kept when req goes before the reply */
     char *user_agent, *xff;
     char client[64];            /* the peer's address (for the access log) */

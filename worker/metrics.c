@@ -7,11 +7,15 @@
 
 #include "worker/metrics.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 
 #include "shm/metrics.h"
+#include "worker/procstat.h"
 #include "worker/worker.h"
 
 typedef struct {
@@ -98,22 +102,126 @@ requests(struct evbuffer *b, const shm_metrics_snapshot_t *s)
                                     shm_metrics_route_name(r), (unsigned long long)s->requests[r][c]);
         }
     }
-    evbuffer_add_printf(b, "# HELP paymentsd_http_request_duration_seconds Time from request to reply.\n"
-                           "# TYPE paymentsd_http_request_duration_seconds histogram\n");
+}
+
+/* One histogram series (skipped when it has no observation); labels is
+ * 'a="x",b="y"' or "".  Bounds come from bound(i) (-1 past the last),
+ * divided by scale, which also scales the sum. */
+static void
+histogram(struct evbuffer *b, const char *name, const char *labels, const shm_metrics_hist_t *h,
+          int64_t (*bound)(int), double scale)
+{
+    const char *sep = labels[0] != '\0' ? "," : "";
+    uint64_t count = h->buckets[METRICS_BUCKETS];
+
+    if (count == 0)
+        return;
+    for (int i = 0; bound(i) >= 0; i++)
+        evbuffer_add_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+                            (double)bound(i) / scale, (unsigned long long)h->buckets[i]);
+    evbuffer_add_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                        (unsigned long long)count);
+    if (labels[0] != '\0')
+        evbuffer_add_printf(b, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels,
+                            (double)h->sum / scale, name, labels, (unsigned long long)count);
+    else
+        evbuffer_add_printf(b, "%s_sum %.6f\n%s_count %llu\n", name, (double)h->sum / scale,
+                            name, (unsigned long long)count);
+}
+
+static void
+help(struct evbuffer *b, const char *name, const char *type, const char *text)
+{
+    evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+static void
+histograms(struct evbuffer *b, const shm_metrics_snapshot_t *s)
+{
+    static const char *const classes[METRICS_STATUS_CLASSES] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+    char labels[160];
+
+    help(b, "paymentsd_http_request_duration_seconds", "histogram",
+         "Time from request to reply, by route, method and status class.");
     for (int r = 0; r < METRICS_ROUTES; r++) {
-        const char *name = shm_metrics_route_name(r);
-        if (s->latency_count[r] == 0)
-            continue;
-        for (int i = 0; i < METRICS_BUCKETS; i++)
-            evbuffer_add_printf(b, "paymentsd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-                                name, (double)shm_metrics_bucket_us(i) / 1e6,
-                                (unsigned long long)s->latency_buckets[r][i]);
-        evbuffer_add_printf(b, "paymentsd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
-                               "paymentsd_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
-                               "paymentsd_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
-                            name, (unsigned long long)s->latency_count[r], name,
-                            (double)s->latency_sum_us[r] / 1e6, name,
-                            (unsigned long long)s->latency_count[r]);
+        for (int m = 0; m < METRICS_METHODS; m++) {
+            for (int c = 0; c < METRICS_STATUS_CLASSES; c++) {
+                snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status_class=\"%s\"",
+                         shm_metrics_route_name(r), shm_metrics_method_name(m), classes[c]);
+                histogram(b, "paymentsd_http_request_duration_seconds", labels, &s->latency[r][m][c],
+                          shm_metrics_bucket_us, 1e6);
+            }
+        }
+    }
+    help(b, "paymentsd_provider_call_duration_seconds", "histogram",
+         "Provider calls from start to outcome, by call and whether an answer came "
+         "(answered=\"false\": timeout, refused, 5xx or not believed).");
+    for (int c = 0; c < METRICS_CALLS; c++) {
+        for (int a = 1; a >= 0; a--) {
+            snprintf(labels, sizeof(labels), "call=\"%s\",answered=\"%s\"",
+                     shm_metrics_call_name(c), a ? "true" : "false");
+            histogram(b, "paymentsd_provider_call_duration_seconds", labels, &s->provider[c][a],
+                      shm_metrics_bucket_us, 1e6);
+        }
+    }
+    help(b, "paymentsd_db_call_duration_seconds", "histogram",
+         "Database calls from the request to their answer, queueing included, "
+         "by whether they committed.");
+    histogram(b, "paymentsd_db_call_duration_seconds", "result=\"committed\"", &s->db_call[1],
+              shm_metrics_bucket_us, 1e6);
+    histogram(b, "paymentsd_db_call_duration_seconds", "result=\"failed\"", &s->db_call[0],
+              shm_metrics_bucket_us, 1e6);
+    help(b, "paymentsd_db_batch_calls", "histogram",
+         "Calls carried by each database statement: group commit's batch sizes.");
+    histogram(b, "paymentsd_db_batch_calls", "", &s->db_batch, shm_metrics_batch_bucket, 1);
+}
+
+/* The process_* series of the Prometheus client libraries, for the whole
+ * instance (worker/procstat.h says how each one adds up).  CPU time is read
+ * at every scrape, so that it never goes down from one scrape to the next,
+ * whichever worker answers.  Memory and descriptors cost about 0.5 ms per
+ * process (PSS walks the page tables), on this worker's loop: a scrape less
+ * than PROCSTAT_REUSE_MS after this worker last read them reuses them, so
+ * a client hammering /metrics cannot make the loop do it more than once a
+ * second. */
+#define PROCSTAT_REUSE_MS 1000
+
+static void
+process(struct evbuffer *b)
+{
+    static procstat_t ps;
+    static int64_t read_ms = -1;
+    struct timespec ts;
+    int64_t now;
+    int what = PROCSTAT_CPU;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (read_ms < 0 || now - read_ms >= PROCSTAT_REUSE_MS)
+        what |= PROCSTAT_OTHER;
+    if (procstat_read(getppid(), what, &ps) < 0)
+        return;
+    if (what & PROCSTAT_OTHER)
+        read_ms = now;
+    help(b, "process_cpu_seconds_total", "counter",
+         "User and system CPU time of the master and all its workers and housekeepers, "
+         "exited ones included, in seconds.");
+    evbuffer_add_printf(b, "process_cpu_seconds_total %.2f\n", ps.cpu_seconds);
+    help(b, "process_resident_memory_bytes", "gauge",
+         "Resident memory of the master and its children (sum of PSS: shared memory counted once).");
+    evbuffer_add_printf(b, "process_resident_memory_bytes %lld\n", (long long)ps.resident_bytes);
+    help(b, "process_virtual_memory_bytes", "gauge",
+         "Virtual memory size of the master and its children, summed.");
+    evbuffer_add_printf(b, "process_virtual_memory_bytes %lld\n", (long long)ps.virtual_bytes);
+    help(b, "process_start_time_seconds", "gauge",
+         "Start time of the master since the Unix epoch, in seconds.");
+    evbuffer_add_printf(b, "process_start_time_seconds %.2f\n", ps.start_time);
+    if (ps.max_fds > 0) {
+        help(b, "process_open_fds", "gauge",
+             "Open file descriptors of the process (master or child) closest to its limit.");
+        evbuffer_add_printf(b, "process_open_fds %lld\n", (long long)ps.open_fds);
+        help(b, "process_max_fds", "gauge", "That process's limit on open file descriptors.");
+        evbuffer_add_printf(b, "process_max_fds %lld\n", (long long)ps.max_fds);
     }
 }
 
@@ -146,7 +254,10 @@ metrics_handle(http_req_t *r)
     }
     worker_update_gauges(r->worker);
     shm_metrics_snapshot(shared->metrics, s);
+    help(b, "paymentsd_build_info", "gauge", "Always 1; the labels say what is running.");
+    evbuffer_add_printf(b, "paymentsd_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
     requests(b, s);
+    histograms(b, s);
     for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
         const family_t *fam = &families[f];
         evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s counter\n", fam->name, fam->help, fam->name);
@@ -181,8 +292,39 @@ metrics_handle(http_req_t *r)
           s->gauges[METRICS_GAUGE_DB_QUEUED]);
     gauge(b, "paymentsd_db_pool_connections", "Live database connections, all workers.",
           s->gauges[METRICS_GAUGE_DB_CONNECTED]);
+    process(b);
     http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8",
                (const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b));
     evbuffer_free(b);
     free(s);
+}
+
+static void
+observe_statement(void *arg, int ncalls)
+{
+    shm_metrics_db_batch(arg, ncalls);
+}
+
+static void
+observe_db_call(void *arg, int committed, int64_t dur_us)
+{
+    shm_metrics_db_call(arg, committed, dur_us);
+}
+
+static void
+observe_provider(void *arg, provider_call_t call, provider_outcome_t outcome, int64_t dur_us)
+{
+    metrics_call_t c = call == PROVIDER_CALL_CHARGE ? METRICS_CALL_CHARGE
+                     : call == PROVIDER_CALL_GET ? METRICS_CALL_GET : METRICS_CALL_CANCEL;
+
+    shm_metrics_provider_call(arg, c, outcome != PROVIDER_UNAVAILABLE, dur_us);
+}
+
+void
+metrics_observe(shm_metrics_slot_t *slot, db_pool_t *db, provider_t *prov)
+{
+    const db_observer_t o = { observe_statement, observe_db_call, slot };
+
+    db_pool_set_observer(db, &o);
+    provider_set_observer(prov, observe_provider, slot);
 }

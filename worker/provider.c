@@ -48,6 +48,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event_struct.h>
@@ -73,9 +74,13 @@ struct provider {
     struct evhttp_connection *idle[PROVIDER_IDLE_MAX];
     int nidle;
     TAILQ_HEAD(, call) waiting; /* calls waiting for the name's first address */
+    provider_observe_fn observe;
+    void *observe_arg;
 };
 
-typedef enum { CALL_CHARGE, CALL_GET, CALL_CANCEL } call_kind_t;
+typedef enum {
+    CALL_CHARGE = PROVIDER_CALL_CHARGE, CALL_GET = PROVIDER_CALL_GET, CALL_CANCEL = PROVIDER_CALL_CANCEL
+} call_kind_t;
 
 static const char *const call_names[] = { "charge", "GET charge", "cancel" };
 
@@ -101,7 +106,17 @@ typedef struct call {
     void *arg;
     struct event deadline;      /* provider_timeout after the call started */
     struct event done;          /* runs cb from the loop */
+    int64_t start_us;           /* monotonic, for the observer */
 } call_t;
+
+static int64_t
+now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 const char *
 provider_outcome_name(provider_outcome_t o)
@@ -497,6 +512,8 @@ call_done(evutil_socket_t fd, short what, void *arg)
     }
     if (c->req != NULL)
         evhttp_request_free(c->req);
+    if (c->p->observe != NULL)
+        c->p->observe(c->p->observe_arg, (provider_call_t)c->kind, c->out, now_us() - c->start_us);
     c->cb(c->arg, c->out,
           c->out != PROVIDER_UNAVAILABLE && c->charge_id[0] != '\0' ? c->charge_id : NULL);
     free(c);
@@ -646,6 +663,7 @@ call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_c
         return NULL;
     c->p = p;
     c->kind = kind;
+    c->start_us = now_us();
     c->cb = cb;
     c->arg = arg;
     c->amount_cents = amount_cents;
@@ -801,6 +819,13 @@ charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amoun
         call_start(c, EVHTTP_REQ_POST, path, "{}");
     else
         call_start(c, EVHTTP_REQ_GET, path, NULL);
+}
+
+void
+provider_set_observer(provider_t *p, provider_observe_fn fn, void *arg)
+{
+    p->observe = fn;
+    p->observe_arg = arg;
 }
 
 void

@@ -33,6 +33,7 @@
 #include "common/proctitle.h"
 #include "common/signals.h"
 #include "worker/checkout.h"
+#include "worker/cors.h"
 #include "worker/docs.h"
 #include "worker/http.h"
 #include "worker/metrics.h"
@@ -270,10 +271,22 @@ quiet_timer_cb(evutil_socket_t fd, short what, void *arg)
     drain_check(arg);
 }
 
+static metrics_method_t
+method_label(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET: return METRICS_METHOD_GET;
+    case EVHTTP_REQ_HEAD: return METRICS_METHOD_HEAD;
+    case EVHTTP_REQ_POST: return METRICS_METHOD_POST;
+    case EVHTTP_REQ_OPTIONS: return METRICS_METHOD_OPTIONS;
+    default: return METRICS_METHOD_OTHER;
+    }
+}
+
 static void
 on_done(worker_t *w, const http_req_t *r, int status, int64_t dur_us)
 {
-    shm_metrics_request(w->metrics, r->route, status, dur_us);
+    shm_metrics_request(w->metrics, r->route, method_label(r->method), status, dur_us);
     worker_update_gauges(w);
     w->inflight--;
     drain_check(w);
@@ -303,6 +316,8 @@ on_request(struct evhttp_request *req, void *arg)
         if (!match)
             continue;
         r->route = rt->id;
+        if (cors_handle(r, &w->conf->cors_allow_origins, rt->allow))
+            return;
         if (!(method & rt->methods)) {
             http_add_header(r, "Allow", rt->allow);
             http_reply_error(r, 405, "method_not_allowed",
@@ -312,6 +327,7 @@ on_request(struct evhttp_request *req, void *arg)
         rt->handler(r);
         return;
     }
+    (void)cors_handle(r, &w->conf->cors_allow_origins, NULL);
     http_reply_error(r, 404, "not_found", "no such route", NULL);
 }
 
@@ -518,6 +534,7 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
                               conf->provider_timeout_ms);
     if (w.provider == NULL)
         goto fail;
+    metrics_observe(w.metrics, w.db, w.provider);
 
     what = "webhook_keys_new";
     w.webhook_keys = webhook_keys_new(conf);

@@ -226,7 +226,7 @@ bad = []
 for line in r.body.decode().splitlines():
     if line.startswith("# HELP ") or line.startswith("# TYPE "):
         continue
-    m = re.fullmatch(r'(paymentsd_[a-z_]+)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+]+)', line)
+    m = re.fullmatch(r'((?:paymentsd|process)_[a-z_]+)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+]+)', line)
     if m is None:
         bad.append(line)
     else:
@@ -238,9 +238,11 @@ t.ok(series.get('paymentsd_checkouts_total{outcome="paid"}', 0) >= 2000, "checko
 t.ok(series.get('paymentsd_checkouts_total{outcome="pending_payment"}', 0) >= 1, "pending outcomes counted")
 t.ok(series.get('paymentsd_idempotent_replays_total{source="cache"}', 0) >= 1, "replays counted")
 t.ok(series.get('paymentsd_provider_calls_total{result="unavailable"}', 0) >= 3, "provider calls by result")
-t.ok(series.get('paymentsd_http_request_duration_seconds_count{route="checkout"}', 0) >= 2000
-     and 'paymentsd_http_request_duration_seconds_bucket{route="checkout",le="+Inf"}' in series,
-     "a latency histogram per route")
+t.ok(series.get('paymentsd_http_request_duration_seconds_count{route="checkout",method="POST",'
+                'status_class="2xx"}', 0) >= 2000
+     and 'paymentsd_http_request_duration_seconds_bucket{route="checkout",method="POST",status_class="2xx",'
+         'le="+Inf"}' in series,
+     "a latency histogram per route, method and status class")
 t.ok("paymentsd_db_pool_connections" in series, "database pool gauges")
 before = series.get('paymentsd_http_requests_total{route="healthz",status="200"}', 0)
 for _ in range(5):

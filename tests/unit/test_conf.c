@@ -228,6 +228,78 @@ test_errors_have_line_numbers(void **state)
 
 /* idempotency_lock_timeout must outlast a live checkout: checkout_begin,
  * the provider call and checkout_finish, provider_timeout + 2 * db_timeout. */
+/* cors_allow_origins: empty by default; origins exactly as a browser sends
+ * them in Origin (scheme://host[:port], no path, no default port), or "*"
+ * alone; several per line or on several lines; from the environment too. */
+static void
+test_cors_origins(void **state)
+{
+    conf_t *c = load_ok("\n");
+
+    (void)state;
+    assert_int_equal(c->cors_allow_origins.n, 0);
+    conf_free(c);
+    c = load_ok("cors_allow_origins = https://app.example.com, http://localhost:3000\n"
+                "cors_allow_origins = http://[::1]:8080 http://127.0.0.1:65535 HTTPS://UI.Example\n");
+    assert_int_equal(c->cors_allow_origins.n, 5);
+    assert_string_equal(c->cors_allow_origins.items[0], "https://app.example.com");
+    assert_string_equal(c->cors_allow_origins.items[2], "http://[::1]:8080");
+    conf_free(c);
+    c = load_ok("cors_allow_origins = *\n");
+    assert_int_equal(c->cors_allow_origins.n, 1);
+    conf_free(c);
+    setenv("PAYMENTSD_CORS_ALLOW_ORIGINS", "https://env.example", 1);
+    c = load_ok("cors_allow_origins = https://file.example\n");
+    unsetenv("PAYMENTSD_CORS_ALLOW_ORIGINS");
+    assert_int_equal(c->cors_allow_origins.n, 1);
+    assert_string_equal(c->cors_allow_origins.items[0], "https://env.example");
+    conf_free(c);
+
+    load_fails("workers = 1\ncors_allow_origins = https://a.example/\n",
+               "2: cors_allow_origins: \"https://a.example/\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = https://a.example/app\n",
+               "1: cors_allow_origins: \"https://a.example/app\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = ftp://a.example\n",
+               "1: cors_allow_origins: \"ftp://a.example\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = a.example\n",
+               "1: cors_allow_origins: \"a.example\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = null\n",
+               "1: cors_allow_origins: \"null\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = https://\n",
+               "1: cors_allow_origins: \"https://\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = http://a..example\n",
+               "1: cors_allow_origins: \"http://a..example\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = http://user@a.example\n",
+               "1: cors_allow_origins: \"http://user@a.example\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = http://[::1\n",
+               "1: cors_allow_origins: \"http://[::1\" is not an origin "
+               "(http:// or https://, a host, an optional :port, nothing after)");
+    load_fails("cors_allow_origins = http://a.example:0\n",
+               "1: cors_allow_origins: invalid port in \"http://a.example:0\"");
+    load_fails("cors_allow_origins = http://a.example:65536\n",
+               "1: cors_allow_origins: invalid port in \"http://a.example:65536\"");
+    load_fails("cors_allow_origins = http://a.example:08080\n",
+               "1: cors_allow_origins: invalid port in \"http://a.example:08080\"");
+    load_fails("cors_allow_origins = http://a.example:\n",
+               "1: cors_allow_origins: invalid port in \"http://a.example:\"");
+    load_fails("cors_allow_origins = https://a.example:443\n",
+               "1: cors_allow_origins: \"https://a.example:443\": leave out the default "
+               "port, as browsers do in Origin");
+    load_fails("cors_allow_origins = http://a.example:80\n",
+               "1: cors_allow_origins: \"http://a.example:80\": leave out the default "
+               "port, as browsers do in Origin");
+    load_fails("cors_allow_origins = https://a.example\ncors_allow_origins = *\n",
+               "2: cors_allow_origins: \"*\" allows every origin: list it alone");
+}
+
 static void
 test_cross_key_checks(void **state)
 {
@@ -693,6 +765,7 @@ main(void)
         cmocka_unit_test(test_every_key),
         cmocka_unit_test(test_units),
         cmocka_unit_test(test_errors_have_line_numbers),
+        cmocka_unit_test(test_cors_origins),
         cmocka_unit_test(test_cross_key_checks),
         cmocka_unit_test(test_idempotency_floors),
         cmocka_unit_test(test_reload_check_uses_running_timeouts),
