@@ -156,12 +156,16 @@ http_reason(int status)
     case 409: return "Conflict";
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
     case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Status";
     }
 }
@@ -327,8 +331,16 @@ http_reply(http_req_t *r, int status, const char *content_type, const char *body
     if (content_type != NULL)
         evhttp_add_header(h, "Content-Type", content_type);
     evhttp_add_header(h, "X-Request-Id", r->request_id);
-    if (body != NULL)
+    if (r->method == EVHTTP_REQ_HEAD) {
+        /* The GET answer's headers without its body: evhttp would send a
+         * body given one, and adds no Content-Length to a HEAD answer. */
+        char clen[24];
+
+        snprintf(clen, sizeof(clen), "%zu", body != NULL ? len : 0);
+        evhttp_add_header(h, "Content-Length", clen);
+    } else if (body != NULL) {
         evbuffer_add(evhttp_request_get_output_buffer(r->req), body, len);
+    }
     /* The request ends when the reply is on the wire (reply_written) or the
      * connection is gone (connection_closed), whichever comes first; both
      * come from the loop, never from inside evhttp_send_reply.  r must not

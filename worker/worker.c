@@ -35,6 +35,7 @@
 #include "worker/checkout.h"
 #include "worker/cors.h"
 #include "worker/docs.h"
+#include "worker/front.h"
 #include "worker/http.h"
 #include "worker/metrics.h"
 #include "worker/provider.h"
@@ -67,6 +68,7 @@ struct worker {
     struct event *quiet_timer;
     struct event *signals[4];
     struct event *ignored;
+    front_limits_t front;       /* what every connection's front reader enforces */
 };
 
 typedef void (*handler_fn)(http_req_t *r);
@@ -299,14 +301,20 @@ on_request(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     unsigned method = (unsigned)evhttp_request_get_command(req);
+    const front_reject_t *reject = front_rejected(req);
     http_req_t *r = http_req_begin(req, w, on_done);
 
     if (r == NULL)
         return;
     w->inflight++;
     w->last_request_ms = now_ms();
-    if (w->draining)
+    if (w->draining || reject != NULL)
         http_add_header(r, "Connection", "close");
+    if (reject != NULL) {
+        /* A request the front reader refused (worker/front.c). */
+        http_reply_error(r, reject->status, reject->code, reject->message, NULL);
+        return;
+    }
     if (path == NULL)
         path = "";
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
@@ -553,19 +561,24 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     evhttp_set_allowed_methods(w.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD
                                | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS
                                | EVHTTP_REQ_PATCH);
-    evhttp_set_max_headers_size(w.http, (ev_ssize_t)conf->max_header_size);
-    /* Bodies are read whole before a handler runs, so evhttp cannot leave
-     * the size check to us: up to this backstop the handler answers in
-     * SPEC.md's order with a JSON 413; beyond it evhttp answers its own
-     * (HTML) 413 before any handler runs.  libevent 2.1 has no hook to
-     * change that page. */
-    evhttp_set_max_body_size(w.http, (ev_ssize_t)(conf->max_body_size * 4 + 65536));
+    /* Every connection is read by front.c first: it refuses, with a JSON
+     * answer, what evhttp would refuse with an HTML page, so evhttp's own
+     * limits only leave room for the requests it passes on.  Bodies are read
+     * whole before a handler runs; up to the backstop the handler answers in
+     * SPEC.md's order (a missing key before a large body), beyond it the
+     * front reader answers 413 without buffering the body. */
+    w.front.max_header = (size_t)conf->max_header_size;
+    w.front.max_body = conf->max_body_size;
+    w.front.body_backstop = conf->max_body_size * 4 + 65536;
+    evhttp_set_bevcb(w.http, front_bevcb, &w.front);
+    /* The stand-in of a refused request repeats its target, and a chunked
+     * request gains a Content-Length. */
+    evhttp_set_max_headers_size(w.http, (ev_ssize_t)conf->max_header_size * 2 + 1024);
+    evhttp_set_max_body_size(w.http, (ev_ssize_t)w.front.body_backstop);
     tv.tv_sec = (time_t)(conf->client_timeout_ms / 1000);
     tv.tv_usec = (suseconds_t)((conf->client_timeout_ms % 1000) * 1000);
     evhttp_set_timeout_tv(w.http, &tv);
     evhttp_set_default_content_type(w.http, "application/json");
-    /* An over-long body is drained, not reset, so the client reads the 413. */
-    evhttp_set_flags(w.http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_gencb(w.http, on_request, &w);
 
     what = "evhttp_accept_socket";

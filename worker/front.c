@@ -1,0 +1,969 @@
+/*
+ * front: a strict HTTP/1.1 request reader in front of evhttp.
+ *
+ * libevent 2.1 answers some requests itself with an HTML page, without
+ * X-Request-Id and without a hook to change it (evhttp_set_errorcb came in
+ * 2.2): a malformed request line, headers or a body over its limits, an
+ * HTTP version or an Expect it does not know, a method it does not allow.
+ * So each connection's bytes go through a filtering bufferevent that reads
+ * them first.  It passes on only requests that evhttp takes as they are: a
+ * request line and header fields checked to RFC 9112, a Content-Length body
+ * within the limit (streamed), a chunked body within the limit (collected,
+ * then passed on with a Content-Length).  Any other request is replaced by a
+ * stand-in ("GET / HTTP/1.1", Connection: close, the client's X-Request-Id)
+ * that the worker answers with the SPEC's JSON error (front_rejected), and
+ * nothing after it is read: the connection closes after that answer.
+ *
+ * Writes.  A filter tells evhttp "written" once bytes reach the socket's
+ * bufferevent, not the kernel, and evhttp then closes a Connection: close
+ * connection with the reply still in user space.  So the output side writes
+ * to the socket itself, from its own write event, and reports "written"
+ * only when the kernel has it.
+ *
+ * End of input.  evhttp drops a connection at the client's EOF even when it
+ * still holds pipelined requests it has read but not answered, so the EOF
+ * is held back until evhttp waits for a request with nothing left to read.
+ *
+ * Lingering close.  After an error answer the client may still be sending
+ * (a 1 MiB body); closing then resets the connection, and the client may
+ * never read the answer.  The socket is kept (a dup) after evhttp has shut
+ * its write side and closed it, and read and discarded until the client
+ * closes, for at most LINGER_MS (nginx's lingering_close).
+ *
+ * Runs on the worker's event loop only.
+ */
+#include "config.h"
+
+#include "worker/front.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "common/log.h"
+
+#define CHUNK_LINE_MAX 1024     /* a chunk-size line with its extensions */
+#define LINGER_MS 5000          /* the longest a refused client is read */
+#define LINGER_IDLE_MS 1000     /* ... or until it sends nothing for this long */
+#define EOF_WAITS_MAX 10000
+
+enum state {
+    S_HEAD,                     /* reading a request line and header fields */
+    S_BODY,                     /* passing `left` bytes of a Content-Length body */
+    S_CHUNK_SIZE, S_CHUNK_DATA, S_CHUNK_END, S_TRAILER,
+    S_DONE                      /* refused: discard everything */
+};
+
+typedef struct front {
+    const front_limits_t *lim;
+    struct event_base *base;
+    struct bufferevent *bev, *under;
+    /* The filter's callbacks on the underlying bufferevent, wrapped. */
+    bufferevent_data_cb under_read, under_write;
+    bufferevent_event_cb under_event;
+    void *under_arg;
+    enum state state;
+    size_t scanned;             /* S_HEAD: bytes searched for the head's end */
+    int line_checked;           /* S_HEAD: the request line is known good */
+    int64_t left;               /* S_BODY, S_CHUNK_DATA: bytes still to come */
+    int64_t body_len;           /* chunked: bytes collected */
+    size_t trailer_len;
+    struct evbuffer *head;      /* chunked: the head to pass on */
+    struct evbuffer *body;      /* chunked: the body collected */
+    char method[8];             /* the stand-in's request line */
+    char *target;
+    char request_id[129];       /* the client's, if valid, for the stand-in */
+    unsigned released;          /* requests passed to evhttp */
+    unsigned dispatched;        /* requests evhttp gave the worker */
+    unsigned reject_at;         /* the stand-in's number, 0 if none */
+    front_reject_t reject;
+    struct event *wev;          /* the socket is writable again */
+    struct evbuffer_cb_entry *outcb;
+    struct event *errev;        /* tell evhttp the client is gone */
+    int linger_fd;
+    unsigned eof_waits;
+    int flushing;               /* front_out called from writable_cb */
+} front_t;
+
+typedef struct lingerer {
+    int fd;
+    struct event *ev;
+    struct timespec until;
+    struct lingerer *prev, *next;
+} linger_t;
+
+static linger_t *lingering;     /* every lingering socket, so all are reachable */
+static int nlingering;
+
+/* The head's fields that decide how the request is read. */
+typedef struct {
+    int minor;                  /* HTTP/1.minor */
+    int head;                   /* HEAD: no body may follow */
+    int64_t content_length;     /* -1: none */
+    int chunked;
+    int expect_continue;
+} head_t;
+
+static const char *const methods[] = { "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH" };
+
+static int
+is_tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+        || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* A field value's byte: visible, SP, HTAB or obs-text; never CR, LF, NUL. */
+static int
+is_vchar(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static int
+ieq(const char *s, size_t n, const char *word)
+{
+    return strlen(word) == n && strncasecmp(s, word, n) == 0;
+}
+
+/* Trim spaces and tabs at both ends of [*s, *s + *n). */
+static void
+trim(const char **s, size_t *n)
+{
+    while (*n > 0 && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*n)--;
+    }
+    while (*n > 0 && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t'))
+        (*n)--;
+}
+
+/* The next line of [p, p + n) from *off: its length without the CRLF or LF;
+ * -1 when no LF is left. */
+static ssize_t
+next_line(const char *p, size_t n, size_t *off, const char **line)
+{
+    const char *lf = memchr(p + *off, '\n', n - *off);
+    size_t len;
+
+    if (lf == NULL)
+        return -1;
+    *line = p + *off;
+    len = (size_t)(lf - *line);
+    *off += len + 1;
+    if (len > 0 && (*line)[len - 1] == '\r')
+        len--;
+    return (ssize_t)len;
+}
+
+static void
+set_reject(front_t *f, int status, const char *message)
+{
+    static const struct { int status; const char *code; } codes[] = {
+        { 400, "bad_request" }, { 413, "payload_too_large" }, { 417, "expectation_failed" },
+        { 431, "headers_too_large" }, { 501, "not_implemented" },
+        { 505, "http_version_not_supported" },
+    };
+
+    f->reject.status = status;
+    f->reject.code = "bad_request";
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        if (codes[i].status == status)
+            f->reject.code = codes[i].code;
+    }
+    if (message != f->reject.message)
+        snprintf(f->reject.message, sizeof(f->reject.message), "%s", message);
+}
+
+/* Keep the client's X-Request-Id from the complete lines of [p, p + n). */
+static void
+find_request_id(front_t *f, const char *p, size_t n)
+{
+    size_t off = 0;
+    const char *line;
+    ssize_t len;
+
+    while ((len = next_line(p, n, &off, &line)) >= 0) {
+        const char *v = line + 13;
+        size_t vlen = (size_t)len - 13, i;
+
+        if (len < 13 || strncasecmp(line, "x-request-id:", 13) != 0)
+            continue;
+        trim(&v, &vlen);
+        for (i = 0; i < vlen; i++) {
+            if (v[i] < 0x21 || v[i] > 0x7e || v[i] == '"' || v[i] == '\\')
+                break;
+        }
+        if (vlen >= 1 && vlen <= 128 && i == vlen) {
+            memcpy(f->request_id, v, vlen);
+            f->request_id[vlen] = '\0';
+        }
+    }
+}
+
+/* Check a request line (without its CRLF); 0 or the status to refuse it
+ * with.  A good line becomes the stand-in's, should the request be refused
+ * later. */
+static int
+check_request_line(front_t *f, const char *s, size_t n, head_t *h, const char **why)
+{
+    const char *sp1 = memchr(s, ' ', n), *sp2 = NULL, *v;
+    size_t mlen, tlen, vlen, i, m;
+    struct evhttp_uri *uri;
+    char *target;
+
+    for (i = n; i > 0; i--) {
+        if (s[i - 1] == ' ') {
+            sp2 = s + i - 1;
+            break;
+        }
+    }
+    *why = "malformed request line";
+    if (sp1 == NULL || sp2 == sp1)
+        return 400;
+    v = sp2 + 1;
+    vlen = (size_t)(s + n - v);
+    if (vlen != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.'
+        || v[7] < '0' || v[7] > '9')
+        return 400;
+    if (v[5] != '1' || v[7] > '1') {
+        *why = "only HTTP/1.0 and HTTP/1.1 are supported";
+        return 505;
+    }
+    h->minor = v[7] - '0';
+    mlen = (size_t)(sp1 - s);
+    if (mlen == 0)
+        return 400;
+    for (i = 0; i < mlen; i++) {
+        if (!is_tchar((unsigned char)s[i]))
+            return 400;
+    }
+    target = (char *)sp1 + 1;
+    tlen = (size_t)(sp2 - target);
+    if (tlen == 0 || target[0] != '/')
+        return 400;
+    for (i = 0; i < tlen; i++) {
+        if (target[i] < 0x21 || target[i] > 0x7e)
+            return 400;
+    }
+    target = strndup(target, tlen);
+    if (target == NULL)
+        return 400;
+    uri = evhttp_uri_parse_with_flags(target, EVHTTP_URI_NONCONFORMANT);
+    if (uri == NULL) {
+        free(target);
+        return 400;
+    }
+    evhttp_uri_free(uri);
+    free(f->target);
+    f->target = target;
+    for (m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+        if (strlen(methods[m]) == mlen && memcmp(s, methods[m], mlen) == 0)
+            break;
+    }
+    if (m == sizeof(methods) / sizeof(methods[0])) {
+        *why = "this method is not implemented";
+        return 501;
+    }
+    snprintf(f->method, sizeof(f->method), "%s", methods[m]);
+    h->head = strcmp(methods[m], "HEAD") == 0;
+    return 0;
+}
+
+/* Check one header field line: name ":" value.  Records the fields that
+ * frame the body in h.  0 or the status to refuse the request with. */
+static int
+check_field(const char *s, size_t n, head_t *h, const char **why)
+{
+    const char *colon = memchr(s, ':', n), *v;
+    size_t name_len, vlen, i;
+
+    *why = "malformed header field";
+    if (colon == NULL || colon == s)
+        return 400;             /* also obs-fold: a line that starts with a space */
+    name_len = (size_t)(colon - s);
+    for (i = 0; i < name_len; i++) {
+        if (!is_tchar((unsigned char)s[i]))
+            return 400;
+    }
+    v = colon + 1;
+    vlen = n - name_len - 1;
+    for (i = 0; i < vlen; i++) {
+        if (!is_vchar((unsigned char)v[i]))
+            return 400;
+    }
+    if (h == NULL)
+        return 0;               /* a trailer field: checked, then dropped */
+    trim(&v, &vlen);
+    if (ieq(s, name_len, "Content-Length")) {
+        int64_t len = 0;
+
+        *why = "malformed Content-Length";
+        if (h->content_length >= 0 || vlen == 0)
+            return 400;
+        for (i = 0; i < vlen; i++) {
+            if (v[i] < '0' || v[i] > '9')
+                return 400;
+            if (len > (INT64_MAX - 9) / 10) {
+                *why = "the body is too large";
+                return 413;
+            }
+            len = len * 10 + (v[i] - '0');
+        }
+        h->content_length = len;
+    } else if (ieq(s, name_len, "Transfer-Encoding")) {
+        *why = "only the chunked transfer coding is implemented";
+        if (h->chunked || !ieq(v, vlen, "chunked"))
+            return 501;
+        h->chunked = 1;
+    } else if (ieq(s, name_len, "Expect") && h->minor >= 1) {
+        *why = "only Expect: 100-continue is supported";
+        if (!ieq(v, vlen, "100-continue"))
+            return 417;
+        h->expect_continue = 1;
+    }
+    return 0;
+}
+
+/* Check a complete head [p, p + n) (its last line empty); 0 or the status. */
+static int
+check_head(front_t *f, const char *p, size_t n, head_t *h, const char **why)
+{
+    size_t off = 0;
+    const char *line = p;
+    ssize_t len = next_line(p, n, &off, &line);
+    int status = check_request_line(f, line, (size_t)len, h, why);
+
+    if (status != 0)
+        return status;
+    while ((len = next_line(p, n, &off, &line)) > 0) {
+        status = check_field(line, (size_t)len, h, why);
+        if (status != 0)
+            return status;
+    }
+    if (h->chunked && h->content_length >= 0) {
+        *why = "Content-Length and Transfer-Encoding together";
+        return 400;
+    }
+    if (h->head && (h->chunked || h->content_length > 0)) {
+        *why = "a HEAD request has no body";
+        return 400;
+    }
+    if (h->content_length > f->lim->body_backstop
+        || (h->expect_continue && h->content_length > f->lim->max_body)) {
+        snprintf(f->reject.message, sizeof(f->reject.message), "the body is larger than %lld bytes",
+                 (long long)f->lim->max_body);
+        *why = f->reject.message;
+        return 413;
+    }
+    return 0;
+}
+
+/* The head without its Transfer-Encoding and Expect fields and without the
+ * empty line: a chunked request's, passed on with its Content-Length. */
+static void
+keep_head(front_t *f, const char *p, size_t n)
+{
+    size_t off = 0, start;
+    const char *line;
+    ssize_t len;
+
+    for (;;) {
+        start = off;
+        len = next_line(p, n, &off, &line);
+        if (len <= 0)
+            break;
+        if ((len >= 18 && strncasecmp(line, "transfer-encoding:", 18) == 0)
+            || (len >= 7 && strncasecmp(line, "expect:", 7) == 0))
+            continue;
+        evbuffer_add(f->head, p + start, off - start);
+    }
+}
+
+/* Refuse the request being read: pass on the stand-in, drop the rest. */
+static void
+refuse(front_t *f, struct evbuffer *src, struct evbuffer *dst, int status, const char *why)
+{
+    evutil_socket_t fd = bufferevent_getfd(f->under);
+
+    set_reject(f, status, why);
+    log_debug("refused a request with %d: %s", status, why);
+    evbuffer_drain(src, evbuffer_get_length(src));
+    evbuffer_drain(f->head, evbuffer_get_length(f->head));
+    evbuffer_drain(f->body, evbuffer_get_length(f->body));
+    evbuffer_add_printf(dst, "%s %s HTTP/1.1\r\nConnection: close\r\n",
+                        f->method[0] != '\0' ? f->method : "GET",
+                        f->target != NULL ? f->target : "/");
+    if (f->request_id[0] != '\0')
+        evbuffer_add_printf(dst, "X-Request-Id: %s\r\n", f->request_id);
+    evbuffer_add(dst, "\r\n", 2);
+    f->reject_at = ++f->released;
+    f->state = S_DONE;
+    if (fd >= 0 && f->linger_fd < 0)
+        f->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
+/* A new request: fresh per-request state. */
+static void
+next_request(front_t *f)
+{
+    f->state = S_HEAD;
+    f->scanned = 0;
+    f->line_checked = 0;
+    f->method[0] = '\0';
+    free(f->target);
+    f->target = NULL;
+    f->request_id[0] = '\0';
+}
+
+enum step { STEP_MORE, STEP_GO };
+
+static enum step
+read_head(front_t *f, struct evbuffer *src, struct evbuffer *dst)
+{
+    size_t avail = evbuffer_get_length(src), n, end = 0;
+    const char *p, *why;
+    head_t h = { .minor = 1, .content_length = -1 };
+    int status;
+
+    /* Empty lines before a request line are ignored (RFC 9112, 2.2). */
+    while (avail > 0) {
+        char c[2] = { 0, 0 };
+        size_t k;
+
+        evbuffer_copyout(src, c, 2);
+        k = c[0] == '\n' ? 1 : (c[0] == '\r' && c[1] == '\n') ? 2 : 0;
+        if (k == 0)
+            break;
+        evbuffer_drain(src, k);
+        avail -= k;
+    }
+    if (avail == 0)
+        return STEP_MORE;
+    n = avail < f->lim->max_header + 1 ? avail : f->lim->max_header + 1;
+    p = (const char *)evbuffer_pullup(src, (ev_ssize_t)n);
+    for (size_t i = f->scanned > 2 ? f->scanned - 2 : 1; i < n && end == 0; i++) {
+        if (p[i] == '\n' && (p[i - 1] == '\n' || (i >= 2 && p[i - 1] == '\r' && p[i - 2] == '\n')))
+            end = i + 1;
+    }
+    f->scanned = n;
+    if (!f->line_checked) {
+        const char *lf = memchr(p, '\n', end ? end : n);
+
+        if (lf != NULL) {
+            size_t len = (size_t)(lf - p) - (lf > p && lf[-1] == '\r');
+
+            status = check_request_line(f, p, len, &h, &why);
+            if (status != 0) {
+                find_request_id(f, p, end ? end : n);
+                refuse(f, src, dst, status, why);
+                return STEP_GO;
+            }
+            f->line_checked = 1;
+        }
+    }
+    if (end == 0 || end > f->lim->max_header) {
+        if (n <= f->lim->max_header)
+            return STEP_MORE;
+        find_request_id(f, p, n);
+        refuse(f, src, dst, 431, "the request headers are too large");
+        return STEP_GO;
+    }
+    find_request_id(f, p, end);
+    status = check_head(f, p, end, &h, &why);
+    if (status != 0) {
+        refuse(f, src, dst, status, why);
+        return STEP_GO;
+    }
+    if (h.chunked) {
+        keep_head(f, p, end);
+        evbuffer_drain(src, end);
+        if (h.expect_continue) {
+            /* The client waits for this before it sends the body. */
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            if (send(bufferevent_getfd(f->under), cont, sizeof(cont) - 1,
+                     MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+                log_debug("100 Continue not sent: %m");
+        }
+        f->body_len = 0;
+        f->state = S_CHUNK_SIZE;
+        return STEP_GO;
+    }
+    evbuffer_remove_buffer(src, dst, end);
+    f->released++;
+    f->left = h.content_length > 0 ? h.content_length : 0;
+    f->state = f->left > 0 ? S_BODY : S_HEAD;
+    if (f->state == S_HEAD)
+        next_request(f);
+    return STEP_GO;
+}
+
+/* A line of src (chunk size or trailer field), or NULL when none is whole
+ * yet; *len without its CRLF, *taken with it. */
+static const char *
+read_line(struct evbuffer *src, size_t *len, size_t *taken)
+{
+    size_t eol_len = 0;
+    struct evbuffer_ptr eol = evbuffer_search_eol(src, NULL, &eol_len, EVBUFFER_EOL_LF);
+    const char *p;
+
+    if (eol.pos < 0)
+        return NULL;
+    *taken = (size_t)eol.pos + eol_len;
+    p = (const char *)evbuffer_pullup(src, (ev_ssize_t)*taken);
+    *len = (size_t)eol.pos;
+    if (*len > 0 && p[*len - 1] == '\r')
+        (*len)--;
+    return p;
+}
+
+static enum step
+read_chunk_size(front_t *f, struct evbuffer *src, struct evbuffer *dst)
+{
+    size_t len, taken, i;
+    const char *p = read_line(src, &len, &taken);
+    int64_t size = 0;
+
+    if (p == NULL) {
+        if (evbuffer_get_length(src) <= CHUNK_LINE_MAX)
+            return STEP_MORE;
+        refuse(f, src, dst, 400, "malformed chunked body");
+        return STEP_GO;
+    }
+    for (i = 0; i < len && i < 15; i++) {
+        int d = p[i] >= '0' && p[i] <= '9' ? p[i] - '0'
+              : p[i] >= 'a' && p[i] <= 'f' ? p[i] - 'a' + 10
+              : p[i] >= 'A' && p[i] <= 'F' ? p[i] - 'A' + 10 : -1;
+        if (d < 0)
+            break;
+        size = size * 16 + d;
+    }
+    if (i == 0 || taken > CHUNK_LINE_MAX || (i < len && p[i] != ';' && p[i] != ' ' && p[i] != '\t')) {
+        refuse(f, src, dst, 400, "malformed chunked body");
+        return STEP_GO;
+    }
+    for (; i < len; i++) {
+        if (!is_vchar((unsigned char)p[i])) {
+            refuse(f, src, dst, 400, "malformed chunked body");
+            return STEP_GO;
+        }
+    }
+    if (size > f->lim->body_backstop - f->body_len) {
+        char why[96];
+
+        snprintf(why, sizeof(why), "the body is larger than %lld bytes", (long long)f->lim->max_body);
+        refuse(f, src, dst, 413, why);
+        return STEP_GO;
+    }
+    evbuffer_drain(src, taken);
+    f->left = size;
+    f->trailer_len = 0;
+    f->state = size > 0 ? S_CHUNK_DATA : S_TRAILER;
+    return STEP_GO;
+}
+
+static enum step
+read_trailer(front_t *f, struct evbuffer *src, struct evbuffer *dst)
+{
+    size_t len, taken;
+    const char *p = read_line(src, &len, &taken), *why;
+
+    if (p == NULL || f->trailer_len + taken > f->lim->max_header) {
+        if (p == NULL && f->trailer_len + evbuffer_get_length(src) <= f->lim->max_header)
+            return STEP_MORE;
+        refuse(f, src, dst, 431, "the request trailer fields are too large");
+        return STEP_GO;
+    }
+    if (len > 0 && check_field(p, len, NULL, &why) != 0) {
+        refuse(f, src, dst, 400, "malformed trailer field");
+        return STEP_GO;
+    }
+    evbuffer_drain(src, taken);
+    f->trailer_len += taken;
+    if (len > 0)
+        return STEP_GO;
+    /* The whole chunked request: on to evhttp with a Content-Length. */
+    evbuffer_add_buffer(dst, f->head);
+    evbuffer_add_printf(dst, "Content-Length: %lld\r\n\r\n", (long long)f->body_len);
+    evbuffer_add_buffer(dst, f->body);
+    f->released++;
+    next_request(f);
+    return STEP_GO;
+}
+
+static enum step
+read_chunk_end(front_t *f, struct evbuffer *src, struct evbuffer *dst)
+{
+    size_t avail = evbuffer_get_length(src);
+    const unsigned char *p;
+
+    if (avail == 0)
+        return STEP_MORE;
+    p = evbuffer_pullup(src, avail > 1 ? 2 : 1);
+    if (p[0] == '\r' && avail < 2)
+        return STEP_MORE;
+    if (p[0] == '\n' || (p[0] == '\r' && p[1] == '\n')) {
+        evbuffer_drain(src, p[0] == '\n' ? 1 : 2);
+        f->state = S_CHUNK_SIZE;
+        return STEP_GO;
+    }
+    refuse(f, src, dst, 400, "malformed chunked body");
+    return STEP_GO;
+}
+
+/* Move up to f->left bytes of src to dst; STEP_MORE when none came. */
+static enum step
+pass_bytes(front_t *f, struct evbuffer *src, struct evbuffer *dst)
+{
+    size_t avail = evbuffer_get_length(src);
+    size_t n = (int64_t)avail < f->left ? avail : (size_t)f->left;
+
+    if (n == 0)
+        return STEP_MORE;
+    evbuffer_remove_buffer(src, dst, n);
+    f->left -= (int64_t)n;
+    return STEP_GO;
+}
+
+static enum bufferevent_filter_result
+front_in(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
+         enum bufferevent_flush_mode mode, void *arg)
+{
+    front_t *f = arg;
+    size_t before = evbuffer_get_length(dst);
+    enum step step = STEP_GO;
+
+    (void)limit;                /* no read high-water mark is set */
+    (void)mode;
+    while (step == STEP_GO && evbuffer_get_length(src) > 0) {
+        switch (f->state) {
+        case S_HEAD:
+            step = read_head(f, src, dst);
+            break;
+        case S_BODY:
+            step = pass_bytes(f, src, dst);
+            if (f->left == 0)
+                next_request(f);
+            break;
+        case S_CHUNK_SIZE:
+            step = read_chunk_size(f, src, dst);
+            break;
+        case S_CHUNK_DATA: {
+            size_t had = evbuffer_get_length(f->body);
+
+            step = pass_bytes(f, src, f->body);
+            f->body_len += (int64_t)(evbuffer_get_length(f->body) - had);
+            if (f->left == 0)
+                f->state = S_CHUNK_END;
+            break;
+        }
+        case S_CHUNK_END:
+            step = read_chunk_end(f, src, dst);
+            break;
+        case S_TRAILER:
+            step = read_trailer(f, src, dst);
+            break;
+        case S_DONE:
+            evbuffer_drain(src, evbuffer_get_length(src));
+            step = STEP_MORE;
+            break;
+        }
+    }
+    return evbuffer_get_length(dst) > before ? BEV_OK : BEV_NEED_MORE;
+}
+
+static void
+writable_cb(evutil_socket_t fd, short what, void *arg)
+{
+    front_t *f = arg;
+
+    (void)fd;
+    (void)what;
+    /* A connection freed meanwhile frees f later, from the loop. */
+    f->flushing = 1;
+    bufferevent_flush(f->bev, EV_WRITE, BEV_FLUSH);
+    f->flushing = 0;
+}
+
+/* Write when the socket can take it.  0, or -1 when out of memory. */
+static int
+want_write(front_t *f)
+{
+    if (f->wev == NULL)
+        f->wev = event_new(f->base, bufferevent_getfd(f->under), EV_WRITE, writable_cb, f);
+    return f->wev != NULL && event_add(f->wev, NULL) == 0 ? 0 : -1;
+}
+
+/* evhttp added to the output.  The filter would pass it on only when
+ * evhttp enables writing after adding, which it does, but a filter does
+ * not look at its output then: the write event is what makes sure. */
+static void
+output_added(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    if (info->n_added > 0 && want_write(arg) < 0)
+        log_warn("event_add failed: a reply waits for the client's next read");
+}
+
+/* Tell evhttp, from the loop, that the client is gone. */
+static void
+gone_cb(evutil_socket_t fd, short what, void *arg)
+{
+    front_t *f = arg;
+    bufferevent_event_cb cb = NULL;
+    void *cbarg = NULL;
+
+    (void)fd;
+    (void)what;
+    bufferevent_getcb(f->bev, NULL, NULL, &cb, &cbarg);
+    if (cb != NULL)
+        cb(f->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, cbarg);   /* may free f */
+}
+
+/* Output: straight to the socket (see the top of this file). */
+static enum bufferevent_filter_result
+front_out(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
+          enum bufferevent_flush_mode mode, void *arg)
+{
+    front_t *f = arg;
+    evutil_socket_t fd = bufferevent_getfd(f->under);
+    int wrote = 0;
+
+    (void)dst;
+    (void)limit;
+    (void)mode;
+    if (!f->flushing) {
+        /* evhttp must hear "written" from the loop, as from a socket
+         * bufferevent, never from inside the call that wrote: it may then
+         * free the connection under its caller.  output_added has armed
+         * the write event. */
+        return BEV_NEED_MORE;
+    }
+    while (evbuffer_get_length(src) > 0) {
+        int n = fd >= 0 ? evbuffer_write(src, fd) : -1;
+        int err = fd >= 0 ? errno : EBADF;
+
+        if (n > 0) {
+            wrote = 1;
+            continue;
+        }
+        if (n < 0 && err == EINTR)
+            continue;
+        if ((n == 0 || err == EAGAIN || err == EWOULDBLOCK) && want_write(f) == 0)
+            break;
+        /* The client is gone: nothing more can be written. */
+        evbuffer_drain(src, evbuffer_get_length(src));
+        if (f->errev == NULL)
+            f->errev = event_new(f->base, -1, 0, gone_cb, f);
+        if (f->errev != NULL)
+            event_active(f->errev, EV_TIMEOUT, 1);
+        return BEV_ERROR;
+    }
+    return wrote ? BEV_OK : BEV_NEED_MORE;
+}
+
+static void
+under_read(struct bufferevent *u, void *arg)
+{
+    front_t *f = arg;
+
+    f->under_read(u, f->under_arg);
+}
+
+static void
+under_write(struct bufferevent *u, void *arg)
+{
+    front_t *f = arg;
+
+    f->under_write(u, f->under_arg);
+}
+
+/* The client's EOF waits while evhttp has whole requests of it to answer
+ * (S_HEAD: nothing half read): the underlying bufferevent reads again, and
+ * finds the EOF again, once evhttp reads, which it does when it wants the
+ * next request.  EOF_WAITS_MAX bounds the waits should evhttp never read. */
+static void
+under_event(struct bufferevent *u, short what, void *arg)
+{
+    front_t *f = arg;
+
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && f->state == S_HEAD
+        && f->eof_waits < EOF_WAITS_MAX
+        && (!(bufferevent_get_enabled(f->bev) & EV_READ)
+            || evbuffer_get_length(bufferevent_get_input(f->bev)) > 0)) {
+        f->eof_waits++;
+        bufferevent_enable(u, EV_READ);
+        return;
+    }
+    f->under_event(u, what, f->under_arg);
+}
+
+static void
+linger_end(linger_t *l)
+{
+    close(l->fd);
+    event_free(l->ev);
+    if (l->prev != NULL)
+        l->prev->next = l->next;
+    else
+        lingering = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
+    nlingering--;
+    free(l);
+}
+
+static void
+linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+    linger_t *l = arg;
+    char buf[16384];
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((what & EV_READ) && (now.tv_sec < l->until.tv_sec
+                             || (now.tv_sec == l->until.tv_sec && now.tv_nsec < l->until.tv_nsec))) {
+        int i;
+
+        for (i = 0; i < 64; i++) {
+            ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+            if (n > 0)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                return;         /* read on when more comes */
+            break;              /* EOF or error */
+        }
+        if (i == 64)
+            return;             /* still sending: read on */
+    }
+    linger_end(l);
+}
+
+/* Read and discard fd until the client closes, then close it. */
+static void
+linger_start(struct event_base *base, int fd)
+{
+    linger_t *l = calloc(1, sizeof(*l));
+    struct timeval idle = { LINGER_IDLE_MS / 1000, (LINGER_IDLE_MS % 1000) * 1000 };
+
+    if (l != NULL)
+        l->ev = event_new(base, fd, EV_READ | EV_PERSIST, linger_cb, l);
+    if (l == NULL || l->ev == NULL || event_add(l->ev, &idle) < 0) {
+        if (l != NULL && l->ev != NULL)
+            event_free(l->ev);
+        free(l);
+        close(fd);
+        return;
+    }
+    l->fd = fd;
+    clock_gettime(CLOCK_MONOTONIC, &l->until);
+    l->until.tv_sec += LINGER_MS / 1000;
+    l->next = lingering;
+    if (lingering != NULL)
+        lingering->prev = l;
+    lingering = l;
+    nlingering++;
+}
+
+int
+front_lingering(void)
+{
+    return nlingering;
+}
+
+static void
+front_free(void *arg)
+{
+    front_t *f = arg;
+
+    if (f->outcb != NULL)
+        evbuffer_remove_cb_entry(bufferevent_get_output(f->bev), f->outcb);
+    if (f->linger_fd >= 0)
+        linger_start(f->base, f->linger_fd);
+    if (f->wev != NULL)
+        event_free(f->wev);
+    if (f->errev != NULL)
+        event_free(f->errev);
+    evbuffer_free(f->head);
+    evbuffer_free(f->body);
+    free(f->target);
+    free(f);
+}
+
+struct bufferevent *
+front_bevcb(struct event_base *base, void *arg)
+{
+    front_t *f = calloc(1, sizeof(*f));
+    struct bufferevent *under = NULL;
+
+    if (f == NULL)
+        goto fail;
+    f->lim = arg;
+    f->base = base;
+    f->linger_fd = -1;
+    f->head = evbuffer_new();
+    f->body = evbuffer_new();
+    under = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (f->head == NULL || f->body == NULL || under == NULL)
+        goto fail;
+    f->bev = bufferevent_filter_new(under, front_in, front_out, BEV_OPT_CLOSE_ON_FREE,
+                                    front_free, f);
+    if (f->bev == NULL)
+        goto fail;
+    f->under = under;
+    f->outcb = evbuffer_add_cb(bufferevent_get_output(f->bev), output_added, f);
+    bufferevent_getcb(under, &f->under_read, &f->under_write, &f->under_event, &f->under_arg);
+    bufferevent_setcb(under, under_read, under_write, under_event, f);
+    next_request(f);
+    return f->bev;
+
+fail:
+    log_warn("out of memory: a connection without its front reader");
+    if (under != NULL)
+        bufferevent_free(under);
+    if (f != NULL) {
+        if (f->head != NULL)
+            evbuffer_free(f->head);
+        if (f->body != NULL)
+            evbuffer_free(f->body);
+        free(f);
+    }
+    return NULL;
+}
+
+/* The front_t of req's connection, or NULL (a plain bufferevent). */
+static front_t *
+front_of(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    struct bufferevent *under = bev != NULL ? bufferevent_get_underlying(bev) : NULL;
+    bufferevent_event_cb cb = NULL;
+    void *cbarg = NULL;
+
+    if (under == NULL)
+        return NULL;
+    bufferevent_getcb(under, NULL, NULL, &cb, &cbarg);
+    return cb == under_event ? cbarg : NULL;
+}
+
+const front_reject_t *
+front_rejected(struct evhttp_request *req)
+{
+    front_t *f = front_of(req);
+
+    if (f == NULL)
+        return NULL;
+    f->dispatched++;
+    return f->reject_at != 0 && f->dispatched == f->reject_at ? &f->reject : NULL;
+}

@@ -1,0 +1,49 @@
+/*
+ * front: a strict HTTP/1.1 request reader in front of evhttp, so that every
+ * answer is the SPEC's JSON, even for requests that libevent 2.1 would
+ * refuse itself with an HTML page.
+ *
+ * Every connection's bytes pass through a filtering bufferevent
+ * (front_bevcb, given to evhttp_set_bevcb).  Requests that evhttp would
+ * accept pass on unchanged (a chunked body is collected and passed on with
+ * a Content-Length); any other is replaced by a stand-in request, which
+ * front_rejected() names, and the connection closes after its answer.
+ */
+#ifndef PD_FRONT_H
+#define PD_FRONT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+
+typedef struct {
+    size_t max_header;          /* request line and header fields, in bytes */
+    int64_t max_body;           /* max_body_size: with Expect: 100-continue
+                                 * a larger Content-Length is refused unread */
+    int64_t body_backstop;      /* larger bodies are refused before any handler
+                                 * runs; smaller ones reach it (SPEC.md's order) */
+} front_limits_t;
+
+/* Why a stand-in request was made: the answer it must get. */
+typedef struct {
+    int status;                 /* 400, 413, 417, 431, 501 or 505 */
+    const char *code;           /* error.code */
+    char message[96];           /* error.message */
+} front_reject_t;
+
+/* The evhttp_set_bevcb callback; arg is a front_limits_t that outlives the
+ * evhttp.  Returns NULL (evhttp then makes a plain bufferevent) only when
+ * out of memory. */
+struct bufferevent *front_bevcb(struct event_base *base, void *arg);
+
+/* Call once for every request the gencb receives, in order.  Returns NULL
+ * for a client's request, or the error that this stand-in request stands
+ * for; the pointer is valid until the gencb returns. */
+const front_reject_t *front_rejected(struct evhttp_request *req);
+
+/* The sockets that are still read and discarded after an error answer. */
+int front_lingering(void);
+
+#endif
