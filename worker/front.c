@@ -91,6 +91,7 @@ typedef struct front {
     struct event *errev;        /* tell evhttp the client is gone */
     int linger_fd;
     unsigned eof_waits;
+    int eof_after_write;        /* the client's EOF came while writing */
     int flushing;               /* front_out called from writable_cb */
 } front_t;
 
@@ -759,7 +760,7 @@ front_out(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
         if (n < 0 && err == EINTR)
             continue;
         if ((n == 0 || err == EAGAIN || err == EWOULDBLOCK) && want_write(f) == 0)
-            break;
+            return wrote ? BEV_OK : BEV_NEED_MORE;
         /* The client is gone: nothing more can be written. */
         evbuffer_drain(src, evbuffer_get_length(src));
         if (f->errev == NULL)
@@ -767,6 +768,11 @@ front_out(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
         if (f->errev != NULL)
             event_active(f->errev, EV_TIMEOUT, 1);
         return BEV_ERROR;
+    }
+    if (f->eof_after_write) {
+        /* Written: now the EOF that under_event held back may come. */
+        f->eof_after_write = 0;
+        bufferevent_enable(f->under, EV_READ);
     }
     return wrote ? BEV_OK : BEV_NEED_MORE;
 }
@@ -788,21 +794,29 @@ under_write(struct bufferevent *u, void *arg)
 }
 
 /* The client's EOF waits while evhttp has whole requests of it to answer
- * (S_HEAD: nothing half read): the underlying bufferevent reads again, and
- * finds the EOF again, once evhttp reads, which it does when it wants the
- * next request.  EOF_WAITS_MAX bounds the waits should evhttp never read. */
+ * (S_HEAD: nothing half read), or an answer to write (evhttp reads while
+ * it writes, to notice a close, and fails the connection at an EOF).  The
+ * underlying bufferevent then reads again, and finds the EOF again: once
+ * evhttp reads for the next request, or once the answer is written
+ * (front_out).  EOF_WAITS_MAX bounds the waits should evhttp never read. */
 static void
 under_event(struct bufferevent *u, short what, void *arg)
 {
     front_t *f = arg;
 
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && f->state == S_HEAD
-        && f->eof_waits < EOF_WAITS_MAX
-        && (!(bufferevent_get_enabled(f->bev) & EV_READ)
-            || evbuffer_get_length(bufferevent_get_input(f->bev)) > 0)) {
-        f->eof_waits++;
-        bufferevent_enable(u, EV_READ);
-        return;
+        && f->eof_waits < EOF_WAITS_MAX) {
+        if (evbuffer_get_length(bufferevent_get_output(f->bev)) > 0) {
+            f->eof_waits++;
+            f->eof_after_write = 1;
+            return;
+        }
+        if (!(bufferevent_get_enabled(f->bev) & EV_READ)
+            || evbuffer_get_length(bufferevent_get_input(f->bev)) > 0) {
+            f->eof_waits++;
+            bufferevent_enable(u, EV_READ);
+            return;
+        }
     }
     f->under_event(u, what, f->under_arg);
 }
