@@ -169,6 +169,21 @@ def alive(pid):
         return False
 
 
+def status_kb(pid, field="VmRSS"):
+    """A "kB" line of /proc/PID/status: VmRSS, RssAnon, ..."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def sanitized(pid):
+    """Whether pid runs with AddressSanitizer (its runtime is mapped)."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 class Paymentsd:
     """A paymentsd master started from a generated conf file."""
 

@@ -19,7 +19,7 @@ import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import TAP, Paymentsd
+from harness import TAP, Paymentsd, sanitized, status_kb
 from rawhttp import exchange, json_error, parse
 
 t = TAP()
@@ -204,21 +204,8 @@ def run_case(i):
     return None
 
 
-def status_kb(pid, field="VmRSS"):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return -1
-
-
 def open_fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def sanitized(pid):
-    with open("/proc/%d/maps" % pid) as f:
-        return "libasan" in f.read()
 
 
 def run(first, count, deadline):

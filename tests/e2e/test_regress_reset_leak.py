@@ -23,7 +23,8 @@ import socket
 import struct
 import time
 
-from harness import TAP, Paymentsd, ProviderSim, checkout, new_key, wait_until
+from harness import (TAP, Paymentsd, ProviderSim, checkout, new_key, sanitized, status_kb,
+                     wait_until)
 
 t = TAP()
 BATCH = 100
@@ -31,21 +32,6 @@ WARMUP = 200
 ABORTS = 1000
 DEADLINE = time.monotonic() + 240       # the whole test, sanitizers included
 BODY = {"buyer_id": "buyer-rst", "seller_id": "seller-rst", "amount_cents": 1500, "currency": "EUR"}
-
-
-def status_kb(pid, field):
-    """A "kB" line of /proc/PID/status: VmRSS, RssAnon, ..."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return -1
-
-
-def sanitized(pid):
-    """Whether pid runs with AddressSanitizer (its runtime is mapped)."""
-    with open("/proc/%d/maps" % pid) as f:
-        return "libasan" in f.read()
 
 
 def checkouts_done(d):
