@@ -28,7 +28,7 @@
  * (a 1 MiB body); closing then resets the connection, and the client may
  * never read the answer.  The socket is kept (a dup) after evhttp has shut
  * its write side and closed it, and read and discarded until the client
- * closes, for at most LINGER_MS (nginx's lingering_close).
+ * closes, for a few seconds at most (linger.c).
  *
  * Runs on the worker's event loop only.
  */
@@ -43,17 +43,16 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "worker/http1.h"
+#include "worker/linger.h"
 
 #define CHUNK_LINE_MAX 1024     /* a chunk-size line with its extensions */
-#define LINGER_MS 5000          /* the longest a refused client is read */
-#define LINGER_IDLE_MS 1000     /* ... or until it sends nothing for this long */
 #define EOF_WAITS_MAX 10000
 
 enum state {
@@ -95,76 +94,6 @@ typedef struct front {
     int flushing;               /* front_out called from writable_cb */
 } front_t;
 
-typedef struct lingerer {
-    int fd;
-    struct event *ev;
-    struct timespec until;
-    struct lingerer *prev, *next;
-} linger_t;
-
-static linger_t *lingering;     /* every lingering socket, so all are reachable */
-static int nlingering;
-
-/* The head's fields that decide how the request is read. */
-typedef struct {
-    int minor;                  /* HTTP/1.minor */
-    int head;                   /* HEAD: no body may follow */
-    int64_t content_length;     /* -1: none */
-    int chunked;
-    int expect_continue;
-} head_t;
-
-static const char *const methods[] = { "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH" };
-
-static int
-is_tchar(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-        || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-/* A field value's byte: visible, SP, HTAB or obs-text; never CR, LF, NUL. */
-static int
-is_vchar(unsigned char c)
-{
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
-
-static int
-ieq(const char *s, size_t n, const char *word)
-{
-    return strlen(word) == n && strncasecmp(s, word, n) == 0;
-}
-
-/* Trim spaces and tabs at both ends of [*s, *s + *n). */
-static void
-trim(const char **s, size_t *n)
-{
-    while (*n > 0 && (**s == ' ' || **s == '\t')) {
-        (*s)++;
-        (*n)--;
-    }
-    while (*n > 0 && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t'))
-        (*n)--;
-}
-
-/* The next line of [p, p + n) from *off: its length without the CRLF or LF;
- * -1 when no LF is left. */
-static ssize_t
-next_line(const char *p, size_t n, size_t *off, const char **line)
-{
-    const char *lf = memchr(p + *off, '\n', n - *off);
-    size_t len;
-
-    if (lf == NULL)
-        return -1;
-    *line = p + *off;
-    len = (size_t)(lf - *line);
-    *off += len + 1;
-    if (len > 0 && (*line)[len - 1] == '\r')
-        len--;
-    return (ssize_t)len;
-}
 
 static void
 set_reject(front_t *f, int status, const char *message)
@@ -185,190 +114,6 @@ set_reject(front_t *f, int status, const char *message)
         snprintf(f->reject.message, sizeof(f->reject.message), "%s", message);
 }
 
-/* Keep the client's X-Request-Id from the complete lines of [p, p + n). */
-static void
-find_request_id(front_t *f, const char *p, size_t n)
-{
-    size_t off = 0;
-    const char *line;
-    ssize_t len;
-
-    while ((len = next_line(p, n, &off, &line)) >= 0) {
-        const char *v = line + 13;
-        size_t vlen = (size_t)len - 13, i;
-
-        if (len < 13 || strncasecmp(line, "x-request-id:", 13) != 0)
-            continue;
-        trim(&v, &vlen);
-        for (i = 0; i < vlen; i++) {
-            if (v[i] < 0x21 || v[i] > 0x7e || v[i] == '"' || v[i] == '\\')
-                break;
-        }
-        if (vlen >= 1 && vlen <= 128 && i == vlen) {
-            memcpy(f->request_id, v, vlen);
-            f->request_id[vlen] = '\0';
-        }
-    }
-}
-
-/* Check a request line (without its CRLF); 0 or the status to refuse it
- * with.  A good line becomes the stand-in's, should the request be refused
- * later. */
-static int
-check_request_line(front_t *f, const char *s, size_t n, head_t *h, const char **why)
-{
-    const char *sp1 = memchr(s, ' ', n), *sp2 = NULL, *v;
-    size_t mlen, tlen, vlen, i, m;
-    struct evhttp_uri *uri;
-    char *target;
-
-    for (i = n; i > 0; i--) {
-        if (s[i - 1] == ' ') {
-            sp2 = s + i - 1;
-            break;
-        }
-    }
-    *why = "malformed request line";
-    if (sp1 == NULL || sp2 == sp1)
-        return 400;
-    v = sp2 + 1;
-    vlen = (size_t)(s + n - v);
-    if (vlen != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.'
-        || v[7] < '0' || v[7] > '9')
-        return 400;
-    if (v[5] != '1' || v[7] > '1') {
-        *why = "only HTTP/1.0 and HTTP/1.1 are supported";
-        return 505;
-    }
-    h->minor = v[7] - '0';
-    mlen = (size_t)(sp1 - s);
-    if (mlen == 0)
-        return 400;
-    for (i = 0; i < mlen; i++) {
-        if (!is_tchar((unsigned char)s[i]))
-            return 400;
-    }
-    target = (char *)sp1 + 1;
-    tlen = (size_t)(sp2 - target);
-    if (tlen == 0 || target[0] != '/')
-        return 400;
-    for (i = 0; i < tlen; i++) {
-        if (target[i] < 0x21 || target[i] > 0x7e)
-            return 400;
-    }
-    target = strndup(target, tlen);
-    if (target == NULL)
-        return 400;
-    uri = evhttp_uri_parse_with_flags(target, EVHTTP_URI_NONCONFORMANT);
-    if (uri == NULL) {
-        free(target);
-        return 400;
-    }
-    evhttp_uri_free(uri);
-    free(f->target);
-    f->target = target;
-    for (m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
-        if (strlen(methods[m]) == mlen && memcmp(s, methods[m], mlen) == 0)
-            break;
-    }
-    if (m == sizeof(methods) / sizeof(methods[0])) {
-        *why = "this method is not implemented";
-        return 501;
-    }
-    snprintf(f->method, sizeof(f->method), "%s", methods[m]);
-    h->head = strcmp(methods[m], "HEAD") == 0;
-    return 0;
-}
-
-/* Check one header field line: name ":" value.  Records the fields that
- * frame the body in h.  0 or the status to refuse the request with. */
-static int
-check_field(const char *s, size_t n, head_t *h, const char **why)
-{
-    const char *colon = memchr(s, ':', n), *v;
-    size_t name_len, vlen, i;
-
-    *why = "malformed header field";
-    if (colon == NULL || colon == s)
-        return 400;             /* also obs-fold: a line that starts with a space */
-    name_len = (size_t)(colon - s);
-    for (i = 0; i < name_len; i++) {
-        if (!is_tchar((unsigned char)s[i]))
-            return 400;
-    }
-    v = colon + 1;
-    vlen = n - name_len - 1;
-    for (i = 0; i < vlen; i++) {
-        if (!is_vchar((unsigned char)v[i]))
-            return 400;
-    }
-    if (h == NULL)
-        return 0;               /* a trailer field: checked, then dropped */
-    trim(&v, &vlen);
-    if (ieq(s, name_len, "Content-Length")) {
-        int64_t len = 0;
-
-        *why = "malformed Content-Length";
-        if (h->content_length >= 0 || vlen == 0)
-            return 400;
-        for (i = 0; i < vlen; i++) {
-            if (v[i] < '0' || v[i] > '9')
-                return 400;
-            if (len > (INT64_MAX - 9) / 10) {
-                *why = "the body is too large";
-                return 413;
-            }
-            len = len * 10 + (v[i] - '0');
-        }
-        h->content_length = len;
-    } else if (ieq(s, name_len, "Transfer-Encoding")) {
-        *why = "only the chunked transfer coding is implemented";
-        if (h->chunked || !ieq(v, vlen, "chunked"))
-            return 501;
-        h->chunked = 1;
-    } else if (ieq(s, name_len, "Expect") && h->minor >= 1) {
-        *why = "only Expect: 100-continue is supported";
-        if (!ieq(v, vlen, "100-continue"))
-            return 417;
-        h->expect_continue = 1;
-    }
-    return 0;
-}
-
-/* Check a complete head [p, p + n) (its last line empty); 0 or the status. */
-static int
-check_head(front_t *f, const char *p, size_t n, head_t *h, const char **why)
-{
-    size_t off = 0;
-    const char *line = p;
-    ssize_t len = next_line(p, n, &off, &line);
-    int status = check_request_line(f, line, (size_t)len, h, why);
-
-    if (status != 0)
-        return status;
-    while ((len = next_line(p, n, &off, &line)) > 0) {
-        status = check_field(line, (size_t)len, h, why);
-        if (status != 0)
-            return status;
-    }
-    if (h->chunked && h->content_length >= 0) {
-        *why = "Content-Length and Transfer-Encoding together";
-        return 400;
-    }
-    if (h->head && (h->chunked || h->content_length > 0)) {
-        *why = "a HEAD request has no body";
-        return 400;
-    }
-    if (h->content_length > f->lim->body_backstop
-        || (h->expect_continue && h->content_length > f->lim->max_body)) {
-        snprintf(f->reject.message, sizeof(f->reject.message), "the body is larger than %lld bytes",
-                 (long long)f->lim->max_body);
-        *why = f->reject.message;
-        return 413;
-    }
-    return 0;
-}
-
 /* The head without its Transfer-Encoding and Expect fields and without the
  * empty line: a chunked request's, passed on with its Content-Length. */
 static void
@@ -380,7 +125,7 @@ keep_head(front_t *f, const char *p, size_t n)
 
     for (;;) {
         start = off;
-        len = next_line(p, n, &off, &line);
+        len = http1_next_line(p, n, &off, &line);
         if (len <= 0)
             break;
         if ((len >= 18 && strncasecmp(line, "transfer-encoding:", 18) == 0)
@@ -388,6 +133,15 @@ keep_head(front_t *f, const char *p, size_t n)
             continue;
         evbuffer_add(f->head, p + start, off - start);
     }
+}
+
+/* A good request line is the stand-in's, should the request be refused. */
+static void
+remember_line(front_t *f, const http1_head_t *h)
+{
+    snprintf(f->method, sizeof(f->method), "%s", h->method);
+    free(f->target);
+    f->target = strndup(h->target, h->target_len);
 }
 
 /* Refuse the request being read: pass on the stand-in, drop the rest. */
@@ -409,7 +163,7 @@ refuse(front_t *f, struct evbuffer *src, struct evbuffer *dst, int status, const
     evbuffer_add(dst, "\r\n", 2);
     f->reject_at = ++f->released;
     f->state = S_DONE;
-    if (fd >= 0 && f->linger_fd < 0)
+    if (fd >= 0 && f->linger_fd < 0)        /* see linger.c */
         f->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
@@ -433,7 +187,7 @@ read_head(front_t *f, struct evbuffer *src, struct evbuffer *dst)
 {
     size_t avail = evbuffer_get_length(src), n, end = 0;
     const char *p, *why;
-    head_t h = { .minor = 1, .content_length = -1 };
+    http1_head_t h = { .minor = 1, .content_length = -1 };
     int status;
 
     /* Empty lines before a request line are ignored (RFC 9112, 2.2). */
@@ -463,24 +217,32 @@ read_head(front_t *f, struct evbuffer *src, struct evbuffer *dst)
         if (lf != NULL) {
             size_t len = (size_t)(lf - p) - (lf > p && lf[-1] == '\r');
 
-            status = check_request_line(f, p, len, &h, &why);
+            status = http1_request_line(p, len, &h, &why);
             if (status != 0) {
-                find_request_id(f, p, end ? end : n);
+                http1_request_id(p, end ? end : n, f->request_id);
                 refuse(f, src, dst, status, why);
                 return STEP_GO;
             }
+            remember_line(f, &h);
             f->line_checked = 1;
         }
     }
     if (end == 0 || end > f->lim->max_header) {
         if (n <= f->lim->max_header)
             return STEP_MORE;
-        find_request_id(f, p, n);
+        http1_request_id(p, n, f->request_id);
         refuse(f, src, dst, 431, "the request headers are too large");
         return STEP_GO;
     }
-    find_request_id(f, p, end);
-    status = check_head(f, p, end, &h, &why);
+    http1_request_id(p, end, f->request_id);
+    status = http1_head(p, end, &h, &why);
+    if (status == 0 && (h.content_length > f->lim->body_backstop
+                        || (h.expect_continue && h.content_length > f->lim->max_body))) {
+        snprintf(f->reject.message, sizeof(f->reject.message), "the body is larger than %lld bytes",
+                 (long long)f->lim->max_body);
+        why = f->reject.message;
+        status = 413;
+    }
     if (status != 0) {
         refuse(f, src, dst, status, why);
         return STEP_GO;
@@ -553,7 +315,7 @@ read_chunk_size(front_t *f, struct evbuffer *src, struct evbuffer *dst)
         return STEP_GO;
     }
     for (; i < len; i++) {
-        if (!is_vchar((unsigned char)p[i])) {
+        if (((unsigned char)p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f) {
             refuse(f, src, dst, 400, "malformed chunked body");
             return STEP_GO;
         }
@@ -584,7 +346,7 @@ read_trailer(front_t *f, struct evbuffer *src, struct evbuffer *dst)
         refuse(f, src, dst, 431, "the request trailer fields are too large");
         return STEP_GO;
     }
-    if (len > 0 && check_field(p, len, NULL, &why) != 0) {
+    if (len > 0 && http1_field(p, len, NULL, &why) != 0) {
         refuse(f, src, dst, 400, "malformed trailer field");
         return STEP_GO;
     }
@@ -819,80 +581,6 @@ under_event(struct bufferevent *u, short what, void *arg)
         }
     }
     f->under_event(u, what, f->under_arg);
-}
-
-static void
-linger_end(linger_t *l)
-{
-    close(l->fd);
-    event_free(l->ev);
-    if (l->prev != NULL)
-        l->prev->next = l->next;
-    else
-        lingering = l->next;
-    if (l->next != NULL)
-        l->next->prev = l->prev;
-    nlingering--;
-    free(l);
-}
-
-static void
-linger_cb(evutil_socket_t fd, short what, void *arg)
-{
-    linger_t *l = arg;
-    char buf[16384];
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if ((what & EV_READ) && (now.tv_sec < l->until.tv_sec
-                             || (now.tv_sec == l->until.tv_sec && now.tv_nsec < l->until.tv_nsec))) {
-        int i;
-
-        for (i = 0; i < 64; i++) {
-            ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-
-            if (n > 0)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-                return;         /* read on when more comes */
-            break;              /* EOF or error */
-        }
-        if (i == 64)
-            return;             /* still sending: read on */
-    }
-    linger_end(l);
-}
-
-/* Read and discard fd until the client closes, then close it. */
-static void
-linger_start(struct event_base *base, int fd)
-{
-    linger_t *l = calloc(1, sizeof(*l));
-    struct timeval idle = { LINGER_IDLE_MS / 1000, (LINGER_IDLE_MS % 1000) * 1000 };
-
-    if (l != NULL)
-        l->ev = event_new(base, fd, EV_READ | EV_PERSIST, linger_cb, l);
-    if (l == NULL || l->ev == NULL || event_add(l->ev, &idle) < 0) {
-        if (l != NULL && l->ev != NULL)
-            event_free(l->ev);
-        free(l);
-        close(fd);
-        return;
-    }
-    l->fd = fd;
-    clock_gettime(CLOCK_MONOTONIC, &l->until);
-    l->until.tv_sec += LINGER_MS / 1000;
-    l->next = lingering;
-    if (lingering != NULL)
-        lingering->prev = l;
-    lingering = l;
-    nlingering++;
-}
-
-int
-front_lingering(void)
-{
-    return nlingering;
 }
 
 static void

@@ -43,7 +43,4 @@ struct bufferevent *front_bevcb(struct event_base *base, void *arg);
  * for; the pointer is valid until the gencb returns. */
 const front_reject_t *front_rejected(struct evhttp_request *req);
 
-/* The sockets that are still read and discarded after an error answer. */
-int front_lingering(void);
-
 #endif
