@@ -80,7 +80,7 @@ typedef struct front {
     struct evbuffer *body;      /* chunked: the body collected */
     char method[8];             /* the stand-in's request line */
     char *target;
-    char request_id[129];       /* the client's, if valid, for the stand-in */
+    char request_id[HTTP1_ID_MAX + 1];  /* the client's, if valid, for the stand-in */
     unsigned released;          /* requests passed to evhttp */
     unsigned dispatched;        /* requests evhttp gave the worker */
     unsigned reject_at;         /* the stand-in's number, 0 if none */
@@ -93,7 +93,6 @@ typedef struct front {
     int eof_after_write;        /* the client's EOF came while writing */
     int flushing;               /* front_out called from writable_cb */
 } front_t;
-
 
 static void
 set_reject(front_t *f, int status, const char *message)
