@@ -168,6 +168,45 @@ t.ok(r is not None and r.status == 200 and r.body == whole,
      "HTTP/1.0 (after an empty line): the whole %d-byte answer arrives before the close" % len(whole),
      diag)
 
+# A refused request in a pipeline gets its error in its place, after the
+# answers before it, and nothing after it is read.
+out, err = exchange(d.port, b"GET /healthz HTTP/1.1\r\nX-Request-Id: p1\r\n\r\n"
+                    b"GET /nope HTTP/1.1\r\nX-Request-Id: p2\r\n\r\n"
+                    b"GET /healthz HTTP/3.0\r\nX-Request-Id: p3\r\n\r\n"
+                    b"GET /healthz HTTP/1.1\r\nX-Request-Id: p4\r\n\r\n")
+try:
+    got = [(r.status, r.headers.get("x-request-id")) for r in parse(out)]
+except ValueError as e:
+    got = [str(e)]
+t.eq(got, [(200, "p1"), (404, "p2"), (505, "p3")], "pipeline with HTTP/3.0 third: 200, 404, then its 505, "
+     "then the close")
+
+# Expect: 100-continue within the limit: the client waits for 100 Continue
+# before it sends the body, with Content-Length and with chunked.
+for name, head, body in (
+        ("Content-Length", b"Content-Length: 2\r\n", b"{}"),
+        ("chunked", b"Transfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n")):
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=3)
+    s.sendall(b"POST /checkout HTTP/1.1\r\nExpect: 100-continue\r\nConnection: close\r\n" + CT.encode()
+              + head + b"\r\n")
+    try:
+        first = s.recv(100)
+        s.sendall(body)
+        rest = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            rest += b
+    except OSError as e:
+        first, rest = repr(e).encode(), b""
+    s.close()
+    rs = parse(rest) if rest.startswith(b"HTTP/1.1") else []
+    t.ok(first == b"HTTP/1.1 100 Continue\r\n\r\n" and len(rs) == 1 and rs[0].status == 400
+         and json_error(rs[0]) == "idempotency_key_missing",
+         "Expect: 100-continue with %s: 100 Continue, then the body is read and answered" % name,
+         "%r %r" % (first, rest[:200]))
+
 t.eq(d.workers(), workers, "the same worker, never restarted")
 t.eq(d.get("/healthz").status, 200, "and it answers /healthz")
 t.ok(d.stop(), "stopped, nothing left behind")
