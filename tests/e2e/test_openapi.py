@@ -18,6 +18,7 @@ import re
 import tempfile
 
 import harness
+import rawhttp
 from harness import (TAP, Paymentsd, ProviderSim, DEV_SECRET, checkout, new_key, send_webhook,
                      webhook_headers, request)
 
@@ -247,6 +248,29 @@ check("metrics", "/metrics", "GET", good.get("/metrics"), 200)
 check("openapi.json", "/openapi.json", "GET", good.get("/openapi.json"), 200)
 check("docs", "/docs", "GET", good.get("/docs"), 200)
 check("docs without Swagger UI", "/docs", "GET", down.get("/docs"), 503)
+
+# The answers to requests that are not well-formed HTTP/1.1 (worker/front.c),
+# on every operation that documents them.
+MALFORMED = {
+    400: ("bad_request", "%s %s HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n"),
+    413: ("payload_too_large", "%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n"
+                               "Expect: 100-continue\r\n\r\n"),
+    417: ("expectation_failed", "%s %s HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n"),
+    431: ("headers_too_large", "%s %s HTTP/1.1\r\nHost: x\r\nX-Big: " + "b" * 70000 + "\r\n\r\n"),
+    505: ("http_version_not_supported", "%s %s HTTP/2.0\r\nHost: x\r\n\r\n"),
+}
+for path, item in doc["paths"].items():
+    for method, op in item.items():
+        for status, (code, template) in MALFORMED.items():
+            if str(status) not in op["responses"] or (status == 400 and "$ref" not in op["responses"]["400"]
+                                                      and "bad_request" not in op["responses"]["400"].get(
+                                                          "description", "")):
+                continue
+            raw = (template % (method.upper(), path.replace("{order_id}", UNKNOWN))).encode()
+            data, _ = rawhttp.exchange(good.port, raw, timeout=5)
+            answers = rawhttp.parse(data) if data else []
+            r = answers[0] if answers else rawhttp.RawResponse(0, {}, b"")
+            check("%s %s, %s" % (method.upper(), path, code), path, method.upper(), r, status, code)
 
 documented = {(path, method.upper(), int(status)) for path, item in doc["paths"].items()
               for method, op in item.items() for status in op["responses"]}
