@@ -71,6 +71,33 @@ T0 = time.monotonic()
 
 # ---- the parts of the system ----
 
+def stable_port():
+    """A free loopback port below the kernel's ephemeral range.  The parts
+    that are restarted (PostgreSQL, provider-sim, the proxy) bind the same
+    port again; one from the ephemeral range could meanwhile be taken as the
+    local port of some outgoing connection, and the restart would fail."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    return _ephemeral_port()
+
+
+# Every port of the campaign, the harness's included, is a stable one.
+_ephemeral_port = H.free_port
+H.free_port = stable_port
+
+
 class Postgres:
     """A cluster of the campaign's own, made with scripts/pg.sh, restarted
     and stopped with pg_ctl."""
@@ -334,9 +361,9 @@ class Faults:
         return True
 
     def provider_cut(self):
-        self.proxy.down()
+        self.proxy.refuse(True)
         time.sleep(self.rng.uniform(0.5, 2.0))
-        self.proxy.up()
+        self.proxy.refuse(False)
         return True
 
     def kill_provider(self):
@@ -359,7 +386,11 @@ class Faults:
                 start = time.monotonic()
                 if start >= until:
                     return
-                ok = getattr(self, kind)()
+                try:
+                    ok = getattr(self, kind)()
+                except Exception as e:  # noqa: BLE001 - a fault that could not be injected is counted
+                    log("fault %s raised %r" % (kind, e))
+                    ok = False
                 self.done[kind if ok else kind + " (failed)"] += 1
                 log("fault %s%s" % (kind, "" if ok else " FAILED"))
                 time.sleep(max(0.0, min(gap, 8.0) - (time.monotonic() - start)))
@@ -368,6 +399,7 @@ class Faults:
     def restore(self):
         """Everything up again, whatever was happening."""
         self.proxy.delay = 0.0
+        self.proxy.refuse(False)
         if not self.pg.running():
             self.pg.start()
         if self.sim.proc.poll() is not None:
@@ -551,7 +583,7 @@ def main():
         with open(sim.conf_path, "a") as f:
             f.write("state_file = %s\n" % os.path.join(sim.dir, "charges.journal"))
         sim.start()
-        proxy = H.DelayProxy("127.0.0.1", sim.port)
+        proxy = H.DelayProxy("127.0.0.1", sim.port, port=stable_port())
         d = H.Paymentsd(workers=2, port=d_port, database=pg.url, extra={
             "provider_url": "http://127.0.0.1:%d" % proxy.port, "provider_timeout": "1s",
             "db_timeout": "1200ms", "idempotency_lock_timeout": "4s", "housekeeper_interval": "500ms",
@@ -598,6 +630,10 @@ def main():
         print("# faults injected (%d): %s" % (sum(faults.done.values()),
                                               ", ".join("%s %d" % kv for kv in sorted(faults.done.items()))))
         checks = audit(d, sim, pg, book, None)
+        failed_faults = sum(n for k, n in faults.done.items() if k.endswith("(failed)"))
+        checks.append(("every fault injected", failed_faults))
+        print("%s - every scheduled fault was injected: %d failed" % ("ok" if not failed_faults else "not ok",
+                                                                      failed_faults))
     except Exception as e:  # noqa: BLE001 - a broken campaign is a failed one
         import traceback
         traceback.print_exc()

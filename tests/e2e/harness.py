@@ -330,10 +330,11 @@ class DelayProxy:
     back the server's bytes (delay), or be cut (every connection reset, the
     port closed: connection refused) and restored on the same port."""
 
-    def __init__(self, target_host, target_port):
+    def __init__(self, target_host, target_port, port=0):
         self.target = (target_host, target_port)
         self.delay = 0.0
-        self.port = 0
+        self.refusing = False
+        self.port = port
         self.conns = []
         self.lock = threading.Lock()
         self.up()
@@ -348,6 +349,17 @@ class DelayProxy:
 
     def down(self):
         self.sock.close()
+        self._reset_all()
+
+    def refuse(self, on):
+        """While on, the port stays bound (so that no other socket can take
+        it, as one may between down() and up()) but every connection is
+        reset as soon as it is accepted, and those open now are reset."""
+        self.refusing = on
+        if on:
+            self._reset_all()
+
+    def _reset_all(self):
         with self.lock:
             for c in self.conns:
                 try:
@@ -363,6 +375,10 @@ class DelayProxy:
                 client, _ = sock.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
