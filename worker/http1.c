@@ -135,17 +135,23 @@ http1_request_line(const char *s, size_t n, http1_head_t *h, const char **why)
         if (sp1[i] < 0x21 || sp1[i] > 0x7e)
             return 400;
     }
-    /* Whatever evhttp would not parse is malformed here already. */
-    target = strndup(sp1 + 1, tlen);
-    if (target == NULL)
-        return 400;
-    uri = evhttp_uri_parse_with_flags(target, EVHTTP_URI_NONCONFORMANT);
-    if (uri == NULL) {
+    /* Whatever evhttp would not parse is malformed here already.  evhttp
+     * parses the target with EVHTTP_URI_NONCONFORMANT, which takes any
+     * "/..." of visible bytes (no scheme, no authority, and path, query and
+     * fragment are anything up to '?', '#' or the end) and fails only on an
+     * authority: a target starting with "//".  So only those are parsed
+     * here, sparing every other request two allocations and a parse
+     * (test_http1's test_target_parse checks the two agree). */
+    if (sp1[2] == '/') {
+        target = strndup(sp1 + 1, tlen);
+        if (target == NULL)
+            return 400;
+        uri = evhttp_uri_parse_with_flags(target, EVHTTP_URI_NONCONFORMANT);
         free(target);
-        return 400;
+        if (uri == NULL)
+            return 400;
+        evhttp_uri_free(uri);
     }
-    evhttp_uri_free(uri);
-    free(target);
     h->target = sp1 + 1;
     h->target_len = tlen;
     for (m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
