@@ -79,7 +79,7 @@ typedef struct front {
     struct event_base *base;
     struct bufferevent *bev, *under;
     /* The filter's callbacks on the underlying bufferevent, wrapped. */
-    bufferevent_data_cb under_read, under_write;
+    bufferevent_data_cb under_read;
     bufferevent_event_cb under_event;
     void *under_arg;
     enum state state;
@@ -591,14 +591,6 @@ under_read(struct bufferevent *u, void *arg)
     f->under_read(u, f->under_arg);
 }
 
-static void
-under_write(struct bufferevent *u, void *arg)
-{
-    front_t *f = arg;
-
-    f->under_write(u, f->under_arg);
-}
-
 /* The client's EOF waits while evhttp has whole requests of it to answer
  * (S_HEAD: nothing half read), or an answer to write (evhttp reads while
  * it writes, to notice a close, and fails the connection at an EOF).  The
@@ -667,8 +659,13 @@ front_bevcb(struct event_base *base, void *arg)
         goto fail;
     f->under = under;
     f->outcb = evbuffer_add_cb(bufferevent_get_output(f->bev), output_added, f);
-    bufferevent_getcb(under, &f->under_read, &f->under_write, &f->under_event, &f->under_arg);
-    bufferevent_setcb(under, under_read, under_write, under_event, f);
+    bufferevent_getcb(under, &f->under_read, NULL, &f->under_event, &f->under_arg);
+    /* Nothing is ever written through the socket's bufferevent (front_out
+     * writes to the socket itself), so it has no write event: without this
+     * it would wait for the socket to be writable once, for nothing, on
+     * every connection. */
+    bufferevent_setcb(under, under_read, NULL, under_event, f);
+    bufferevent_disable(under, EV_WRITE);
     next_request(f);
     return f->bev;
 
