@@ -212,6 +212,7 @@ read_head(front_t *f, struct evbuffer *src, struct evbuffer *dst)
     n = avail < f->lim->max_header + 1 ? avail : f->lim->max_header + 1;
     p = (const char *)evbuffer_pullup(src, (ev_ssize_t)n);
     if (p == NULL) {
+        /* Out of memory making at most max_header + 1 bytes whole. */
         refuse(f, src, dst, 431, "the request headers are too large", NULL, 0);
         return STEP_GO;
     }
