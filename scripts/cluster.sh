@@ -127,6 +127,10 @@ pgautofailover.health_check_timeout = 1000
 pgautofailover.health_check_max_retries = 1
 pgautofailover.health_check_retry_delay = 500
 pgautofailover.node_considered_unhealthy_timeout = 3000
+# Before promoting, the monitor waits this long for the old primary to have
+# demoted itself (default 30 s); it must stay above the nodes'
+# network_partition_timeout (3 s here, see node_up).
+pgautofailover.primary_demote_timeout = 5000
 CONF
         as_pg_in core pg_autoctl create monitor --pgdata "$DIR/monitor" --pgport 5431 \
             --hostname "$NET.1" --auth trust --no-ssl >>"$DIR/log/monitor.log" 2>&1 \
@@ -158,6 +162,10 @@ CONF
             --dbname payments --monitor "$MONITOR_URI" --auth trust --no-ssl \
             --replication-quorum true --candidate-priority 50 >>"$DIR/log/db$n.log" 2>&1 \
             || { tail -20 "$DIR/log/db$n.log" >&2; die "pg_autoctl create postgres db$n failed"; }
+        # A primary that reaches neither the monitor nor its standby for 3 s
+        # (default 20 s) stops itself: the monitor may then promote sooner.
+        as_pg pg_autoctl config set --pgdata "$pgdata" timeout.network_partition_timeout 3 \
+            >>"$DIR/log/db$n.log" 2>&1
         touch "$pgdata/.created"
     fi
     autoctl_run "db$n" "$pgdata" "db$n"
