@@ -24,6 +24,11 @@ packages=(
 if [ "${WITH_BENCH:-0}" = 1 ]; then
     packages+=(wrk nginx-light postgresql-contrib)
 fi
+# make check-cluster and scripts/cluster.sh: HAProxy, pg_auto_failover,
+# network namespaces (ip) and setpriv (util-linux).
+if [ "${WITH_CLUSTER:-0}" = 1 ]; then
+    packages+=(haproxy postgresql-15-auto-failover iproute2 util-linux)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
