@@ -59,4 +59,8 @@ $sudo apt-get install -y -qq --no-install-recommends \
 if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
+# Nor Debian's haproxy service: scripts/cluster.sh starts its own HAProxy.
+if [[ " ${missing[*]} " == *" haproxy "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now haproxy >/dev/null 2>&1 || true
+fi
 swagger_ui
