@@ -7,6 +7,7 @@
 #   scripts/cluster.sh down      stop every process it started (by pid) and
 #                                delete its network namespaces and files
 #   scripts/cluster.sh status    processes, database nodes, HAProxy servers
+#   scripts/cluster.sh primary   the name of the primary node (empty: none now)
 #
 # Layout (NAME = $CLUSTER_NAME, NET = $CLUSTER_NET):
 #   NAME-core  a bridge br0 at NET.1: the pg_auto_failover monitor (:5431),
@@ -185,6 +186,8 @@ primary() {
         2>/dev/null | head -1
 }
 
+has_primary() { [ -n "$(primary)" ]; }
+
 database_up() {
     monitor_up
     if [ -f "$DIR/db2/.created" ]; then
@@ -192,7 +195,7 @@ database_up() {
         # role rejoins as a standby by itself.
         node_up 1
         node_up 2
-        wait_for 60 test -n "$(primary)" || die "no primary after 60 s (see $DIR/log/db*.log)"
+        wait_for 60 has_primary || die "no primary after 60 s (see $DIR/log/db*.log)"
         return
     fi
     node_up 1
@@ -425,5 +428,5 @@ up) up ;;
 down) down ;;
 status) status ;;
 primary) primary ;;
-*) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+*) echo "usage: $0 up|down|status|primary" >&2; exit 2 ;;
 esac
