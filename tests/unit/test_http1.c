@@ -58,6 +58,10 @@ static const head_case_t cases[] = {
     { "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501 },
     { "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", 0 },
     { "POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 417 },
+    /* regression: evhttp skips spaces, not tabs, before a value (an HTML 417) */
+    { "POST / HTTP/1.1\r\nExpect:\t100-continue\r\nContent-Length: 2\r\n\r\n", 400 },
+    { "GET / HTTP/1.1\r\nConnection: \tclose\r\n\r\n", 400 },
+    { "GET / HTTP/1.1\r\nX-A: a\tb\t\r\n\r\n", 0 },           /* tabs inside and after: fine */
     { "HEAD / HTTP/1.1\r\nContent-Length: 1\r\n\r\n", 400 },
     { "HEAD / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 0 },
     { "HEAD / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
