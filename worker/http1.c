@@ -91,6 +91,7 @@ http1_request_id(const char *p, size_t n, char out[HTTP1_ID_MAX + 1])
             memcpy(out, v, vlen);
             out[vlen] = '\0';
         }
+        return;                 /* the first one only, as http.c reads it */
     }
 }
 

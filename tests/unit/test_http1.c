@@ -119,6 +119,13 @@ test_request_id(void **state)
     (void)state;
     http1_request_id(head, strlen(head), id);
     assert_string_equal(id, "lb:1-abc");    /* the invalid one after it is not kept */
+    /* regression: the first X-Request-Id only, valid or not, as http.c
+     * reads it: a refused request got the last valid one instead */
+    id[0] = '\0';
+    http1_request_id("X-Request-Id: a b\r\nX-Request-Id: second\r\n", 41, id);
+    assert_string_equal(id, "");
+    http1_request_id("X-Request-Id: first\r\nX-Request-Id: second\r\n", 43, id);
+    assert_string_equal(id, "first");
     snprintf(big, sizeof(big), "X-Request-Id: %0129d\r\n", 0);
     id[0] = '\0';
     http1_request_id(big, strlen(big), id);
