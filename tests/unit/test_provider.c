@@ -242,6 +242,16 @@ static const struct {
       PROVIDER_UNAVAILABLE, NULL },
     { "charge, HTTP 402", CHARGE, 402, "{\"error\": {\"code\": \"card_declined\"}}", PROVIDER_DECLINED, NULL },
     { "charge, HTTP 204", CHARGE, 204, "", PROVIDER_UNAVAILABLE, NULL },
+    /* One JSON object and nothing after it but white space: a body with
+     * more (a second object, an error page) is not one to believe. */
+    { "charge succeeded, white space after", CHARGE, 200, "{" O ", " A ", \"status\": \"succeeded\", "
+      "\"charge_id\": \"ch_w\"}\r\n", PROVIDER_SUCCEEDED, "ch_w" },
+    { "regress: charge succeeded, bytes after the object", CHARGE, 200,
+      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_t\"}<html>",
+      PROVIDER_UNAVAILABLE, NULL },
+    { "regress: GET succeeded, a second object after it", GET, 200,
+      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_t\"}{\"status\": \"declined\"}",
+      PROVIDER_UNAVAILABLE, NULL },
 };
 
 static void

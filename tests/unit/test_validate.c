@@ -224,6 +224,52 @@ test_uuid(void **state)
     assert_false(validate_uuid(""));
 }
 
+#define EV_ORDER "\"order_id\":\"9237c6f5-c980-4f3a-ad9d-1560172de162\""
+
+/* The body of POST /webhooks/provider, once its signature is good. */
+static void
+test_webhook_event(void **state)
+{
+    static const struct {
+        const char *body;
+        int status;             /* 0: accepted */
+        const char *field;
+    } cases[] = {
+        { "{\"event_id\":\"evt-1\"," EV_ORDER ",\"outcome\":\"PAID\"}", 0, "" },
+        { "{\"outcome\":\"FAILED\",\"extra\":[1]," EV_ORDER ",\"event_id\":\"e\"}", 0, "" },
+        { "{\"event_id\":\"evt-1\"," EV_ORDER ",\"outcome\":\"PAID\"", 400, "" },
+        { "[]", 400, "" },
+        { "{\"event_id\":\"e\",\"event_id\":\"f\"," EV_ORDER ",\"outcome\":\"PAID\"}", 400, "" },
+        { "{" EV_ORDER ",\"outcome\":\"PAID\"}", 422, "event_id" },
+        { "{\"event_id\":\"\"," EV_ORDER ",\"outcome\":\"PAID\"}", 422, "event_id" },
+        { "{\"event_id\":\"a\\u0000b\"," EV_ORDER ",\"outcome\":\"PAID\"}", 422, "event_id" },
+        { "{\"event_id\":1," EV_ORDER ",\"outcome\":\"PAID\"}", 422, "event_id" },
+        { "{\"event_id\":\"e\",\"order_id\":\"o-1\",\"outcome\":\"PAID\"}", 422, "order_id" },
+        { "{\"event_id\":\"e\"," EV_ORDER ",\"outcome\":\"paid\"}", 422, "outcome" },
+        { "{\"event_id\":\"e\"," EV_ORDER ",\"outcome\":\"PAIDX\"}", 422, "outcome" },
+        { "{\"event_id\":\"e\"," EV_ORDER "}", 422, "outcome" },
+    };
+    webhook_event_t ev;
+    validate_error_t e;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = validate_webhook_event(cases[i].body, strlen(cases[i].body), &ev, &e);
+
+        if (cases[i].status == 0 ? rc != 0
+            : rc != -1 || e.status != cases[i].status || strcmp(e.field, cases[i].field) != 0)
+            fail_msg("case %zu %s: rc %d, status %d, field \"%s\"", i, cases[i].body, rc,
+                     rc == 0 ? 0 : e.status, rc == 0 ? "" : e.field);
+    }
+    {
+        static const char body[] = "{\"event_id\":\"evt-9\"," EV_ORDER ",\"outcome\":\"FAILED\"}";
+        assert_int_equal(validate_webhook_event(body, sizeof(body) - 1, &ev, &e), 0);
+    }
+    assert_string_equal(ev.event_id, "evt-9");
+    assert_string_equal(ev.order_id, "9237c6f5-c980-4f3a-ad9d-1560172de162");
+    assert_int_equal(ev.paid, 0);
+}
+
 int
 main(void)
 {
@@ -235,6 +281,7 @@ main(void)
         cmocka_unit_test(test_nul_byte_is_invalid_json),
         cmocka_unit_test(test_fingerprint_normalised),
         cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_webhook_event),
     };
 
     return cmocka_run_group_tests_name("validate", tests, setup, teardown);
