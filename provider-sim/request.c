@@ -7,6 +7,7 @@
 
 #include "provider-sim/request.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,16 +42,13 @@ sim_request_key_valid(const char *k)
 }
 
 json_object *
-sim_request_body_json(struct evhttp_request *req)
+sim_request_json(const char *data, size_t len)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *data = (const char *)evbuffer_pullup(in, -1);
     json_tokener *tok;
     json_object *obj;
     size_t end;
 
-    if (len == 0 || data == NULL || memchr(data, '\0', len) != NULL)
+    if (len == 0 || len > INT32_MAX || data == NULL || memchr(data, '\0', len) != NULL)
         return NULL;
     tok = json_tokener_new();
     if (tok == NULL)
@@ -71,6 +69,15 @@ sim_request_body_json(struct evhttp_request *req)
     }
     json_tokener_free(tok);
     return obj;
+}
+
+json_object *
+sim_request_body_json(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+
+    return sim_request_json((const char *)evbuffer_pullup(in, -1), len);
 }
 
 char *

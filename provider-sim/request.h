@@ -21,9 +21,13 @@ int sim_request_text_valid(const char *v, size_t max);
 int sim_request_key_valid(const char *k);
 
 /*
- * req's body parsed as one JSON value (white space may follow it), or NULL
- * when it is not one; the caller checks the type and owns the result.
+ * data (len bytes, not NUL-terminated) parsed as one JSON value (white
+ * space may follow it; a NUL byte anywhere makes it none), or NULL when it
+ * is not one; the caller checks the type and owns the result.
  */
+json_object *sim_request_json(const char *data, size_t len);
+
+/* req's body parsed by sim_request_json. */
 json_object *sim_request_body_json(struct evhttp_request *req);
 
 /*

@@ -116,21 +116,6 @@ now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-const char *
-provider_outcome_name(provider_outcome_t o)
-{
-    switch (o) {
-    case PROVIDER_SUCCEEDED: return "succeeded";
-    case PROVIDER_DECLINED: return "declined";
-    case PROVIDER_UNAVAILABLE: return "unavailable";
-    case PROVIDER_PENDING: return "pending";
-    case PROVIDER_NOT_FOUND: return "not_found";
-    case PROVIDER_CANCELED: return "canceled";
-    case PROVIDER_REFUNDED: return "refunded";
-    }
-    return "unknown";
-}
-
 /* Where a new connection goes: the URL's address, or the latest address
  * of its host name; NULL when the name has none yet. */
 static const char *

@@ -21,6 +21,21 @@
 
 #define CODE_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
+const char *
+provider_outcome_name(provider_outcome_t o)
+{
+    switch (o) {
+    case PROVIDER_SUCCEEDED: return "succeeded";
+    case PROVIDER_DECLINED: return "declined";
+    case PROVIDER_UNAVAILABLE: return "unavailable";
+    case PROVIDER_PENDING: return "pending";
+    case PROVIDER_NOT_FOUND: return "not_found";
+    case PROVIDER_CANCELED: return "canceled";
+    case PROVIDER_REFUNDED: return "refunded";
+    }
+    return "unknown";
+}
+
 /* The body as a JSON object, or NULL (empty, too long, not one JSON object
  * followed by nothing but white space).  The caller owns the result. */
 static json_object *

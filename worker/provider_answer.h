@@ -1,8 +1,8 @@
 /*
- * provider_answer: what the payment provider's answers say, read from their
- * bodies by pure functions (no I/O, no state), so that the unit tests and
- * the fuzzers (tests/fuzz) reach them without a server.  worker/provider.c
- * hands them each body it receives.
+ * provider_answer: the outcomes of a call to the payment provider, and what
+ * its answers say, read from their bodies by pure functions (no I/O, no
+ * state), so that the unit tests and the fuzzers (tests/fuzz) reach them
+ * without a server.  worker/provider.c hands them each body it receives.
  */
 #ifndef PD_PROVIDER_ANSWER_H
 #define PD_PROVIDER_ANSWER_H
@@ -10,7 +10,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "worker/provider.h"
+typedef enum {
+    PROVIDER_SUCCEEDED,
+    PROVIDER_DECLINED,
+    PROVIDER_UNAVAILABLE,       /* no answer, or none to believe: the outcome is unknown */
+    PROVIDER_PENDING,           /* provider_get_charge only: received, not settled yet */
+    PROVIDER_NOT_FOUND,         /* get_charge, cancel: no charge was ever received */
+    PROVIDER_CANCELED,          /* get_charge, cancel: never captured, and never will be */
+    PROVIDER_REFUNDED           /* get_charge, cancel: captured, and the money given back */
+} provider_outcome_t;
+
+/* Longest charge_id the provider may send: a buffer of
+ * PROVIDER_CHARGE_ID_MAX + 1 bytes holds any id a callback is given. */
+#define PROVIDER_CHARGE_ID_MAX 255
 
 /* Longest body read: a provider's answer is small. */
 #define PROVIDER_ANSWER_MAX 4096
@@ -43,5 +55,9 @@ provider_outcome_t provider_answer_parse(const provider_ask_t *ask, const char *
  * [A-Za-z0-9_.-] (the provider's words go into our logs only then); else "".
  */
 void provider_answer_error_code(const char *body, size_t len, char *code, size_t size);
+
+/* Name of an outcome for logs and metrics: succeeded, declined, unavailable,
+ * pending, not_found, canceled, refunded. */
+const char *provider_outcome_name(provider_outcome_t o);
 
 #endif
