@@ -20,6 +20,8 @@ packages=(
     chromium
     # docker-compose.yml's check (tests/e2e/test_regress_compose.py); no engine needed
     docker-compose
+    # the fuzzers (tests/fuzz): clang and its libFuzzer runtime
+    clang libclang-rt-14-dev
 )
 if [ "${WITH_BENCH:-0}" = 1 ]; then
     packages+=(wrk nginx-light postgresql-contrib)
