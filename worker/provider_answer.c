@@ -112,6 +112,16 @@ status_outcome(provider_call_t kind, const char *status)
     return PROVIDER_UNAVAILABLE;
 }
 
+/* Whether v is the integer want: json-c clamps integers beyond int64 to
+ * INT64_MAX (keeping a larger one as a uint64), which must not pass for an
+ * amount of INT64_MAX. */
+static int
+int_is(json_object *v, int64_t want)
+{
+    return json_object_is_type(v, json_type_int) && json_object_get_int64(v) == want
+        && json_object_get_uint64(v) <= (uint64_t)INT64_MAX;
+}
+
 /*
  * Whether an answer is about the call's charge: 0, or -1 with the reason.
  * A charge's answer must name the order and the amount (need_ids); other
@@ -140,8 +150,7 @@ answer_about(const provider_ask_t *ask, json_object *obj, provider_outcome_t out
             snprintf(why, len, "no amount_cents");
             return -1;
         }
-    } else if (!json_object_is_type(v, json_type_int)
-               || json_object_get_int64(v) != ask->amount_cents) {
+    } else if (!int_is(v, ask->amount_cents)) {
         snprintf(why, len, "amount_cents is not the order's %lld", (long long)ask->amount_cents);
         return -1;
     }
@@ -151,8 +160,7 @@ answer_about(const provider_ask_t *ask, json_object *obj, provider_outcome_t out
         return -1;
     }
     if (json_object_object_get_ex(obj, "refunded_cents", &v) && v != NULL
-        && (!json_object_is_type(v, json_type_int)
-            || json_object_get_int64(v) != (out == PROVIDER_REFUNDED ? ask->amount_cents : 0))) {
+        && !int_is(v, out == PROVIDER_REFUNDED ? ask->amount_cents : 0)) {
         snprintf(why, len, "refunded_cents is not %lld for a %s charge",
                  (long long)(out == PROVIDER_REFUNDED ? ask->amount_cents : 0),
                  provider_outcome_name(out));

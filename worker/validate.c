@@ -361,8 +361,11 @@ validate_checkout_body(const char *body, size_t len, const conf_t *conf,
         goto done;
     }
     out->amount_cents = json_object_get_int64(v);
-    /* json-c clamps integers beyond int64 to its limits: still out of range. */
-    if (out->amount_cents < 1 || out->amount_cents > conf->max_amount_cents) {
+    /* json-c clamps integers beyond int64 to its limits, so INT64_MAX may
+     * stand for a larger number (kept as a uint64): out of range even when
+     * max_amount_cents is INT64_MAX, never taken as another amount. */
+    if (out->amount_cents < 1 || out->amount_cents > conf->max_amount_cents
+        || json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
         fail(err, 422, "validation_failed", "amount_cents",
              "amount_cents must be from 1 to %lld", (long long)conf->max_amount_cents);
         goto done;

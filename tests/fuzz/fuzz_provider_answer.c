@@ -8,10 +8,14 @@
  * Properties: an outcome is one that kind of call can have; a believed
  * succeeded charge names a whole charge_id (1..255 visible ASCII), and
  * any charge_id handed over is whole; an answer not believed hands over
- * none and says why; the same body gives the same reading.  An error
+ * none and says why; a believed answer's amounts are exactly the order's
+ * (json-c, which clamps larger integers to INT64_MAX, reads them for the
+ * check); the same body gives the same reading.  An error
  * body's code is "" or a code.
  */
 #include "config.h"
+
+#include <json-c/json.h>
 
 #include "tests/fuzz/fuzz.h"
 #include "worker/provider_answer.h"
@@ -38,6 +42,32 @@ allowed(provider_call_t kind, provider_outcome_t out)
     return 0;
 }
 
+/* A member the answer names, if it does, is exactly want. */
+static void
+check_amount(json_object *obj, const char *name, int64_t want)
+{
+    json_object *v;
+
+    if (json_object_object_get_ex(obj, name, &v) && v != NULL)
+        FUZZ_ASSERT(json_object_get_int64(v) == want
+                    && json_object_get_uint64(v) == (uint64_t)want);
+}
+
+static void
+check_believed(const char *body, size_t len, const provider_ask_t *ask, provider_outcome_t out)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *obj;
+
+    FUZZ_ASSERT(tok != NULL);
+    obj = json_tokener_parse_ex(tok, body, (int)len);
+    FUZZ_ASSERT(json_object_is_type(obj, json_type_object));
+    check_amount(obj, "amount_cents", ask->amount_cents);
+    check_amount(obj, "refunded_cents", out == PROVIDER_REFUNDED ? ask->amount_cents : 0);
+    json_object_put(obj);
+    json_tokener_free(tok);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -49,7 +79,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size == 0)
         return 0;
-    ask.kind = (provider_call_t)(data[0] % 3);
+    ask.kind = (provider_call_t)((data[0] & 0x7f) % 3);
+    if (data[0] & 0x80)
+        ask.amount_cents = INT64_MAX;
     body = fuzz_bytes(data + 1, size - 1);
     size--;
 
@@ -59,6 +91,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     n = strlen(id);
     if (out == PROVIDER_UNAVAILABLE)
         FUZZ_ASSERT(n == 0 && why[0] != '\0');
+    else
+        check_believed(body, size, &ask, out);
     if (out == PROVIDER_SUCCEEDED)
         FUZZ_ASSERT(n >= 1);
     FUZZ_ASSERT(n <= PROVIDER_CHARGE_ID_MAX);

@@ -163,6 +163,41 @@ test_body_too_large(void **state)
     free(body);
 }
 
+/* Found by tests/fuzz/fuzz_checkout_body: json-c clamps an integer beyond
+ * int64 to INT64_MAX, which a conf with max_amount_cents = INT64_MAX (its
+ * table allows it) accepted: 18446744073709551615 became an order of
+ * 9223372036854775807 cents. */
+static void
+test_regress_amount_beyond_int64_not_clamped(void **state)
+{
+    static const char *const beyond[] = {
+        "9223372036854775808", "18446744073709551615", "99999999999999999999999",
+    };
+    conf_t *wide;
+    checkout_req_t out;
+    validate_error_t e;
+    char body[256], err[256];
+    int n;
+
+    (void)state;
+    setenv("PAYMENTSD_MAX_AMOUNT_CENTS", "9223372036854775807", 1);
+    wide = conf_load(NULL, err, sizeof(err));
+    unsetenv("PAYMENTSD_MAX_AMOUNT_CENTS");
+    assert_non_null(wide);
+    for (size_t i = 0; i < sizeof(beyond) / sizeof(beyond[0]); i++) {
+        n = snprintf(body, sizeof(body), "{\"buyer_id\":\"b\",\"seller_id\":\"s\","
+                     "\"amount_cents\":%s,\"currency\":\"EUR\"}", beyond[i]);
+        assert_int_equal(validate_checkout_body(body, (size_t)n, wide, &out, &e), -1);
+        assert_int_equal(e.status, 422);
+        assert_string_equal(e.field, "amount_cents");
+    }
+    n = snprintf(body, sizeof(body), "{\"buyer_id\":\"b\",\"seller_id\":\"s\","
+                 "\"amount_cents\":9223372036854775807,\"currency\":\"EUR\"}");
+    assert_int_equal(validate_checkout_body(body, (size_t)n, wide, &out, &e), 0);
+    assert_true(out.amount_cents == INT64_MAX);
+    conf_free(wide);
+}
+
 static void
 test_nul_byte_is_invalid_json(void **state)
 {
@@ -278,6 +313,7 @@ main(void)
         cmocka_unit_test(test_content_type),
         cmocka_unit_test(test_body_cases),
         cmocka_unit_test(test_body_too_large),
+        cmocka_unit_test(test_regress_amount_beyond_int64_not_clamped),
         cmocka_unit_test(test_nul_byte_is_invalid_json),
         cmocka_unit_test(test_fingerprint_normalised),
         cmocka_unit_test(test_uuid),
