@@ -7,7 +7,10 @@
  * Properties: an accepted key is 1..255 visible ASCII characters; an id
  * taken from the path is 1..255 bytes, none a control character; a body
  * accepted as JSON holds no NUL byte and parses again to the same value (as
- * written back by json-c: a NaN is not equal to itself).
+ * written back by json-c: a NaN is not equal to itself); a charge request
+ * accepted from it (sim_request_charge) names a whole order id of
+ * 1..255 bytes without control characters, a positive amount and three
+ * upper-case letters.
  */
 #include "config.h"
 
@@ -16,20 +19,41 @@
 
 #define PREFIX "/v1/charges/"
 #define SUFFIX "/cancel"
-#define ID_MAX 255
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void
+check_charge(json_object *body)
+{
+    sim_charge_req_t c;
+    const char *field = NULL, *message = NULL;
+    json_object *v;
+    size_t n;
+
+    if (sim_request_charge(body, &c, &field, &message) < 0) {
+        FUZZ_ASSERT(field != NULL && message != NULL);
+        return;
+    }
+    n = strlen(c.order_id);
+    FUZZ_ASSERT(n >= 1 && n <= SIM_REQUEST_ID_MAX);
+    FUZZ_ASSERT(json_object_object_get_ex(body, "order_id", &v)
+                && (size_t)json_object_get_string_len(v) == n);
+    for (size_t i = 0; i < n; i++)
+        FUZZ_ASSERT((unsigned char)c.order_id[i] >= 0x20 && c.order_id[i] != 0x7f);
+    FUZZ_ASSERT(c.amount_cents >= 1);
+    FUZZ_ASSERT(strlen(c.currency) == 3 && strspn(c.currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3);
+}
+
+static void
 check_path(const char *path, size_t suffix_len)
 {
-    char *id = sim_request_path_id(path, strlen(PREFIX), suffix_len, ID_MAX);
+    char *id = sim_request_path_id(path, strlen(PREFIX), suffix_len, SIM_REQUEST_ID_MAX);
     size_t n;
 
     if (id == NULL)
         return;
     n = strlen(id);
-    FUZZ_ASSERT(n >= 1 && n <= ID_MAX);
+    FUZZ_ASSERT(n >= 1 && n <= SIM_REQUEST_ID_MAX);
     for (size_t i = 0; i < n; i++)
         FUZZ_ASSERT((unsigned char)id[i] >= 0x20 && id[i] != 0x7f);
     free(id);
@@ -62,6 +86,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(b != NULL);
         FUZZ_ASSERT(strcmp(json_object_to_json_string(a), json_object_to_json_string(b)) == 0);
         json_object_put(b);
+        if (json_object_is_type(a, json_type_object))
+            check_charge(a);
     }
     json_object_put(a);
     free(body);
