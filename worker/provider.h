@@ -88,9 +88,6 @@ void provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cen
 void provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
                      const char *currency, const char *request_id, provider_cb_t cb, void *arg);
 
-/* The calls above, for an observer. */
-typedef enum { PROVIDER_CALL_CHARGE, PROVIDER_CALL_GET, PROVIDER_CALL_CANCEL } provider_call_t;
-
 /* Told of every call as it ends, just before its callback: which call, its
  * outcome, and the time from the call to its outcome in microseconds. */
 typedef void (*provider_observe_fn)(void *arg, provider_call_t call, provider_outcome_t outcome,

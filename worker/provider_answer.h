@@ -27,6 +27,7 @@ typedef enum {
 /* Longest body read: a provider's answer is small. */
 #define PROVIDER_ANSWER_MAX 4096
 
+/* The calls: what an answer is for, and what an observer is told of. */
 typedef enum { PROVIDER_CALL_CHARGE, PROVIDER_CALL_GET, PROVIDER_CALL_CANCEL } provider_call_t;
 
 /* The call an answer is for: what the answer must be about. */
