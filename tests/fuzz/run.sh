@@ -60,10 +60,13 @@ if ! command -v "$cc" >/dev/null 2>&1 \
 fi
 
 # The sources include "config.h"; they need only what configure defines
-# for the C library (AC_USE_SYSTEM_EXTENSIONS) and the version.
+# for the C library (AC_USE_SYSTEM_EXTENSIONS), the version, and the
+# directories that Makefile.am passes with -D.
 version=$(sed -n 's/^AC_INIT(\[[^]]*\], \[\([^]]*\)\].*/\1/p' "$top/configure.ac")
 printf '%s\n' '/* config.h for tests/fuzz/run.sh */' '#define _GNU_SOURCE 1' \
-    "#define PACKAGE_VERSION \"${version:-fuzz}\"" >"$work/include/config.h"
+    "#define PACKAGE_VERSION \"${version:-fuzz}\"" \
+    '#define SYSCONFDIR "/usr/local/etc"' '#define PKGDATADIR "/usr/local/share/paymentsd"' \
+    >"$work/include/config.h"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
