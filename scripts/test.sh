@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: install what is
 # missing, build twice (plain, and with AddressSanitizer + UBSan), start the
-# private PostgreSQL, run make check in both builds, and print one closing
-# line "N passed, N failed".
+# private PostgreSQL, run make check in both builds, a 60-second fault
+# campaign (tests/chaos) and each fuzzer for 15 s (tests/fuzz), and print
+# one closing line "N passed, N failed".
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
