@@ -7,6 +7,7 @@
 
 #include "provider-sim/request.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,16 +42,13 @@ sim_request_key_valid(const char *k)
 }
 
 json_object *
-sim_request_body_json(struct evhttp_request *req)
+sim_request_json(const char *data, size_t len)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *data = (const char *)evbuffer_pullup(in, -1);
     json_tokener *tok;
     json_object *obj;
     size_t end;
 
-    if (len == 0 || data == NULL || memchr(data, '\0', len) != NULL)
+    if (len == 0 || len > INT32_MAX || data == NULL || memchr(data, '\0', len) != NULL)
         return NULL;
     tok = json_tokener_new();
     if (tok == NULL)
@@ -71,6 +69,50 @@ sim_request_body_json(struct evhttp_request *req)
     }
     json_tokener_free(tok);
     return obj;
+}
+
+json_object *
+sim_request_body_json(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+
+    return sim_request_json((const char *)evbuffer_pullup(in, -1), len);
+}
+
+int
+sim_request_charge(json_object *body, sim_charge_req_t *out, const char **field,
+                   const char **message)
+{
+    json_object *v;
+
+    /* The id is taken whole: with a \u0000 in it, it would name another
+     * order than the one asked about. */
+    if (!json_object_object_get_ex(body, "order_id", &v) || !json_object_is_type(v, json_type_string)
+        || strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)
+        || !sim_request_text_valid(json_object_get_string(v), SIM_REQUEST_ID_MAX)) {
+        *field = "order_id";
+        *message = "order_id must be a string of 1..255 characters";
+        return -1;
+    }
+    out->order_id = json_object_get_string(v);
+    /* json-c keeps integers above INT64_MAX as uint64: too big is invalid. */
+    if (!json_object_object_get_ex(body, "amount_cents", &v) || !json_object_is_type(v, json_type_int)
+        || json_object_get_int64(v) <= 0 || json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
+        *field = "amount_cents";
+        *message = "amount_cents must be a positive integer";
+        return -1;
+    }
+    out->amount_cents = json_object_get_int64(v);
+    if (!json_object_object_get_ex(body, "currency", &v) || !json_object_is_type(v, json_type_string)
+        || json_object_get_string_len(v) != 3
+        || strspn(json_object_get_string(v), "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3) {
+        *field = "currency";
+        *message = "currency must be three upper-case letters";
+        return -1;
+    }
+    out->currency = json_object_get_string(v);
+    return 0;
 }
 
 char *

@@ -51,7 +51,7 @@
 
 #define MAX_BODY (64 * 1024)
 #define MAX_HEADERS (16 * 1024)
-#define FIELD_MAX 255
+#define FIELD_MAX SIM_REQUEST_ID_MAX
 #define STOP_FLUSH_MS 200       /* time given to the last replies to leave */
 #define CHARGES_PREFIX "/v1/charges/"
 #define CANCEL_SUFFIX "/cancel"
@@ -197,36 +197,22 @@ sync_or_503(sim_t *s, struct evhttp_request *req)
     return -1;
 }
 
-/* Check the body's fields; returns 0, or -1 after answering. */
+/* Check the body's fields (sim_request_charge); returns 0, or -1 after
+ * answering. */
 static int
 charge_fields(sim_t *s, struct evhttp_request *req, json_object *body,
               const char **order_id, int64_t *amount, const char **currency)
 {
-    json_object *v;
+    sim_charge_req_t c;
+    const char *field, *message;
 
-    if (!json_object_object_get_ex(body, "order_id", &v) || !json_object_is_type(v, json_type_string)
-        || !sim_request_text_valid(json_object_get_string(v), FIELD_MAX)) {
-        reject(s, req, 422, "validation_failed", "order_id must be a string of 1..255 characters",
-               "order_id");
+    if (sim_request_charge(body, &c, &field, &message) < 0) {
+        reject(s, req, 422, "validation_failed", message, field);
         return -1;
     }
-    *order_id = json_object_get_string(v);
-    /* json-c keeps integers above INT64_MAX as uint64: too big is invalid. */
-    if (!json_object_object_get_ex(body, "amount_cents", &v) || !json_object_is_type(v, json_type_int)
-        || json_object_get_int64(v) <= 0 || json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
-        reject(s, req, 422, "validation_failed", "amount_cents must be a positive integer",
-               "amount_cents");
-        return -1;
-    }
-    *amount = json_object_get_int64(v);
-    if (!json_object_object_get_ex(body, "currency", &v) || !json_object_is_type(v, json_type_string)
-        || json_object_get_string_len(v) != 3
-        || strspn(json_object_get_string(v), "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3) {
-        reject(s, req, 422, "validation_failed", "currency must be three upper-case letters",
-               "currency");
-        return -1;
-    }
-    *currency = json_object_get_string(v);
+    *order_id = c.order_id;
+    *amount = c.amount_cents;
+    *currency = c.currency;
     return 0;
 }
 

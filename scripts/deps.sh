@@ -20,9 +20,16 @@ packages=(
     chromium
     # docker-compose.yml's check (tests/e2e/test_regress_compose.py); no engine needed
     docker-compose
+    # the fuzzers (tests/fuzz): clang and its libFuzzer runtime
+    clang libclang-rt-14-dev
 )
 if [ "${WITH_BENCH:-0}" = 1 ]; then
     packages+=(wrk nginx-light postgresql-contrib)
+fi
+# make check-cluster and scripts/cluster.sh: HAProxy, pg_auto_failover,
+# network namespaces (ip) and setpriv (util-linux).
+if [ "${WITH_CLUSTER:-0}" = 1 ]; then
+    packages+=(haproxy postgresql-15-auto-failover iproute2 util-linux)
 fi
 
 missing=()
@@ -53,5 +60,9 @@ $sudo apt-get install -y -qq --no-install-recommends \
 # not keep running (it would listen on :9090).
 if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+# Nor Debian's haproxy service: scripts/cluster.sh starts its own HAProxy.
+if [[ " ${missing[*]} " == *" haproxy "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now haproxy >/dev/null 2>&1 || true
 fi
 swagger_ui

@@ -47,6 +47,9 @@
 #define DB_BACKOFF_MIN_MS 50
 #define DB_BACKOFF_MAX_MS 250
 
+/* Entries of a host list that follow_hosts takes (libpq has no limit). */
+#define DB_HOSTS_MAX 16
+
 typedef struct db_call {
     TAILQ_ENTRY(db_call) next;  /* in the queue, then in its connection's flight */
     db_pool_t *pool;
@@ -64,6 +67,13 @@ typedef struct db_call {
 TAILQ_HEAD(db_calls, db_call);
 
 typedef enum { DB_DOWN, DB_CONNECTING, DB_IDLE, DB_BUSY } db_state_t;
+
+/* One entry of the conninfo's host list (see follow_hosts). */
+typedef struct db_host {
+    char *host;                 /* as written: a name, an address or a socket directory */
+    char *port;                 /* its port as written, or NULL for libpq's default */
+    resolve_name_t *name;       /* followed when host is a name, else NULL */
+} db_host_t;
 
 typedef struct db_conn {
     db_pool_t *pool;
@@ -84,7 +94,9 @@ struct db_pool {
     char *conninfo;
     char *application_name;
     char statement_timeout[64];
-    resolve_name_t *host;       /* the host name followed, or NULL (see follow_host) */
+    db_host_t *hosts;           /* the host list when it names a host, or NULL (follow_hosts) */
+    int nhosts;
+    char *target[3];            /* host, hostaddr and port lists of the next connection */
     int64_t timeout_ms;
     int size;
     db_conn_t *conns;
@@ -103,6 +115,7 @@ struct db_pool {
 static void conn_connect(db_conn_t *c);
 static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
 static void dispatch(db_pool_t *p);
+static int targets(db_pool_t *p);
 
 /* libpq's message as one string without its final newline (into buf):
  * callers put it inside their own log lines.  Its inner newlines (DETAIL,
@@ -235,8 +248,10 @@ conn_fail(db_conn_t *c, const char *why)
         p->busy--;
     if (c->state == DB_CONNECTING || !was_up)
         p->last_attempt_failed = 1;
-    if (c->state == DB_CONNECTING && p->host != NULL)
-        resolve_name_retry(p->host);    /* the name may have moved */
+    for (int i = 0; c->state == DB_CONNECTING && i < p->nhosts; i++) {
+        if (p->hosts[i].name != NULL)
+            resolve_name_retry(p->hosts[i].name);       /* the name may have moved */
+    }
     if (c->result != NULL) {
         PQclear(c->result);
         c->result = NULL;
@@ -506,18 +521,20 @@ conn_connect(db_conn_t *c)
     PostgresPollingStatusType st;
 
     if (c->state == DB_DOWN) {
-        const char *hostaddr = p->host != NULL ? resolve_name_addr(p->host) : NULL;
-        const char *keys[] = { "dbname", "application_name", "options",
-                               hostaddr != NULL ? "hostaddr" : NULL, NULL };
+        int ready = targets(p);
+        const char *keys[] = { "dbname", "application_name", "options", "host", "hostaddr",
+                               "port", NULL };
         const char *vals[] = { p->conninfo, p->application_name, p->statement_timeout,
-                               hostaddr, NULL };
+                               p->target[0], p->target[1], p->target[2], NULL };
 
-        if (p->host != NULL && hostaddr == NULL) {
-            if (resolve_name_pending(p->host))
-                return;         /* host_resolved connects it */
-            conn_fail(c, "the host name does not resolve");
+        if (ready == 0)
+            return;             /* host_resolved connects it */
+        if (ready < 0) {
+            conn_fail(c, "no database host name resolves");
             return;
         }
+        if (p->nhosts == 0 || p->target[2][0] == '\0')
+            keys[p->nhosts == 0 ? 3 : 5] = NULL;        /* libpq's own, or its default port */
         c->pg = PQconnectStartParams(keys, vals, 1);
         c->state = DB_CONNECTING;
         if (c->pg == NULL) {
@@ -635,40 +652,158 @@ host_resolved(void *arg)
     }
 }
 
+/* Append item to the comma-separated list dst (its first item when first). */
+static void
+list_add(char *dst, const char *item, int first)
+{
+    if (!first)
+        strcat(dst, ",");
+    strcat(dst, item);
+}
+
 /*
- * libpq resolves a host name with a blocking getaddrinfo() inside
- * PQconnectStart, on every reconnect.  So a single plain host name is
- * followed by the resolver (common/resolve.c) and each connection is
- * started with its latest address as hostaddr; the name still serves for
- * TLS and .pgpass.  IP addresses, socket directories, host lists and a
- * given hostaddr are left to libpq.  0, or -1 when a name needs a
- * resolver and none was given (or allocation failed).
+ * The host, hostaddr and port lists of the next connection, in p->target:
+ * every entry of the host list, a followed name with its latest address as
+ * hostaddr, an address or a socket directory with an empty hostaddr (libpq
+ * then uses the host itself, which needs no lookup).  A name that resolves
+ * to nothing is left out, so the others are still tried.  1 when ready, 0
+ * while a name waits for its first answer, -1 when no entry is left.
  */
 static int
-follow_host(db_pool_t *p, resolve_t *resolve)
+targets(db_pool_t *p)
+{
+    int kept = 0;
+
+    if (p->nhosts == 0)
+        return 1;
+    p->target[0][0] = p->target[1][0] = p->target[2][0] = '\0';
+    for (int i = 0; i < p->nhosts; i++) {
+        const db_host_t *h = &p->hosts[i];
+        const char *addr = h->name != NULL ? resolve_name_addr(h->name) : "";
+
+        if (addr == NULL) {
+            if (resolve_name_pending(h->name))
+                return 0;
+            continue;
+        }
+        list_add(p->target[0], h->host, kept == 0);
+        list_add(p->target[1], addr, kept == 0);
+        if (h->port != NULL)
+            list_add(p->target[2], h->port, kept == 0);
+        kept++;
+    }
+    return kept > 0 ? 1 : -1;
+}
+
+/* Split list at commas into at most max items (in place); their count. */
+static int
+list_split(char *list, char **items, int max)
+{
+    int n = 0;
+
+    for (char *s = list; n < max; s++) {
+        items[n++] = s;
+        s = strchr(s, ',');
+        if (s == NULL)
+            break;
+        *s = '\0';
+    }
+    return n;
+}
+
+/*
+ * libpq resolves a host name with a blocking getaddrinfo() when it starts
+ * or moves on to that host, on every reconnect, for each name of a host
+ * list (host=a,b with target_session_attrs=read-write, for a failover
+ * pair).  So every name of the host list is followed by the resolver
+ * (common/resolve.c), and each connection is started with the lists that
+ * targets() builds: libpq gets a numeric hostaddr for every name and still
+ * uses the name for TLS and .pgpass.  Lists of addresses and socket
+ * directories, a given hostaddr, or a port list that does not match the
+ * hosts are left to libpq as written (it needs no lookup, or reports the
+ * error).  0, or -1 when a name needs a resolver and none was given (or
+ * allocation failed).
+ */
+static int
+follow_hosts(db_pool_t *p, resolve_t *resolve)
 {
     PQconninfoOption *opts = PQconninfoParse(p->conninfo, NULL), *o;
-    const char *host = NULL, *hostaddr = NULL;
-    int rc = 0;
+    char *host = NULL, *port = NULL, *hosts[DB_HOSTS_MAX], *ports[DB_HOSTS_MAX];
+    const char *hostaddr = NULL;
+    int nhost, nport = 0, names = 0, rc = -1;
 
     if (opts == NULL)
         return 0;               /* each connect reports the error */
     for (o = opts; o->keyword != NULL; o++) {
-        if (strcmp(o->keyword, "host") == 0)
-            host = o->val;
+        if (strcmp(o->keyword, "host") == 0 && o->val != NULL && o->val[0] != '\0')
+            host = strdup(o->val);
+        else if (strcmp(o->keyword, "port") == 0 && o->val != NULL && o->val[0] != '\0')
+            port = strdup(o->val);
         else if (strcmp(o->keyword, "hostaddr") == 0)
             hostaddr = o->val;
     }
-    if (host != NULL && host[0] != '\0' && host[0] != '/' && strchr(host, ',') == NULL
-        && (hostaddr == NULL || hostaddr[0] == '\0') && !resolve_is_address(host)) {
-        if (resolve == NULL)
-            log_error("database host %s is a name, and no resolver was given", host);
-        else
-            p->host = resolve_name_new(resolve, host, "database", host_resolved, p);
-        rc = p->host != NULL ? 0 : -1;
+    if (host == NULL || (hostaddr != NULL && hostaddr[0] != '\0')) {
+        rc = 0;
+        goto done;
     }
+    nhost = list_split(host, hosts, DB_HOSTS_MAX);
+    if (port != NULL)
+        nport = list_split(port, ports, DB_HOSTS_MAX);
+    for (int i = 0; i < nhost; i++)
+        names += hosts[i][0] != '/' && hosts[i][0] != '\0' && !resolve_is_address(hosts[i]);
+    if (names == 0 || (nport > 1 && nport != nhost)) {
+        rc = 0;                 /* nothing to look up, or libpq reports the error */
+        goto done;
+    }
+    if (strchr(hosts[nhost - 1], ',') != NULL) {
+        log_error("database: more than %d hosts in the host list", DB_HOSTS_MAX);
+        goto done;
+    }
+    if (resolve == NULL) {
+        log_error("database host %s is a name, and no resolver was given", host);
+        goto done;
+    }
+    p->target[0] = malloc(3 * (strlen(p->conninfo) + (size_t)nhost * 48 + 1));
+    p->hosts = calloc((size_t)nhost, sizeof(*p->hosts));
+    if (p->target[0] == NULL || p->hosts == NULL)
+        goto done;
+    p->target[1] = p->target[0] + strlen(p->conninfo) + (size_t)nhost * 48 + 1;
+    p->target[2] = p->target[1] + strlen(p->conninfo) + (size_t)nhost * 48 + 1;
+    for (p->nhosts = 0; p->nhosts < nhost; p->nhosts++) {
+        db_host_t *h = &p->hosts[p->nhosts];
+        const char *hp = hosts[p->nhosts];
+
+        h->host = strdup(hp);
+        h->port = nport == 0 ? NULL : strdup(ports[nport == 1 ? 0 : p->nhosts]);
+        if (hp[0] != '/' && hp[0] != '\0' && !resolve_is_address(hp))
+            h->name = resolve_name_new(resolve, hp, "database", host_resolved, p);
+        if (h->host == NULL || (nport > 0 && h->port == NULL)
+            || (h->name == NULL && hp[0] != '/' && hp[0] != '\0' && !resolve_is_address(hp))) {
+            p->nhosts++;
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    free(host);
+    free(port);
     PQconninfoFree(opts);
     return rc;
+}
+
+/* Free what follow_hosts made. */
+static void
+hosts_free(db_pool_t *p)
+{
+    for (int i = 0; i < p->nhosts; i++) {
+        resolve_name_free(p->hosts[i].name);
+        free(p->hosts[i].host);
+        free(p->hosts[i].port);
+    }
+    free(p->hosts);
+    free(p->target[0]);
+    p->hosts = NULL;
+    p->nhosts = 0;
 }
 
 db_pool_t *
@@ -694,7 +829,8 @@ db_pool_new(struct event_base *base, resolve_t *resolve, const char *conninfo,
     p->application_name = strdup(application_name);
     p->conns = calloc((size_t)size, sizeof(*p->conns));
     if (p->conninfo == NULL || p->application_name == NULL || p->conns == NULL
-        || follow_host(p, resolve) < 0) {
+        || follow_hosts(p, resolve) < 0) {
+        hosts_free(p);
         free(p->conninfo);
         free(p->application_name);
         free(p->conns);
@@ -744,7 +880,7 @@ db_pool_free(db_pool_t *p)
         TAILQ_REMOVE(&p->queue, call, next);
         call_finish(call, NULL, 0, "shutting down");
     }
-    resolve_name_free(p->host);
+    hosts_free(p);
     free(p->conns);
     free(p->conninfo);
     free(p->application_name);

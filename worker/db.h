@@ -51,10 +51,12 @@ typedef struct db_batch_kind {
  * string) and start connecting.  At most queue_max calls wait for a free
  * connection; at most batch_max calls of one kind go out as one batch; a
  * call that has not completed within timeout_ms fails (and its connection is
- * replaced).  A single host name in conninfo is followed with resolve (the
- * process's resolver, kept by the caller until db_pool_free): connections
- * wait for its first address and connect to its latest.  Returns NULL on
- * allocation failure, or when conninfo names a host and resolve is NULL.
+ * replaced).  Every host name in conninfo's host list (up to 16 hosts) is
+ * followed with resolve (the process's resolver, kept by the caller until
+ * db_pool_free): connections wait for the first answers and connect to the
+ * latest addresses, skipping a name that resolves to nothing.  Returns NULL
+ * on allocation failure, or when conninfo names a host and resolve is NULL
+ * (or lists more than 16 hosts).
  */
 db_pool_t *db_pool_new(struct event_base *base, resolve_t *resolve, const char *conninfo,
                        const char *application_name, int size, int queue_max,

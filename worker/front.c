@@ -593,7 +593,8 @@ under_read(struct bufferevent *u, void *arg)
 }
 
 /* The client's EOF waits while evhttp has whole requests of it to answer
- * (S_HEAD: nothing half read), or an answer to write (evhttp reads while
+ * (S_HEAD: nothing half read; S_DONE: a refused request's stand-in, whose
+ * JSON error is owed), or an answer to write (evhttp reads while
  * it writes, to notice a close, and fails the connection at an EOF).  The
  * underlying bufferevent then reads again, and finds the EOF again: once
  * evhttp reads for the next request, or once the answer is written
@@ -603,7 +604,8 @@ under_event(struct bufferevent *u, short what, void *arg)
 {
     front_t *f = arg;
 
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && f->state == S_HEAD
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)
+        && (f->state == S_HEAD || f->state == S_DONE)
         && f->eof_waits < EOF_WAITS_MAX) {
         if (evbuffer_get_length(bufferevent_get_output(f->bev)) > 0) {
             f->eof_waits++;

@@ -91,6 +91,7 @@ http1_request_id(const char *p, size_t n, char out[HTTP1_ID_MAX + 1])
             memcpy(out, v, vlen);
             out[vlen] = '\0';
         }
+        return;                 /* the first one only, as http.c reads it */
     }
 }
 
@@ -187,6 +188,16 @@ http1_field(const char *s, size_t n, http1_head_t *h, const char **why)
         if (!is_vchar((unsigned char)v[i]))
             return 400;
     }
+    /* evhttp skips only the spaces before a value: "Expect:<TAB>100-continue"
+     * would pass here and get evhttp's own (HTML) 417, and "Connection:<TAB>
+     * close" would not close.  Tab before a value is legal (OWS) but no
+     * client sends it: refuse it rather than read it unlike evhttp. */
+    *why = "a tab before a header field's value";
+    for (i = 0; i < vlen && (v[i] == ' ' || v[i] == '\t'); i++) {
+        if (v[i] == '\t')
+            return 400;
+    }
+    *why = "malformed header field";
     if (h == NULL)
         return 0;               /* a trailer field: checked, then dropped */
     trim(&v, &vlen);

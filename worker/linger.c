@@ -35,8 +35,8 @@ static linger_t *lingering;
 static void
 linger_end(linger_t *l)
 {
+    event_free(l->ev);          /* first: its epoll registration goes with it */
     close(l->fd);
-    event_free(l->ev);
     if (l->prev != NULL)
         l->prev->next = l->next;
     else

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PROCSTAT_CHILDREN_MAX 1024
@@ -164,15 +165,17 @@ add_process(pid_t pid, const stat_t *st, procstat_t *out)
     }
 }
 
+/* When the machine booted, in seconds since the epoch: now less the time
+ * since boot.  (/proc/stat's btime line comes after one number per
+ * interrupt, and a fixed buffer may not reach it on a large host.) */
 static double
 boot_time(void)
 {
-    char buf[8192];
-    const char *p;
+    struct timespec real, boot;
 
-    if (read_file("/proc/stat", buf, sizeof(buf)) <= 0 || (p = strstr(buf, "\nbtime ")) == NULL)
+    if (clock_gettime(CLOCK_REALTIME, &real) < 0 || clock_gettime(CLOCK_BOOTTIME, &boot) < 0)
         return 0;
-    return (double)atoll(p + 7);
+    return (double)(real.tv_sec - boot.tv_sec) + (real.tv_nsec - boot.tv_nsec) / 1e9;
 }
 
 int

@@ -53,15 +53,13 @@
 #include <event2/buffer.h>
 #include <event2/event_struct.h>
 #include <event2/http.h>
-#include <json-c/json.h>
 
 #include "common/log.h"
+#include "worker/provider_answer.h"
 #include "worker/provider_tls.h"
 
 #define PROVIDER_IDLE_MAX 64    /* idle keep-alive connections kept */
-#define PROVIDER_BODY_MAX 4096  /* a provider's answer is small */
 #define ORDER_ID_MAX 64         /* order ids are UUIDs */
-#define CODE_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 struct provider {
     struct event_base *base;
@@ -86,7 +84,7 @@ static const char *const call_names[] = { "charge", "GET charge", "cancel" };
 
 typedef struct call {
     provider_t *p;
-    call_kind_t kind;
+    provider_call_t kind;
     struct evhttp_connection *conn;
     struct evhttp_request *req; /* ours (owned), freed by call_done */
     enum evhttp_cmd_type method;
@@ -116,21 +114,6 @@ now_us(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-const char *
-provider_outcome_name(provider_outcome_t o)
-{
-    switch (o) {
-    case PROVIDER_SUCCEEDED: return "succeeded";
-    case PROVIDER_DECLINED: return "declined";
-    case PROVIDER_UNAVAILABLE: return "unavailable";
-    case PROVIDER_PENDING: return "pending";
-    case PROVIDER_NOT_FOUND: return "not_found";
-    case PROVIDER_CANCELED: return "canceled";
-    case PROVIDER_REFUNDED: return "refunded";
-    }
-    return "unknown";
 }
 
 /* Where a new connection goes: the URL's address, or the latest address
@@ -239,7 +222,7 @@ conn_take(provider_t *p, const char *addr)
     /* An inactivity timeout (it also closes idle keep-alive connections);
      * a call's deadline is its own timer, call_deadline. */
     evhttp_connection_set_timeout_tv(c, &tv);
-    evhttp_connection_set_max_body_size(c, PROVIDER_BODY_MAX);
+    evhttp_connection_set_max_body_size(c, PROVIDER_ANSWER_MAX);
     /* One try: a retry must be the caller's decision, not the transport's. */
     evhttp_connection_set_retries(c, 0);
     return c;
@@ -267,166 +250,6 @@ conn_give_back(provider_t *p, struct evhttp_connection *c)
         p->idle[p->nidle++] = c;
     else
         evhttp_connection_free(c);
-}
-
-/* ---- answers ---- */
-
-/* The body as a JSON object, or NULL (empty, too long, not an object).
- * The caller owns the result. */
-static json_object *
-body_object(struct evhttp_request *req)
-{
-    struct evbuffer *buf = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(buf);
-    char text[PROVIDER_BODY_MAX + 1];
-    json_object *obj;
-
-    if (len == 0 || len > PROVIDER_BODY_MAX)
-        return NULL;
-    evbuffer_copyout(buf, text, len);
-    text[len] = '\0';
-    obj = json_tokener_parse(text);
-    if (obj != NULL && !json_object_is_type(obj, json_type_object)) {
-        json_object_put(obj);
-        obj = NULL;
-    }
-    return obj;
-}
-
-/* A string member, or NULL when absent or not a string. */
-static const char *
-member_string(json_object *obj, const char *name)
-{
-    json_object *v;
-
-    if (obj == NULL || !json_object_object_get_ex(obj, name, &v)
-        || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
-/* s, if it looks like a code, for our log: the provider's words go into
- * the log only then. */
-static const char *
-printable_code(const char *s)
-{
-    if (s == NULL || s[0] == '\0' || strlen(s) > 32 || s[strspn(s, CODE_CHARS)] != '\0')
-        return "(not a code)";
-    return s;
-}
-
-/* The statuses each call believes. */
-static const struct {
-    const char *name;
-    provider_outcome_t out;
-    unsigned kinds;     /* 1 << call_kind_t */
-} statuses[] = {
-    { "succeeded", PROVIDER_SUCCEEDED, 1 << CALL_CHARGE | 1 << CALL_GET },
-    { "declined", PROVIDER_DECLINED, 1 << CALL_CHARGE | 1 << CALL_GET | 1 << CALL_CANCEL },
-    { "pending", PROVIDER_PENDING, 1 << CALL_GET },
-    { "canceled", PROVIDER_CANCELED, 1 << CALL_GET | 1 << CALL_CANCEL },
-    { "refunded", PROVIDER_REFUNDED, 1 << CALL_GET | 1 << CALL_CANCEL },
-    { "not_found", PROVIDER_NOT_FOUND, 1 << CALL_CANCEL },
-};
-
-/* The outcome a status names for this kind of call, or UNAVAILABLE. */
-static provider_outcome_t
-status_outcome(call_kind_t kind, const char *status)
-{
-    for (size_t i = 0; status != NULL && i < sizeof(statuses) / sizeof(statuses[0]); i++) {
-        if (strcmp(status, statuses[i].name) == 0 && (statuses[i].kinds & (1u << kind)))
-            return statuses[i].out;
-    }
-    return PROVIDER_UNAVAILABLE;
-}
-
-/*
- * Whether an answer is about the call's charge: 0, or -1 with the reason.
- * A charge's answer must name the order and the amount (need_ids); other
- * answers are compared wherever they name them.  The currency is compared
- * when named.  refunded_cents, when named, must be the whole amount for a
- * refund and nothing otherwise: a partial refund is not one to record.
- */
-static int
-answer_about(const call_t *c, json_object *obj, provider_outcome_t out, int need_ids,
-             char *why, size_t len)
-{
-    json_object *v;
-    const char *s;
-
-    if (!json_object_object_get_ex(obj, "order_id", &v) || v == NULL) {
-        if (need_ids) {
-            snprintf(why, len, "no order_id");
-            return -1;
-        }
-    } else if ((s = member_string(obj, "order_id")) == NULL || strcmp(s, c->order_id) != 0) {
-        snprintf(why, len, "the answer is about another order_id");
-        return -1;
-    }
-    if (!json_object_object_get_ex(obj, "amount_cents", &v) || v == NULL) {
-        if (need_ids) {
-            snprintf(why, len, "no amount_cents");
-            return -1;
-        }
-    } else if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != c->amount_cents) {
-        snprintf(why, len, "amount_cents is not the order's %lld", (long long)c->amount_cents);
-        return -1;
-    }
-    if (json_object_object_get_ex(obj, "currency", &v) && v != NULL
-        && ((s = member_string(obj, "currency")) == NULL || strcmp(s, c->currency) != 0)) {
-        snprintf(why, len, "currency is not the order's %s", c->currency);
-        return -1;
-    }
-    if (json_object_object_get_ex(obj, "refunded_cents", &v) && v != NULL
-        && (!json_object_is_type(v, json_type_int)
-            || json_object_get_int64(v) != (out == PROVIDER_REFUNDED ? c->amount_cents : 0))) {
-        snprintf(why, len, "refunded_cents is not %lld for a %s charge",
-                 (long long)(out == PROVIDER_REFUNDED ? c->amount_cents : 0),
-                 provider_outcome_name(out));
-        return -1;
-    }
-    return 0;
-}
-
-/*
- * Take the answer's charge_id into c->charge_id: 0, or -1 with the reason.
- * A charge_id is 1..PROVIDER_CHARGE_ID_MAX characters 0x21-0x7E, whole:
- * anything else (a longer id, UTF-8, control characters) is refused rather
- * than cut, since a cut id names no charge and may not even be valid text
- * for the database.  required: a succeeded charge must name its id.
- */
-static int
-take_charge_id(call_t *c, json_object *obj, int required, char *why, size_t len)
-{
-    json_object *v;
-    const char *s;
-    int n;
-
-    if (!json_object_object_get_ex(obj, "charge_id", &v) || v == NULL) {
-        if (required)
-            snprintf(why, len, "no charge_id for a succeeded charge");
-        return required ? -1 : 0;
-    }
-    if (!json_object_is_type(v, json_type_string)) {
-        snprintf(why, len, "charge_id is not a string");
-        return -1;
-    }
-    s = json_object_get_string(v);
-    n = json_object_get_string_len(v);
-    if (n < 1 || n > PROVIDER_CHARGE_ID_MAX) {
-        snprintf(why, len, "charge_id is %d bytes long, not 1..%d", n, PROVIDER_CHARGE_ID_MAX);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch < 0x21 || ch > 0x7e) {
-            snprintf(why, len, "charge_id has byte 0x%02x at offset %d (only 0x21-0x7E)", ch, i);
-            return -1;
-        }
-    }
-    memcpy(c->charge_id, s, (size_t)n);
-    c->charge_id[n] = '\0';
-    return 0;
 }
 
 /* ---- calls ---- */
@@ -548,37 +371,33 @@ call_protocol_error(call_t *c, int code, const char *why)
     call_finish(c, PROVIDER_UNAVAILABLE, 0);
 }
 
-/*
- * A 2xx answer's body: {"status": ..., "order_id": ..., ...}.  The outcome
- * its status names, once the answer is known to be about this call's
- * charge and its charge_id (if any) is whole.
- */
+/* The answer's body, made contiguous; its length in *len. */
+static const char *
+answer_body(struct evhttp_request *req, size_t *len)
+{
+    struct evbuffer *buf = evhttp_request_get_input_buffer(req);
+
+    *len = evbuffer_get_length(buf);
+    return (const char *)evbuffer_pullup(buf, -1);
+}
+
+/* A 2xx answer: believed only when it is about this call's charge and its
+ * charge_id (if any) is whole (worker/provider_answer.c). */
 static void
 call_answered(call_t *c, struct evhttp_request *req, int code)
 {
-    json_object *obj = body_object(req);
+    provider_ask_t ask = { c->kind, c->order_id, c->amount_cents, c->currency };
     provider_outcome_t out;
-    const char *status;
+    const char *body;
     char why[128];
+    size_t len;
 
-    if (obj == NULL) {
-        call_protocol_error(c, code, "the body is not a JSON object");
-        return;
-    }
-    status = member_string(obj, "status");
-    out = status_outcome(c->kind, status);
-    if (out == PROVIDER_UNAVAILABLE && status == NULL)
-        snprintf(why, sizeof(why), "no status");
-    else if (out == PROVIDER_UNAVAILABLE)
-        snprintf(why, sizeof(why), "unknown status %s", printable_code(status));
-    if (out == PROVIDER_UNAVAILABLE
-        || answer_about(c, obj, out, c->kind == CALL_CHARGE, why, sizeof(why)) < 0
-        || take_charge_id(c, obj, out == PROVIDER_SUCCEEDED, why, sizeof(why)) < 0) {
-        json_object_put(obj);
+    body = answer_body(req, &len);
+    out = provider_answer_parse(&ask, body, len, c->charge_id, why, sizeof(why));
+    if (out == PROVIDER_UNAVAILABLE) {
         call_protocol_error(c, code, why);
         return;
     }
-    json_object_put(obj);
     /* Only a clean, complete exchange leaves a connection fit for reuse. */
     call_finish(c, out, 1);
 }
@@ -594,19 +413,15 @@ call_answered(call_t *c, struct evhttp_request *req, int code)
 static void
 charge_refused(call_t *c, struct evhttp_request *req, int code)
 {
-    json_object *obj = body_object(req), *err;
-    const char *what = NULL;
+    char what[65];
+    const char *body;
+    size_t len;
 
-    if (obj != NULL && json_object_object_get_ex(obj, "error", &err))
-        what = member_string(err, "code");
-    /* The provider's words go into our log only if they look like a code. */
-    if (what != NULL && (what[0] == '\0' || what[strspn(what, CODE_CHARS)] != '\0'))
-        what = NULL;
-    log_req_error(c->request_id,
-                  "provider: charge of order %s answered HTTP %d%s%.64s: taking it as %s",
-                  c->order_id, code, what != NULL ? ", error code " : "", what != NULL ? what : "",
+    body = answer_body(req, &len);
+    provider_answer_error_code(body, len, what, sizeof(what));
+    log_req_error(c->request_id, "provider: charge of order %s answered HTTP %d%s%s: taking it as %s",
+                  c->order_id, code, what[0] != '\0' ? ", error code " : "", what,
                   code == 402 ? "declined" : "unavailable");
-    json_object_put(obj);
     call_finish(c, code == 402 ? PROVIDER_DECLINED : PROVIDER_UNAVAILABLE, 0);
 }
 
@@ -616,19 +431,18 @@ charge_refused(call_t *c, struct evhttp_request *req, int code)
 static void
 get_not_found(call_t *c, struct evhttp_request *req)
 {
-    json_object *obj = body_object(req), *err;
-    const char *code = NULL;
+    char code[65];
+    const char *body;
+    size_t len;
 
-    if (obj != NULL && json_object_object_get_ex(obj, "error", &err))
-        code = member_string(err, "code");
-    if (code != NULL && strcmp(code, "charge_not_found") == 0) {
-        json_object_put(obj);
+    body = answer_body(req, &len);
+    provider_answer_error_code(body, len, code, sizeof(code));
+    if (strcmp(code, "charge_not_found") == 0) {
         call_finish(c, PROVIDER_NOT_FOUND, 1);
         return;
     }
     log_req_warn(c->request_id,
                  "provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
-    json_object_put(obj);
     call_finish(c, PROVIDER_UNAVAILABLE, 1);
 }
 
@@ -642,9 +456,9 @@ on_response(struct evhttp_request *req, void *arg)
         call_failed(c);
     else if (code >= 200 && code < 300)
         call_answered(c, req, code);
-    else if (c->kind == CALL_CHARGE && code >= 400 && code < 500 && code != 408 && code != 429)
+    else if (c->kind == PROVIDER_CALL_CHARGE && code >= 400 && code < 500 && code != 408 && code != 429)
         charge_refused(c, req, code);
-    else if (c->kind == CALL_GET && code == 404)
+    else if (c->kind == PROVIDER_CALL_GET && code == 404)
         get_not_found(c, req);
     else {
         log_req_warn(c->request_id, "provider: %s of order %s answered HTTP %d",
@@ -654,7 +468,7 @@ on_response(struct evhttp_request *req, void *arg)
 }
 
 static call_t *
-call_new(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_cents,
+call_new(provider_t *p, provider_call_t kind, const char *order_id, int64_t amount_cents,
          const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
     call_t *c = calloc(1, sizeof(*c));
@@ -765,7 +579,7 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     /* The charge's key, on the charge only: a provider that keeps keys
      * across endpoints would answer a cancel sent under it with the
      * charge's stored answer.  A cancel is idempotent by its path. */
-    if (c->kind == CALL_CHARGE)
+    if (c->kind == PROVIDER_CALL_CHARGE)
         evhttp_add_header(h, "Idempotency-Key", c->order_id);
     if (evtimer_add(&c->deadline, &tv) < 0)
         goto fail;
@@ -786,7 +600,7 @@ fail:
 /* Start a call about the order's charge: POST /v1/charges (the charge),
  * GET /v1/charges/{order_id}, or POST /v1/charges/{order_id}/cancel. */
 static void
-charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amount_cents,
+charge_call(provider_t *p, provider_call_t kind, const char *order_id, int64_t amount_cents,
             const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
     call_t *c = call_new(p, kind, order_id, amount_cents, currency, request_id, cb, arg);
@@ -801,7 +615,7 @@ charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amoun
         cb(arg, PROVIDER_UNAVAILABLE, NULL);
         return;
     }
-    if (kind == CALL_CHARGE) {
+    if (kind == PROVIDER_CALL_CHARGE) {
         snprintf(body, sizeof(body),
                  "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"%s\"}",
                  c->order_id, (long long)amount_cents, c->currency);
@@ -813,9 +627,9 @@ charge_call(provider_t *p, call_kind_t kind, const char *order_id, int64_t amoun
         call_finish(c, PROVIDER_UNAVAILABLE, 0);
         return;
     }
-    snprintf(path, sizeof(path), "/v1/charges/%s%s", enc, kind == CALL_CANCEL ? "/cancel" : "");
+    snprintf(path, sizeof(path), "/v1/charges/%s%s", enc, kind == PROVIDER_CALL_CANCEL ? "/cancel" : "");
     free(enc);
-    if (kind == CALL_CANCEL)
+    if (kind == PROVIDER_CALL_CANCEL)
         call_start(c, EVHTTP_REQ_POST, path, "{}");
     else
         call_start(c, EVHTTP_REQ_GET, path, NULL);
@@ -832,19 +646,19 @@ void
 provider_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                 const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
-    charge_call(p, CALL_CHARGE, order_id, amount_cents, currency, request_id, cb, arg);
+    charge_call(p, PROVIDER_CALL_CHARGE, order_id, amount_cents, currency, request_id, cb, arg);
 }
 
 void
 provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cents,
                     const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
-    charge_call(p, CALL_GET, order_id, amount_cents, currency, request_id, cb, arg);
+    charge_call(p, PROVIDER_CALL_GET, order_id, amount_cents, currency, request_id, cb, arg);
 }
 
 void
 provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
                 const char *currency, const char *request_id, provider_cb_t cb, void *arg)
 {
-    charge_call(p, CALL_CANCEL, order_id, amount_cents, currency, request_id, cb, arg);
+    charge_call(p, PROVIDER_CALL_CANCEL, order_id, amount_cents, currency, request_id, cb, arg);
 }

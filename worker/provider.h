@@ -21,22 +21,9 @@
 #include <event2/event.h>
 
 #include "common/resolve.h"
+#include "worker/provider_answer.h"
 
 typedef struct provider provider_t;
-
-typedef enum {
-    PROVIDER_SUCCEEDED,
-    PROVIDER_DECLINED,
-    PROVIDER_UNAVAILABLE,       /* no answer, or none to believe: the outcome is unknown */
-    PROVIDER_PENDING,           /* provider_get_charge only: received, not settled yet */
-    PROVIDER_NOT_FOUND,         /* get_charge, cancel: no charge was ever received */
-    PROVIDER_CANCELED,          /* get_charge, cancel: never captured, and never will be */
-    PROVIDER_REFUNDED           /* get_charge, cancel: captured, and the money given back */
-} provider_outcome_t;
-
-/* Longest charge_id the provider may send: a buffer of
- * PROVIDER_CHARGE_ID_MAX + 1 bytes holds any id a callback is given. */
-#define PROVIDER_CHARGE_ID_MAX 255
 
 /* charge_id is NULL unless the provider named the charge (then 1..255
  * characters 0x21-0x7E); valid during the callback only. */
@@ -101,9 +88,6 @@ void provider_get_charge(provider_t *p, const char *order_id, int64_t amount_cen
 void provider_cancel(provider_t *p, const char *order_id, int64_t amount_cents,
                      const char *currency, const char *request_id, provider_cb_t cb, void *arg);
 
-/* The calls above, for an observer. */
-typedef enum { PROVIDER_CALL_CHARGE, PROVIDER_CALL_GET, PROVIDER_CALL_CANCEL } provider_call_t;
-
 /* Told of every call as it ends, just before its callback: which call, its
  * outcome, and the time from the call to its outcome in microseconds. */
 typedef void (*provider_observe_fn)(void *arg, provider_call_t call, provider_outcome_t outcome,
@@ -111,9 +95,5 @@ typedef void (*provider_observe_fn)(void *arg, provider_call_t call, provider_ou
 
 /* Set (or, with NULL, clear) the observer of p's calls (for metrics). */
 void provider_set_observer(provider_t *p, provider_observe_fn fn, void *arg);
-
-/* Name of an outcome for logs and metrics: succeeded, declined, unavailable,
- * pending, not_found, canceled, refunded. */
-const char *provider_outcome_name(provider_outcome_t o);
 
 #endif

@@ -1,6 +1,8 @@
 /*
- * validate: request checks for POST /checkout (and the JSON strictness the
- * webhook endpoint shares).
+ * validate: request checks for POST /checkout and, once its signature is
+ * verified, for the body of POST /webhooks/provider.  Pure functions of
+ * their arguments, so that unit tests and fuzzers (tests/fuzz) call them
+ * without a server.
  *
  * json-c parses strictly (RFC 8259, UTF-8 checked) but keeps the last of two
  * members with the same name; a payments API must not guess which amount was
@@ -359,8 +361,11 @@ validate_checkout_body(const char *body, size_t len, const conf_t *conf,
         goto done;
     }
     out->amount_cents = json_object_get_int64(v);
-    /* json-c clamps integers beyond int64 to its limits: still out of range. */
-    if (out->amount_cents < 1 || out->amount_cents > conf->max_amount_cents) {
+    /* json-c clamps integers beyond int64 to its limits, so INT64_MAX may
+     * stand for a larger number (kept as a uint64): out of range even when
+     * max_amount_cents is INT64_MAX, never taken as another amount. */
+    if (out->amount_cents < 1 || out->amount_cents > conf->max_amount_cents
+        || json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
         fail(err, 422, "validation_failed", "amount_cents",
              "amount_cents must be from 1 to %lld", (long long)conf->max_amount_cents);
         goto done;
@@ -395,6 +400,54 @@ validate_checkout_body(const char *body, size_t len, const conf_t *conf,
         snprintf(out->buyer_trust, sizeof(out->buyer_trust), "%s", s);
     }
     fingerprint(out);
+    rc = 0;
+done:
+    json_object_put(obj);
+    return rc;
+}
+
+/* A string member of a webhook event: present, a string, 1..max bytes
+ * without a NUL; copied into out (max + 1 bytes). */
+static int
+event_string(struct json_object *obj, const char *name, size_t max, char *out,
+             validate_error_t *err)
+{
+    struct json_object *v;
+    size_t n;
+
+    if (!json_object_object_get_ex(obj, name, &v) || !json_object_is_type(v, json_type_string))
+        return fail(err, 422, "validation_failed", name, "%s must be a string", name);
+    n = (size_t)json_object_get_string_len(v);
+    if (n < 1 || n > max || strlen(json_object_get_string(v)) != n)
+        return fail(err, 422, "validation_failed", name, "%s must be 1..%zu characters", name, max);
+    memcpy(out, json_object_get_string(v), n + 1);
+    return 0;
+}
+
+int
+validate_webhook_event(const char *body, size_t len, webhook_event_t *out, validate_error_t *err)
+{
+    struct json_object *obj = validate_json_object(body, len, err);
+    char outcome[7];
+    int rc = -1;
+
+    if (obj == NULL)
+        return -1;
+    memset(out, 0, sizeof(*out));
+    if (event_string(obj, "event_id", VALIDATE_EVENT_ID_MAX, out->event_id, err) < 0
+        || event_string(obj, "order_id", sizeof(out->order_id) - 1, out->order_id, err) < 0)
+        goto done;
+    if (!validate_uuid(out->order_id)) {
+        fail(err, 422, "validation_failed", "order_id", "order_id must be a UUID");
+        goto done;
+    }
+    if (event_string(obj, "outcome", sizeof(outcome) - 1, outcome, err) < 0)
+        goto done;
+    if (strcmp(outcome, "PAID") != 0 && strcmp(outcome, "FAILED") != 0) {
+        fail(err, 422, "validation_failed", "outcome", "outcome must be PAID or FAILED");
+        goto done;
+    }
+    out->paid = strcmp(outcome, "PAID") == 0;
     rc = 0;
 done:
     json_object_put(obj);

@@ -1,6 +1,7 @@
 /*
  * validate: the checks of POST /checkout that need no I/O, in SPEC.md's
- * order, as pure functions (unit-tested without a server).
+ * order, and of a webhook's body, as pure functions (unit-tested and
+ * fuzzed without a server).
  *
  * Every failure is described by a validate_error_t: the HTTP status, the
  * error code, a message, and the field at fault (or NULL).
@@ -53,6 +54,25 @@ int validate_content_type(const char *value, validate_error_t *err)
 int validate_checkout_body(const char *body, size_t len, const conf_t *conf,
                            checkout_req_t *out, validate_error_t *err)
     __attribute__((warn_unused_result));
+
+/* A provider webhook's event, checked. */
+#define VALIDATE_EVENT_ID_MAX 255
+
+typedef struct {
+    char event_id[VALIDATE_EVENT_ID_MAX + 1];
+    char order_id[37];          /* a UUID */
+    int paid;                   /* outcome: 1 PAID, 0 FAILED */
+} webhook_event_t;
+
+/*
+ * Parse and check a webhook body (len bytes, not NUL-terminated), once its
+ * signature is known good: a strict JSON object (validate_json_object) with
+ * event_id (1..255 characters), order_id (a UUID) and outcome ("PAID" or
+ * "FAILED"); other members are ignored.  0, or -1 with err: 400
+ * invalid_json, or 422 validation_failed naming the field.
+ */
+int validate_webhook_event(const char *body, size_t len, webhook_event_t *out,
+                           validate_error_t *err) __attribute__((warn_unused_result));
 
 /* Non-zero when s is a UUID in its canonical 8-4-4-4-12 hex form. */
 int validate_uuid(const char *s);

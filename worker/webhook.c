@@ -124,27 +124,6 @@ apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
     free(ap);
 }
 
-/* A string member of the event: present, a string, 1..max bytes. */
-static const char *
-event_string(json_object *obj, const char *name, size_t max, validate_error_t *e)
-{
-    json_object *v;
-    size_t n;
-
-    if (!json_object_object_get_ex(obj, name, &v) || !json_object_is_type(v, json_type_string)) {
-        snprintf(e->message, sizeof(e->message), "%s must be a string", name);
-        snprintf(e->field, sizeof(e->field), "%s", name);
-        return NULL;
-    }
-    n = (size_t)json_object_get_string_len(v);
-    if (n < 1 || n > max || strlen(json_object_get_string(v)) != n) {
-        snprintf(e->message, sizeof(e->message), "%s must be 1..%zu characters", name, max);
-        snprintf(e->field, sizeof(e->field), "%s", name);
-        return NULL;
-    }
-    return json_object_get_string(v);
-}
-
 void
 webhook_handle(http_req_t *r)
 {
@@ -153,10 +132,10 @@ webhook_handle(http_req_t *r)
     struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
     struct evbuffer *buf = evhttp_request_get_input_buffer(r->req);
     size_t len = evbuffer_get_length(buf);
-    const char *body, *event_id, *order_id, *outcome;
+    const char *body;
+    webhook_event_t ev;
     whsig_result_t v;
     validate_error_t e;
-    json_object *obj;
 
     if (keys == NULL || keys->n == 0) {
         worker_count(r->worker, METRICS_WEBHOOK_SIGNATURE_INVALID);
@@ -184,30 +163,9 @@ webhook_handle(http_req_t *r)
         return;
     }
 
-    obj = validate_json_object(body, len, &e);
-    if (obj == NULL) {
+    if (validate_webhook_event(body, len, &ev, &e) < 0) {
         worker_count(r->worker, METRICS_WEBHOOK_INVALID);
-        http_reply_error(r, e.status, e.code, e.message, NULL);
-        return;
-    }
-    memset(&e, 0, sizeof(e));
-    event_id = event_string(obj, "event_id", 255, &e);
-    order_id = event_id ? event_string(obj, "order_id", 36, &e) : NULL;
-    if (order_id != NULL && !validate_uuid(order_id)) {
-        snprintf(e.message, sizeof(e.message), "order_id must be a UUID");
-        snprintf(e.field, sizeof(e.field), "order_id");
-        order_id = NULL;
-    }
-    outcome = order_id ? event_string(obj, "outcome", 6, &e) : NULL;
-    if (outcome != NULL && strcmp(outcome, "PAID") != 0 && strcmp(outcome, "FAILED") != 0) {
-        snprintf(e.message, sizeof(e.message), "outcome must be PAID or FAILED");
-        snprintf(e.field, sizeof(e.field), "outcome");
-        outcome = NULL;
-    }
-    if (outcome == NULL) {
-        worker_count(r->worker, METRICS_WEBHOOK_INVALID);
-        http_reply_error(r, 422, "validation_failed", e.message, e.field);
-        json_object_put(obj);
+        http_reply_error(r, e.status, e.code, e.message, e.field[0] != '\0' ? e.field : NULL);
         return;
     }
     {
@@ -215,13 +173,13 @@ webhook_handle(http_req_t *r)
         char *payload = strndup(body, len);
         apply_t *ap = calloc(1, sizeof(*ap));
         store_apply_req_t q = {
-            .event_id = event_id, .order_id = order_id, .payload = payload,
-            .paid = strcmp(outcome, "PAID") == 0,
+            .event_id = ev.event_id, .order_id = ev.order_id, .payload = payload,
+            .paid = ev.paid,
         };
 
         if (ap != NULL) {
             ap->r = r;
-            snprintf(ap->order_id, sizeof(ap->order_id), "%s", order_id);
+            snprintf(ap->order_id, sizeof(ap->order_id), "%s", ev.order_id);
         }
         if (payload == NULL || ap == NULL
             || store_webhook_apply(worker_db(r->worker), &q, apply_done, ap) < 0) {
@@ -232,5 +190,4 @@ webhook_handle(http_req_t *r)
         }
         free(payload);
     }
-    json_object_put(obj);
 }

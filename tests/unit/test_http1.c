@@ -60,6 +60,10 @@ static const head_case_t cases[] = {
     { "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501 },
     { "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", 0 },
     { "POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 417 },
+    /* regression: evhttp skips spaces, not tabs, before a value (an HTML 417) */
+    { "POST / HTTP/1.1\r\nExpect:\t100-continue\r\nContent-Length: 2\r\n\r\n", 400 },
+    { "GET / HTTP/1.1\r\nConnection: \tclose\r\n\r\n", 400 },
+    { "GET / HTTP/1.1\r\nX-A: a\tb\t\r\n\r\n", 0 },           /* tabs inside and after: fine */
     { "HEAD / HTTP/1.1\r\nContent-Length: 1\r\n\r\n", 400 },
     { "HEAD / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 0 },
     { "HEAD / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
@@ -117,6 +121,13 @@ test_request_id(void **state)
     (void)state;
     http1_request_id(head, strlen(head), id);
     assert_string_equal(id, "lb:1-abc");    /* the invalid one after it is not kept */
+    /* regression: the first X-Request-Id only, valid or not, as http.c
+     * reads it: a refused request got the last valid one instead */
+    id[0] = '\0';
+    http1_request_id("X-Request-Id: a b\r\nX-Request-Id: second\r\n", 41, id);
+    assert_string_equal(id, "");
+    http1_request_id("X-Request-Id: first\r\nX-Request-Id: second\r\n", 43, id);
+    assert_string_equal(id, "first");
     snprintf(big, sizeof(big), "X-Request-Id: %0129d\r\n", 0);
     id[0] = '\0';
     http1_request_id(big, strlen(big), id);

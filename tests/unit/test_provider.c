@@ -29,6 +29,7 @@
 
 #include "common/log.h"
 #include "worker/provider.h"
+#include "worker/provider_answer.h"
 
 #define ORDER "3f1e5c1a-0000-4000-8000-000000000001"
 #define AMOUNT 2500
@@ -242,6 +243,16 @@ static const struct {
       PROVIDER_UNAVAILABLE, NULL },
     { "charge, HTTP 402", CHARGE, 402, "{\"error\": {\"code\": \"card_declined\"}}", PROVIDER_DECLINED, NULL },
     { "charge, HTTP 204", CHARGE, 204, "", PROVIDER_UNAVAILABLE, NULL },
+    /* One JSON object and nothing after it but white space: a body with
+     * more (a second object, an error page) is not one to believe. */
+    { "charge succeeded, white space after", CHARGE, 200, "{" O ", " A ", \"status\": \"succeeded\", "
+      "\"charge_id\": \"ch_w\"}\r\n", PROVIDER_SUCCEEDED, "ch_w" },
+    { "regress: charge succeeded, bytes after the object", CHARGE, 200,
+      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_t\"}<html>",
+      PROVIDER_UNAVAILABLE, NULL },
+    { "regress: GET succeeded, a second object after it", GET, 200,
+      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_t\"}{\"status\": \"declined\"}",
+      PROVIDER_UNAVAILABLE, NULL },
 };
 
 static void
@@ -279,6 +290,36 @@ test_charge_id_lengths(void **state)
     r = call(prov, CHARGE, 200, body);
     assert_int_equal(r.out, PROVIDER_UNAVAILABLE);
     assert_false(r.has_id);
+}
+
+/* Found by tests/fuzz/fuzz_provider_answer: json-c clamps an integer beyond
+ * int64 to INT64_MAX, so for an order of INT64_MAX cents (a conf's
+ * max_amount_cents may allow it) an answer naming 18446744073709551615
+ * was believed as being about that amount. */
+static void
+test_regress_amount_beyond_int64(void **state)
+{
+    static const char *const bodies[] = {
+        "{" O ", \"amount_cents\": 9223372036854775808, \"status\": \"succeeded\", \"charge_id\": \"c\"}",
+        "{" O ", \"amount_cents\": 18446744073709551615, \"status\": \"declined\"}",
+        "{" O ", \"status\": \"refunded\", \"refunded_cents\": 99999999999999999999999}",
+    };
+    provider_ask_t ask = { PROVIDER_CALL_CHARGE, ORDER, INT64_MAX, "EUR" };
+    char id[PROVIDER_CHARGE_ID_MAX + 1], why[128], body[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        ask.kind = i < 2 ? PROVIDER_CALL_CHARGE : PROVIDER_CALL_CANCEL;
+        assert_int_equal(provider_answer_parse(&ask, bodies[i], strlen(bodies[i]), id, why,
+                                               sizeof(why)), PROVIDER_UNAVAILABLE);
+        assert_string_equal(id, "");
+    }
+    ask.kind = PROVIDER_CALL_CHARGE;
+    snprintf(body, sizeof(body), "{" O ", \"amount_cents\": 9223372036854775807, "
+             "\"status\": \"succeeded\", \"charge_id\": \"c\"}");
+    assert_int_equal(provider_answer_parse(&ask, body, strlen(body), id, why, sizeof(why)),
+                     PROVIDER_SUCCEEDED);
+    assert_string_equal(id, "c");
 }
 
 /* What each call sends. */
@@ -383,6 +424,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_answers),
         cmocka_unit_test(test_charge_id_lengths),
+        cmocka_unit_test(test_regress_amount_beyond_int64),
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_ipv6_literal),

@@ -163,6 +163,41 @@ test_body_too_large(void **state)
     free(body);
 }
 
+/* Found by tests/fuzz/fuzz_checkout_body: json-c clamps an integer beyond
+ * int64 to INT64_MAX, which a conf with max_amount_cents = INT64_MAX (its
+ * table allows it) accepted: 18446744073709551615 became an order of
+ * 9223372036854775807 cents. */
+static void
+test_regress_amount_beyond_int64_not_clamped(void **state)
+{
+    static const char *const beyond[] = {
+        "9223372036854775808", "18446744073709551615", "99999999999999999999999",
+    };
+    conf_t *wide;
+    checkout_req_t out;
+    validate_error_t e;
+    char body[256], err[256];
+    int n;
+
+    (void)state;
+    setenv("PAYMENTSD_MAX_AMOUNT_CENTS", "9223372036854775807", 1);
+    wide = conf_load(NULL, err, sizeof(err));
+    unsetenv("PAYMENTSD_MAX_AMOUNT_CENTS");
+    assert_non_null(wide);
+    for (size_t i = 0; i < sizeof(beyond) / sizeof(beyond[0]); i++) {
+        n = snprintf(body, sizeof(body), "{\"buyer_id\":\"b\",\"seller_id\":\"s\","
+                     "\"amount_cents\":%s,\"currency\":\"EUR\"}", beyond[i]);
+        assert_int_equal(validate_checkout_body(body, (size_t)n, wide, &out, &e), -1);
+        assert_int_equal(e.status, 422);
+        assert_string_equal(e.field, "amount_cents");
+    }
+    n = snprintf(body, sizeof(body), "{\"buyer_id\":\"b\",\"seller_id\":\"s\","
+                 "\"amount_cents\":9223372036854775807,\"currency\":\"EUR\"}");
+    assert_int_equal(validate_checkout_body(body, (size_t)n, wide, &out, &e), 0);
+    assert_true(out.amount_cents == INT64_MAX);
+    conf_free(wide);
+}
+
 static void
 test_nul_byte_is_invalid_json(void **state)
 {
@@ -224,6 +259,52 @@ test_uuid(void **state)
     assert_false(validate_uuid(""));
 }
 
+#define EV_ORDER "\"order_id\":\"9237c6f5-c980-4f3a-ad9d-1560172de162\""
+
+/* The body of POST /webhooks/provider, once its signature is good. */
+static void
+test_webhook_event(void **state)
+{
+    static const struct {
+        const char *body;
+        int status;             /* 0: accepted */
+        const char *field;
+    } cases[] = {
+        { "{\"event_id\":\"evt-1\"," EV_ORDER ",\"outcome\":\"PAID\"}", 0, "" },
+        { "{\"outcome\":\"FAILED\",\"extra\":[1]," EV_ORDER ",\"event_id\":\"e\"}", 0, "" },
+        { "{\"event_id\":\"evt-1\"," EV_ORDER ",\"outcome\":\"PAID\"", 400, "" },
+        { "[]", 400, "" },
+        { "{\"event_id\":\"e\",\"event_id\":\"f\"," EV_ORDER ",\"outcome\":\"PAID\"}", 400, "" },
+        { "{" EV_ORDER ",\"outcome\":\"PAID\"}", 422, "event_id" },
+        { "{\"event_id\":\"\"," EV_ORDER ",\"outcome\":\"PAID\"}", 422, "event_id" },
+        { "{\"event_id\":\"a\\u0000b\"," EV_ORDER ",\"outcome\":\"PAID\"}", 422, "event_id" },
+        { "{\"event_id\":1," EV_ORDER ",\"outcome\":\"PAID\"}", 422, "event_id" },
+        { "{\"event_id\":\"e\",\"order_id\":\"o-1\",\"outcome\":\"PAID\"}", 422, "order_id" },
+        { "{\"event_id\":\"e\"," EV_ORDER ",\"outcome\":\"paid\"}", 422, "outcome" },
+        { "{\"event_id\":\"e\"," EV_ORDER ",\"outcome\":\"PAIDX\"}", 422, "outcome" },
+        { "{\"event_id\":\"e\"," EV_ORDER "}", 422, "outcome" },
+    };
+    webhook_event_t ev;
+    validate_error_t e;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = validate_webhook_event(cases[i].body, strlen(cases[i].body), &ev, &e);
+
+        if (cases[i].status == 0 ? rc != 0
+            : rc != -1 || e.status != cases[i].status || strcmp(e.field, cases[i].field) != 0)
+            fail_msg("case %zu %s: rc %d, status %d, field \"%s\"", i, cases[i].body, rc,
+                     rc == 0 ? 0 : e.status, rc == 0 ? "" : e.field);
+    }
+    {
+        static const char body[] = "{\"event_id\":\"evt-9\"," EV_ORDER ",\"outcome\":\"FAILED\"}";
+        assert_int_equal(validate_webhook_event(body, sizeof(body) - 1, &ev, &e), 0);
+    }
+    assert_string_equal(ev.event_id, "evt-9");
+    assert_string_equal(ev.order_id, "9237c6f5-c980-4f3a-ad9d-1560172de162");
+    assert_int_equal(ev.paid, 0);
+}
+
 int
 main(void)
 {
@@ -232,9 +313,11 @@ main(void)
         cmocka_unit_test(test_content_type),
         cmocka_unit_test(test_body_cases),
         cmocka_unit_test(test_body_too_large),
+        cmocka_unit_test(test_regress_amount_beyond_int64_not_clamped),
         cmocka_unit_test(test_nul_byte_is_invalid_json),
         cmocka_unit_test(test_fingerprint_normalised),
         cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_webhook_event),
     };
 
     return cmocka_run_group_tests_name("validate", tests, setup, teardown);
