@@ -471,11 +471,19 @@ static void
 writable_cb(evutil_socket_t fd, short what, void *arg)
 {
     front_t *f = arg;
+    bufferevent_event_cb cb = NULL;
 
     (void)fd;
     (void)what;
     f->write_armed = 0;
-    /* A connection freed meanwhile frees f later, from the loop. */
+    /* evhttp may have freed the connection earlier in this pass (a reset
+     * read first): bufferevent_free clears its callbacks and frees f later,
+     * from the loop.  Flushing it then would take and drop a reference it
+     * no longer holds (libevent logs "too few references") and write to a
+     * shut socket. */
+    bufferevent_getcb(f->bev, NULL, NULL, &cb, NULL);
+    if (cb == NULL)
+        return;
     f->flushing = 1;
     bufferevent_flush(f->bev, EV_WRITE, BEV_FLUSH);
     f->flushing = 0;
