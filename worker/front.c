@@ -198,6 +198,19 @@ next_request(front_t *f)
 
 enum step { STEP_MORE, STEP_GO };
 
+/* Whether every request before this one has had its whole answer handed to
+ * the kernel: evhttp has been given all of them and waits to read the next
+ * (it stops reading while it handles one), and nothing of an answer is
+ * queued.  A 100 Continue sent straight to the socket before that would
+ * arrive ahead of an earlier pipelined request's answer, and read as its
+ * interim answer. */
+static int
+answers_all_sent(front_t *f)
+{
+    return f->dispatched == f->released && (bufferevent_get_enabled(f->bev) & EV_READ)
+           && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0;
+}
+
 static enum step
 read_head(front_t *f, struct evbuffer *src, struct evbuffer *dst)
 {
@@ -268,8 +281,9 @@ read_head(front_t *f, struct evbuffer *src, struct evbuffer *dst)
     if (h.chunked) {
         keep_head(f, p, end);
         evbuffer_drain(src, end);
-        if (h.expect_continue) {
-            /* The client waits for this before it sends the body. */
+        if (h.expect_continue && answers_all_sent(f)) {
+            /* The client waits for this before it sends the body (for a
+             * while: a client that gets none sends it anyway). */
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             if (send(bufferevent_getfd(f->under), cont, sizeof(cont) - 1,
                      MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
