@@ -205,7 +205,7 @@ sim_charges_free(sim_charges_t *s)
         free((char *)e->c.currency);
         free(e);
     }
-    sim_journal_free(s->journal);
+    sim_journal_close(s->journal);
     free(s->all);
     free(s->by_key);
     free(s->by_order);

@@ -162,11 +162,11 @@ delivery_free(delivery_t *d)
     free(d);
 }
 
-/* The delivery is over (delivered or given up): hand it to the reaper, which
- * frees it in a later turn of the loop, outside any callback of its
- * connection. */
+/* The delivery is over (delivered, given up or not to be sent): move it to
+ * the reaper's list, which frees it in a later turn of the loop, outside any
+ * callback of its connection. */
 static void
-delivery_finish(delivery_t *d)
+delivery_retire(delivery_t *d)
 {
     sim_hooks_t *h = d->h;
 
@@ -209,15 +209,16 @@ retry_delay_ms(const sim_hooks_t *h, const delivery_t *d)
     return base / 2 + (int64_t)(u * (double)(base - base / 2)) + 1;
 }
 
-/* The delivery is over: journal that, so a restart does not send it again. */
+/* The delivery is over: journal its end, so a restart does not send it
+ * again, and retire it. */
 static void
-delivery_done(delivery_t *d)
+delivery_conclude(delivery_t *d)
 {
     sim_charges_notified(d->h->charges, d->c);
     if (sim_charges_sync(d->h->charges) < 0)
         log_error("webhook %s: its end is not journaled: a restart would send it again",
                   d->c->event_id);
-    delivery_finish(d);
+    delivery_retire(d);
 }
 
 static void
@@ -238,7 +239,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
         h->stats.dropped++;
         log_info("webhook %s for order %s not sent: the charge was %s", d->c->event_id,
                  d->c->order_id, sim_charges_status(d->c));
-        delivery_finish(d);
+        delivery_retire(d);
         return;
     }
     attempt(d);
@@ -257,7 +258,7 @@ attempt_done(delivery_t *d, int status)
         h->stats.delivered++;
         log_info("webhook %s for order %s delivered: attempt %d/%lld, HTTP %d",
                  c->event_id, c->order_id, d->attempts, (long long)max, status);
-        delivery_done(d);
+        delivery_conclude(d);
         return;
     }
     if (d->attempts >= max) {
@@ -268,7 +269,7 @@ attempt_done(delivery_t *d, int status)
         else
             log_error("webhook %s for order %s failed: attempt %d/%lld, %s: giving up",
                       c->event_id, c->order_id, d->attempts, (long long)max, error_name(d->error));
-        delivery_done(d);
+        delivery_conclude(d);
         return;
     }
     delay = retry_delay_ms(h, d);
@@ -284,7 +285,7 @@ attempt_done(delivery_t *d, int status)
         h->stats.failed++;
         log_error("webhook %s for order %s: cannot schedule a retry: giving up",
                   c->event_id, c->order_id);
-        delivery_done(d);
+        delivery_conclude(d);
     }
 }
 

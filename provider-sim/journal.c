@@ -133,7 +133,7 @@ sim_journal_open(const char *path, sim_journal_replay_fn fn, void *arg, char *er
 
     if (j == NULL || (j->path = strdup(path)) == NULL) {
         snprintf(err, errlen, "state_file %s: out of memory", path);
-        sim_journal_free(j);
+        sim_journal_close(j);
         return NULL;
     }
     j->fd = -1;
@@ -167,7 +167,7 @@ fail_errno:
     snprintf(err, errlen, "state_file %s: %s failed: %s", path, what, strerror(errno));
 fail:
     free(buf);
-    sim_journal_free(j);
+    sim_journal_close(j);
     return NULL;
 }
 
@@ -214,7 +214,7 @@ sim_journal_append(sim_journal_t *j, json_object *record)
 }
 
 void
-sim_journal_free(sim_journal_t *j)
+sim_journal_close(sim_journal_t *j)
 {
     if (j == NULL)
         return;

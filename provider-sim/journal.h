@@ -43,6 +43,6 @@ size_t sim_journal_replayed(const sim_journal_t *j);
 int sim_journal_append(sim_journal_t *j, json_object *record) __attribute__((warn_unused_result));
 
 /* Close and free (NULL is fine). */
-void sim_journal_free(sim_journal_t *j);
+void sim_journal_close(sim_journal_t *j);
 
 #endif

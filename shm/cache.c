@@ -19,16 +19,16 @@
  * Reads are lock-free.  Each slot has a sequence number, odd while a writer
  * is changing it.  A reader copies the slot out between two reads of the
  * sequence and keeps the copy only if the sequence was even and unchanged and
- * the copy's checksum matches; else it retries a few times and then reports a
- * MISS.  The checksum also catches what no sequence can, a stray write into
+ * the copy's checksum matches; else it retries a few times and then reports
+ * UNKNOWN.  The checksum also catches what no sequence can, a stray write into
  * the mapping by a buggy process: a damaged body must never be replayed to a
  * client.  The tags in the directory only steer readers to candidate slots;
  * the full key is compared in the copy.
  *
  * Writers take the set's lock word: 0 when free, else the holder's pid.  A
  * writer holds it for about a microsecond (checksums are computed before it
- * is taken).  In a worker nothing may wait longer than that for it: begin
- * and complete, which run on a worker's event loop, spin for at most
+ * is taken).  In a worker nothing may wait longer than that for it: claim
+ * and store, which run on a worker's event loop, spin for at most
  * LOCK_SPIN_NS (a few microseconds, no yield, no sleep) and then give up
  * (NOT_CACHED): the request goes to PostgreSQL as for a miss, which never
  * changes an answer.  Only the master (release_pid, wipe), alone in its
@@ -42,19 +42,19 @@
  *
  * Giving up must not leave a marker behind: a marker that outlived its
  * request would answer 409 in_use, wrongly, until its expiry
- * (idempotency_lock_timeout).  begin gives up before storing anything.  A
- * complete that gives up leaves the request's marker, and so does a request
+ * (idempotency_lock_timeout).  claim gives up before storing anything.  A
+ * store that gives up leaves the request's marker, and so does a request
  * that ends without an answer to store; either way the request then calls
- * abort, and abort needs no lock at all: it withdraws the marker in place.
- * Each slot has a `withdrawn` word besides its sequence; abort reads the
+ * release, which needs no lock at all: it withdraws the marker in place.
+ * Each slot has a `withdrawn` word besides its sequence; release reads the
  * slot as a reader does, checks that it holds this pid's marker for the key
  * at (even) version v, and stores v into `withdrawn`.  A version whose
- * `withdrawn` equals its sequence is gone: lookups miss it, begin and
- * complete overwrite it, a new key may take its way.  A writer resets the
+ * `withdrawn` equals its sequence is gone: lookups miss it, claim and
+ * store overwrite it, a new key may take its way.  A writer resets the
  * word to an odd value, which no stable sequence equals, whenever it
  * rewrites the slot, and the sequence only grows, so a late store of an old
  * version never matches a new one.  So a marker never outlives its request,
- * contention or not (before, a complete and an abort that both met a busy
+ * contention or not (before, a store and a release that both met a busy
  * lock left it until its expiry); only a worker's death leaves markers
  * behind, and the master's release on reap drops them.  Retrying the
  * removal later was the alternative; it needs a timer in every worker and
@@ -91,12 +91,12 @@
 
 /* A reader gives up on a slot that stays odd or changes under it this often:
  * a writer holds a slot for about a microsecond, unless it was preempted or
- * killed, and then a MISS is the right answer anyway. */
+ * killed, and then UNKNOWN is the right answer anyway. */
 #define READ_TRIES      8
 
 /* Lock waits.  Every writer spins (cpu_relax, reading the clock every
- * LOCK_SPIN_CHECK turns) for LOCK_SPIN_NS; that is all a worker's begin and
- * complete may spend: giving up costs them a database round trip, waiting
+ * LOCK_SPIN_CHECK turns) for LOCK_SPIN_NS; that is all a worker's claim and
+ * store may spend: giving up costs them a database round trip, waiting
  * would stall every request of the worker.  The master (release_pid, wipe)
  * then yields until BUDGET_MASTER_NS: it is alone in its loop. */
 #define LOCK_SPIN_NS        (5 * 1000)
@@ -129,7 +129,7 @@ struct slot_meta {
 
 struct slot {
     _Atomic uint32_t seq;       /* odd while a writer is changing the slot */
-    _Atomic uint32_t withdrawn; /* == seq: this version was withdrawn (abort) */
+    _Atomic uint32_t withdrawn; /* == seq: this version was withdrawn (release) */
     uint64_t csum;              /* over meta, key, fingerprint and body */
     struct slot_meta m;
     char fp[SHM_CACHE_FP_LEN];
@@ -255,7 +255,7 @@ slot_at(const shm_cache_t *c, size_t si, unsigned w)
     return (struct slot *)(c->slots + (si * WAYS + w) * SLOT_SIZE);
 }
 
-/* Whether the slot's current version was withdrawn by its owner's abort.
+/* Whether the slot's current version was withdrawn by its owner's release.
  * Exact under the set lock; a reader checks it against the version it read. */
 static bool
 slot_withdrawn(struct slot *sl)
@@ -281,7 +281,7 @@ key_ok(const void *key, size_t keylen)
 /* Make the sequence odd (and different from any value a reader saw) before
  * changing the slot; a dead writer's odd value is moved on, not flipped.
  * The new version is not withdrawn: `withdrawn` becomes odd, which no stable
- * (even) sequence equals, and a late abort of the old version stores that
+ * (even) sequence equals, and a late release of the old version stores that
  * version's number, which the new sequence has moved past. */
 static uint32_t
 slot_write_begin_locked(struct slot *sl)
@@ -562,7 +562,7 @@ shm_cache_destroy(shm_cache_t *c)
 
 /* Copy way w of set si into *out if it holds key.  Returns 1 (copied, valid;
  * its version in *version), 0 (another key, empty or withdrawn), -1 (kept
- * changing or odd: report a MISS) or -2 (stable but failing its checksum). */
+ * changing or odd: report UNKNOWN) or -2 (stable but failing its checksum). */
 static int
 slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
           size_t keylen, shm_cache_entry_t *out, uint32_t *version)
@@ -606,7 +606,7 @@ slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
     return -1;
 }
 
-shm_cache_result_t
+shm_cache_state_t
 shm_cache_lookup(shm_cache_t *c, const void *key, size_t keylen, int64_t now_ms,
                  shm_cache_entry_t *out)
 {
@@ -615,7 +615,7 @@ shm_cache_lookup(shm_cache_t *c, const void *key, size_t keylen, int64_t now_ms,
     uint32_t tag;
 
     if (!key_ok(key, keylen))
-        return SHM_CACHE_MISS;
+        return SHM_CACHE_UNKNOWN;
     hash = key_hash(c, key, keylen);
     si = hash % c->nsets;
     tag = tag_of(hash);
@@ -637,11 +637,11 @@ shm_cache_lookup(shm_cache_t *c, const void *key, size_t keylen, int64_t now_ms,
         break;      /* a key lives in one way only */
     }
     count(c, si, C_MISSES);
-    return SHM_CACHE_MISS;
+    return SHM_CACHE_UNKNOWN;
 }
 
 shm_cache_result_t
-shm_cache_begin(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint,
+shm_cache_claim(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint,
                 pid_t pid, int64_t now_ms, int64_t expiry_ms, shm_cache_entry_t *out)
 {
     struct slot_meta m;
@@ -690,13 +690,13 @@ shm_cache_begin(shm_cache_t *c, const void *key, size_t keylen, const char *fing
     count(c, si, C_INSERTS);
     if (evicted)
         count(c, si, C_EVICTIONS);
-    return SHM_CACHE_BEGUN;
+    return SHM_CACHE_CLAIMED;
 }
 
 shm_cache_result_t
-shm_cache_complete(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint,
-                   int status, const void *body, size_t body_len, int64_t now_ms,
-                   int64_t expiry_ms)
+shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint,
+                int status, const void *body, size_t body_len, int64_t now_ms,
+                int64_t expiry_ms)
 {
     struct slot_meta m;
     uint64_t hash, sum = 0;
@@ -747,7 +747,7 @@ shm_cache_complete(shm_cache_t *c, const void *key, size_t keylen, const char *f
 }
 
 int
-shm_cache_abort(shm_cache_t *c, const void *key, size_t keylen, pid_t pid)
+shm_cache_release(shm_cache_t *c, const void *key, size_t keylen, pid_t pid)
 {
     shm_cache_entry_t e;
     uint64_t hash;

@@ -9,7 +9,7 @@
  *
  * PostgreSQL stays the source of truth.  The cache may forget anything at any
  * time (eviction, a full set, contention, a half-written entry, a restart),
- * so every "MISS" or "NOT_CACHED" below means "ask the database", never
+ * so every "UNKNOWN" or "NOT_CACHED" below means "ask the database", never
  * "there is no such key".  What the cache does answer is never torn or stale
  * past its expiry: lookups verify a version counter and a checksum.
  *
@@ -18,11 +18,14 @@
  * The cache never reads the clock for expiry itself, which keeps tests
  * deterministic.
  *
- * Locking: lookups and abort take no lock; writers serialise per set on a
+ * A request claims its key (an IN_PROGRESS marker), then either stores its
+ * response over the marker (COMPLETED) or releases the marker.
+ *
+ * Locking: lookups and release take no lock; writers serialise per set on a
  * lock word holding the writer's pid, which survives a writer killed at any
  * instruction (see shm_cache_release_pid).  The calls a worker makes (lookup,
- * begin, complete, abort) never wait more than a few microseconds, and never
- * yield or sleep: when in doubt they report a MISS or NOT_CACHED.
+ * claim, store, release) never wait more than a few microseconds, and never
+ * yield or sleep: when in doubt they report UNKNOWN or NOT_CACHED.
  */
 #ifndef PD_SHM_CACHE_H
 #define PD_SHM_CACHE_H
@@ -37,20 +40,26 @@ typedef struct shm_cache shm_cache_t;
 #define SHM_CACHE_FP_LEN    64      /* fingerprint: 64 hex characters */
 #define SHM_CACHE_BODY_MAX  1672    /* largest response body a slot holds */
 
+/* What the cache holds for a key: the state of a copied entry, and what
+ * lookup reports (UNKNOWN: nothing it can vouch for). */
 typedef enum {
-    SHM_CACHE_MISS = 0,         /* ask the database */
-    SHM_CACHE_IN_PROGRESS,      /* a request with this key runs on this host */
-    SHM_CACHE_COMPLETED,        /* the first response, status and body */
-    SHM_CACHE_BEGUN,            /* begin: our IN_PROGRESS marker is in */
-    SHM_CACHE_EXISTS,           /* begin: a live entry exists, see out->state */
-    SHM_CACHE_STORED,           /* complete: the response is cached */
-    SHM_CACHE_NOT_CACHED        /* nothing stored: full set, contention, too big */
+    SHM_CACHE_UNKNOWN = 0,      /* ask the database */
+    SHM_CACHE_IN_PROGRESS,      /* claimed: a request with this key runs on this host */
+    SHM_CACHE_COMPLETED         /* stored: the first response, status and body */
+} shm_cache_state_t;
+
+/* What a claim or a store did. */
+typedef enum {
+    SHM_CACHE_CLAIMED,          /* claim: our IN_PROGRESS marker is in */
+    SHM_CACHE_EXISTS,           /* claim: a live entry exists, see out->state */
+    SHM_CACHE_STORED,           /* store: the response is cached */
+    SHM_CACHE_NOT_CACHED        /* either: nothing stored (full set, contention, too big) */
 } shm_cache_result_t;
 
-/* A copy of one entry, filled by lookup and by begin's EXISTS.  Owned by the
+/* A copy of one entry, filled by lookup and by claim's EXISTS.  Owned by the
  * caller (about 1.8 KiB: fine on a stack). */
 typedef struct shm_cache_entry {
-    shm_cache_result_t state;   /* SHM_CACHE_IN_PROGRESS or SHM_CACHE_COMPLETED */
+    shm_cache_state_t state;    /* SHM_CACHE_IN_PROGRESS or SHM_CACHE_COMPLETED */
     char fingerprint[SHM_CACHE_FP_LEN + 1];     /* NUL-terminated */
     int64_t expiry_ms;
     pid_t owner_pid;            /* IN_PROGRESS: the worker running it */
@@ -64,8 +73,8 @@ typedef struct shm_cache_entry {
  * updated by every process, so a snapshot is approximate but never torn. */
 typedef struct shm_cache_stats {
     uint64_t hits;              /* lookups answered IN_PROGRESS or COMPLETED */
-    uint64_t misses;            /* lookups answered MISS */
-    uint64_t inserts;           /* markers begun and responses stored */
+    uint64_t misses;            /* lookups answered UNKNOWN */
+    uint64_t inserts;           /* keys claimed and responses stored */
     uint64_t evictions;         /* live entries pushed out of a full set */
     uint64_t too_big;           /* responses larger than a slot */
     uint64_t contended;         /* writes given up on a busy set lock */
@@ -89,24 +98,25 @@ void shm_cache_destroy(shm_cache_t *cache);
 
 /*
  * Find key (keylen bytes, compared in full).  Returns COMPLETED or
- * IN_PROGRESS with a copy in *out, or MISS when absent, expired at now_ms,
- * being rewritten, or failing its checksum.  Lock-free; never waits.  A
- * marker is reported until its expiry, abort, complete, or the master's
- * shm_cache_release_pid of its owner (lookups make no syscalls).
+ * IN_PROGRESS with a copy in *out, or UNKNOWN when absent, expired at
+ * now_ms, being rewritten, or failing its checksum.  Reads only: lock-free,
+ * never waits.  A marker is reported until its expiry, its owner's release
+ * or store, or the master's shm_cache_release_pid of its owner (lookups
+ * make no syscalls).
  */
-shm_cache_result_t shm_cache_lookup(shm_cache_t *cache, const void *key, size_t keylen,
-                                    int64_t now_ms, shm_cache_entry_t *out)
+shm_cache_state_t shm_cache_lookup(shm_cache_t *cache, const void *key, size_t keylen,
+                                   int64_t now_ms, shm_cache_entry_t *out)
     __attribute__((warn_unused_result));
 
 /*
  * Claim key for a request with this fingerprint (SHM_CACHE_FP_LEN bytes) run
  * by pid: insert an IN_PROGRESS marker expiring at expiry_ms unless a live
- * entry exists.  Returns BEGUN; EXISTS with a copy in *out (an IN_PROGRESS of
- * a dead owner is not live); or NOT_CACHED (set full of live markers, set lock
- * busy for a few microseconds, bad arguments): then go to the database as for
- * a miss.  After BEGUN the request must end with complete or abort.
+ * entry exists.  Returns CLAIMED; EXISTS with a copy in *out (an IN_PROGRESS
+ * of a dead owner is not live); or NOT_CACHED (set full of live markers, set
+ * lock busy for a few microseconds, bad arguments): then go to the database as
+ * for a miss.  After CLAIMED the request must end with store or release.
  */
-shm_cache_result_t shm_cache_begin(shm_cache_t *cache, const void *key, size_t keylen,
+shm_cache_result_t shm_cache_claim(shm_cache_t *cache, const void *key, size_t keylen,
                                    const char *fingerprint, pid_t pid,
                                    int64_t now_ms, int64_t expiry_ms,
                                    shm_cache_entry_t *out)
@@ -118,22 +128,22 @@ shm_cache_result_t shm_cache_begin(shm_cache_t *cache, const void *key, size_t k
  * NOT_CACHED when body_len > SHM_CACHE_BODY_MAX (the key's entry is dropped
  * so nothing stale remains), the set is full of live markers, or its lock
  * stayed busy for a few microseconds, or status is not 100..999: then the
- * caller's marker is still there, and the caller must abort it.  body is
+ * caller's marker is still there, and the caller must release it.  body is
  * copied.
  */
-shm_cache_result_t shm_cache_complete(shm_cache_t *cache, const void *key, size_t keylen,
-                                      const char *fingerprint, int status,
-                                      const void *body, size_t body_len,
-                                      int64_t now_ms, int64_t expiry_ms);
+shm_cache_result_t shm_cache_store(shm_cache_t *cache, const void *key, size_t keylen,
+                                   const char *fingerprint, int status,
+                                   const void *body, size_t body_len,
+                                   int64_t now_ms, int64_t expiry_ms);
 
 /*
  * Drop pid's IN_PROGRESS marker for key (the request ended without a stored
- * answer, e.g. 503, or complete could not store it).  Lock-free: the marker
+ * answer, e.g. 503, or store could not store it).  Lock-free: the marker
  * is withdrawn in place, whoever holds the set lock, so it never outlives
  * its request.  Anything else under key is left alone.  Returns 1 when it
  * withdrew a marker, 0 when pid had none for key (it cannot fail).
  */
-int shm_cache_abort(shm_cache_t *cache, const void *key, size_t keylen, pid_t pid);
+int shm_cache_release(shm_cache_t *cache, const void *key, size_t keylen, pid_t pid);
 
 /*
  * The master, after reaping worker pid: release any set lock it held

@@ -19,96 +19,98 @@
 #define SHM_METRICS_HOUSEKEEPER 256
 
 typedef enum {
-    METRICS_ROUTE_HEALTHZ, METRICS_ROUTE_READYZ, METRICS_ROUTE_METRICS,
-    METRICS_ROUTE_OPENAPI, METRICS_ROUTE_DOCS, METRICS_ROUTE_CHECKOUT,
-    METRICS_ROUTE_ORDER, METRICS_ROUTE_ORDER_LEDGER, METRICS_ROUTE_WEBHOOK,
-    METRICS_ROUTE_UNKNOWN,
-    METRICS_ROUTES
-} metrics_route_t;
+    SHM_METRICS_ROUTE_HEALTHZ, SHM_METRICS_ROUTE_READYZ, SHM_METRICS_ROUTE_METRICS,
+    SHM_METRICS_ROUTE_OPENAPI, SHM_METRICS_ROUTE_DOCS, SHM_METRICS_ROUTE_CHECKOUT,
+    SHM_METRICS_ROUTE_ORDER, SHM_METRICS_ROUTE_ORDER_LEDGER, SHM_METRICS_ROUTE_WEBHOOK,
+    SHM_METRICS_ROUTE_UNKNOWN,
+    SHM_METRICS_ROUTES
+} shm_metrics_route_t;
 
 /* Status codes counted one by one; anything else is "other". */
-#define METRICS_STATUS_CODES 15
+#define SHM_METRICS_STATUS_CODES 15
 
 /* Latency histogram upper bounds, in microseconds (+Inf is implied). */
-#define METRICS_BUCKETS 12
+#define SHM_METRICS_BUCKETS 12
 
 /* Batch size histogram upper bounds, in calls per statement. */
-#define METRICS_BATCH_BUCKETS 11
+#define SHM_METRICS_BATCH_BUCKETS 11
 
 /* The request histogram's method label; methods evhttp lets through but no
  * route serves (PUT, DELETE, PATCH) are "other". */
 typedef enum {
-    METRICS_METHOD_GET, METRICS_METHOD_HEAD, METRICS_METHOD_POST, METRICS_METHOD_OPTIONS,
-    METRICS_METHOD_OTHER,
-    METRICS_METHODS
-} metrics_method_t;
+    SHM_METRICS_METHOD_GET, SHM_METRICS_METHOD_HEAD, SHM_METRICS_METHOD_POST,
+    SHM_METRICS_METHOD_OPTIONS, SHM_METRICS_METHOD_OTHER,
+    SHM_METRICS_METHODS
+} shm_metrics_method_t;
 
 /* Status classes 1xx..5xx; a status outside 100..599 counts as 5xx. */
-#define METRICS_STATUS_CLASSES 5
+#define SHM_METRICS_STATUS_CLASSES 5
 
 /* Provider calls, for their latency histogram. */
 typedef enum {
-    METRICS_CALL_CHARGE, METRICS_CALL_GET, METRICS_CALL_CANCEL,
-    METRICS_CALLS
-} metrics_call_t;
+    SHM_METRICS_CALL_CHARGE, SHM_METRICS_CALL_GET, SHM_METRICS_CALL_CANCEL,
+    SHM_METRICS_CALLS
+} shm_metrics_call_t;
 
 typedef enum {
     /* checkouts by what the client got */
-    METRICS_CHECKOUT_PAID, METRICS_CHECKOUT_FAILED, METRICS_CHECKOUT_PENDING,
-    METRICS_CHECKOUT_REPLAYED, METRICS_CHECKOUT_REUSED, METRICS_CHECKOUT_IN_USE,
-    METRICS_CHECKOUT_INVALID, METRICS_CHECKOUT_UNAVAILABLE,
+    SHM_METRICS_CHECKOUT_PAID, SHM_METRICS_CHECKOUT_FAILED, SHM_METRICS_CHECKOUT_PENDING,
+    SHM_METRICS_CHECKOUT_REPLAYED, SHM_METRICS_CHECKOUT_REUSED, SHM_METRICS_CHECKOUT_IN_USE,
+    SHM_METRICS_CHECKOUT_INVALID, SHM_METRICS_CHECKOUT_UNAVAILABLE,
     /* idempotent replays by where the answer came from */
-    METRICS_REPLAY_CACHE, METRICS_REPLAY_DB,
+    SHM_METRICS_REPLAY_CACHE, SHM_METRICS_REPLAY_DB,
     /* shared-memory cache lookups */
-    METRICS_CACHE_HIT, METRICS_CACHE_MISS,
+    SHM_METRICS_CACHE_HIT, SHM_METRICS_CACHE_MISS,
     /* webhook results */
-    METRICS_WEBHOOK_APPLIED, METRICS_WEBHOOK_NOT_APPLIED, METRICS_WEBHOOK_CONFLICT,
-    METRICS_WEBHOOK_DUPLICATE, METRICS_WEBHOOK_NOT_FOUND, METRICS_WEBHOOK_SIGNATURE_INVALID,
-    METRICS_WEBHOOK_SIGNATURE_EXPIRED, METRICS_WEBHOOK_INVALID, METRICS_WEBHOOK_UNAVAILABLE,
+    SHM_METRICS_WEBHOOK_APPLIED, SHM_METRICS_WEBHOOK_NOT_APPLIED, SHM_METRICS_WEBHOOK_CONFLICT,
+    SHM_METRICS_WEBHOOK_DUPLICATE, SHM_METRICS_WEBHOOK_NOT_FOUND,
+    SHM_METRICS_WEBHOOK_SIGNATURE_INVALID, SHM_METRICS_WEBHOOK_SIGNATURE_EXPIRED,
+    SHM_METRICS_WEBHOOK_INVALID, SHM_METRICS_WEBHOOK_UNAVAILABLE,
     /* provider calls by result, and calls the open breaker skipped */
-    METRICS_PROVIDER_SUCCEEDED, METRICS_PROVIDER_DECLINED, METRICS_PROVIDER_UNAVAILABLE,
-    METRICS_PROVIDER_SKIPPED,
+    SHM_METRICS_PROVIDER_SUCCEEDED, SHM_METRICS_PROVIDER_DECLINED, SHM_METRICS_PROVIDER_UNAVAILABLE,
+    SHM_METRICS_PROVIDER_SKIPPED,
     /* cancel-or-refund attempts, by the provider's answer */
-    METRICS_REVERSAL_CANCELED, METRICS_REVERSAL_REFUNDED, METRICS_REVERSAL_DECLINED,
-    METRICS_REVERSAL_NOT_FOUND, METRICS_REVERSAL_UNAVAILABLE, METRICS_REVERSAL_UNRECORDED,
+    SHM_METRICS_REVERSAL_CANCELED, SHM_METRICS_REVERSAL_REFUNDED, SHM_METRICS_REVERSAL_DECLINED,
+    SHM_METRICS_REVERSAL_NOT_FOUND, SHM_METRICS_REVERSAL_UNAVAILABLE,
+    SHM_METRICS_REVERSAL_UNRECORDED,
     /* checkout_finish calls that did not commit (the key stays in progress) */
-    METRICS_FINISH_FAILED,
+    SHM_METRICS_FINISH_FAILED,
     /* group commit: statements sent, and the calls they carried */
-    METRICS_DB_STATEMENTS, METRICS_DB_CALLS,
-    METRICS_COUNTERS
-} metrics_counter_t;
+    SHM_METRICS_DB_STATEMENTS, SHM_METRICS_DB_CALLS,
+    SHM_METRICS_COUNTERS
+} shm_metrics_counter_t;
 
 typedef enum {
-    METRICS_GAUGE_DB_BUSY,      /* database calls running */
-    METRICS_GAUGE_DB_QUEUED,    /* database calls waiting for a connection */
-    METRICS_GAUGE_DB_CONNECTED, /* live database connections */
-    METRICS_GAUGES
-} metrics_gauge_t;
+    SHM_METRICS_GAUGE_DB_BUSY,      /* database calls running */
+    SHM_METRICS_GAUGE_DB_QUEUED,    /* database calls waiting for a connection */
+    SHM_METRICS_GAUGE_DB_CONNECTED, /* live database connections */
+    SHM_METRICS_GAUGES
+} shm_metrics_gauge_t;
 
 typedef struct shm_metrics shm_metrics_t;
 typedef struct shm_metrics_slot shm_metrics_slot_t;
 
-/* One histogram of a scrape: buckets cumulative, buckets[METRICS_BUCKETS] is
+/* One histogram of a scrape: buckets cumulative, buckets[SHM_METRICS_BUCKETS] is
  * +Inf and so the count (whatever the histogram's number of bounds); sum in
  * the unit observed (microseconds, or calls). */
 typedef struct {
-    uint64_t buckets[METRICS_BUCKETS + 1];
+    uint64_t buckets[SHM_METRICS_BUCKETS + 1];
     uint64_t sum;
 } shm_metrics_hist_t;
 
 /* A scrape: every slot summed. */
 typedef struct {
-    uint64_t requests[METRICS_ROUTES][METRICS_STATUS_CODES + 1];
+    uint64_t requests[SHM_METRICS_ROUTES][SHM_METRICS_STATUS_CODES + 1];
     /* request latency by route, method and status class (index status / 100 - 1) */
-    shm_metrics_hist_t latency[METRICS_ROUTES][METRICS_METHODS][METRICS_STATUS_CLASSES];
+    shm_metrics_hist_t latency[SHM_METRICS_ROUTES][SHM_METRICS_METHODS][SHM_METRICS_STATUS_CLASSES];
     /* provider call latency by call and whether it was answered (1) or not (0) */
-    shm_metrics_hist_t provider[METRICS_CALLS][2];
+    shm_metrics_hist_t provider[SHM_METRICS_CALLS][2];
     /* database call latency, queueing included, by failed (0) or committed (1) */
     shm_metrics_hist_t db_call[2];
-    /* calls per database statement (group commit; buckets METRICS_BATCH_BUCKETS + 1) */
+    /* calls per database statement (group commit; buckets SHM_METRICS_BATCH_BUCKETS + 1) */
     shm_metrics_hist_t db_batch;
-    uint64_t counters[METRICS_COUNTERS];
-    int64_t gauges[METRICS_GAUGES];
+    uint64_t counters[SHM_METRICS_COUNTERS];
+    int64_t gauges[SHM_METRICS_GAUGES];
 } shm_metrics_snapshot_t;
 
 /* Map the counters (master, before fork).  NULL on failure. */
@@ -122,24 +124,24 @@ void shm_metrics_destroy(shm_metrics_t *m);
 shm_metrics_slot_t *shm_metrics_slot(shm_metrics_t *m, int index);
 
 /* Count a finished request of route and method with status, taking dur_us. */
-void shm_metrics_request(shm_metrics_slot_t *s, metrics_route_t route, metrics_method_t method,
-                         int status, int64_t dur_us);
+void shm_metrics_request(shm_metrics_slot_t *s, shm_metrics_route_t route,
+                         shm_metrics_method_t method, int status, int64_t dur_us);
 /* Observe a provider call that took dur_us; answered = 0 when it got no
  * answer to believe (timeout, refused, 5xx, protocol error). */
-void shm_metrics_provider_call(shm_metrics_slot_t *s, metrics_call_t call, int answered,
+void shm_metrics_provider_call(shm_metrics_slot_t *s, shm_metrics_call_t call, int answered,
                                int64_t dur_us);
 /* Observe a database call that took dur_us from db_call to its answer. */
 void shm_metrics_db_call(shm_metrics_slot_t *s, int committed, int64_t dur_us);
 /* Observe a database statement that carried ncalls calls. */
 void shm_metrics_db_batch(shm_metrics_slot_t *s, int ncalls);
-void shm_metrics_add(shm_metrics_slot_t *s, metrics_counter_t c, uint64_t n);
-void shm_metrics_gauge(shm_metrics_slot_t *s, metrics_gauge_t g, int64_t value);
+void shm_metrics_add(shm_metrics_slot_t *s, shm_metrics_counter_t c, uint64_t n);
+void shm_metrics_gauge(shm_metrics_slot_t *s, shm_metrics_gauge_t g, int64_t value);
 
 /* Sum every slot into *out. */
 void shm_metrics_snapshot(const shm_metrics_t *m, shm_metrics_snapshot_t *out);
 
 /* The route's name in logs and metric labels ("checkout", "order", ...). */
-const char *shm_metrics_route_name(metrics_route_t r);
+const char *shm_metrics_route_name(shm_metrics_route_t r);
 
 /* The status code counted at index i (0 for "other"), and the bucket bounds
  * (-1 past the last). */
@@ -148,7 +150,7 @@ int64_t shm_metrics_bucket_us(int i);
 int64_t shm_metrics_batch_bucket(int i);
 
 /* Label values: "GET", ...; "charge", "get", "cancel". */
-const char *shm_metrics_method_name(metrics_method_t m);
-const char *shm_metrics_call_name(metrics_call_t c);
+const char *shm_metrics_method_name(shm_metrics_method_t m);
+const char *shm_metrics_call_name(shm_metrics_call_t c);
 
 #endif

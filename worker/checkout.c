@@ -76,7 +76,7 @@ typedef struct {
 static void
 reply_validation(http_req_t *r, const validate_error_t *e)
 {
-    worker_count(r->worker, METRICS_CHECKOUT_INVALID);
+    worker_count(r->worker, SHM_METRICS_CHECKOUT_INVALID);
     http_reply_error(r, e->status, e->code, e->message, e->field[0] ? e->field : NULL);
 }
 
@@ -85,10 +85,10 @@ reply_validation(http_req_t *r, const validate_error_t *e)
 static void
 reply_unavailable(http_req_t *r)
 {
-    int checkout = r->route == METRICS_ROUTE_CHECKOUT;
+    int checkout = r->route == SHM_METRICS_ROUTE_CHECKOUT;
 
     if (checkout)
-        worker_count(r->worker, METRICS_CHECKOUT_UNAVAILABLE);
+        worker_count(r->worker, SHM_METRICS_CHECKOUT_UNAVAILABLE);
     http_add_header(r, "Retry-After", "1");
     http_reply_error(r, 503, "service_unavailable",
                      checkout ? "the database is unavailable; retry with the same Idempotency-Key"
@@ -128,7 +128,7 @@ static void
 checkout_free(checkout_t *c)
 {
     if (c->marked)
-        shm_cache_abort(cache_of(c), c->key, c->keylen, getpid());
+        shm_cache_release(cache_of(c), c->key, c->keylen, getpid());
     free(c);
 }
 
@@ -151,10 +151,10 @@ cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t com
 
     if (completed_ms <= 0 || expiry <= clock_ms(CLOCK_REALTIME))
         return;                 /* the marker, if any, goes at checkout_free */
-    /* complete() replaces our marker; if it could not (a busy set), the
+    /* Storing replaces our marker; if it could not (a busy set), the
      * marker must still go at checkout_free. */
-    if (shm_cache_complete(cache_of(c), c->key, c->keylen, c->req.fingerprint, status,
-                           body, len, completed_ms, expiry) == SHM_CACHE_STORED)
+    if (shm_cache_store(cache_of(c), c->key, c->keylen, c->req.fingerprint, status,
+                        body, len, completed_ms, expiry) == SHM_CACHE_STORED)
         c->marked = 0;
 }
 
@@ -185,7 +185,7 @@ reply_order(checkout_t *c, int status, const char *body, size_t len, int replaye
 static void
 reply_in_use(http_req_t *r)
 {
-    worker_count(r->worker, METRICS_CHECKOUT_IN_USE);
+    worker_count(r->worker, SHM_METRICS_CHECKOUT_IN_USE);
     http_add_header(r, "Retry-After", "1");
     http_reply_error(r, 409, "idempotency_key_in_use",
                      "a request with this Idempotency-Key is still being processed", NULL);
@@ -201,7 +201,7 @@ finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
          * retry after the lock timeout (or the housekeeper) recovers it.
          * So 503 whatever the cause, never a success, never cached; a
          * cause that retrying cannot fix is an error for the operator. */
-        worker_count(c->w, METRICS_FINISH_FAILED);
+        worker_count(c->w, SHM_METRICS_FINISH_FAILED);
         if (err->transient)
             log_req_warn(c->request_id, "checkout_finish of order %s did not commit: %s",
                          c->order_id, err->message);
@@ -222,9 +222,9 @@ finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
         checkout_free(c);
         return;
     }
-    worker_count(c->w, f->status == STORE_ORDER_PAID ? METRICS_CHECKOUT_PAID
-                       : f->status == STORE_ORDER_FAILED ? METRICS_CHECKOUT_FAILED
-                       : METRICS_CHECKOUT_PENDING);
+    worker_count(c->w, f->status == STORE_ORDER_PAID ? SHM_METRICS_CHECKOUT_PAID
+                       : f->status == STORE_ORDER_FAILED ? SHM_METRICS_CHECKOUT_FAILED
+                       : SHM_METRICS_CHECKOUT_PENDING);
     if (f->reversal)
         worker_start_reversal(c->w, c->order_id, c->req.amount_cents, c->req.currency,
                               c->request_id);
@@ -251,7 +251,7 @@ finish(checkout_t *c, store_outcome_t outcome, const char *charge_id)
     if (store_checkout_finish(worker_db(c->w), &q, finish_done, c) < 0) {
         /* The key stays in progress: a retry after the lock timeout
          * recovers this order with the same provider key. */
-        worker_count(c->w, METRICS_FINISH_FAILED);
+        worker_count(c->w, SHM_METRICS_FINISH_FAILED);
         reply_unavailable(c->r);
         checkout_free(c);
     }
@@ -265,9 +265,9 @@ charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
     shm_breaker_t *b = worker_shared(c->w)->breaker;
     shm_breaker_state_t before = shm_breaker_state(b);
 
-    worker_count(c->w, outcome == PROVIDER_SUCCEEDED ? METRICS_PROVIDER_SUCCEEDED
-                       : outcome == PROVIDER_DECLINED ? METRICS_PROVIDER_DECLINED
-                       : METRICS_PROVIDER_UNAVAILABLE);
+    worker_count(c->w, outcome == PROVIDER_SUCCEEDED ? SHM_METRICS_PROVIDER_SUCCEEDED
+                       : outcome == PROVIDER_DECLINED ? SHM_METRICS_PROVIDER_DECLINED
+                       : SHM_METRICS_PROVIDER_UNAVAILABLE);
     shm_breaker_record(b, outcome != PROVIDER_UNAVAILABLE, clock_ms(CLOCK_MONOTONIC),
                        conf->breaker_threshold, conf->breaker_cooldown_ms);
     if (shm_breaker_state(b) != before)
@@ -337,7 +337,7 @@ begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
                                                     clock_ms(CLOCK_MONOTONIC),
                                                     2 * conf->provider_timeout_ms);
         if (v == SHM_BREAKER_DENY) {
-            worker_count(c->w, METRICS_PROVIDER_SKIPPED);
+            worker_count(c->w, SHM_METRICS_PROVIDER_SKIPPED);
             finish(c, STORE_OUTCOME_UNAVAILABLE, NULL);
             return;
         }
@@ -353,13 +353,13 @@ begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
                             c->req.currency, c->request_id, recover_answered, c);
         return;
     case STORE_BEGIN_REPLAY:
-        worker_count(c->w, METRICS_CHECKOUT_REPLAYED);
-        worker_count(c->w, METRICS_REPLAY_DB);
+        worker_count(c->w, SHM_METRICS_CHECKOUT_REPLAYED);
+        worker_count(c->w, SHM_METRICS_REPLAY_DB);
         cache_store(c, b->response_status, b->body, b->body_len, b->completed_at_ms);
         reply_order(c, b->response_status, b->body, b->body_len, 1);
         return;
     case STORE_BEGIN_REUSED:
-        worker_count(c->w, METRICS_CHECKOUT_REUSED);
+        worker_count(c->w, SHM_METRICS_CHECKOUT_REUSED);
         http_reply_error(c->r, 409, "idempotency_key_reused",
                          "this Idempotency-Key was used with a different request", NULL);
         break;
@@ -390,24 +390,24 @@ cache_fast_path(checkout_t *c)
         && cache_expiry(c, e->start_ms) > now)
         res = SHM_CACHE_EXISTS;
     else
-        res = shm_cache_begin(cache_of(c), c->key, c->keylen, c->req.fingerprint, getpid(), now,
+        res = shm_cache_claim(cache_of(c), c->key, c->keylen, c->req.fingerprint, getpid(), now,
                               now + conf->idempotency_lock_timeout_ms, e);
     if (res == SHM_CACHE_EXISTS && e->state == SHM_CACHE_COMPLETED
         && cache_expiry(c, e->start_ms) <= now)
         res = SHM_CACHE_NOT_CACHED;     /* expired under today's TTL: ask PostgreSQL */
     if (res != SHM_CACHE_EXISTS) {
-        c->marked = (res == SHM_CACHE_BEGUN);
-        worker_count(c->r->worker, METRICS_CACHE_MISS);
+        c->marked = (res == SHM_CACHE_CLAIMED);
+        worker_count(c->r->worker, SHM_METRICS_CACHE_MISS);
         return 0;
     }
-    worker_count(c->r->worker, METRICS_CACHE_HIT);
+    worker_count(c->r->worker, SHM_METRICS_CACHE_HIT);
     if (strcmp(e->fingerprint, c->req.fingerprint) != 0) {
-        worker_count(c->r->worker, METRICS_CHECKOUT_REUSED);
+        worker_count(c->r->worker, SHM_METRICS_CHECKOUT_REUSED);
         http_reply_error(c->r, 409, "idempotency_key_reused",
                          "this Idempotency-Key was used with a different request", NULL);
     } else if (e->state == SHM_CACHE_COMPLETED) {
-        worker_count(c->r->worker, METRICS_CHECKOUT_REPLAYED);
-        worker_count(c->r->worker, METRICS_REPLAY_CACHE);
+        worker_count(c->r->worker, SHM_METRICS_CHECKOUT_REPLAYED);
+        worker_count(c->r->worker, SHM_METRICS_REPLAY_CACHE);
         reply_order(c, e->status, (const char *)e->body, e->body_len, 1);
         return 1;               /* reply_order freed c */
     } else {
@@ -502,7 +502,7 @@ orders_handle(http_req_t *r)
         ledger = 0;
     } else if (strcmp(rest + 36, "/ledger") == 0) {
         ledger = 1;
-        r->route = METRICS_ROUTE_ORDER_LEDGER;
+        r->route = SHM_METRICS_ROUTE_ORDER_LEDGER;
     } else {
         goto not_found;
     }

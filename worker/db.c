@@ -184,8 +184,9 @@ call_answer(db_call_t *call, const PGresult *res, int row, const char *err)
     call->cb(call->arg, res, row, err);
 }
 
+/* Give the call its answer now, then free it (the call is on no list). */
 static void
-call_finish(db_call_t *call, const PGresult *res, int row, const char *err)
+call_answer_free(db_call_t *call, const PGresult *res, int row, const char *err)
 {
     call_answer(call, res, row, err);
     free(call);
@@ -199,7 +200,7 @@ flight_fail(struct db_calls *flight, const PGresult *res, const char *err)
         db_call_t *call = TAILQ_FIRST(flight);
 
         TAILQ_REMOVE(flight, call, next);
-        call_finish(call, res, 0, err);
+        call_answer_free(call, res, 0, err);
     }
 }
 
@@ -272,7 +273,7 @@ conn_fail(db_conn_t *c, const char *why)
             db_call_t *q = TAILQ_FIRST(&p->queue);
             TAILQ_REMOVE(&p->queue, q, next);
             p->queued--;
-            call_finish(q, NULL, 0, "database unavailable");
+            call_answer_free(q, NULL, 0, "database unavailable");
         }
     }
 }
@@ -595,7 +596,7 @@ dispatch(db_pool_t *p)
         TAILQ_REMOVE(&p->queue, call, next);
         p->queued--;
         if (call->deadline_ms - now < floor_ms) {
-            call_finish(call, NULL, 0, "timed out waiting for a database connection");
+            call_answer_free(call, NULL, 0, "timed out waiting for a database connection");
             i--;                /* this connection is still idle */
             continue;
         }
@@ -629,7 +630,7 @@ queue_timer_cb(evutil_socket_t fd, short what, void *arg)
         db_call_t *call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
         p->queued--;
-        call_finish(call, NULL, 0, "timed out waiting for a database connection");
+        call_answer_free(call, NULL, 0, "timed out waiting for a database connection");
     }
     if (!TAILQ_EMPTY(&p->queue)) {
         struct timeval tv = tv_ms(TAILQ_FIRST(&p->queue)->deadline_ms - now);
@@ -878,7 +879,7 @@ db_pool_free(db_pool_t *p)
     while (!TAILQ_EMPTY(&p->queue)) {
         db_call_t *call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
-        call_finish(call, NULL, 0, "shutting down");
+        call_answer_free(call, NULL, 0, "shutting down");
     }
     hosts_free(p);
     free(p->conns);

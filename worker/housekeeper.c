@@ -289,7 +289,7 @@ stale_finished(void *arg, const store_finish_t *f, const store_err_t *err)
         /* Not committed: the key stays claimed and is claimed again after
          * another lock timeout.  A cause a retry cannot fix is logged as
          * an error and counted, so it cannot loop unseen. */
-        shm_metrics_add(h->metrics, METRICS_FINISH_FAILED, 1);
+        shm_metrics_add(h->metrics, SHM_METRICS_FINISH_FAILED, 1);
         if (err->transient)
             log_warn("finishing the stale checkout of order %s did not commit: %s", it->order_id,
                      err->message);

@@ -112,7 +112,7 @@ http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
     }
     r->req = req;
     r->worker = w;
-    r->route = METRICS_ROUTE_UNKNOWN;
+    r->route = SHM_METRICS_ROUTE_UNKNOWN;
     r->done = done;
     r->method = evhttp_request_get_command(req);
     r->start_us = now_us();

@@ -29,7 +29,7 @@ typedef void (*http_done_fn)(worker_t *w, const http_req_t *r, int status, int64
 struct http_req {
     struct evhttp_request *req; /* NULL once libevent freed it (client gone) */
     worker_t *worker;
-    metrics_route_t route;      /* for logs and metrics */
+    shm_metrics_route_t route;      /* for logs and metrics */
     enum evhttp_cmd_type method; /* for logs, metrics and CORS */
     int64_t start_us;
     http_done_fn done;

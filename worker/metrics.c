@@ -19,7 +19,7 @@
 #include "worker/worker.h"
 
 typedef struct {
-    metrics_counter_t counter;
+    shm_metrics_counter_t counter;
     const char *label;
 } series_t;
 
@@ -32,37 +32,41 @@ typedef struct {
 } family_t;
 
 static const series_t checkouts[] = {
-    { METRICS_CHECKOUT_PAID, "paid" }, { METRICS_CHECKOUT_FAILED, "failed" },
-    { METRICS_CHECKOUT_PENDING, "pending_payment" }, { METRICS_CHECKOUT_REPLAYED, "replayed" },
-    { METRICS_CHECKOUT_REUSED, "key_reused" }, { METRICS_CHECKOUT_IN_USE, "key_in_use" },
-    { METRICS_CHECKOUT_INVALID, "invalid" }, { METRICS_CHECKOUT_UNAVAILABLE, "unavailable" },
+    { SHM_METRICS_CHECKOUT_PAID, "paid" }, { SHM_METRICS_CHECKOUT_FAILED, "failed" },
+    { SHM_METRICS_CHECKOUT_PENDING, "pending_payment" },
+    { SHM_METRICS_CHECKOUT_REPLAYED, "replayed" },
+    { SHM_METRICS_CHECKOUT_REUSED, "key_reused" }, { SHM_METRICS_CHECKOUT_IN_USE, "key_in_use" },
+    { SHM_METRICS_CHECKOUT_INVALID, "invalid" },
+    { SHM_METRICS_CHECKOUT_UNAVAILABLE, "unavailable" },
 };
 static const series_t replays[] = {
-    { METRICS_REPLAY_CACHE, "cache" }, { METRICS_REPLAY_DB, "db" },
+    { SHM_METRICS_REPLAY_CACHE, "cache" }, { SHM_METRICS_REPLAY_DB, "db" },
 };
 static const series_t cache[] = {
-    { METRICS_CACHE_HIT, "hit" }, { METRICS_CACHE_MISS, "miss" },
+    { SHM_METRICS_CACHE_HIT, "hit" }, { SHM_METRICS_CACHE_MISS, "miss" },
 };
 static const series_t webhooks[] = {
-    { METRICS_WEBHOOK_APPLIED, "applied" }, { METRICS_WEBHOOK_NOT_APPLIED, "not_applied" },
-    { METRICS_WEBHOOK_CONFLICT, "conflict" }, { METRICS_WEBHOOK_DUPLICATE, "duplicate" },
-    { METRICS_WEBHOOK_NOT_FOUND, "order_not_found" },
-    { METRICS_WEBHOOK_SIGNATURE_INVALID, "signature_invalid" },
-    { METRICS_WEBHOOK_SIGNATURE_EXPIRED, "signature_expired" },
-    { METRICS_WEBHOOK_INVALID, "invalid" }, { METRICS_WEBHOOK_UNAVAILABLE, "unavailable" },
+    { SHM_METRICS_WEBHOOK_APPLIED, "applied" }, { SHM_METRICS_WEBHOOK_NOT_APPLIED, "not_applied" },
+    { SHM_METRICS_WEBHOOK_CONFLICT, "conflict" }, { SHM_METRICS_WEBHOOK_DUPLICATE, "duplicate" },
+    { SHM_METRICS_WEBHOOK_NOT_FOUND, "order_not_found" },
+    { SHM_METRICS_WEBHOOK_SIGNATURE_INVALID, "signature_invalid" },
+    { SHM_METRICS_WEBHOOK_SIGNATURE_EXPIRED, "signature_expired" },
+    { SHM_METRICS_WEBHOOK_INVALID, "invalid" }, { SHM_METRICS_WEBHOOK_UNAVAILABLE, "unavailable" },
 };
 static const series_t provider[] = {
-    { METRICS_PROVIDER_SUCCEEDED, "succeeded" }, { METRICS_PROVIDER_DECLINED, "declined" },
-    { METRICS_PROVIDER_UNAVAILABLE, "unavailable" }, { METRICS_PROVIDER_SKIPPED, "breaker_open" },
+    { SHM_METRICS_PROVIDER_SUCCEEDED, "succeeded" }, { SHM_METRICS_PROVIDER_DECLINED, "declined" },
+    { SHM_METRICS_PROVIDER_UNAVAILABLE, "unavailable" },
+    { SHM_METRICS_PROVIDER_SKIPPED, "breaker_open" },
 };
 
 static const series_t reversals[] = {
-    { METRICS_REVERSAL_CANCELED, "canceled" }, { METRICS_REVERSAL_REFUNDED, "refunded" },
-    { METRICS_REVERSAL_DECLINED, "declined" }, { METRICS_REVERSAL_NOT_FOUND, "not_found" },
-    { METRICS_REVERSAL_UNAVAILABLE, "unavailable" }, { METRICS_REVERSAL_UNRECORDED, "unrecorded" },
+    { SHM_METRICS_REVERSAL_CANCELED, "canceled" }, { SHM_METRICS_REVERSAL_REFUNDED, "refunded" },
+    { SHM_METRICS_REVERSAL_DECLINED, "declined" }, { SHM_METRICS_REVERSAL_NOT_FOUND, "not_found" },
+    { SHM_METRICS_REVERSAL_UNAVAILABLE, "unavailable" },
+    { SHM_METRICS_REVERSAL_UNRECORDED, "unrecorded" },
 };
 static const series_t finish_errors[] = {
-    { METRICS_FINISH_FAILED, "not_committed" },
+    { SHM_METRICS_FINISH_FAILED, "not_committed" },
 };
 
 #define FAMILY(name, help, label, s) { name, help, label, s, sizeof(s) / sizeof(s[0]) }
@@ -88,8 +92,8 @@ requests(struct evbuffer *b, const shm_metrics_snapshot_t *s)
 {
     evbuffer_add_printf(b, "# HELP paymentsd_http_requests_total HTTP requests by route and status.\n"
                            "# TYPE paymentsd_http_requests_total counter\n");
-    for (int r = 0; r < METRICS_ROUTES; r++) {
-        for (int c = 0; c <= METRICS_STATUS_CODES; c++) {
+    for (int r = 0; r < SHM_METRICS_ROUTES; r++) {
+        for (int c = 0; c <= SHM_METRICS_STATUS_CODES; c++) {
             int code = shm_metrics_status_code(c);
             if (s->requests[r][c] == 0)
                 continue;
@@ -112,7 +116,7 @@ histogram(struct evbuffer *b, const char *name, const char *labels, const shm_me
           int64_t (*bound)(int), double scale)
 {
     const char *sep = labels[0] != '\0' ? "," : "";
-    uint64_t count = h->buckets[METRICS_BUCKETS];
+    uint64_t count = h->buckets[SHM_METRICS_BUCKETS];
 
     if (count == 0)
         return;
@@ -138,14 +142,16 @@ help(struct evbuffer *b, const char *name, const char *type, const char *text)
 static void
 histograms(struct evbuffer *b, const shm_metrics_snapshot_t *s)
 {
-    static const char *const classes[METRICS_STATUS_CLASSES] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+    static const char *const classes[SHM_METRICS_STATUS_CLASSES] = {
+        "1xx", "2xx", "3xx", "4xx", "5xx"
+    };
     char labels[160];
 
     help(b, "paymentsd_http_request_duration_seconds", "histogram",
          "Time from request to reply, by route, method and status class.");
-    for (int r = 0; r < METRICS_ROUTES; r++) {
-        for (int m = 0; m < METRICS_METHODS; m++) {
-            for (int c = 0; c < METRICS_STATUS_CLASSES; c++) {
+    for (int r = 0; r < SHM_METRICS_ROUTES; r++) {
+        for (int m = 0; m < SHM_METRICS_METHODS; m++) {
+            for (int c = 0; c < SHM_METRICS_STATUS_CLASSES; c++) {
                 snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status_class=\"%s\"",
                          shm_metrics_route_name(r), shm_metrics_method_name(m), classes[c]);
                 histogram(b, "paymentsd_http_request_duration_seconds", labels, &s->latency[r][m][c],
@@ -156,7 +162,7 @@ histograms(struct evbuffer *b, const shm_metrics_snapshot_t *s)
     help(b, "paymentsd_provider_call_duration_seconds", "histogram",
          "Provider calls from start to outcome, by call and whether an answer came "
          "(answered=\"false\": timeout, refused, 5xx or not believed).");
-    for (int c = 0; c < METRICS_CALLS; c++) {
+    for (int c = 0; c < SHM_METRICS_CALLS; c++) {
         for (int a = 1; a >= 0; a--) {
             snprintf(labels, sizeof(labels), "call=\"%s\",answered=\"%s\"",
                      shm_metrics_call_name(c), a ? "true" : "false");
@@ -283,15 +289,15 @@ metrics_handle(http_req_t *r)
             "Circuit breaker state changes.", shm_breaker_transitions(shared->breaker));
     counter(b, "paymentsd_db_statements_total",
             "Database statements sent (a batch of calls is one statement, one commit).",
-            s->counters[METRICS_DB_STATEMENTS]);
+            s->counters[SHM_METRICS_DB_STATEMENTS]);
     counter(b, "paymentsd_db_calls_total", "Database calls made; calls / statements is the mean batch.",
-            s->counters[METRICS_DB_CALLS]);
+            s->counters[SHM_METRICS_DB_CALLS]);
     gauge(b, "paymentsd_db_pool_busy", "Database calls running, all workers.",
-          s->gauges[METRICS_GAUGE_DB_BUSY]);
+          s->gauges[SHM_METRICS_GAUGE_DB_BUSY]);
     gauge(b, "paymentsd_db_pool_waiting", "Database calls waiting for a connection, all workers.",
-          s->gauges[METRICS_GAUGE_DB_QUEUED]);
+          s->gauges[SHM_METRICS_GAUGE_DB_QUEUED]);
     gauge(b, "paymentsd_db_pool_connections", "Live database connections, all workers.",
-          s->gauges[METRICS_GAUGE_DB_CONNECTED]);
+          s->gauges[SHM_METRICS_GAUGE_DB_CONNECTED]);
     process(b);
     http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8",
                (const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b));
@@ -314,8 +320,8 @@ observe_db_call(void *arg, int committed, int64_t dur_us)
 static void
 observe_provider(void *arg, provider_call_t call, provider_outcome_t outcome, int64_t dur_us)
 {
-    metrics_call_t c = call == PROVIDER_CALL_CHARGE ? METRICS_CALL_CHARGE
-                     : call == PROVIDER_CALL_GET ? METRICS_CALL_GET : METRICS_CALL_CANCEL;
+    shm_metrics_call_t c = call == PROVIDER_CALL_CHARGE ? SHM_METRICS_CALL_CHARGE
+                     : call == PROVIDER_CALL_GET ? SHM_METRICS_CALL_GET : SHM_METRICS_CALL_CANCEL;
 
     shm_metrics_provider_call(arg, c, outcome != PROVIDER_UNAVAILABLE, dur_us);
 }

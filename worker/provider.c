@@ -18,16 +18,17 @@
  * reports UNAVAILABLE itself, and the connection is dropped.
  *
  * Each call owns its request (evhttp_request_own), so that exactly one
- * place frees it, call_done, whichever way the call ended: libevent 2.1
+ * place frees it, call_deliver, whichever way the call ended: libevent 2.1
  * frees its own requests on most failure paths but not all (a failed
  * evhttp_make_request unlinks the request and leaves it allocated).
  *
- * Every call ends in two steps.  libevent's response callback only records
- * the outcome and activates the call's `done` event; the caller's callback
- * runs from that event, in a later turn of the loop.  That keeps two
- * promises libevent 2.1 makes hard to keep otherwise: the caller's callback
- * never runs inside provider_charge() (a connect can fail inside
- * evhttp_make_request), and a connection is freed outside its own
+ * Every call ends in two steps.  call_conclude, wherever the outcome becomes
+ * known (libevent's response callback, the deadline, a failed start), only
+ * records it and activates the call's `done` event; call_deliver runs from
+ * that event, in a later turn of the loop, and gives the caller its answer.
+ * That keeps two promises libevent 2.1 makes hard to keep otherwise: the
+ * caller's callback never runs inside provider_charge() (a connect can fail
+ * inside evhttp_make_request), and a connection is freed outside its own
  * callbacks (evhttp_connection_free_on_completion is not honoured when a
  * connect fails, which leaked one connection per refused call).
  *
@@ -86,12 +87,12 @@ typedef struct call {
     provider_t *p;
     provider_call_t kind;
     struct evhttp_connection *conn;
-    struct evhttp_request *req; /* ours (owned), freed by call_done */
+    struct evhttp_request *req; /* ours (owned), freed by call_deliver */
     enum evhttp_cmd_type method;
     char path[sizeof("/v1/charges//cancel") + 3 * ORDER_ID_MAX];
     int waiting;                /* on p->waiting, not sent yet */
     TAILQ_ENTRY(call) wait;
-    int finished;               /* the outcome is known and `done` is active */
+    int concluded;              /* the outcome is known and `done` is active */
     int reusable;               /* the exchange ended cleanly: keep conn */
     provider_outcome_t out;
     char charge_id[PROVIDER_CHARGE_ID_MAX + 1];
@@ -264,13 +265,14 @@ call_tls_failure(call_t *c, char *buf, size_t len)
     return provider_tls_failure(c->conn, c->tls_reason, buf, len);
 }
 
-/* Record the outcome; the caller hears of it from the loop (call_done). */
+/* Record the outcome (the first one only) and have call_deliver give it to
+ * the caller from the loop; nothing is freed here. */
 static void
-call_finish(call_t *c, provider_outcome_t out, int reusable)
+call_conclude(call_t *c, provider_outcome_t out, int reusable)
 {
-    if (c->finished)
+    if (c->concluded)
         return;
-    c->finished = 1;
+    c->concluded = 1;
     c->out = out;
     c->reusable = reusable;
     evtimer_del(&c->deadline);
@@ -296,24 +298,26 @@ call_deadline(evutil_socket_t fd, short what, void *arg)
         /* Never sent: no connection, the request is on no queue. */
         TAILQ_REMOVE(&c->p->waiting, c, wait);
         c->waiting = 0;
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        call_conclude(c, PROVIDER_UNAVAILABLE, 0);
         return;
     }
     if (c->p->name != NULL)
         resolve_name_retry(c->p->name);
     /* The timer runs only while the request is queued on the connection
-     * (call_finish deletes it).  Cancelling resets the connection and does
+     * (call_conclude deletes it).  Cancelling resets the connection and does
      * not run on_response; the request stays ours.  This is our own
      * event, not a callback of the connection, so the connection can be
      * freed now, and then nothing of it can run later. */
     evhttp_cancel_request(c->req);
     evhttp_connection_free(c->conn);
     c->conn = NULL;
-    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+    call_conclude(c, PROVIDER_UNAVAILABLE, 0);
 }
 
+/* The `done` event: free the call's connection (or keep it idle) and
+ * request, tell the observer, give the caller its answer, free the call. */
 static void
-call_done(evutil_socket_t fd, short what, void *arg)
+call_deliver(evutil_socket_t fd, short what, void *arg)
 {
     call_t *c = arg;
 
@@ -358,7 +362,7 @@ call_failed(call_t *c)
                      call_names[c->kind], c->order_id);
     if (c->p->name != NULL)
         resolve_name_retry(c->p->name);     /* the name may have moved */
-    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+    call_conclude(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 /* An answer that breaks the protocol: not believed, logged as an error
@@ -368,7 +372,7 @@ call_protocol_error(call_t *c, int code, const char *why)
 {
     log_req_error(c->request_id, "provider: %s of order %s: protocol error in the HTTP %d answer: "
                   "%s: taking it as unavailable", call_names[c->kind], c->order_id, code, why);
-    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+    call_conclude(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 /* The answer's body, made contiguous; its length in *len. */
@@ -399,7 +403,7 @@ call_answered(call_t *c, struct evhttp_request *req, int code)
         return;
     }
     /* Only a clean, complete exchange leaves a connection fit for reuse. */
-    call_finish(c, out, 1);
+    call_conclude(c, out, 1);
 }
 
 /*
@@ -422,7 +426,7 @@ charge_refused(call_t *c, struct evhttp_request *req, int code)
     log_req_error(c->request_id, "provider: charge of order %s answered HTTP %d%s%s: taking it as %s",
                   c->order_id, code, what[0] != '\0' ? ", error code " : "", what,
                   code == 402 ? "declined" : "unavailable");
-    call_finish(c, code == 402 ? PROVIDER_DECLINED : PROVIDER_UNAVAILABLE, 0);
+    call_conclude(c, code == 402 ? PROVIDER_DECLINED : PROVIDER_UNAVAILABLE, 0);
 }
 
 /* A GET answered 404: only the provider's own verdict (error code
@@ -438,12 +442,12 @@ get_not_found(call_t *c, struct evhttp_request *req)
     body = answer_body(req, &len);
     provider_answer_error_code(body, len, code, sizeof(code));
     if (strcmp(code, "charge_not_found") == 0) {
-        call_finish(c, PROVIDER_NOT_FOUND, 1);
+        call_conclude(c, PROVIDER_NOT_FOUND, 1);
         return;
     }
     log_req_warn(c->request_id,
                  "provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
-    call_finish(c, PROVIDER_UNAVAILABLE, 1);
+    call_conclude(c, PROVIDER_UNAVAILABLE, 1);
 }
 
 static void
@@ -463,7 +467,7 @@ on_response(struct evhttp_request *req, void *arg)
     else {
         log_req_warn(c->request_id, "provider: %s of order %s answered HTTP %d",
                      call_names[c->kind], c->order_id, code);
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        call_conclude(c, PROVIDER_UNAVAILABLE, 0);
     }
 }
 
@@ -485,7 +489,7 @@ call_new(provider_t *p, provider_call_t kind, const char *order_id, int64_t amou
     snprintf(c->currency, sizeof(c->currency), "%s", currency);
     snprintf(c->request_id, sizeof(c->request_id), "%s", request_id ? request_id : "");
     evtimer_assign(&c->deadline, p->base, call_deadline, c);
-    event_assign(&c->done, p->base, -1, 0, call_done, c);
+    event_assign(&c->done, p->base, -1, 0, call_deliver, c);
     return c;
 }
 
@@ -502,13 +506,13 @@ call_send(call_t *c, const char *addr)
     if (p->tls != NULL)
         provider_tls_report_to(c->conn, c->tls_reason);
     /* On failure req is no longer queued on the connection, and ours:
-     * call_done frees both. */
+     * call_deliver frees both. */
     if (evhttp_make_request(c->conn, c->req, c->method, c->path) < 0)
         goto fail;
     return;     /* on_response may have run already (failed connect) */
 fail:
     log_req_error(c->request_id, "provider: cannot start a request for order %s", c->order_id);
-    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+    call_conclude(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 /* The provider's host name has no address: the call cannot be sent. */
@@ -517,7 +521,7 @@ call_no_address(call_t *c)
 {
     log_req_warn(c->request_id, "provider: %s of order %s: the host %s does not resolve",
                  call_names[c->kind], c->order_id, c->p->host);
-    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+    call_conclude(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 /* The host name's first resolution ended, or its address changed: idle
@@ -594,7 +598,7 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     return;
 fail:
     log_req_error(c->request_id, "provider: cannot start a request for order %s", c->order_id);
-    call_finish(c, PROVIDER_UNAVAILABLE, 0);
+    call_conclude(c, PROVIDER_UNAVAILABLE, 0);
 }
 
 /* Start a call about the order's charge: POST /v1/charges (the charge),
@@ -624,7 +628,7 @@ charge_call(provider_t *p, provider_call_t kind, const char *order_id, int64_t a
     }
     enc = evhttp_uriencode(c->order_id, -1, 0);
     if (enc == NULL) {
-        call_finish(c, PROVIDER_UNAVAILABLE, 0);
+        call_conclude(c, PROVIDER_UNAVAILABLE, 0);
         return;
     }
     snprintf(path, sizeof(path), "/v1/charges/%s%s", enc, kind == PROVIDER_CALL_CANCEL ? "/cancel" : "");

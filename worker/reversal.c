@@ -37,7 +37,7 @@ reversal_end(reversal_t *rv, reversal_result_t result)
 }
 
 static void
-count(reversal_t *rv, metrics_counter_t c)
+count(reversal_t *rv, shm_metrics_counter_t c)
 {
     if (rv->metrics != NULL)
         shm_metrics_add(rv->metrics, c, 1);
@@ -52,7 +52,7 @@ settled(void *arg, store_reversal_t status, const store_err_t *err)
         log_req_warn(rv->request_id,
                      "reversal of order %s: the provider said %s, but recording it failed: %s",
                      rv->order_id, provider_outcome_name(rv->said), err->message);
-        count(rv, METRICS_REVERSAL_UNRECORDED);
+        count(rv, SHM_METRICS_REVERSAL_UNRECORDED);
         reversal_end(rv, REVERSAL_UNSETTLED);
         return;
     }
@@ -68,19 +68,31 @@ answered(void *arg, provider_outcome_t outcome, const char *charge_id)
 {
     reversal_t *rv = arg;
     store_cancel_answer_t answer;
-    metrics_counter_t c;
+    shm_metrics_counter_t c;
 
     (void)charge_id;
     rv->said = outcome;
     switch (outcome) {
-    case PROVIDER_CANCELED: answer = STORE_ANSWER_CANCELED; c = METRICS_REVERSAL_CANCELED; break;
-    case PROVIDER_REFUNDED: answer = STORE_ANSWER_REFUNDED; c = METRICS_REVERSAL_REFUNDED; break;
-    case PROVIDER_DECLINED: answer = STORE_ANSWER_DECLINED; c = METRICS_REVERSAL_DECLINED; break;
-    case PROVIDER_NOT_FOUND: answer = STORE_ANSWER_NOT_FOUND; c = METRICS_REVERSAL_NOT_FOUND; break;
+    case PROVIDER_CANCELED:
+        answer = STORE_ANSWER_CANCELED;
+        c = SHM_METRICS_REVERSAL_CANCELED;
+        break;
+    case PROVIDER_REFUNDED:
+        answer = STORE_ANSWER_REFUNDED;
+        c = SHM_METRICS_REVERSAL_REFUNDED;
+        break;
+    case PROVIDER_DECLINED:
+        answer = STORE_ANSWER_DECLINED;
+        c = SHM_METRICS_REVERSAL_DECLINED;
+        break;
+    case PROVIDER_NOT_FOUND:
+        answer = STORE_ANSWER_NOT_FOUND;
+        c = SHM_METRICS_REVERSAL_NOT_FOUND;
+        break;
     default:
         log_req_warn(rv->request_id, "reversal of order %s: no answer from the provider (%s): "
                      "the housekeeper will try again", rv->order_id, provider_outcome_name(outcome));
-        count(rv, METRICS_REVERSAL_UNAVAILABLE);
+        count(rv, SHM_METRICS_REVERSAL_UNAVAILABLE);
         reversal_end(rv, REVERSAL_UNSETTLED);
         return;
     }

@@ -83,7 +83,7 @@ apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
         /* Not committed: nothing was recorded, and the provider delivers a
          * non-2xx event again later.  A cause that retrying cannot fix is
          * an error for the operator, still not a success. */
-        worker_count(r->worker, METRICS_WEBHOOK_UNAVAILABLE);
+        worker_count(r->worker, SHM_METRICS_WEBHOOK_UNAVAILABLE);
         if (err->transient)
             log_req_warn(r->request_id, "webhook_apply did not commit: %s", err->message);
         else
@@ -94,7 +94,7 @@ apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
         return;
     }
     if (a->result == STORE_APPLY_NOT_FOUND) {
-        worker_count(r->worker, METRICS_WEBHOOK_NOT_FOUND);
+        worker_count(r->worker, SHM_METRICS_WEBHOOK_NOT_FOUND);
         http_reply_error(r, 404, "order_not_found", "no such order", "order_id");
         free(ap);
         return;
@@ -102,13 +102,14 @@ apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
     body = json_object_new_object();
     json_object_object_add(body, "ok", json_object_new_boolean(1));
     if (a->result == STORE_APPLY_DUPLICATE) {
-        worker_count(r->worker, METRICS_WEBHOOK_DUPLICATE);
+        worker_count(r->worker, SHM_METRICS_WEBHOOK_DUPLICATE);
         json_object_object_add(body, "duplicate", json_object_new_boolean(1));
     } else {
         int applied = a->result == STORE_APPLY_APPLIED;
 
-        worker_count(r->worker, applied ? METRICS_WEBHOOK_APPLIED
-                                : a->conflict ? METRICS_WEBHOOK_CONFLICT : METRICS_WEBHOOK_NOT_APPLIED);
+        worker_count(r->worker, applied ? SHM_METRICS_WEBHOOK_APPLIED
+                                : a->conflict ? SHM_METRICS_WEBHOOK_CONFLICT
+                                : SHM_METRICS_WEBHOOK_NOT_APPLIED);
         json_object_object_add(body, "duplicate", json_object_new_boolean(0));
         json_object_object_add(body, "applied", json_object_new_boolean(applied));
         if (a->conflict)
@@ -138,7 +139,7 @@ webhook_handle(http_req_t *r)
     validate_error_t e;
 
     if (keys == NULL || keys->n == 0) {
-        worker_count(r->worker, METRICS_WEBHOOK_SIGNATURE_INVALID);
+        worker_count(r->worker, SHM_METRICS_WEBHOOK_SIGNATURE_INVALID);
         http_reply_error(r, 401, "signature_invalid", "no webhook secret is configured", NULL);
         return;
     }
@@ -153,8 +154,8 @@ webhook_handle(http_req_t *r)
                      (int64_t)time(NULL), conf->webhook_tolerance_ms / 1000);
     if (v != WHSIG_OK) {
         log_req_warn(r->request_id, "webhook refused: signature %s", whsig_result_name(v));
-        worker_count(r->worker, v == WHSIG_EXPIRED ? METRICS_WEBHOOK_SIGNATURE_EXPIRED
-                                : METRICS_WEBHOOK_SIGNATURE_INVALID);
+        worker_count(r->worker, v == WHSIG_EXPIRED ? SHM_METRICS_WEBHOOK_SIGNATURE_EXPIRED
+                                : SHM_METRICS_WEBHOOK_SIGNATURE_INVALID);
         if (v == WHSIG_EXPIRED)
             http_reply_error(r, 401, "signature_expired",
                              "webhook-timestamp is outside the tolerance", NULL);
@@ -164,7 +165,7 @@ webhook_handle(http_req_t *r)
     }
 
     if (validate_webhook_event(body, len, &ev, &e) < 0) {
-        worker_count(r->worker, METRICS_WEBHOOK_INVALID);
+        worker_count(r->worker, SHM_METRICS_WEBHOOK_INVALID);
         http_reply_error(r, e.status, e.code, e.message, e.field[0] != '\0' ? e.field : NULL);
         return;
     }
@@ -184,7 +185,7 @@ webhook_handle(http_req_t *r)
         if (payload == NULL || ap == NULL
             || store_webhook_apply(worker_db(r->worker), &q, apply_done, ap) < 0) {
             free(ap);
-            worker_count(r->worker, METRICS_WEBHOOK_UNAVAILABLE);
+            worker_count(r->worker, SHM_METRICS_WEBHOOK_UNAVAILABLE);
             http_add_header(r, "Retry-After", "1");
             http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
         }

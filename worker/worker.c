@@ -78,7 +78,7 @@ typedef struct {
     int prefix;                 /* path is a prefix: "/orders/" */
     unsigned methods;           /* EVHTTP_REQ_* allowed */
     const char *allow;          /* the Allow header for a 405 */
-    metrics_route_t id;         /* route in logs and metrics */
+    shm_metrics_route_t id;         /* route in logs and metrics */
     handler_fn handler;
 } route_t;
 
@@ -89,15 +89,15 @@ static void handle_docs(http_req_t *r);
 #define GET_HEAD (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
 
 static const route_t routes[] = {
-    { "/healthz", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_HEALTHZ, handle_healthz },
-    { "/readyz", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_READYZ, handle_readyz },
-    { "/metrics", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_METRICS, metrics_handle },
-    { "/openapi.json", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_OPENAPI, docs_openapi_handle },
-    { "/docs", 0, GET_HEAD, "GET, HEAD", METRICS_ROUTE_DOCS, handle_docs },
-    { "/docs/", 1, GET_HEAD, "GET, HEAD", METRICS_ROUTE_DOCS, handle_docs },
-    { "/checkout", 0, EVHTTP_REQ_POST, "POST", METRICS_ROUTE_CHECKOUT, checkout_handle },
-    { "/webhooks/provider", 0, EVHTTP_REQ_POST, "POST", METRICS_ROUTE_WEBHOOK, webhook_handle },
-    { "/orders/", 1, GET_HEAD, "GET, HEAD", METRICS_ROUTE_ORDER, orders_handle },
+    { "/healthz", 0, GET_HEAD, "GET, HEAD", SHM_METRICS_ROUTE_HEALTHZ, handle_healthz },
+    { "/readyz", 0, GET_HEAD, "GET, HEAD", SHM_METRICS_ROUTE_READYZ, handle_readyz },
+    { "/metrics", 0, GET_HEAD, "GET, HEAD", SHM_METRICS_ROUTE_METRICS, metrics_handle },
+    { "/openapi.json", 0, GET_HEAD, "GET, HEAD", SHM_METRICS_ROUTE_OPENAPI, docs_openapi_handle },
+    { "/docs", 0, GET_HEAD, "GET, HEAD", SHM_METRICS_ROUTE_DOCS, handle_docs },
+    { "/docs/", 1, GET_HEAD, "GET, HEAD", SHM_METRICS_ROUTE_DOCS, handle_docs },
+    { "/checkout", 0, EVHTTP_REQ_POST, "POST", SHM_METRICS_ROUTE_CHECKOUT, checkout_handle },
+    { "/webhooks/provider", 0, EVHTTP_REQ_POST, "POST", SHM_METRICS_ROUTE_WEBHOOK, webhook_handle },
+    { "/orders/", 1, GET_HEAD, "GET, HEAD", SHM_METRICS_ROUTE_ORDER, orders_handle },
 };
 
 const conf_t *
@@ -131,7 +131,7 @@ worker_shared(const worker_t *w)
 }
 
 void
-worker_count(worker_t *w, metrics_counter_t c)
+worker_count(worker_t *w, shm_metrics_counter_t c)
 {
     shm_metrics_add(w->metrics, c, 1);
 }
@@ -170,12 +170,12 @@ worker_update_gauges(worker_t *w)
     db_pool_stats_t st;
 
     db_pool_stats(w->db, &st);
-    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_BUSY, st.busy);
-    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_QUEUED, st.queued);
-    shm_metrics_gauge(w->metrics, METRICS_GAUGE_DB_CONNECTED, st.connected);
+    shm_metrics_gauge(w->metrics, SHM_METRICS_GAUGE_DB_BUSY, st.busy);
+    shm_metrics_gauge(w->metrics, SHM_METRICS_GAUGE_DB_QUEUED, st.queued);
+    shm_metrics_gauge(w->metrics, SHM_METRICS_GAUGE_DB_CONNECTED, st.connected);
     /* The pool counts from its start; the slot adds what is new. */
-    shm_metrics_add(w->metrics, METRICS_DB_STATEMENTS, st.statements - w->db_statements);
-    shm_metrics_add(w->metrics, METRICS_DB_CALLS, st.calls - w->db_calls);
+    shm_metrics_add(w->metrics, SHM_METRICS_DB_STATEMENTS, st.statements - w->db_statements);
+    shm_metrics_add(w->metrics, SHM_METRICS_DB_CALLS, st.calls - w->db_calls);
     w->db_statements = st.statements;
     w->db_calls = st.calls;
 }
@@ -273,15 +273,15 @@ quiet_timer_cb(evutil_socket_t fd, short what, void *arg)
     drain_check(arg);
 }
 
-static metrics_method_t
+static shm_metrics_method_t
 method_label(enum evhttp_cmd_type m)
 {
     switch (m) {
-    case EVHTTP_REQ_GET: return METRICS_METHOD_GET;
-    case EVHTTP_REQ_HEAD: return METRICS_METHOD_HEAD;
-    case EVHTTP_REQ_POST: return METRICS_METHOD_POST;
-    case EVHTTP_REQ_OPTIONS: return METRICS_METHOD_OPTIONS;
-    default: return METRICS_METHOD_OTHER;
+    case EVHTTP_REQ_GET: return SHM_METRICS_METHOD_GET;
+    case EVHTTP_REQ_HEAD: return SHM_METRICS_METHOD_HEAD;
+    case EVHTTP_REQ_POST: return SHM_METRICS_METHOD_POST;
+    case EVHTTP_REQ_OPTIONS: return SHM_METRICS_METHOD_OPTIONS;
+    default: return SHM_METRICS_METHOD_OTHER;
     }
 }
 

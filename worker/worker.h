@@ -46,7 +46,7 @@ const struct webhook_keys *worker_webhook_keys(const worker_t *w);
 const worker_shared_t *worker_shared(const worker_t *w);
 
 /* Count one event in this worker's metrics slot. */
-void worker_count(worker_t *w, metrics_counter_t c);
+void worker_count(worker_t *w, shm_metrics_counter_t c);
 
 /* Ask the provider to cancel-or-refund order_id's charge (the order is FAILED
  * and PostgreSQL opened its reversal), in the background: the reply has

@@ -124,17 +124,17 @@ store(shm_cache_t *c, const char *key, unsigned n, int64_t now, int64_t expiry)
     size_t len = body_make(key, n, body, &status);
 
     fp_of(key, strlen(key), fp);
-    return shm_cache_complete(c, KEY(key), fp, status, body, len, now, expiry);
+    return shm_cache_store(c, KEY(key), fp, status, body, len, now, expiry);
 }
 
 static shm_cache_result_t
-begin(shm_cache_t *c, const char *key, pid_t pid, int64_t now, int64_t expiry,
+claim(shm_cache_t *c, const char *key, pid_t pid, int64_t now, int64_t expiry,
       shm_cache_entry_t *e)
 {
     char fp[SHM_CACHE_FP_LEN + 1];
 
     fp_of(key, strlen(key), fp);
-    return shm_cache_begin(c, KEY(key), fp, pid, now, expiry, e);
+    return shm_cache_claim(c, KEY(key), fp, pid, now, expiry, e);
 }
 
 /* Lookup that must find a valid COMPLETED entry of version n. */
@@ -158,7 +158,7 @@ assert_miss(shm_cache_t *c, const char *key, int64_t now)
 {
     shm_cache_entry_t e;
 
-    assert_int_equal(shm_cache_lookup(c, KEY(key), now, &e), SHM_CACHE_MISS);
+    assert_int_equal(shm_cache_lookup(c, KEY(key), now, &e), SHM_CACHE_UNKNOWN);
 }
 
 /* A pid that is certainly dead: a child that exited and was reaped. */
@@ -233,7 +233,7 @@ test_create_too_small(void **state)
 }
 
 static void
-test_begin_complete_lookup(void **state)
+test_claim_store_lookup(void **state)
 {
     shm_cache_t *c = *state;
     shm_cache_entry_t e;
@@ -241,7 +241,7 @@ test_begin_complete_lookup(void **state)
     char fp[SHM_CACHE_FP_LEN + 1];
 
     assert_miss(c, "order-1", T0);
-    assert_int_equal(begin(c, "order-1", getpid(), T0, T0 + 5000, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "order-1", getpid(), T0, T0 + 5000, &e), SHM_CACHE_CLAIMED);
 
     assert_int_equal(shm_cache_lookup(c, KEY("order-1"), T0 + 1, &e), SHM_CACHE_IN_PROGRESS);
     fp_of(KEY("order-1"), fp);
@@ -251,14 +251,14 @@ test_begin_complete_lookup(void **state)
     assert_int_equal(e.body_len, 0);
 
     /* A second request with the key finds the first one running. */
-    assert_int_equal(begin(c, "order-1", getpid(), T0 + 2, T0 + 5000, &e), SHM_CACHE_EXISTS);
+    assert_int_equal(claim(c, "order-1", getpid(), T0 + 2, T0 + 5000, &e), SHM_CACHE_EXISTS);
     assert_int_equal(e.state, SHM_CACHE_IN_PROGRESS);
 
     assert_int_equal(store(c, "order-1", 77, T0 + 3, T0 + TTL), SHM_CACHE_STORED);
     assert_completed(c, "order-1", 77, T0 + 4);
 
     /* ... and once it is done, the stored answer. */
-    assert_int_equal(begin(c, "order-1", getpid(), T0 + 5, T0 + 5000, &e), SHM_CACHE_EXISTS);
+    assert_int_equal(claim(c, "order-1", getpid(), T0 + 5, T0 + 5000, &e), SHM_CACHE_EXISTS);
     assert_int_equal(e.state, SHM_CACHE_COMPLETED);
     assert_true(entry_valid("order-1", &e));
 
@@ -307,21 +307,21 @@ test_same_set_different_keys(void **state)
 }
 
 static void
-test_abort(void **state)
+test_release(void **state)
 {
     shm_cache_t *c = *state;
     shm_cache_entry_t e;
 
-    assert_int_equal(begin(c, "k", getpid(), T0, T0 + 5000, &e), SHM_CACHE_BEGUN);
-    /* Another pid's abort leaves our marker alone. */
-    assert_int_equal(shm_cache_abort(c, KEY("k"), getpid() + 1), 0);
+    assert_int_equal(claim(c, "k", getpid(), T0, T0 + 5000, &e), SHM_CACHE_CLAIMED);
+    /* Another pid's release leaves our marker alone. */
+    assert_int_equal(shm_cache_release(c, KEY("k"), getpid() + 1), 0);
     assert_int_equal(shm_cache_lookup(c, KEY("k"), T0, &e), SHM_CACHE_IN_PROGRESS);
-    assert_int_equal(shm_cache_abort(c, KEY("k"), getpid()), 1);
+    assert_int_equal(shm_cache_release(c, KEY("k"), getpid()), 1);
     assert_miss(c, "k", T0);
-    /* Nothing to drop is fine, and abort never drops a stored answer. */
-    assert_int_equal(shm_cache_abort(c, KEY("k"), getpid()), 0);
+    /* Nothing to drop is fine, and release never drops a stored answer. */
+    assert_int_equal(shm_cache_release(c, KEY("k"), getpid()), 0);
     assert_int_equal(store(c, "k", 5, T0, T0 + TTL), SHM_CACHE_STORED);
-    assert_int_equal(shm_cache_abort(c, KEY("k"), getpid()), 0);
+    assert_int_equal(shm_cache_release(c, KEY("k"), getpid()), 0);
     assert_completed(c, "k", 5, T0);
 }
 
@@ -335,12 +335,12 @@ test_expiry(void **state)
     assert_completed(c, "done", 9, T0 + 99);
     assert_miss(c, "done", T0 + 100);
     /* An expired answer is no obstacle to a new request. */
-    assert_int_equal(begin(c, "done", getpid(), T0 + 100, T0 + 200, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "done", getpid(), T0 + 100, T0 + 200, &e), SHM_CACHE_CLAIMED);
 
-    assert_int_equal(begin(c, "running", getpid(), T0, T0 + 50, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "running", getpid(), T0, T0 + 50, &e), SHM_CACHE_CLAIMED);
     assert_int_equal(shm_cache_lookup(c, KEY("running"), T0 + 49, &e), SHM_CACHE_IN_PROGRESS);
     assert_miss(c, "running", T0 + 50);
-    assert_int_equal(begin(c, "running", getppid(), T0 + 50, T0 + 100, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "running", getppid(), T0 + 50, T0 + 100, &e), SHM_CACHE_CLAIMED);
     assert_int_equal(shm_cache_lookup(c, KEY("running"), T0 + 51, &e), SHM_CACHE_IN_PROGRESS);
     assert_int_equal(e.owner_pid, getppid());
 }
@@ -387,10 +387,10 @@ test_live_markers_not_evicted(void **state)
 
     for (unsigned i = 0; i < 8; i++) {
         snprintf(key, sizeof(key), "m%u", i);
-        assert_int_equal(begin(c, key, getpid(), T0 + i, T0 + TTL, &e), SHM_CACHE_BEGUN);
+        assert_int_equal(claim(c, key, getpid(), T0 + i, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     }
     /* Eight live markers of a live owner: nothing may go. */
-    assert_int_equal(begin(c, "new", getpid(), T0 + 10, T0 + TTL, &e), SHM_CACHE_NOT_CACHED);
+    assert_int_equal(claim(c, "new", getpid(), T0 + 10, T0 + TTL, &e), SHM_CACHE_NOT_CACHED);
     assert_int_equal(store(c, "new", 1, T0 + 10, T0 + TTL), SHM_CACHE_NOT_CACHED);
     for (unsigned i = 0; i < 8; i++) {
         snprintf(key, sizeof(key), "m%u", i);
@@ -398,17 +398,17 @@ test_live_markers_not_evicted(void **state)
     }
 
     /* A marker whose owner died is fair game, even the youngest. */
-    assert_int_equal(shm_cache_abort(c, KEY("m7"), getpid()), 1);
-    assert_int_equal(begin(c, "orphan", dead, T0 + 20, T0 + TTL, &e), SHM_CACHE_BEGUN);
-    assert_int_equal(begin(c, "new", getpid(), T0 + 21, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(shm_cache_release(c, KEY("m7"), getpid()), 1);
+    assert_int_equal(claim(c, "orphan", dead, T0 + 20, T0 + TTL, &e), SHM_CACHE_CLAIMED);
+    assert_int_equal(claim(c, "new", getpid(), T0 + 21, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     assert_miss(c, "orphan", T0 + 22);
     shm_cache_stats(c, &st);
     assert_int_equal(st.evictions, 1);
 
     /* And a dead owner's marker for the same key does not block a retry. */
-    assert_int_equal(shm_cache_abort(c, KEY("new"), getpid()), 1);
-    assert_int_equal(begin(c, "again", dead, T0 + 30, T0 + TTL, &e), SHM_CACHE_BEGUN);
-    assert_int_equal(begin(c, "again", getpid(), T0 + 31, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(shm_cache_release(c, KEY("new"), getpid()), 1);
+    assert_int_equal(claim(c, "again", dead, T0 + 30, T0 + TTL, &e), SHM_CACHE_CLAIMED);
+    assert_int_equal(claim(c, "again", getpid(), T0 + 31, T0 + TTL, &e), SHM_CACHE_CLAIMED);
 }
 
 static void
@@ -422,19 +422,19 @@ test_too_big(void **state)
 
     fp_of(KEY("big"), fp);
     memset(body, 'b', sizeof(body));
-    assert_int_equal(begin(c, "big", getpid(), T0, T0 + TTL, &e), SHM_CACHE_BEGUN);
-    assert_int_equal(shm_cache_complete(c, KEY("big"), fp, 201, body, sizeof(body), T0, T0 + TTL),
+    assert_int_equal(claim(c, "big", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
+    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), T0, T0 + TTL),
                      SHM_CACHE_NOT_CACHED);
     assert_miss(c, "big", T0);      /* the marker went too */
 
-    assert_int_equal(shm_cache_complete(c, KEY("big"), fp, 201, body, SHM_CACHE_BODY_MAX,
-                                        T0, T0 + TTL), SHM_CACHE_STORED);
+    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, SHM_CACHE_BODY_MAX,
+                                     T0, T0 + TTL), SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, KEY("big"), T0, &e), SHM_CACHE_COMPLETED);
     assert_int_equal(e.body_len, SHM_CACHE_BODY_MAX);
     assert_memory_equal(e.body, body, SHM_CACHE_BODY_MAX);
 
     /* A bigger answer for a cached key must not leave the old one behind. */
-    assert_int_equal(shm_cache_complete(c, KEY("big"), fp, 201, body, sizeof(body), T0, T0 + TTL),
+    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), T0, T0 + TTL),
                      SHM_CACHE_NOT_CACHED);
     assert_miss(c, "big", T0);
     shm_cache_stats(c, &st);
@@ -451,20 +451,20 @@ test_bad_arguments(void **state)
 
     fp_of(KEY("k"), fp);
     memset(long_key, 'k', sizeof(long_key));
-    assert_int_equal(shm_cache_lookup(c, "", 0, T0, &e), SHM_CACHE_MISS);
-    assert_int_equal(shm_cache_lookup(c, long_key, sizeof(long_key), T0, &e), SHM_CACHE_MISS);
-    assert_int_equal(shm_cache_begin(c, long_key, sizeof(long_key), fp, getpid(), T0, T0 + 1, &e),
+    assert_int_equal(shm_cache_lookup(c, "", 0, T0, &e), SHM_CACHE_UNKNOWN);
+    assert_int_equal(shm_cache_lookup(c, long_key, sizeof(long_key), T0, &e), SHM_CACHE_UNKNOWN);
+    assert_int_equal(shm_cache_claim(c, long_key, sizeof(long_key), fp, getpid(), T0, T0 + 1, &e),
                      SHM_CACHE_NOT_CACHED);
-    assert_int_equal(shm_cache_begin(c, KEY("k"), fp, 0, T0, T0 + 1, &e), SHM_CACHE_NOT_CACHED);
-    assert_int_equal(shm_cache_complete(c, KEY("k"), fp, 42, "x", 1, T0, T0 + 1),
+    assert_int_equal(shm_cache_claim(c, KEY("k"), fp, 0, T0, T0 + 1, &e), SHM_CACHE_NOT_CACHED);
+    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 42, "x", 1, T0, T0 + 1),
                      SHM_CACHE_NOT_CACHED);
     /* The longest key works. */
-    assert_int_equal(shm_cache_complete(c, long_key, SHM_CACHE_KEY_MAX, fp, 200, "x", 1,
-                                        T0, T0 + TTL), SHM_CACHE_STORED);
+    assert_int_equal(shm_cache_store(c, long_key, SHM_CACHE_KEY_MAX, fp, 200, "x", 1,
+                                     T0, T0 + TTL), SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, long_key, SHM_CACHE_KEY_MAX, T0, &e),
                      SHM_CACHE_COMPLETED);
     /* An empty body is a body. */
-    assert_int_equal(shm_cache_complete(c, KEY("k"), fp, 204, NULL, 0, T0, T0 + TTL),
+    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 204, NULL, 0, T0, T0 + TTL),
                      SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, KEY("k"), T0, &e), SHM_CACHE_COMPLETED);
     assert_int_equal(e.status, 204);
@@ -484,7 +484,7 @@ test_checksum_catches_stray_write(void **state)
     shm_cache_stats(c, &st);
     assert_int_equal(st.corrupt, 1);
     /* A writer does not take the damaged entry for a live one. */
-    assert_int_equal(begin(c, "victim", getpid(), T0, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "victim", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
 }
 
 static void
@@ -495,13 +495,13 @@ test_release_pid_drops_markers(void **state)
     pid_t pid;
     int st;
 
-    assert_int_equal(begin(c, "mine", getpid(), T0, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "mine", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        int ok = begin(c, "w1", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_BEGUN &&
-                 begin(c, "w2", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_BEGUN &&
-                 begin(c, "w3", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_BEGUN;
+        int ok = claim(c, "w1", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_CLAIMED &&
+                 claim(c, "w2", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_CLAIMED &&
+                 claim(c, "w3", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_CLAIMED;
         _exit(ok ? 0 : 1);
     }
     assert_int_equal(waitpid(pid, &st, 0), pid);
@@ -581,9 +581,9 @@ test_holder_stopped_then_killed(void **state)
 
     t = mono_ms();
     assert_completed(c, "other", 3, T0 + 6);
-    assert_int_equal(begin(c, "new", getpid(), T0 + 6, T0 + TTL, &e), SHM_CACHE_NOT_CACHED);
+    assert_int_equal(claim(c, "new", getpid(), T0 + 6, T0 + TTL, &e), SHM_CACHE_NOT_CACHED);
     assert_int_equal(store(c, "new", 1, T0 + 6, T0 + TTL), SHM_CACHE_NOT_CACHED);
-    assert_int_equal(shm_cache_abort(c, KEY("other"), getpid()), 0);
+    assert_int_equal(shm_cache_release(c, KEY("other"), getpid()), 0);
     assert_true(mono_ms() - t < 500);
     shm_cache_stats(c, &st);
     assert_int_equal(st.contended, 2);
@@ -591,7 +591,7 @@ test_holder_stopped_then_killed(void **state)
     /* Killed: a zombie still "exists" until reaped, as under the master. */
     kill_and_reap(pid);
     t = mono_ms();
-    assert_int_equal(begin(c, "new", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "new", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     assert_true(mono_ms() - t < 500);
     assert_completed(c, "other", 3, T0 + 8);
     shm_cache_stats(c, &st);
@@ -601,10 +601,10 @@ test_holder_stopped_then_killed(void **state)
 }
 
 /* Regression: a worker's writers waited for a busy set lock, spinning and
- * then yielding, for up to 200 us (begin) and 5 ms (complete, abort), all on
- * the worker's event loop.  With a live process holding the lock, begin and
- * complete must give up (NOT_CACHED) within microseconds, and abort must
- * still withdraw the marker that complete could not replace: a marker left
+ * then yielding, for up to 200 us (claim) and 5 ms (store, release), all on
+ * the worker's event loop.  With a live process holding the lock, claim and
+ * store must give up (NOT_CACHED) within microseconds, and release must
+ * still withdraw the marker that store could not replace: a marker left
  * behind would answer 409 in_use until its expiry. */
 #define GIVE_UP_CALLS   25
 #define GIVE_UP_MEDIAN_NS  (50 * 1000)
@@ -646,46 +646,46 @@ static void
 test_busy_lock_worker_gives_up_in_microseconds(void **state)
 {
     shm_cache_t *c = *state;
-    int64_t took_begin[GIVE_UP_CALLS], took_complete[GIVE_UP_CALLS], took_abort[GIVE_UP_CALLS];
+    int64_t took_claim[GIVE_UP_CALLS], took_store[GIVE_UP_CALLS], took_release[GIVE_UP_CALLS];
     shm_cache_entry_t e;
     shm_cache_stats_t st;
     char key[32];
     pid_t pid;
 
     /* A request of ours is running: its marker is in. */
-    assert_int_equal(begin(c, "mine", getpid(), T0, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "mine", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     pid = child_stopped_at(c, SHM_CACHE_TP_LOCKED, "held", 1000);
 
     for (int i = 0; i < GIVE_UP_CALLS; i++) {
         int64_t t = mono_ns();
 
         snprintf(key, sizeof(key), "new-%d", i);
-        assert_int_equal(begin(c, key, getpid(), T0 + 1, T0 + TTL, &e), SHM_CACHE_NOT_CACHED);
-        took_begin[i] = mono_ns() - t;
+        assert_int_equal(claim(c, key, getpid(), T0 + 1, T0 + TTL, &e), SHM_CACHE_NOT_CACHED);
+        took_claim[i] = mono_ns() - t;
         t = mono_ns();
         assert_int_equal(store(c, "mine", (unsigned)i, T0 + 1, T0 + TTL), SHM_CACHE_NOT_CACHED);
-        took_complete[i] = mono_ns() - t;
+        took_store[i] = mono_ns() - t;
     }
-    assert_quick("begin", took_begin);
-    assert_quick("complete", took_complete);
-    /* complete gave up: the marker is still there, until the request's
-     * abort, which needs no lock. */
+    assert_quick("claim", took_claim);
+    assert_quick("store", took_store);
+    /* store gave up: the marker is still there, until the request's
+     * release, which needs no lock. */
     assert_int_equal(shm_cache_lookup(c, KEY("mine"), T0 + 2, &e), SHM_CACHE_IN_PROGRESS);
     for (int i = 0; i < GIVE_UP_CALLS; i++) {
         int64_t t = mono_ns();
 
-        assert_int_equal(shm_cache_abort(c, KEY("mine"), getpid()), i == 0 ? 1 : 0);
-        took_abort[i] = mono_ns() - t;
+        assert_int_equal(shm_cache_release(c, KEY("mine"), getpid()), i == 0 ? 1 : 0);
+        took_release[i] = mono_ns() - t;
     }
     assert_miss(c, "mine", T0 + 2);
-    assert_quick("abort", took_abort);
+    assert_quick("release", took_release);
     shm_cache_stats(c, &st);
     assert_int_equal(st.contended, 2 * GIVE_UP_CALLS);
 
     /* The holder dies and is reaped: the next writer takes the set over and
      * reuses the withdrawn marker's way. */
     kill_and_reap(pid);
-    assert_int_equal(begin(c, "mine", getpid(), T0 + 3, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "mine", getpid(), T0 + 3, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     assert_int_equal(store(c, "mine", 7, T0 + 4, T0 + TTL), SHM_CACHE_STORED);
     assert_completed(c, "mine", 7, T0 + 5);
     shm_cache_stats(c, &st);
@@ -693,7 +693,7 @@ test_busy_lock_worker_gives_up_in_microseconds(void **state)
 }
 
 /* A writer stopped half way through rewriting an entry: readers must get a
- * MISS rather than the torn entry, before and after it dies; the writer that
+ * UNKNOWN rather than the torn entry, before and after it dies; the writer that
  * takes the lock over empties the slot. */
 static void
 test_torn_write_then_takeover(void **state)
@@ -715,12 +715,12 @@ test_torn_write_then_takeover(void **state)
 
     kill_and_reap(pid);
     assert_miss(c, "torn", T0 + 7);
-    assert_int_equal(begin(c, "next", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "next", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     shm_cache_stats(c, &st);
     assert_int_equal(st.repairs, 1);
     assert_int_equal(st.entries, 2);    /* intact and next: torn was emptied */
     assert_miss(c, "torn", T0 + 8);
-    assert_int_equal(begin(c, "torn", getpid(), T0 + 8, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "torn", getpid(), T0 + 8, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     assert_completed(c, "intact", 2, T0 + 8);
 }
 
@@ -742,7 +742,7 @@ test_torn_write_then_release_pid(void **state)
     assert_int_equal(st.entries, 1);
     assert_miss(c, "torn", T0 + 6);
     assert_completed(c, "intact", 2, T0 + 6);
-    assert_int_equal(begin(c, "torn", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_BEGUN);
+    assert_int_equal(claim(c, "torn", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_CLAIMED);
 }
 
 /* ---- many processes --------------------------------------------------- */
@@ -756,7 +756,7 @@ test_torn_write_then_release_pid(void **state)
 
 struct stress {
     _Atomic int go;
-    _Atomic uint64_t ops, hits, stored, begun, exists, not_cached, violations;
+    _Atomic uint64_t ops, hits, stored, claimed, exists, not_cached, violations;
 };
 
 static uint64_t
@@ -779,7 +779,7 @@ static void
 stress_child(shm_cache_t *c, struct stress *sh, unsigned id)
 {
     uint64_t rnd = UINT64_C(0x9e3779b97f4a7c15) * (id + 1);
-    uint64_t ops = 0, hits = 0, stored = 0, begun = 0, exists = 0, not_cached = 0, bad = 0;
+    uint64_t ops = 0, hits = 0, stored = 0, claimed = 0, exists = 0, not_cached = 0, bad = 0;
     int64_t deadline;
     pid_t me = getpid();
     shm_cache_entry_t e;
@@ -796,28 +796,27 @@ stress_child(shm_cache_t *c, struct stress *sh, unsigned id)
         stress_key((unsigned)(r % STRESS_KEYS), key, sizeof(key));
         switch ((r >> 16) % 8) {
         case 0: case 1: case 2: case 3:
-            res = shm_cache_lookup(c, KEY(key), now, &e);
-            if (res != SHM_CACHE_MISS) {
+            if (shm_cache_lookup(c, KEY(key), now, &e) != SHM_CACHE_UNKNOWN) {
                 hits++;
                 bad += !entry_valid(key, &e);
             }
             break;
         case 4: case 5: case 6:
-            res = begin(c, key, me, now, now + 5000, &e);
+            res = claim(c, key, me, now, now + 5000, &e);
             if (res == SHM_CACHE_EXISTS) {
                 exists++;
                 bad += !entry_valid(key, &e);
-            } else if (res == SHM_CACHE_BEGUN) {
-                begun++;
+            } else if (res == SHM_CACHE_CLAIMED) {
+                claimed++;
                 if ((r >> 32) % 4 == 0) {
-                    (void)shm_cache_abort(c, KEY(key), me);
+                    (void)shm_cache_release(c, KEY(key), me);
                 } else if (store(c, key, (unsigned)(r >> 40), now, now + TTL) == SHM_CACHE_STORED) {
                     stored++;
                 } else {
                     /* As a worker does: a marker it could not replace
                      * goes with its request. */
                     not_cached++;
-                    (void)shm_cache_abort(c, KEY(key), me);
+                    (void)shm_cache_release(c, KEY(key), me);
                 }
             } else {
                 not_cached++;
@@ -833,7 +832,7 @@ stress_child(shm_cache_t *c, struct stress *sh, unsigned id)
     atomic_fetch_add(&sh->ops, ops);
     atomic_fetch_add(&sh->hits, hits);
     atomic_fetch_add(&sh->stored, stored);
-    atomic_fetch_add(&sh->begun, begun);
+    atomic_fetch_add(&sh->claimed, claimed);
     atomic_fetch_add(&sh->exists, exists);
     atomic_fetch_add(&sh->not_cached, not_cached);
     atomic_fetch_add(&sh->violations, bad);
@@ -898,11 +897,11 @@ run_stress(size_t bytes, int kill_one)
         shm_cache_release_pid(c, pids[i]);
 
     shm_cache_stats(c, &st);
-    print_message("    %d procs: %lu ops, %lu hits, %lu stored, %lu begun, %lu exists, "
+    print_message("    %d procs: %lu ops, %lu hits, %lu stored, %lu claimed, %lu exists, "
                   "%lu not cached; cache: %lu evictions, %lu contended, %lu repairs, "
                   "%lu entries\n", STRESS_PROCS,
                   (unsigned long)sh->ops, (unsigned long)sh->hits, (unsigned long)sh->stored,
-                  (unsigned long)sh->begun, (unsigned long)sh->exists,
+                  (unsigned long)sh->claimed, (unsigned long)sh->exists,
                   (unsigned long)sh->not_cached, (unsigned long)st.evictions,
                   (unsigned long)st.contended, (unsigned long)st.repairs,
                   (unsigned long)st.entries);
@@ -939,10 +938,10 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_too_small),
-        cmocka_unit_test_setup_teardown(test_begin_complete_lookup, setup_one_set, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_store_lookup, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_full_key_compare, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_same_set_different_keys, setup_one_set, teardown),
-        cmocka_unit_test_setup_teardown(test_abort, setup_one_set, teardown),
+        cmocka_unit_test_setup_teardown(test_release, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_expiry, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_by_age, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_live_markers_not_evicted, setup_one_set, teardown),
