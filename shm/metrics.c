@@ -37,7 +37,7 @@ static const int64_t batch_buckets[SHM_METRICS_BATCH_BUCKETS] = {
 };
 
 typedef struct {
-    _Atomic uint64_t buckets[SHM_METRICS_BUCKETS + 1];      /* not cumulative; last: +Inf */
+    _Atomic uint64_t buckets[SHM_METRICS_BUCKETS + 1];  /* not cumulative; last: +Inf */
     _Atomic uint64_t sum;
 } hist_t;
 

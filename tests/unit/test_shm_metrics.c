@@ -63,7 +63,7 @@ test_latency_buckets(void **state)
     assert_int_equal(h->buckets[0], 2);                    /* -5 (as 0) and 1000 */
     assert_int_equal(h->buckets[1], 3);                    /* cumulative: + 1001 */
     assert_int_equal(h->buckets[SHM_METRICS_BUCKETS - 1], 3);
-    assert_int_equal(h->buckets[SHM_METRICS_BUCKETS], 4);      /* +Inf: the count */
+    assert_int_equal(h->buckets[SHM_METRICS_BUCKETS], 4);  /* +Inf: the count */
     assert_int_equal(h->sum, 1000 + 1001 + 9000000);
     assert_int_equal(s->requests[SHM_METRICS_ROUTE_CHECKOUT][1], 4);   /* status 201 */
     free(s);
