@@ -21,6 +21,24 @@ class RawResponse:
         return "RawResponse(%d, %r, %r)" % (self.status, self.headers, self.body[:200])
 
 
+def read_until_close(s, timeout=5.0):
+    """Read from the connected socket s until the server closes it, an
+    error, or timeout seconds (each read also waits at most s's own
+    timeout).  Returns (bytes read, error): error is the OSError that ended
+    the reading, a timeout included, else None."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            b = s.recv(65536)
+        except OSError as e:
+            return out, e
+        if not b:
+            break
+        out += b
+    return out, None
+
+
 def exchange(port, data, shut=False, timeout=5.0, linger_rst=False):
     """Send data on a new connection (then half-close it when shut), read
     until the server closes or timeout.  Returns (bytes read, error): error
@@ -28,8 +46,6 @@ def exchange(port, data, shut=False, timeout=5.0, linger_rst=False):
     linger_rst the connection ends with a reset instead of a FIN."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     err = None
-    out = b""
-    deadline = time.monotonic() + timeout
     try:
         try:
             s.sendall(data)
@@ -37,23 +53,12 @@ def exchange(port, data, shut=False, timeout=5.0, linger_rst=False):
                 s.shutdown(socket.SHUT_WR)
         except OSError as e:
             err = e
-        while time.monotonic() < deadline:
-            try:
-                b = s.recv(65536)
-            except socket.timeout as e:
-                err = err or e
-                break
-            except OSError as e:
-                err = err or e
-                break
-            if not b:
-                break
-            out += b
+        out, read_err = read_until_close(s, timeout)
     finally:
         if linger_rst:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
-    return out, err
+    return out, err or read_err
 
 
 def parse(data, head_requests=0):

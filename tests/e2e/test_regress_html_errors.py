@@ -18,7 +18,7 @@ import threading
 import time
 
 from harness import TAP, Paymentsd
-from rawhttp import exchange, json_error, parse
+from rawhttp import exchange, json_error, parse, read_until_close
 
 t = TAP()
 d = Paymentsd(workers=1, extra={"max_body_size": "16k", "max_header_size": "8k",
@@ -98,15 +98,7 @@ s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
 t0 = time.monotonic()
 s.sendall(b"POST /checkout HTTP/1.1\r\n" + CT.encode() + b"Idempotency-Key: k-exp\r\n"
           b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
-got = b""
-try:
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        got += b
-except OSError:
-    pass
+got, _ = read_until_close(s)
 s.close()
 rs = parse(got) if got.startswith(b"HTTP/1.1 4") else []
 t.ok(len(rs) == 1 and rs[0].status == 413 and json_error(rs[0]) == "payload_too_large"
@@ -132,15 +124,9 @@ def send_all():
 th = threading.Thread(target=send_all)
 th.start()
 th.join(15)
-got = b""
-try:
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        got += b
-except OSError as e:
-    send_err.append(e)
+got, err = read_until_close(s, timeout=15)
+if err is not None:
+    send_err.append(err)
 s.close()
 rs = parse(got) if got.startswith(b"HTTP/1.1") else []
 t.ok(not send_err and len(rs) == 1 and rs[0].status == 413,
@@ -192,20 +178,15 @@ for name, head, body in (
     try:
         first = s.recv(100)
         s.sendall(body)
-        rest = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            rest += b
+        rest, err = read_until_close(s, timeout=3)
     except OSError as e:
-        first, rest = repr(e).encode(), b""
+        first, rest, err = b"", b"", e
     s.close()
     rs = parse(rest) if rest.startswith(b"HTTP/1.1") else []
-    t.ok(first == b"HTTP/1.1 100 Continue\r\n\r\n" and len(rs) == 1 and rs[0].status == 400
-         and json_error(rs[0]) == "idempotency_key_missing",
+    t.ok(err is None and first == b"HTTP/1.1 100 Continue\r\n\r\n" and len(rs) == 1
+         and rs[0].status == 400 and json_error(rs[0]) == "idempotency_key_missing",
          "Expect: 100-continue with %s: 100 Continue, then the body is read and answered" % name,
-         "%r %r" % (first, rest[:200]))
+         "%r %r %r" % (err, first, rest[:200]))
 
 t.eq(d.workers(), workers, "the same worker, never restarted")
 t.eq(d.get("/healthz").status, 200, "and it answers /healthz")

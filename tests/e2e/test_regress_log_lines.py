@@ -20,6 +20,7 @@ import socket
 import urllib.parse
 
 from harness import DATABASE, TAP, Paymentsd, checkout, free_port, new_key, wait_until
+from rawhttp import parse, read_until_close
 
 t = TAP()
 ORDER = "6f1c2d3e-4a5b-4c6d-8e7f-8091a2b3c4d5"
@@ -36,16 +37,10 @@ def raw_request(port, head):
     try:
         local_port = s.getsockname()[1]
         s.sendall(head)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        r = parse(read_until_close(s)[0])[0]
     finally:
         s.close()
-    header, _, body = data.partition(b"\r\n\r\n")
-    return local_port, int(header.split(b" ", 2)[1]), body
+    return local_port, r.status, r.body
 
 
 def access_lines(rid):
