@@ -287,14 +287,18 @@ class Paymentsd:
 
 class Load:
     """Background client threads sending requests until stopped; counts
-    answers by status and connection errors.  Bounded by max_seconds."""
+    answers by status and connection errors, and keeps the slowest answer's
+    time in seconds.  Each thread waits pause seconds between requests.
+    Bounded by max_seconds."""
 
-    def __init__(self, port, path="/healthz", threads=2, max_seconds=30):
+    def __init__(self, port, path="/healthz", threads=2, max_seconds=30, pause=0.0):
         self.port = port
         self.path = path
+        self.pause = pause
         self.ok = 0
         self.bad = []
         self.errors = []
+        self.slowest = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._deadline = time.monotonic() + max_seconds
@@ -302,9 +306,11 @@ class Load:
 
     def _run(self):
         while not self._stop.is_set() and time.monotonic() < self._deadline:
+            t0 = time.monotonic()
             try:
                 r = request(self.port, "GET", self.path, timeout=5)
                 with self._lock:
+                    self.slowest = max(self.slowest, time.monotonic() - t0)
                     if r.status == 200:
                         self.ok += 1
                     else:
@@ -312,6 +318,7 @@ class Load:
             except Exception as e:  # noqa: BLE001 - every failure counts
                 with self._lock:
                     self.errors.append(repr(e))
+            self._stop.wait(self.pause)
 
     def start(self):
         for t in self._threads:
@@ -328,7 +335,8 @@ class Load:
 class DelayProxy:
     """A TCP proxy in front of a real dependency (PostgreSQL): it can hold
     back the server's bytes (delay), or be cut (every connection reset, the
-    port closed: connection refused) and restored on the same port."""
+    port closed: connection refused) and restored on the same port.
+    accepted counts the connections it passed on."""
 
     def __init__(self, target_host, target_port, port=0):
         self.target = (target_host, target_port)
@@ -336,6 +344,7 @@ class DelayProxy:
         self.refusing = False
         self.port = port
         self.conns = []
+        self.accepted = 0
         self.lock = threading.Lock()
         self.up()
 
@@ -386,6 +395,7 @@ class DelayProxy:
                 continue
             with self.lock:
                 self.conns += [client, upstream]
+                self.accepted += 1
             threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
 
