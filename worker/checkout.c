@@ -1,5 +1,5 @@
 /*
- * checkout: the idempotent checkout flow and the order read endpoints.
+ * checkout: the idempotent checkout flow.
  *
  * PostgreSQL decides everything about money: whether a key is new, replayed,
  * reused, in progress or to be recovered (checkout_begin), and what the
@@ -42,13 +42,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/queue.h>
-
-#include <event2/buffer.h>
-#include <event2/keyvalq_struct.h>
 
 #include "common/log.h"
 #include "worker/db.h"
@@ -61,52 +56,35 @@
 #define CACHE_SKEW_MARGIN_MS 60000  /* cached answers expire this much early */
 
 typedef struct {
-    http_req_t *r;              /* gone once replied: use w afterwards */
-    worker_t *w;
-    checkout_req_t req;
+    http_req_t *r;              /* until the reply, which frees this checkout_t */
+    worker_t *worker;
+    validate_checkout_t body;
     char key[VALIDATE_KEY_MAX + 1];
     size_t keylen;
     char order_id[37];
     char token[37];             /* our lock token for the key */
-    char request_id[129];       /* the request's, for the provider's calls */
     int marked;                 /* our in-progress marker is in the cache */
     int probe;                  /* this charge is the breaker's probe */
 } checkout_t;
 
-static void
-reply_validation(http_req_t *r, const validate_error_t *e)
-{
-    worker_count(r->worker, SHM_METRICS_CHECKOUT_INVALID);
-    http_reply_error(r, e->status, e->code, e->message, e->field[0] ? e->field : NULL);
-}
+typedef enum { KEY_IN_USE, KEY_REUSED } key_conflict_t;
 
-/* The advice to keep the Idempotency-Key is for a checkout only: a GET
- * sends none. */
-static void
-reply_unavailable(http_req_t *r)
-{
-    int checkout = r->route == SHM_METRICS_ROUTE_CHECKOUT;
-
-    if (checkout)
-        worker_count(r->worker, SHM_METRICS_CHECKOUT_UNAVAILABLE);
-    http_add_header(r, "Retry-After", "1");
-    http_reply_error(r, 503, "service_unavailable",
-                     checkout ? "the database is unavailable; retry with the same Idempotency-Key"
-                              : "the database is unavailable; retry later", NULL);
-}
-
-/* A failed database call: 503 when retrying can help, else 500. */
-static void
-reply_db_error(http_req_t *r, const store_err_t *err)
-{
-    if (err->transient) {
-        log_req_warn(r->request_id, "database call failed: %s", err->message);
-        reply_unavailable(r);
-        return;
-    }
-    log_req_error(r->request_id, "database call failed: %s", err->message);
-    http_reply_error(r, 500, "internal_error", "internal error", NULL);
-}
+/* The steps, in the order they run. */
+static int answered_from_cache(checkout_t *c);
+static void checkout_begin_done(void *arg, const store_begin_t *b, const store_err_t *err);
+static void charge_done(void *arg, provider_outcome_t outcome, const char *charge_id);
+static void recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id);
+static void run_checkout_finish(checkout_t *c, store_outcome_t outcome, const char *charge_id);
+static void checkout_finish_done(void *arg, const store_finish_t *f, const store_err_t *err);
+/* The replies, each of which ends the checkout. */
+static void reply_order(checkout_t *c, int status, const char *body, size_t len, int replayed);
+static void reply_conflict(checkout_t *c, key_conflict_t why);
+static void reply_unavailable(checkout_t *c);
+static void checkout_free(checkout_t *c);
+/* The shared cache. */
+static int64_t cache_expiry(checkout_t *c, int64_t completed_ms);
+static void cache_store(checkout_t *c, int status, const char *body, size_t len,
+                        int64_t completed_ms);
 
 static int64_t
 clock_ms(clockid_t clock)
@@ -117,47 +95,281 @@ clock_ms(clockid_t clock)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static shm_cache_t *
-cache_of(checkout_t *c)
+void
+checkout_handle(http_req_t *r)
 {
-    return worker_shared(c->w)->cache;
+    worker_t *w = http_req_worker(r);
+    const conf_t *conf = worker_conf(w);
+    const char *keys[MAX_KEY_HEADERS];
+    const char *body;
+    size_t nkeys, len;
+    validate_error_t e;
+    checkout_t *c;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        http_reply_error(r, 503, "service_unavailable", "out of memory", NULL);
+        return;
+    }
+    c->r = r;
+    c->worker = w;
+    /* SPEC.md's order: the key, the content type, then the body (made
+     * contiguous only once the headers passed). */
+    nkeys = http_req_header_all(r, "Idempotency-Key", keys, MAX_KEY_HEADERS);
+    if (validate_idempotency_key(keys, nkeys, c->key, &e) < 0
+        || validate_content_type(http_req_header(r, "Content-Type"), &e) < 0)
+        goto invalid;
+    body = http_req_body(r, &len);
+    if (validate_checkout_body(body, len, conf, &c->body, &e) < 0)
+        goto invalid;
+
+    c->keylen = strlen(c->key);
+    if (answered_from_cache(c))
+        return;
+
+    {
+        store_begin_req_t q = {
+            .key = c->key, .fingerprint = c->body.fingerprint, .buyer_id = c->body.buyer_id,
+            .seller_id = c->body.seller_id, .currency = c->body.currency,
+            .buyer_trust = c->body.buyer_trust, .amount_cents = c->body.amount_cents,
+            .lock_timeout_ms = conf->idempotency_lock_timeout_ms,
+            .ttl_ms = conf->idempotency_ttl_ms,
+        };
+        if (store_checkout_begin(worker_db(w), &q, checkout_begin_done, c) < 0)
+            reply_unavailable(c);
+    }
+    return;
+invalid:
+    worker_count(w, SHM_METRICS_CHECKOUT_INVALID);
+    http_reply_error(r, e.status, e.code, e.message, e.field[0] ? e.field : NULL);
+    checkout_free(c);
 }
 
-/* The request ends: a marker it left in the cache goes with it. */
+/*
+ * Answer from the shared cache when it knows: returns 1 when the request was
+ * answered (and c freed).  Otherwise our in-progress marker is in (or the
+ * cache could not take it) and the database decides.
+ */
+static int
+answered_from_cache(checkout_t *c)
+{
+    const conf_t *conf = worker_conf(c->worker);
+    shm_cache_t *cache = worker_shared(c->worker)->cache;
+    int64_t now = clock_ms(CLOCK_REALTIME);
+    shm_cache_entry_t entry, *e = &entry;    /* ~1.8 KiB: the stack, not malloc */
+    shm_cache_result_t res;
+
+    /* A completed answer is found without the set lock (a replay is the
+     * common case, and many replays of one key all land on one set); only
+     * a key not answered yet goes on to claim its marker. */
+    if (shm_cache_lookup(cache, c->key, c->keylen, now, e) == SHM_CACHE_COMPLETED
+        && cache_expiry(c, e->start_ms) > now)
+        res = SHM_CACHE_EXISTS;
+    else
+        res = shm_cache_claim(cache, c->key, c->keylen, c->body.fingerprint, getpid(), now,
+                              now + conf->idempotency_lock_timeout_ms, e);
+    if (res == SHM_CACHE_EXISTS && e->state == SHM_CACHE_COMPLETED
+        && cache_expiry(c, e->start_ms) <= now)
+        res = SHM_CACHE_NOT_CACHED;     /* expired under today's TTL: ask PostgreSQL */
+    if (res != SHM_CACHE_EXISTS) {
+        c->marked = (res == SHM_CACHE_CLAIMED);
+        worker_count(c->worker, SHM_METRICS_CACHE_MISS);
+        return 0;
+    }
+    worker_count(c->worker, SHM_METRICS_CACHE_HIT);
+    if (strcmp(e->fingerprint, c->body.fingerprint) != 0) {
+        reply_conflict(c, KEY_REUSED);
+    } else if (e->state == SHM_CACHE_COMPLETED) {
+        worker_count(c->worker, SHM_METRICS_CHECKOUT_REPLAYED);
+        worker_count(c->worker, SHM_METRICS_REPLAY_CACHE);
+        reply_order(c, e->status, (const char *)e->body, e->body_len, 1);
+    } else {
+        reply_conflict(c, KEY_IN_USE);
+    }
+    return 1;
+}
+
+/* PostgreSQL's checkout_begin has decided what the key means. */
 static void
-checkout_free(checkout_t *c)
+checkout_begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
 {
-    if (c->marked)
-        shm_cache_release(cache_of(c), c->key, c->keylen, getpid());
-    free(c);
+    checkout_t *c = arg;
+
+    if (err != NULL) {
+        /* Not committed: no order, no key; the provider was not called. */
+        if (err->transient) {
+            req_log_warn(c->r, "database call failed: %s", err->message);
+            reply_unavailable(c);
+            return;
+        }
+        req_log_error(c->r, "database call failed: %s", err->message);
+        http_reply_error(c->r, 500, "internal_error", "internal error", NULL);
+        checkout_free(c);
+        return;
+    }
+    snprintf(c->order_id, sizeof(c->order_id), "%s", b->order_id);
+    snprintf(c->token, sizeof(c->token), "%s", b->lock_token);
+    switch (b->result) {
+    case STORE_BEGIN_NEW: {
+        const conf_t *conf = worker_conf(c->worker);
+        shm_breaker_verdict_t v = shm_breaker_allow(worker_shared(c->worker)->breaker,
+                                                    clock_ms(CLOCK_MONOTONIC),
+                                                    2 * conf->provider_timeout_ms);
+        if (v == SHM_BREAKER_DENY) {
+            worker_count(c->worker, SHM_METRICS_PROVIDER_SKIPPED);
+            run_checkout_finish(c, STORE_OUTCOME_UNAVAILABLE, NULL);
+            return;
+        }
+        c->probe = (v == SHM_BREAKER_ALLOW_PROBE);
+        provider_charge(worker_provider(c->worker), c->order_id, c->body.amount_cents,
+                        c->body.currency, http_req_id(c->r), charge_done, c);
+        return;
+    }
+    case STORE_BEGIN_RECOVER:
+        req_log_info(c->r, "recovering checkout of order %s: asking the provider", c->order_id);
+        provider_get_charge(worker_provider(c->worker), c->order_id, c->body.amount_cents,
+                            c->body.currency, http_req_id(c->r), recover_answered, c);
+        return;
+    case STORE_BEGIN_REPLAY:
+        worker_count(c->worker, SHM_METRICS_CHECKOUT_REPLAYED);
+        worker_count(c->worker, SHM_METRICS_REPLAY_DB);
+        cache_store(c, b->response_status, b->body, b->body_len, b->completed_at_ms);
+        reply_order(c, b->response_status, b->body, b->body_len, 1);
+        return;
+    case STORE_BEGIN_REUSED:
+    case STORE_BEGIN_IN_PROGRESS:
+        reply_conflict(c, b->result == STORE_BEGIN_REUSED ? KEY_REUSED : KEY_IN_USE);
+        return;
+    }
+    /* Not reached: store.c maps every result checkout_begin has. */
+    http_reply_error(c->r, 500, "internal_error", "internal error", NULL);
+    checkout_free(c);
 }
 
-/* When a key answered at completed_ms (Unix ms) expires in the database
- * under the current idempotency_ttl, less the skew margin.  Asked again on
- * every cache hit, since a reload may have shortened the TTL. */
-static int64_t
-cache_expiry(checkout_t *c, int64_t completed_ms)
+static const char *
+breaker_name(shm_breaker_state_t s)
 {
-    return completed_ms + worker_conf(c->w)->idempotency_ttl_ms - CACHE_SKEW_MARGIN_MS;
+    return s == SHM_BREAKER_OPEN ? "open" : s == SHM_BREAKER_HALF_OPEN ? "half-open" : "closed";
 }
 
-/* Remember the response PostgreSQL holds for this key (stored there at
- * completed_ms), until the key's expiry in the database.  The entry's start
- * is the completion time, so that a hit can tell the expiry again. */
+/* The provider answered the charge (or did not, in time). */
 static void
-cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t completed_ms)
+charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
 {
-    int64_t expiry = cache_expiry(c, completed_ms);
+    checkout_t *c = arg;
+    const conf_t *conf = worker_conf(c->worker);
+    shm_breaker_t *b = worker_shared(c->worker)->breaker;
+    shm_breaker_state_t before = shm_breaker_state(b);
 
-    if (completed_ms <= 0 || expiry <= clock_ms(CLOCK_REALTIME))
-        return;                 /* the marker, if any, goes at checkout_free */
-    /* Storing replaces our marker; if it could not (a busy set), the
-     * marker must still go at checkout_free. */
-    if (shm_cache_store(cache_of(c), c->key, c->keylen, c->req.fingerprint, status,
-                        body, len, completed_ms, expiry) == SHM_CACHE_STORED)
-        c->marked = 0;
+    worker_count(c->worker, outcome == PROVIDER_SUCCEEDED ? SHM_METRICS_PROVIDER_SUCCEEDED
+                            : outcome == PROVIDER_DECLINED ? SHM_METRICS_PROVIDER_DECLINED
+                            : SHM_METRICS_PROVIDER_UNAVAILABLE);
+    shm_breaker_record(b, outcome != PROVIDER_UNAVAILABLE, clock_ms(CLOCK_MONOTONIC),
+                       conf->breaker_threshold, conf->breaker_cooldown_ms);
+    if (shm_breaker_state(b) != before)
+        req_log_warn(c->r, "provider circuit breaker: %s -> %s%s", breaker_name(before),
+                     breaker_name(shm_breaker_state(b)), c->probe ? " (probe)" : "");
+    run_checkout_finish(c, outcome == PROVIDER_SUCCEEDED ? STORE_OUTCOME_SUCCEEDED
+                           : outcome == PROVIDER_DECLINED ? STORE_OUTCOME_DECLINED
+                           : STORE_OUTCOME_UNAVAILABLE, charge_id);
 }
 
+/* A recovered checkout: what the provider knows of the first attempt's
+ * charge decides, never a blind second charge. */
+static void
+recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
+{
+    checkout_t *c = arg;
+
+    switch (outcome) {
+    case PROVIDER_SUCCEEDED:
+        run_checkout_finish(c, STORE_OUTCOME_SUCCEEDED, charge_id);
+        return;
+    case PROVIDER_DECLINED:
+        run_checkout_finish(c, STORE_OUTCOME_DECLINED, charge_id);
+        return;
+    case PROVIDER_NOT_FOUND:
+        /* Never received: charge now, under the same provider key. */
+        req_log_info(c->r, "recovering order %s: the provider never saw its charge: charging",
+                     c->order_id);
+        provider_charge(worker_provider(c->worker), c->order_id, c->body.amount_cents,
+                        c->body.currency, http_req_id(c->r), charge_done, c);
+        return;
+    case PROVIDER_CANCELED:
+    case PROVIDER_REFUNDED:
+        /* Given up on and reversed at the provider: FAILED, and the
+         * reversal that follows records any money that moved and came back. */
+        run_checkout_finish(c, STORE_OUTCOME_NOT_CHARGED, NULL);
+        return;
+    default:
+        /* Pending, or no answer: unknown.  The key stays ours until the lock
+         * timeout, then a retry or the housekeeper asks again. */
+        req_log_info(c->r, "recovering order %s: the provider says %s: the key stays in progress",
+                     c->order_id, provider_outcome_name(outcome));
+        reply_conflict(c, KEY_IN_USE);
+        return;
+    }
+}
+
+/* Record the provider's answer with SQL checkout_finish, which decides the
+ * order's status (outage policy included) and writes the ledger. */
+static void
+run_checkout_finish(checkout_t *c, store_outcome_t outcome, const char *charge_id)
+{
+    store_finish_req_t q = {
+        .order_id = c->order_id, .key = c->key, .lock_token = c->token, .outcome = outcome,
+        .charge_id = charge_id,
+        .outage_cap_cents = worker_conf(c->worker)->outage_pending_cap_cents,
+    };
+
+    if (store_checkout_finish(worker_db(c->worker), &q, checkout_finish_done, c) < 0) {
+        /* The key stays in progress: a retry after the lock timeout
+         * recovers this order with the same provider key. */
+        worker_count(c->worker, SHM_METRICS_FINISH_FAILED);
+        reply_unavailable(c);
+    }
+}
+
+static void
+checkout_finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
+{
+    checkout_t *c = arg;
+
+    if (err != NULL) {
+        /* Not committed: nothing changed, the key stays in progress and a
+         * retry after the lock timeout (or the housekeeper) recovers it.
+         * So 503 whatever the cause, never a success, never cached; a
+         * cause that retrying cannot fix is an error for the operator. */
+        worker_count(c->worker, SHM_METRICS_FINISH_FAILED);
+        if (err->transient)
+            req_log_warn(c->r, "checkout_finish of order %s did not commit: %s",
+                         c->order_id, err->message);
+        else
+            req_log_error(c->r, "checkout_finish of order %s did not commit: %s",
+                          c->order_id, err->message);
+        reply_unavailable(c);
+        return;
+    }
+    if (f->result == STORE_FINISH_STALE) {
+        /* A recovery took the key over while we waited: its holder
+         * finishes the order; our provider answer changed nothing. */
+        req_log_warn(c->r,
+                     "order %s: the key was taken over by a recovery; leaving it to the new holder",
+                     c->order_id);
+        reply_conflict(c, KEY_IN_USE);
+        return;
+    }
+    worker_count(c->worker, f->status == STORE_ORDER_PAID ? SHM_METRICS_CHECKOUT_PAID
+                            : f->status == STORE_ORDER_FAILED ? SHM_METRICS_CHECKOUT_FAILED
+                            : SHM_METRICS_CHECKOUT_PENDING);
+    if (f->reversal)
+        worker_start_reversal(c->worker, c->order_id, c->body.amount_cents, c->body.currency,
+                              http_req_id(c->r));
+    cache_store(c, f->response_status, f->body, f->body_len, f->completed_at_ms);
+    reply_order(c, f->response_status, f->body, f->body_len, 0);
+}
+
+/* The order's answer as PostgreSQL stored it (or the cache kept it). */
 static void
 reply_order(checkout_t *c, int status, const char *body, size_t len, int replayed)
 {
@@ -182,333 +394,63 @@ reply_order(checkout_t *c, int status, const char *body, size_t len, int replaye
     checkout_free(c);
 }
 
+/* 409: the key's first request still runs (KEY_IN_USE: retry soon), or the
+ * key was used with another request (KEY_REUSED: never with this one). */
 static void
-reply_in_use(http_req_t *r)
+reply_conflict(checkout_t *c, key_conflict_t why)
 {
-    worker_count(r->worker, SHM_METRICS_CHECKOUT_IN_USE);
-    http_add_header(r, "Retry-After", "1");
-    http_reply_error(r, 409, "idempotency_key_in_use",
-                     "a request with this Idempotency-Key is still being processed", NULL);
-}
+    int in_use = (why == KEY_IN_USE);
 
-static void
-finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
-{
-    checkout_t *c = arg;
-
-    if (err != NULL) {
-        /* Not committed: nothing changed, the key stays in progress and a
-         * retry after the lock timeout (or the housekeeper) recovers it.
-         * So 503 whatever the cause, never a success, never cached; a
-         * cause that retrying cannot fix is an error for the operator. */
-        worker_count(c->w, SHM_METRICS_FINISH_FAILED);
-        if (err->transient)
-            log_req_warn(c->request_id, "checkout_finish of order %s did not commit: %s",
-                         c->order_id, err->message);
-        else
-            log_req_error(c->request_id, "checkout_finish of order %s did not commit: %s",
-                          c->order_id, err->message);
-        reply_unavailable(c->r);
-        checkout_free(c);
-        return;
-    }
-    if (f->result == STORE_FINISH_STALE) {
-        /* A recovery took the key over while we waited: its holder
-         * finishes the order; our provider answer changed nothing. */
-        log_req_warn(c->request_id,
-                     "order %s: the key was taken over by a recovery; leaving it to the new holder",
-                     c->order_id);
-        reply_in_use(c->r);
-        checkout_free(c);
-        return;
-    }
-    worker_count(c->w, f->status == STORE_ORDER_PAID ? SHM_METRICS_CHECKOUT_PAID
-                       : f->status == STORE_ORDER_FAILED ? SHM_METRICS_CHECKOUT_FAILED
-                       : SHM_METRICS_CHECKOUT_PENDING);
-    if (f->reversal)
-        worker_start_reversal(c->w, c->order_id, c->req.amount_cents, c->req.currency,
-                              c->request_id);
-    cache_store(c, f->response_status, f->body, f->body_len, f->completed_at_ms);
-    reply_order(c, f->response_status, f->body, f->body_len, 0);
-}
-
-static const char *
-breaker_name(shm_breaker_state_t s)
-{
-    return s == SHM_BREAKER_OPEN ? "open" : s == SHM_BREAKER_HALF_OPEN ? "half-open" : "closed";
-}
-
-/* Record the provider's answer in PostgreSQL: checkout_finish decides the
- * order's status (outage policy included) and writes the ledger. */
-static void
-finish(checkout_t *c, store_outcome_t outcome, const char *charge_id)
-{
-    store_finish_req_t q = {
-        .order_id = c->order_id, .key = c->key, .lock_token = c->token, .outcome = outcome,
-        .charge_id = charge_id, .outage_cap_cents = worker_conf(c->w)->outage_pending_cap_cents,
-    };
-
-    if (store_checkout_finish(worker_db(c->w), &q, finish_done, c) < 0) {
-        /* The key stays in progress: a retry after the lock timeout
-         * recovers this order with the same provider key. */
-        worker_count(c->w, SHM_METRICS_FINISH_FAILED);
-        reply_unavailable(c->r);
-        checkout_free(c);
-    }
-}
-
-static void
-charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
-{
-    checkout_t *c = arg;
-    const conf_t *conf = worker_conf(c->w);
-    shm_breaker_t *b = worker_shared(c->w)->breaker;
-    shm_breaker_state_t before = shm_breaker_state(b);
-
-    worker_count(c->w, outcome == PROVIDER_SUCCEEDED ? SHM_METRICS_PROVIDER_SUCCEEDED
-                       : outcome == PROVIDER_DECLINED ? SHM_METRICS_PROVIDER_DECLINED
-                       : SHM_METRICS_PROVIDER_UNAVAILABLE);
-    shm_breaker_record(b, outcome != PROVIDER_UNAVAILABLE, clock_ms(CLOCK_MONOTONIC),
-                       conf->breaker_threshold, conf->breaker_cooldown_ms);
-    if (shm_breaker_state(b) != before)
-        log_req_warn(c->request_id, "provider circuit breaker: %s -> %s%s", breaker_name(before),
-                     breaker_name(shm_breaker_state(b)), c->probe ? " (probe)" : "");
-    finish(c, outcome == PROVIDER_SUCCEEDED ? STORE_OUTCOME_SUCCEEDED
-              : outcome == PROVIDER_DECLINED ? STORE_OUTCOME_DECLINED
-              : STORE_OUTCOME_UNAVAILABLE, charge_id);
-}
-
-/* A recovered checkout: what the provider knows of the first attempt's
- * charge decides, never a blind second charge. */
-static void
-recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
-{
-    checkout_t *c = arg;
-
-    switch (outcome) {
-    case PROVIDER_SUCCEEDED:
-        finish(c, STORE_OUTCOME_SUCCEEDED, charge_id);
-        return;
-    case PROVIDER_DECLINED:
-        finish(c, STORE_OUTCOME_DECLINED, charge_id);
-        return;
-    case PROVIDER_NOT_FOUND:
-        /* Never received: charge now, under the same provider key. */
-        log_req_info(c->request_id,
-                     "recovering order %s: the provider never saw its charge: charging", c->order_id);
-        provider_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
-                        c->req.currency, c->request_id, charge_done, c);
-        return;
-    case PROVIDER_CANCELED:
-    case PROVIDER_REFUNDED:
-        /* Given up on and reversed at the provider: FAILED, and the
-         * reversal that follows records any money that moved and came back. */
-        finish(c, STORE_OUTCOME_NOT_CHARGED, NULL);
-        return;
-    default:
-        /* Pending, or no answer: unknown.  The key stays ours until the lock
-         * timeout, then a retry or the housekeeper asks again. */
-        log_req_info(c->request_id,
-                     "recovering order %s: the provider says %s: the key stays in progress",
-                     c->order_id, provider_outcome_name(outcome));
-        reply_in_use(c->r);
-        checkout_free(c);
-        return;
-    }
-}
-
-static void
-begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
-{
-    checkout_t *c = arg;
-
-    if (err != NULL) {
-        /* Not committed: no order, no key; the provider was not called. */
-        reply_db_error(c->r, err);
-        checkout_free(c);
-        return;
-    }
-    snprintf(c->order_id, sizeof(c->order_id), "%s", b->order_id);
-    snprintf(c->token, sizeof(c->token), "%s", b->lock_token);
-    switch (b->result) {
-    case STORE_BEGIN_NEW: {
-        const conf_t *conf = worker_conf(c->w);
-        shm_breaker_verdict_t v = shm_breaker_allow(worker_shared(c->w)->breaker,
-                                                    clock_ms(CLOCK_MONOTONIC),
-                                                    2 * conf->provider_timeout_ms);
-        if (v == SHM_BREAKER_DENY) {
-            worker_count(c->w, SHM_METRICS_PROVIDER_SKIPPED);
-            finish(c, STORE_OUTCOME_UNAVAILABLE, NULL);
-            return;
-        }
-        c->probe = (v == SHM_BREAKER_ALLOW_PROBE);
-        provider_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
-                        c->req.currency, c->request_id, charge_done, c);
-        return;
-    }
-    case STORE_BEGIN_RECOVER:
-        log_req_info(c->request_id, "recovering checkout of order %s: asking the provider",
-                     c->order_id);
-        provider_get_charge(worker_provider(c->w), c->order_id, c->req.amount_cents,
-                            c->req.currency, c->request_id, recover_answered, c);
-        return;
-    case STORE_BEGIN_REPLAY:
-        worker_count(c->w, SHM_METRICS_CHECKOUT_REPLAYED);
-        worker_count(c->w, SHM_METRICS_REPLAY_DB);
-        cache_store(c, b->response_status, b->body, b->body_len, b->completed_at_ms);
-        reply_order(c, b->response_status, b->body, b->body_len, 1);
-        return;
-    case STORE_BEGIN_REUSED:
-        worker_count(c->w, SHM_METRICS_CHECKOUT_REUSED);
-        http_reply_error(c->r, 409, "idempotency_key_reused",
-                         "this Idempotency-Key was used with a different request", NULL);
-        break;
-    case STORE_BEGIN_IN_PROGRESS:
-        reply_in_use(c->r);
-        break;
-    }
+    worker_count(c->worker, in_use ? SHM_METRICS_CHECKOUT_IN_USE : SHM_METRICS_CHECKOUT_REUSED);
+    if (in_use)
+        http_add_header(c->r, "Retry-After", "1");
+    http_reply_error(c->r, 409, in_use ? "idempotency_key_in_use" : "idempotency_key_reused",
+                     in_use ? "a request with this Idempotency-Key is still being processed"
+                            : "this Idempotency-Key was used with a different request", NULL);
     checkout_free(c);
 }
 
-/*
- * Answer from the shared cache when it knows: returns 1 when the request was
- * answered.  Otherwise our in-progress marker is in (or the cache could not
- * take it) and the database decides.
- */
-static int
-cache_fast_path(checkout_t *c)
-{
-    const conf_t *conf = worker_conf(c->r->worker);
-    int64_t now = clock_ms(CLOCK_REALTIME);
-    shm_cache_entry_t entry, *e = &entry;    /* ~1.8 KiB: the stack, not malloc */
-    shm_cache_result_t res;
-
-    /* A completed answer is found without the set lock (a replay is the
-     * common case, and many replays of one key all land on one set); only
-     * a key not answered yet goes on to claim its marker. */
-    if (shm_cache_lookup(cache_of(c), c->key, c->keylen, now, e) == SHM_CACHE_COMPLETED
-        && cache_expiry(c, e->start_ms) > now)
-        res = SHM_CACHE_EXISTS;
-    else
-        res = shm_cache_claim(cache_of(c), c->key, c->keylen, c->req.fingerprint, getpid(), now,
-                              now + conf->idempotency_lock_timeout_ms, e);
-    if (res == SHM_CACHE_EXISTS && e->state == SHM_CACHE_COMPLETED
-        && cache_expiry(c, e->start_ms) <= now)
-        res = SHM_CACHE_NOT_CACHED;     /* expired under today's TTL: ask PostgreSQL */
-    if (res != SHM_CACHE_EXISTS) {
-        c->marked = (res == SHM_CACHE_CLAIMED);
-        worker_count(c->r->worker, SHM_METRICS_CACHE_MISS);
-        return 0;
-    }
-    worker_count(c->r->worker, SHM_METRICS_CACHE_HIT);
-    if (strcmp(e->fingerprint, c->req.fingerprint) != 0) {
-        worker_count(c->r->worker, SHM_METRICS_CHECKOUT_REUSED);
-        http_reply_error(c->r, 409, "idempotency_key_reused",
-                         "this Idempotency-Key was used with a different request", NULL);
-    } else if (e->state == SHM_CACHE_COMPLETED) {
-        worker_count(c->r->worker, SHM_METRICS_CHECKOUT_REPLAYED);
-        worker_count(c->r->worker, SHM_METRICS_REPLAY_CACHE);
-        reply_order(c, e->status, (const char *)e->body, e->body_len, 1);
-        return 1;               /* reply_order freed c */
-    } else {
-        reply_in_use(c->r);
-    }
-    checkout_free(c);
-    return 1;
-}
-
-void
-checkout_handle(http_req_t *r)
-{
-    struct evhttp_request *req = r->req;
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    struct evbuffer *body = evhttp_request_get_input_buffer(req);
-    const conf_t *conf = worker_conf(r->worker);
-    const char *keys[MAX_KEY_HEADERS];
-    struct evkeyval *kv;
-    validate_error_t e;
-    checkout_t *c;
-    size_t nkeys = 0, len;
-
-    c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        http_reply_error(r, 503, "service_unavailable", "out of memory", NULL);
-        return;
-    }
-    c->r = r;
-    c->w = r->worker;
-    snprintf(c->request_id, sizeof(c->request_id), "%s", r->request_id);
-    TAILQ_FOREACH(kv, in, next) {
-        if (strcasecmp(kv->key, "Idempotency-Key") == 0 && nkeys < MAX_KEY_HEADERS)
-            keys[nkeys++] = kv->value;
-    }
-    len = evbuffer_get_length(body);
-    if (validate_idempotency_key(keys, nkeys, c->key, &e) < 0
-        || validate_content_type(evhttp_find_header(in, "Content-Type"), &e) < 0
-        || validate_checkout_body((const char *)evbuffer_pullup(body, -1), len, conf,
-                                  &c->req, &e) < 0) {
-        reply_validation(r, &e);
-        checkout_free(c);
-        return;
-    }
-
-    c->keylen = strlen(c->key);
-    if (cache_fast_path(c))
-        return;
-
-    {
-        store_begin_req_t q = {
-            .key = c->key, .fingerprint = c->req.fingerprint, .buyer_id = c->req.buyer_id,
-            .seller_id = c->req.seller_id, .currency = c->req.currency,
-            .buyer_trust = c->req.buyer_trust, .amount_cents = c->req.amount_cents,
-            .lock_timeout_ms = conf->idempotency_lock_timeout_ms,
-            .ttl_ms = conf->idempotency_ttl_ms,
-        };
-        if (store_checkout_begin(worker_db(r->worker), &q, begin_done, c) < 0) {
-            reply_unavailable(r);
-            checkout_free(c);
-        }
-    }
-}
-
 static void
-read_done(void *arg, const char *body, size_t len, const store_err_t *err)
+reply_unavailable(checkout_t *c)
 {
-    http_req_t *r = arg;
-
-    if (err != NULL)
-        reply_db_error(r, err);
-    else if (body == NULL)
-        http_reply_error(r, 404, "order_not_found", "no such order", NULL);
-    else
-        http_reply(r, 200, "application/json", body, len);
+    worker_count(c->worker, SHM_METRICS_CHECKOUT_UNAVAILABLE);
+    http_reply_unavailable(c->r,
+                           "the database is unavailable; retry with the same Idempotency-Key");
+    checkout_free(c);
 }
 
-void
-orders_handle(http_req_t *r)
+/* After the reply: a marker the checkout left in the cache goes with it. */
+static void
+checkout_free(checkout_t *c)
 {
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r->req));
-    const char *rest = path + strlen("/orders/");
-    char id[37];
-    int ledger;
+    if (c->marked)
+        shm_cache_release(worker_shared(c->worker)->cache, c->key, c->keylen, getpid());
+    free(c);
+}
 
-    if (strlen(rest) < 36)
-        goto not_found;
-    memcpy(id, rest, 36);
-    id[36] = '\0';
-    if (!validate_uuid(id))
-        goto not_found;
-    if (rest[36] == '\0') {
-        ledger = 0;
-    } else if (strcmp(rest + 36, "/ledger") == 0) {
-        ledger = 1;
-        r->route = SHM_METRICS_ROUTE_ORDER_LEDGER;
-    } else {
-        goto not_found;
-    }
-    if ((ledger ? store_order_ledger : store_order_get)(worker_db(r->worker), id, read_done, r) < 0)
-        reply_unavailable(r);
-    return;
-not_found:
-    http_reply_error(r, 404, "order_not_found", "no such order", NULL);
+/* When a key answered at completed_ms (Unix ms) expires in the database
+ * under the current idempotency_ttl, less the skew margin.  Asked again on
+ * every cache hit, since a reload may have shortened the TTL. */
+static int64_t
+cache_expiry(checkout_t *c, int64_t completed_ms)
+{
+    return completed_ms + worker_conf(c->worker)->idempotency_ttl_ms - CACHE_SKEW_MARGIN_MS;
+}
+
+/* Remember the response PostgreSQL holds for this key (stored there at
+ * completed_ms), until the key's expiry in the database.  The entry's start
+ * is the completion time, so that a hit can tell the expiry again. */
+static void
+cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t completed_ms)
+{
+    int64_t expiry = cache_expiry(c, completed_ms);
+
+    if (completed_ms <= 0 || expiry <= clock_ms(CLOCK_REALTIME))
+        return;                 /* the marker, if any, goes at checkout_free */
+    /* complete() replaces our marker; if it could not (a busy set), the
+     * marker must still go at checkout_free. */
+    if (shm_cache_store(worker_shared(c->worker)->cache, c->key, c->keylen,
+                           c->body.fingerprint, status, body, len, completed_ms,
+                           expiry) == SHM_CACHE_STORED)
+        c->marked = 0;
 }

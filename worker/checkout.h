@@ -1,5 +1,5 @@
 /*
- * checkout: POST /checkout, and the order read endpoints.
+ * checkout: POST /checkout.
  *
  *   validate -> checkout_begin() -> provider charge -> checkout_finish() -> reply
  *
@@ -14,8 +14,5 @@
 
 /* POST /checkout. */
 void checkout_handle(http_req_t *r);
-
-/* GET /orders/{id} and GET /orders/{id}/ledger. */
-void orders_handle(http_req_t *r);
 
 #endif

@@ -13,8 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <event2/http.h>
-
 /* What a page may send (besides the CORS-safelisted headers), and read. */
 #define CORS_ALLOW_HEADERS \
     "Content-Type, Idempotency-Key, X-Request-Id, webhook-id, webhook-timestamp, webhook-signature"
@@ -39,20 +37,16 @@ allowed(const cf_list_t *origins, const char *origin)
 int
 cors_handle(http_req_t *r, const cf_list_t *origins, const char *allow)
 {
-    const struct evkeyvalq *in;
     const char *origin, *grant;
 
-    if (origins->n == 0 || r->req == NULL)
-        return 0;
-    in = evhttp_request_get_input_headers(r->req);
-    if ((origin = evhttp_find_header(in, "Origin")) == NULL)
+    if (origins->n == 0 || (origin = http_req_header(r, "Origin")) == NULL)
         return 0;
     http_add_header(r, "Vary", "Origin");
     if ((grant = allowed(origins, origin)) == NULL)
         return 0;
     http_add_header(r, "Access-Control-Allow-Origin", grant);
-    if (r->method == EVHTTP_REQ_OPTIONS && allow != NULL
-        && evhttp_find_header(in, "Access-Control-Request-Method") != NULL) {
+    if (strcmp(http_req_method(r), "OPTIONS") == 0 && allow != NULL
+        && http_req_header(r, "Access-Control-Request-Method") != NULL) {
         http_add_header(r, "Access-Control-Allow-Methods", allow);
         http_add_header(r, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
         http_add_header(r, "Access-Control-Max-Age", CORS_MAX_AGE);

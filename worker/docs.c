@@ -37,8 +37,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <event2/http.h>
-
 #include "common/log.h"
 
 #define DOCS_MAX_FILES 64
@@ -325,8 +323,7 @@ etag_matches(const char *inm, const char *etag)
 static void
 reply_file(http_req_t *r, const docs_file_t *f)
 {
-    const char *inm = evhttp_find_header(evhttp_request_get_input_headers(r->req),
-                                         "If-None-Match");
+    const char *inm = http_req_header(r, "If-None-Match");
 
     http_add_header(r, "ETag", f->etag);
     http_add_header(r, "Cache-Control", "public, max-age=3600");
@@ -346,7 +343,7 @@ docs_openapi_handle(http_req_t *r)
 void
 docs_handle(const docs_t *d, http_req_t *r)
 {
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r->req));
+    const char *path = http_req_path(r);
     const docs_file_t *f;
 
     http_add_header(r, "X-Content-Type-Options", "nosniff");

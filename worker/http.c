@@ -43,14 +43,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "common/log.h"
+
+struct http_req {
+    struct evhttp_request *req; /* NULL once libevent freed it (client gone) */
+    worker_t *worker;
+    shm_metrics_route_t route;      /* for logs and metrics */
+    enum evhttp_cmd_type method;
+    int64_t start_us;
+    http_done_fn done;
+    int status;                 /* set by the reply */
+    int64_t dur_us;
+    char request_id[129];
+    char *uri;                  /* copies, kept when req goes before the reply */
+    char *user_agent, *xff;
+    char client[64];            /* the peer's address (for the access log) */
+    uint16_t client_port;
+    unsigned replied : 1;       /* http_reply() was called */
+    unsigned cancelled : 1;     /* the connection closed before the reply */
+};
 
 static uint64_t rng_state[2];
 
@@ -136,6 +157,98 @@ int
 http_req_cancelled(const http_req_t *r)
 {
     return r->cancelled;
+}
+
+worker_t *
+http_req_worker(const http_req_t *r)
+{
+    return r->worker;
+}
+
+const char *
+http_req_method(const http_req_t *r)
+{
+    static const char *const names[] = { "GET", "POST", "HEAD", "PUT", "DELETE",
+                                         "OPTIONS", "TRACE", "CONNECT", "PATCH" };
+
+    /* enum evhttp_cmd_type is one bit per method, in this order. */
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (r->method == (enum evhttp_cmd_type)(1 << i))
+            return names[i];
+    }
+    return "OTHER";
+}
+
+const char *
+http_req_path(const http_req_t *r)
+{
+    const struct evhttp_uri *uri = r->req != NULL ? evhttp_request_get_evhttp_uri(r->req) : NULL;
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+
+    return path != NULL ? path : "";
+}
+
+const char *
+http_req_id(const http_req_t *r)
+{
+    return r->request_id;
+}
+
+const char *
+http_req_header(const http_req_t *r, const char *name)
+{
+    if (r->req == NULL)
+        return NULL;
+    return evhttp_find_header(evhttp_request_get_input_headers(r->req), name);
+}
+
+size_t
+http_req_header_all(const http_req_t *r, const char *name, const char **values, size_t max)
+{
+    const struct evkeyval *kv;
+    size_t n = 0;
+
+    if (r->req == NULL)
+        return 0;
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(r->req), next) {
+        if (n < max && strcasecmp(kv->key, name) == 0)
+            values[n++] = kv->value;
+    }
+    return n;
+}
+
+size_t
+http_req_body_length(const http_req_t *r)
+{
+    return r->req != NULL ? evbuffer_get_length(evhttp_request_get_input_buffer(r->req)) : 0;
+}
+
+const char *
+http_req_body(http_req_t *r, size_t *len)
+{
+    const char *body;
+
+    *len = http_req_body_length(r);
+    if (*len == 0)
+        return "";
+    body = (const char *)evbuffer_pullup(evhttp_request_get_input_buffer(r->req), -1);
+    if (body == NULL) {
+        *len = 0;               /* out of memory making it contiguous */
+        return "";
+    }
+    return body;
+}
+
+void
+http_req_set_route(http_req_t *r, shm_metrics_route_t route)
+{
+    r->route = route;
+}
+
+shm_metrics_route_t
+http_req_route(const http_req_t *r)
+{
+    return r->route;
 }
 
 const char *
@@ -226,19 +339,11 @@ json_header(char *buf, size_t room, const char *value)
 static void
 access_log_line(const http_req_t *r, int status, size_t bytes, int64_t dur_us)
 {
-    static const char *const methods[] = { "GET", "POST", "HEAD", "PUT", "DELETE",
-                                           "OPTIONS", "TRACE", "CONNECT", "PATCH" };
-    struct evkeyvalq *in = r->req != NULL ? evhttp_request_get_input_headers(r->req) : NULL;
     char line[3072], now[32], path[512], agent[512], xff[512];
-    const char *method = "OTHER";
     const char *uri = r->req != NULL ? evhttp_request_get_uri(r->req) : r->uri;
     size_t plen;
     int n;
 
-    for (unsigned i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        if (r->method == (enum evhttp_cmd_type)(1 << i))
-            method = methods[i];
-    }
     plen = json_escape(path, sizeof(path), uri ? uri : "");
     path[plen] = '\0';
     log_time_iso(now, sizeof(now));
@@ -246,12 +351,12 @@ access_log_line(const http_req_t *r, int status, size_t bytes, int64_t dur_us)
                  "{\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\",\"client_port\":%u,"
                  "\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,"
                  "\"duration_ms\":%.3f,\"user_agent\":%s,\"x_forwarded_for\":%s,\"worker_pid\":%ld}",
-                 now, r->request_id, r->client, (unsigned)r->client_port, method, path,
-                 shm_metrics_route_name(r->route), status, bytes, (double)dur_us / 1000.0,
+                 now, r->request_id, r->client, (unsigned)r->client_port, http_req_method(r),
+                 path, shm_metrics_route_name(r->route), status, bytes, (double)dur_us / 1000.0,
                  json_header(agent, sizeof(agent),
-                             in != NULL ? evhttp_find_header(in, "User-Agent") : r->user_agent),
+                             r->req != NULL ? http_req_header(r, "User-Agent") : r->user_agent),
                  json_header(xff, sizeof(xff),
-                             in != NULL ? evhttp_find_header(in, "X-Forwarded-For") : r->xff),
+                             r->req != NULL ? http_req_header(r, "X-Forwarded-For") : r->xff),
                  (long)getpid());
     if (n > 0 && (size_t)n < sizeof(line))
         log_access(line, (size_t)n);
@@ -294,10 +399,9 @@ connection_closed(struct evhttp_connection *evcon, void *arg)
     if (evhttp_request_get_connection(r->req) != NULL) {
         /* Still on the connection: libevent frees it with the connection.
          * Keep what the access log needs. */
-        struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
         const char *uri = evhttp_request_get_uri(r->req);
-        const char *agent = evhttp_find_header(in, "User-Agent");
-        const char *xff = evhttp_find_header(in, "X-Forwarded-For");
+        const char *agent = http_req_header(r, "User-Agent");
+        const char *xff = http_req_header(r, "X-Forwarded-For");
 
         r->uri = uri != NULL ? strdup(uri) : NULL;
         r->user_agent = agent != NULL ? strdup(agent) : NULL;
@@ -373,4 +477,11 @@ http_reply_error(http_req_t *r, int status, const char *code, const char *messag
         json_object_object_add(err, "field", json_object_new_string(field));
     json_object_object_add(root, "error", err);
     http_reply_json(r, status, root);
+}
+
+void
+http_reply_unavailable(http_req_t *r, const char *message)
+{
+    http_add_header(r, "Retry-After", "1");
+    http_reply_error(r, 503, "service_unavailable", message, NULL);
 }

@@ -14,41 +14,72 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <event2/http.h>
 #include <json-c/json.h>
 
+#include "common/log.h"
 #include "shm/metrics.h"
 
 typedef struct worker worker_t;
-typedef struct http_req http_req_t;
+typedef struct http_req http_req_t;     /* opaque: worker/http.c */
+struct evhttp_request;
 
 /* Called when a request is over (its reply written, or its client gone),
  * with the status and the time until the reply was made. */
 typedef void (*http_done_fn)(worker_t *w, const http_req_t *r, int status, int64_t dur_us);
 
-struct http_req {
-    struct evhttp_request *req; /* NULL once libevent freed it (client gone) */
-    worker_t *worker;
-    shm_metrics_route_t route;      /* for logs and metrics */
-    enum evhttp_cmd_type method; /* for logs, metrics and CORS */
-    int64_t start_us;
-    http_done_fn done;
-    int status;                 /* set by the reply */
-    int64_t dur_us;
-    char request_id[129];
-    /* Private to http.c. */
-    char *uri;                  /* copies, kept when req goes before the reply */
-    char *user_agent, *xff;
-    char client[64];            /* the peer's address (for the access log) */
-    uint16_t client_port;
-    unsigned replied : 1;       /* http_reply() was called */
-    unsigned cancelled : 1;     /* the connection closed before the reply */
-};
-
 /* Start handling req; returns NULL only when out of memory (the request has
  * then been answered 503 already). */
 http_req_t *http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
     __attribute__((warn_unused_result));
+
+/*
+ * What a handler reads of its request.  Strings and the body belong to r
+ * and stay valid until its reply.  Once the client has gone (see
+ * http_req_cancelled) there is nothing left to read: the header, path and
+ * body accessors then answer NULL, 0 or "" (handlers read their request
+ * before their first asynchronous step, when it cannot have gone yet).
+ */
+worker_t *http_req_worker(const http_req_t *r);
+
+/* "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+ * "PATCH", or "OTHER". */
+const char *http_req_method(const http_req_t *r);
+
+/* The decoded path of the target, without the query ("" when none). */
+const char *http_req_path(const http_req_t *r);
+
+/* The request id: the client's X-Request-Id when valid, else one made here
+ * (SPEC.md).  It stays valid, cancelled or not, until the reply. */
+const char *http_req_id(const http_req_t *r);
+
+/* The first value of the request header name (any case), or NULL. */
+const char *http_req_header(const http_req_t *r, const char *name);
+
+/* Every value of the request header name (any case), in order: stores up to
+ * max of them in values and returns how many it stored. */
+size_t http_req_header_all(const http_req_t *r, const char *name, const char **values,
+                           size_t max);
+
+/* The length of the body, without touching it (to refuse a large one
+ * before making it contiguous). */
+size_t http_req_body_length(const http_req_t *r);
+
+/* The whole body, made contiguous, and its length in *len; "" when empty.
+ * Not NUL-terminated. */
+const char *http_req_body(http_req_t *r, size_t *len);
+
+/* The route the router matched, for logs and metrics (set once it knows;
+ * SHM_METRICS_ROUTE_UNKNOWN until then); a handler may narrow it. */
+void http_req_set_route(http_req_t *r, shm_metrics_route_t route);
+shm_metrics_route_t http_req_route(const http_req_t *r);
+
+/* Log a line about r, tagged with its request id (pgbouncer's slog_*).
+ * Work that outlives its request (a provider call, a reversal) keeps the
+ * id and logs with common/log.h's log_req_* directly, which these wrap. */
+#define req_log_error(r, ...) log_req_error(http_req_id(r), __VA_ARGS__)
+#define req_log_warn(r, ...)  log_req_warn(http_req_id(r), __VA_ARGS__)
+#define req_log_info(r, ...)  log_req_info(http_req_id(r), __VA_ARGS__)
+#define req_log_debug(r, ...) log_req_debug(http_req_id(r), __VA_ARGS__)
 
 /* Send status with body (may be NULL) of content_type.  Ends the request:
  * r must not be used afterwards.  When the client has gone (see
@@ -62,6 +93,10 @@ void http_reply_json(http_req_t *r, int status, json_object *obj);
 /* Send {"error": {"code", "message"[, "field"]}}; field may be NULL. */
 void http_reply_error(http_req_t *r, int status, const char *code,
                       const char *message, const char *field);
+
+/* Send 503 service_unavailable with Retry-After: 1 and message: a
+ * dependency is down, and retrying soon may succeed. */
+void http_reply_unavailable(http_req_t *r, const char *message);
 
 /* Add a response header before replying (ignored once cancelled). */
 void http_add_header(http_req_t *r, const char *name, const char *value);

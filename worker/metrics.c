@@ -247,7 +247,8 @@ counter(struct evbuffer *b, const char *name, const char *help, uint64_t v)
 void
 metrics_handle(http_req_t *r)
 {
-    const worker_shared_t *shared = worker_shared(r->worker);
+    worker_t *w = http_req_worker(r);
+    const worker_shared_t *shared = worker_shared(w);
     struct evbuffer *b = evbuffer_new();
     shm_metrics_snapshot_t *s = malloc(sizeof(*s));
 
@@ -258,7 +259,7 @@ metrics_handle(http_req_t *r)
         http_reply_error(r, 503, "service_unavailable", "out of memory", NULL);
         return;
     }
-    worker_update_gauges(r->worker);
+    worker_update_gauges(w);
     shm_metrics_snapshot(shared->metrics, s);
     help(b, "paymentsd_build_info", "gauge", "Always 1; the labels say what is running.");
     evbuffer_add_printf(b, "paymentsd_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);

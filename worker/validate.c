@@ -295,7 +295,7 @@ static const char ID_CHARS[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-";
 
 static void
-fingerprint(checkout_req_t *c)
+fingerprint(validate_checkout_t *c)
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
     char buf[512];
@@ -313,7 +313,7 @@ fingerprint(checkout_req_t *c)
 
 int
 validate_checkout_body(const char *body, size_t len, const conf_t *conf,
-                       checkout_req_t *out, validate_error_t *err)
+                       validate_checkout_t *out, validate_error_t *err)
 {
     static const char *const fields[] = {
         "buyer_id", "seller_id", "amount_cents", "currency", "buyer_trust"
@@ -425,7 +425,8 @@ event_string(struct json_object *obj, const char *name, size_t max, char *out,
 }
 
 int
-validate_webhook_event(const char *body, size_t len, webhook_event_t *out, validate_error_t *err)
+validate_webhook_event(const char *body, size_t len, validate_webhook_event_t *out,
+                       validate_error_t *err)
 {
     struct json_object *obj = validate_json_object(body, len, err);
     char outcome[7];

@@ -32,7 +32,7 @@ typedef struct {
     char currency[4];
     char buyer_trust[10];       /* "trusted" or "untrusted" */
     char fingerprint[65];       /* lower-case hex SHA-256 of the fields */
-} checkout_req_t;
+} validate_checkout_t;
 
 /*
  * The Idempotency-Key header: values holds every occurrence (count n).  On
@@ -52,7 +52,7 @@ int validate_content_type(const char *value, validate_error_t *err)
  * field rules, and the fingerprint.  0, or -1 with err.
  */
 int validate_checkout_body(const char *body, size_t len, const conf_t *conf,
-                           checkout_req_t *out, validate_error_t *err)
+                           validate_checkout_t *out, validate_error_t *err)
     __attribute__((warn_unused_result));
 
 /* A provider webhook's event, checked. */
@@ -62,7 +62,7 @@ typedef struct {
     char event_id[VALIDATE_EVENT_ID_MAX + 1];
     char order_id[37];          /* a UUID */
     int paid;                   /* outcome: 1 PAID, 0 FAILED */
-} webhook_event_t;
+} validate_webhook_event_t;
 
 /*
  * Parse and check a webhook body (len bytes, not NUL-terminated), once its
@@ -71,7 +71,7 @@ typedef struct {
  * "FAILED"); other members are ignored.  0, or -1 with err: 400
  * invalid_json, or 422 validation_failed naming the field.
  */
-int validate_webhook_event(const char *body, size_t len, webhook_event_t *out,
+int validate_webhook_event(const char *body, size_t len, validate_webhook_event_t *out,
                            validate_error_t *err) __attribute__((warn_unused_result));
 
 /* Non-zero when s is a UUID in its canonical 8-4-4-4-12 hex form. */

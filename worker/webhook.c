@@ -11,6 +11,8 @@
  * answered 503, never 200, so the provider delivers the event again.  A PAID
  * event for a FAILED order is never dropped: PostgreSQL opens a reversal and
  * the worker asks the provider to cancel-or-refund (worker/reversal).
+ * Like checkout.c, the file reads in the order a request runs: the handler,
+ * then the step that answers.
  */
 #include "config.h"
 
@@ -21,7 +23,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/buffer.h>
 #include <json-c/json.h>
 #include <openssl/crypto.h>
 
@@ -41,6 +42,8 @@ typedef struct {
     http_req_t *r;
     char order_id[37];
 } apply_t;
+
+static void apply_done(void *arg, const store_apply_t *a, const store_err_t *err);
 
 webhook_keys_t *
 webhook_keys_new(const conf_t *conf)
@@ -72,74 +75,20 @@ webhook_keys_free(webhook_keys_t *k)
     free(k);
 }
 
-static void
-apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
-{
-    apply_t *ap = arg;
-    http_req_t *r = ap->r;
-    json_object *body;
-
-    if (err != NULL) {
-        /* Not committed: nothing was recorded, and the provider delivers a
-         * non-2xx event again later.  A cause that retrying cannot fix is
-         * an error for the operator, still not a success. */
-        worker_count(r->worker, SHM_METRICS_WEBHOOK_UNAVAILABLE);
-        if (err->transient)
-            log_req_warn(r->request_id, "webhook_apply did not commit: %s", err->message);
-        else
-            log_req_error(r->request_id, "webhook_apply did not commit: %s", err->message);
-        http_add_header(r, "Retry-After", "1");
-        http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
-        free(ap);
-        return;
-    }
-    if (a->result == STORE_APPLY_NOT_FOUND) {
-        worker_count(r->worker, SHM_METRICS_WEBHOOK_NOT_FOUND);
-        http_reply_error(r, 404, "order_not_found", "no such order", "order_id");
-        free(ap);
-        return;
-    }
-    body = json_object_new_object();
-    json_object_object_add(body, "ok", json_object_new_boolean(1));
-    if (a->result == STORE_APPLY_DUPLICATE) {
-        worker_count(r->worker, SHM_METRICS_WEBHOOK_DUPLICATE);
-        json_object_object_add(body, "duplicate", json_object_new_boolean(1));
-    } else {
-        int applied = a->result == STORE_APPLY_APPLIED;
-
-        worker_count(r->worker, applied ? SHM_METRICS_WEBHOOK_APPLIED
-                                : a->conflict ? SHM_METRICS_WEBHOOK_CONFLICT
-                                : SHM_METRICS_WEBHOOK_NOT_APPLIED);
-        json_object_object_add(body, "duplicate", json_object_new_boolean(0));
-        json_object_object_add(body, "applied", json_object_new_boolean(applied));
-        if (a->conflict)
-            log_req_warn(r->request_id,
-                         "webhook conflict: order %s is already %s, the event was not applied%s",
-                         ap->order_id, store_order_status_name(a->order_status),
-                         a->reversal ? "; reversing the provider's charge" : "");
-        if (a->reversal)
-            worker_start_reversal(r->worker, ap->order_id, a->amount_cents, a->currency,
-                                  r->request_id);
-    }
-    http_reply_json(r, 200, body);
-    free(ap);
-}
-
 void
 webhook_handle(http_req_t *r)
 {
-    const conf_t *conf = worker_conf(r->worker);
-    const webhook_keys_t *keys = worker_webhook_keys(r->worker);
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
-    struct evbuffer *buf = evhttp_request_get_input_buffer(r->req);
-    size_t len = evbuffer_get_length(buf);
+    worker_t *w = http_req_worker(r);
+    const conf_t *conf = worker_conf(w);
+    const webhook_keys_t *keys = worker_webhook_keys(w);
+    size_t len = http_req_body_length(r);
     const char *body;
-    webhook_event_t ev;
+    validate_webhook_event_t ev;
     whsig_result_t v;
     validate_error_t e;
 
     if (keys == NULL || keys->n == 0) {
-        worker_count(r->worker, SHM_METRICS_WEBHOOK_SIGNATURE_INVALID);
+        worker_count(w, SHM_METRICS_WEBHOOK_SIGNATURE_INVALID);
         http_reply_error(r, 401, "signature_invalid", "no webhook secret is configured", NULL);
         return;
     }
@@ -147,15 +96,15 @@ webhook_handle(http_req_t *r)
         http_reply_error(r, 413, "payload_too_large", "the body is too large", NULL);
         return;
     }
-    body = (const char *)evbuffer_pullup(buf, -1);
-    v = whsig_verify(keys->keys, keys->n, evhttp_find_header(in, "webhook-id"),
-                     evhttp_find_header(in, "webhook-timestamp"),
-                     evhttp_find_header(in, "webhook-signature"), body, len,
+    body = http_req_body(r, &len);
+    v = whsig_verify(keys->keys, keys->n, http_req_header(r, "webhook-id"),
+                     http_req_header(r, "webhook-timestamp"),
+                     http_req_header(r, "webhook-signature"), body, len,
                      (int64_t)time(NULL), conf->webhook_tolerance_ms / 1000);
     if (v != WHSIG_OK) {
-        log_req_warn(r->request_id, "webhook refused: signature %s", whsig_result_name(v));
-        worker_count(r->worker, v == WHSIG_EXPIRED ? SHM_METRICS_WEBHOOK_SIGNATURE_EXPIRED
-                                : SHM_METRICS_WEBHOOK_SIGNATURE_INVALID);
+        req_log_warn(r, "webhook refused: signature %s", whsig_result_name(v));
+        worker_count(w, v == WHSIG_EXPIRED ? SHM_METRICS_WEBHOOK_SIGNATURE_EXPIRED
+                           : SHM_METRICS_WEBHOOK_SIGNATURE_INVALID);
         if (v == WHSIG_EXPIRED)
             http_reply_error(r, 401, "signature_expired",
                              "webhook-timestamp is outside the tolerance", NULL);
@@ -165,7 +114,7 @@ webhook_handle(http_req_t *r)
     }
 
     if (validate_webhook_event(body, len, &ev, &e) < 0) {
-        worker_count(r->worker, SHM_METRICS_WEBHOOK_INVALID);
+        worker_count(w, SHM_METRICS_WEBHOOK_INVALID);
         http_reply_error(r, e.status, e.code, e.message, e.field[0] != '\0' ? e.field : NULL);
         return;
     }
@@ -183,12 +132,61 @@ webhook_handle(http_req_t *r)
             snprintf(ap->order_id, sizeof(ap->order_id), "%s", ev.order_id);
         }
         if (payload == NULL || ap == NULL
-            || store_webhook_apply(worker_db(r->worker), &q, apply_done, ap) < 0) {
+            || store_webhook_apply(worker_db(w), &q, apply_done, ap) < 0) {
             free(ap);
-            worker_count(r->worker, SHM_METRICS_WEBHOOK_UNAVAILABLE);
-            http_add_header(r, "Retry-After", "1");
-            http_reply_error(r, 503, "service_unavailable", "the database is unavailable", NULL);
+            worker_count(w, SHM_METRICS_WEBHOOK_UNAVAILABLE);
+            http_reply_unavailable(r, "the database is unavailable");
         }
         free(payload);
     }
+}
+
+static void
+apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
+{
+    apply_t *ap = arg;
+    http_req_t *r = ap->r;
+    worker_t *w = http_req_worker(r);
+    json_object *body;
+
+    if (err != NULL) {
+        /* Not committed: nothing was recorded, and the provider delivers a
+         * non-2xx event again later.  A cause that retrying cannot fix is
+         * an error for the operator, still not a success. */
+        worker_count(w, SHM_METRICS_WEBHOOK_UNAVAILABLE);
+        if (err->transient)
+            req_log_warn(r, "webhook_apply did not commit: %s", err->message);
+        else
+            req_log_error(r, "webhook_apply did not commit: %s", err->message);
+        http_reply_unavailable(r, "the database is unavailable");
+        free(ap);
+        return;
+    }
+    if (a->result == STORE_APPLY_NOT_FOUND) {
+        worker_count(w, SHM_METRICS_WEBHOOK_NOT_FOUND);
+        http_reply_error(r, 404, "order_not_found", "no such order", "order_id");
+        free(ap);
+        return;
+    }
+    body = json_object_new_object();
+    json_object_object_add(body, "ok", json_object_new_boolean(1));
+    if (a->result == STORE_APPLY_DUPLICATE) {
+        worker_count(w, SHM_METRICS_WEBHOOK_DUPLICATE);
+        json_object_object_add(body, "duplicate", json_object_new_boolean(1));
+    } else {
+        int applied = a->result == STORE_APPLY_APPLIED;
+
+        worker_count(w, applied ? SHM_METRICS_WEBHOOK_APPLIED
+                        : a->conflict ? SHM_METRICS_WEBHOOK_CONFLICT : SHM_METRICS_WEBHOOK_NOT_APPLIED);
+        json_object_object_add(body, "duplicate", json_object_new_boolean(0));
+        json_object_object_add(body, "applied", json_object_new_boolean(applied));
+        if (a->conflict)
+            req_log_warn(r, "webhook conflict: order %s is already %s, the event was not applied%s",
+                         ap->order_id, store_order_status_name(a->order_status),
+                         a->reversal ? "; reversing the provider's charge" : "");
+        if (a->reversal)
+            worker_start_reversal(w, ap->order_id, a->amount_cents, a->currency, http_req_id(r));
+    }
+    http_reply_json(r, 200, body);
+    free(ap);
 }

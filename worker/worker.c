@@ -38,6 +38,7 @@
 #include "worker/front.h"
 #include "worker/http.h"
 #include "worker/metrics.h"
+#include "worker/orders.h"
 #include "worker/provider.h"
 #include "worker/reversal.h"
 #include "worker/store.h"
@@ -197,7 +198,7 @@ handle_healthz(http_req_t *r)
 static void
 handle_docs(http_req_t *r)
 {
-    docs_handle(r->worker->docs, r);
+    docs_handle(http_req_worker(r)->docs, r);
 }
 
 static void
@@ -206,8 +207,7 @@ readyz_done(void *arg, const store_err_t *err)
     http_req_t *r = arg;
 
     if (err != NULL) {
-        http_add_header(r, "Retry-After", "1");
-        http_reply_error(r, 503, "service_unavailable", "the database does not answer", NULL);
+        http_reply_unavailable(r, "the database does not answer");
         return;
     }
     reply_ok(r);
@@ -216,10 +216,8 @@ readyz_done(void *arg, const store_err_t *err)
 static void
 handle_readyz(http_req_t *r)
 {
-    if (store_ping(r->worker->db, readyz_done, r) < 0) {
-        http_add_header(r, "Retry-After", "1");
-        http_reply_error(r, 503, "service_unavailable", "the database is unreachable", NULL);
-    }
+    if (store_ping(http_req_worker(r)->db, readyz_done, r) < 0)
+        http_reply_unavailable(r, "the database is unreachable");
 }
 
 static void
@@ -274,21 +272,20 @@ quiet_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static shm_metrics_method_t
-method_label(enum evhttp_cmd_type m)
+method_label(const char *m)
 {
-    switch (m) {
-    case EVHTTP_REQ_GET: return SHM_METRICS_METHOD_GET;
-    case EVHTTP_REQ_HEAD: return SHM_METRICS_METHOD_HEAD;
-    case EVHTTP_REQ_POST: return SHM_METRICS_METHOD_POST;
-    case EVHTTP_REQ_OPTIONS: return SHM_METRICS_METHOD_OPTIONS;
-    default: return SHM_METRICS_METHOD_OTHER;
-    }
+    return strcmp(m, "GET") == 0 ? SHM_METRICS_METHOD_GET
+         : strcmp(m, "HEAD") == 0 ? SHM_METRICS_METHOD_HEAD
+         : strcmp(m, "POST") == 0 ? SHM_METRICS_METHOD_POST
+         : strcmp(m, "OPTIONS") == 0 ? SHM_METRICS_METHOD_OPTIONS
+         : SHM_METRICS_METHOD_OTHER;
 }
 
 static void
 on_done(worker_t *w, const http_req_t *r, int status, int64_t dur_us)
 {
-    shm_metrics_request(w->metrics, r->route, method_label(r->method), status, dur_us);
+    shm_metrics_request(w->metrics, http_req_route(r), method_label(http_req_method(r)), status,
+                        dur_us);
     worker_update_gauges(w);
     w->inflight--;
     drain_check(w);
@@ -323,7 +320,7 @@ on_request(struct evhttp_request *req, void *arg)
                                : strcmp(path, rt->path) == 0;
         if (!match)
             continue;
-        r->route = rt->id;
+        http_req_set_route(r, rt->id);
         if (cors_handle(r, &w->conf->cors_allow_origins, rt->allow))
             return;
         if (!(method & rt->methods)) {

@@ -55,9 +55,9 @@ id_ok(const char *s)
 }
 
 static void
-check_accepted(const conf_t *cf, const char *body, size_t size, const checkout_req_t *a)
+check_accepted(const conf_t *cf, const char *body, size_t size, const validate_checkout_t *a)
 {
-    checkout_req_t b;
+    validate_checkout_t b;
     validate_error_t e;
     char canon[512];
     int n, known = 0;
@@ -92,7 +92,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *body = fuzz_bytes(data, size);
-    checkout_req_t req, req_wide;
+    validate_checkout_t req, req_wide;
     validate_error_t e;
 
     memset(&e, 0, sizeof(e));

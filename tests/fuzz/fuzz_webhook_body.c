@@ -19,7 +19,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *body = fuzz_bytes(data, size);
-    webhook_event_t a, b;
+    validate_webhook_event_t a, b;
     validate_error_t e;
     size_t n;
 

@@ -5,6 +5,8 @@
  * written; the connection freed before the reply (a worker shutting down)
  * while the handler still holds its http_req_t; and a keep-alive connection
  * whose next request must not be ended by the previous one's callbacks.
+ * And what a handler reads of its request through the accessors, before
+ * and after its client has gone.
  *
  * libevent's allocations are counted (event_set_mem_functions): after each
  * case, with the server and its event base freed, every one of them must
@@ -79,7 +81,7 @@ typedef struct {
 static void
 on_done(worker_t *w, const http_req_t *r, int status, int64_t dur_us)
 {
-    fixture_t *f = (fixture_t *)r->worker;
+    fixture_t *f = (fixture_t *)http_req_worker(r);
 
     (void)w;
     (void)dur_us;
@@ -270,6 +272,57 @@ test_keepalive_next_request(void **state)
     run_until(f, &f->done, 2);
 }
 
+/* What a handler reads: method, path, id, headers (every value of a
+ * repeated one, any case), the body; and, once the client has gone, only
+ * the id, with no header, path or body left to read. */
+static void
+test_accessors(void **state)
+{
+    static const char req[] =
+        "POST /checkout?x=1 HTTP/1.1\r\nHost: test\r\nX-Request-Id: rid-42\r\n"
+        "Idempotency-Key: a\r\nidempotency-key: b\r\nIDEMPOTENCY-KEY: c\r\n"
+        "Content-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"a\": 1}";
+    fixture_t *f = *state;
+    const char *values[2];
+    const char *body;
+    size_t len;
+
+    assert_int_equal(send(f->client, req, sizeof(req) - 1, 0), (ssize_t)(sizeof(req) - 1));
+    run_until(f, &f->begun, 1);
+    assert_ptr_equal(http_req_worker(f->r), (worker_t *)f);
+    assert_string_equal(http_req_method(f->r), "POST");
+    assert_string_equal(http_req_path(f->r), "/checkout");
+    assert_string_equal(http_req_id(f->r), "rid-42");
+    assert_string_equal(http_req_header(f->r, "content-type"), "application/json");
+    assert_null(http_req_header(f->r, "Origin"));
+    assert_int_equal(http_req_header_all(f->r, "Idempotency-Key", values, 2), 2);
+    assert_string_equal(values[0], "a");
+    assert_string_equal(values[1], "b");
+    assert_int_equal(http_req_header_all(f->r, "Origin", values, 2), 0);
+    assert_int_equal(http_req_body_length(f->r), 8);
+    body = http_req_body(f->r, &len);
+    assert_int_equal(len, 8);
+    assert_memory_equal(body, "{\"a\": 1}", 8);
+    assert_int_equal(http_req_route(f->r), SHM_METRICS_ROUTE_UNKNOWN);
+    http_req_set_route(f->r, SHM_METRICS_ROUTE_CHECKOUT);
+    assert_int_equal(http_req_route(f->r), SHM_METRICS_ROUTE_CHECKOUT);
+
+    evhttp_free(f->http);       /* the client is gone */
+    f->http = NULL;
+    assert_true(http_req_cancelled(f->r));
+    assert_string_equal(http_req_id(f->r), "rid-42");
+    assert_string_equal(http_req_method(f->r), "POST");
+    assert_null(http_req_header(f->r, "Content-Type"));
+    assert_int_equal(http_req_header_all(f->r, "Idempotency-Key", values, 2), 0);
+    assert_string_equal(http_req_path(f->r), "");
+    assert_int_equal(http_req_body_length(f->r), 0);
+    body = http_req_body(f->r, &len);
+    assert_int_equal(len, 0);
+    assert_string_equal(body, "");
+    http_reply(f->r, 200, "application/json", "{}", 2);
+    assert_int_equal(f->done, 1);
+}
+
 int
 main(void)
 {
@@ -278,6 +331,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_reset_while_replying, setup, teardown),
         cmocka_unit_test_setup_teardown(test_freed_before_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_next_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_accessors, setup, teardown),
     };
 
     /* Before libevent allocates anything. */

@@ -118,7 +118,7 @@ test_body_cases(void **state)
     while (fgets(line, sizeof(line), f) != NULL) {
         int status, off = 0;
         char code[64], field[64];
-        checkout_req_t out;
+        validate_checkout_t out;
         validate_error_t e;
         const char *body;
         int rc;
@@ -152,7 +152,7 @@ test_body_too_large(void **state)
 {
     size_t len = (size_t)conf->max_body_size + 1;
     char *body = malloc(len);
-    checkout_req_t out;
+    validate_checkout_t out;
     validate_error_t e;
 
     (void)state;
@@ -174,7 +174,7 @@ test_regress_amount_beyond_int64_not_clamped(void **state)
         "9223372036854775808", "18446744073709551615", "99999999999999999999999",
     };
     conf_t *wide;
-    checkout_req_t out;
+    validate_checkout_t out;
     validate_error_t e;
     char body[256], err[256];
     int n;
@@ -202,7 +202,7 @@ static void
 test_nul_byte_is_invalid_json(void **state)
 {
     static const char body[] = "{\"buyer_id\":\"b\"}\0garbage";
-    checkout_req_t out;
+    validate_checkout_t out;
     validate_error_t e;
 
     (void)state;
@@ -213,7 +213,7 @@ test_nul_byte_is_invalid_json(void **state)
 static const char *
 fp(const char *body)
 {
-    static checkout_req_t out;
+    static validate_checkout_t out;
     validate_error_t e;
 
     if (validate_checkout_body(body, strlen(body), conf, &out, &e) != 0)
@@ -284,7 +284,7 @@ test_webhook_event(void **state)
         { "{\"event_id\":\"e\"," EV_ORDER ",\"outcome\":\"PAIDX\"}", 422, "outcome" },
         { "{\"event_id\":\"e\"," EV_ORDER "}", 422, "outcome" },
     };
-    webhook_event_t ev;
+    validate_webhook_event_t ev;
     validate_error_t e;
 
     (void)state;
