@@ -44,7 +44,10 @@ void log_vwrite(log_level_t level, const char *request_id, const char *fmt, va_l
 
 /* The same about a request: every error-log line about a request carries
  * its id (SPEC.md: X-Request-Id), so that the access log, the error log,
- * the load balancer's and the provider's logs can be matched. */
+ * the load balancer's and the provider's logs can be matched.  A handler
+ * holding the request writes req_log_*(r, ...) (worker/http.h), which
+ * passes its id here; work that outlives its request (a provider call, a
+ * reversal) keeps the id and passes it itself. */
 #define log_req_error(rid, ...) log_write(LOG_LEVEL_ERROR, rid, __VA_ARGS__)
 #define log_req_warn(rid, ...)  do { if (log_threshold >= LOG_LEVEL_WARN) log_write(LOG_LEVEL_WARN, rid, __VA_ARGS__); } while (0)
 #define log_req_info(rid, ...)  do { if (log_threshold >= LOG_LEVEL_INFO) log_write(LOG_LEVEL_INFO, rid, __VA_ARGS__); } while (0)

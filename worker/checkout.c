@@ -58,7 +58,7 @@
 typedef struct {
     http_req_t *r;              /* until the reply, which frees this checkout_t */
     worker_t *worker;
-    validate_checkout_t body;
+    validate_checkout_t order;  /* the validated body */
     char key[VALIDATE_KEY_MAX + 1];
     size_t keylen;
     char order_id[37];
@@ -120,7 +120,7 @@ checkout_handle(http_req_t *r)
         || validate_content_type(http_req_header(r, "Content-Type"), &e) < 0)
         goto invalid;
     body = http_req_body(r, &len);
-    if (validate_checkout_body(body, len, conf, &c->body, &e) < 0)
+    if (validate_checkout_body(body, len, conf, &c->order, &e) < 0)
         goto invalid;
 
     c->keylen = strlen(c->key);
@@ -129,9 +129,9 @@ checkout_handle(http_req_t *r)
 
     {
         store_begin_req_t q = {
-            .key = c->key, .fingerprint = c->body.fingerprint, .buyer_id = c->body.buyer_id,
-            .seller_id = c->body.seller_id, .currency = c->body.currency,
-            .buyer_trust = c->body.buyer_trust, .amount_cents = c->body.amount_cents,
+            .key = c->key, .fingerprint = c->order.fingerprint, .buyer_id = c->order.buyer_id,
+            .seller_id = c->order.seller_id, .currency = c->order.currency,
+            .buyer_trust = c->order.buyer_trust, .amount_cents = c->order.amount_cents,
             .lock_timeout_ms = conf->idempotency_lock_timeout_ms,
             .ttl_ms = conf->idempotency_ttl_ms,
         };
@@ -166,7 +166,7 @@ answered_from_cache(checkout_t *c)
         && cache_expiry(c, e->start_ms) > now)
         res = SHM_CACHE_EXISTS;
     else
-        res = shm_cache_claim(cache, c->key, c->keylen, c->body.fingerprint, getpid(), now,
+        res = shm_cache_claim(cache, c->key, c->keylen, c->order.fingerprint, getpid(), now,
                               now + conf->idempotency_lock_timeout_ms, e);
     if (res == SHM_CACHE_EXISTS && e->state == SHM_CACHE_COMPLETED
         && cache_expiry(c, e->start_ms) <= now)
@@ -177,7 +177,7 @@ answered_from_cache(checkout_t *c)
         return 0;
     }
     worker_count(c->worker, SHM_METRICS_CACHE_HIT);
-    if (strcmp(e->fingerprint, c->body.fingerprint) != 0) {
+    if (strcmp(e->fingerprint, c->order.fingerprint) != 0) {
         reply_conflict(c, KEY_REUSED);
     } else if (e->state == SHM_CACHE_COMPLETED) {
         worker_count(c->worker, SHM_METRICS_CHECKOUT_REPLAYED);
@@ -221,14 +221,14 @@ checkout_begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
             return;
         }
         c->probe = (v == SHM_BREAKER_ALLOW_PROBE);
-        provider_charge(worker_provider(c->worker), c->order_id, c->body.amount_cents,
-                        c->body.currency, http_req_id(c->r), charge_done, c);
+        provider_charge(worker_provider(c->worker), c->order_id, c->order.amount_cents,
+                        c->order.currency, http_req_id(c->r), charge_done, c);
         return;
     }
     case STORE_BEGIN_RECOVER:
         req_log_info(c->r, "recovering checkout of order %s: asking the provider", c->order_id);
-        provider_get_charge(worker_provider(c->worker), c->order_id, c->body.amount_cents,
-                            c->body.currency, http_req_id(c->r), recover_answered, c);
+        provider_get_charge(worker_provider(c->worker), c->order_id, c->order.amount_cents,
+                            c->order.currency, http_req_id(c->r), recover_answered, c);
         return;
     case STORE_BEGIN_REPLAY:
         worker_count(c->worker, SHM_METRICS_CHECKOUT_REPLAYED);
@@ -292,8 +292,8 @@ recover_answered(void *arg, provider_outcome_t outcome, const char *charge_id)
         /* Never received: charge now, under the same provider key. */
         req_log_info(c->r, "recovering order %s: the provider never saw its charge: charging",
                      c->order_id);
-        provider_charge(worker_provider(c->worker), c->order_id, c->body.amount_cents,
-                        c->body.currency, http_req_id(c->r), charge_done, c);
+        provider_charge(worker_provider(c->worker), c->order_id, c->order.amount_cents,
+                        c->order.currency, http_req_id(c->r), charge_done, c);
         return;
     case PROVIDER_CANCELED:
     case PROVIDER_REFUNDED:
@@ -363,7 +363,7 @@ checkout_finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
                             : f->status == STORE_ORDER_FAILED ? SHM_METRICS_CHECKOUT_FAILED
                             : SHM_METRICS_CHECKOUT_PENDING);
     if (f->reversal)
-        worker_start_reversal(c->worker, c->order_id, c->body.amount_cents, c->body.currency,
+        worker_start_reversal(c->worker, c->order_id, c->order.amount_cents, c->order.currency,
                               http_req_id(c->r));
     cache_store(c, f->response_status, f->body, f->body_len, f->completed_at_ms);
     reply_order(c, f->response_status, f->body, f->body_len, 0);
@@ -450,7 +450,7 @@ cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t com
     /* complete() replaces our marker; if it could not (a busy set), the
      * marker must still go at checkout_free. */
     if (shm_cache_store(worker_shared(c->worker)->cache, c->key, c->keylen,
-                           c->body.fingerprint, status, body, len, completed_ms,
+                           c->order.fingerprint, status, body, len, completed_ms,
                            expiry) == SHM_CACHE_STORED)
         c->marked = 0;
 }

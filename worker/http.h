@@ -7,6 +7,10 @@
  * line and, once the reply is written or can no longer be, frees it.  A
  * reply to a client that has gone is dropped: handlers need not check.
  * Every reply is JSON unless said otherwise and carries X-Request-Id.
+ *
+ * http_req_t is opaque: a handler reads its request through the accessors
+ * below and never sees libevent, which only the router (worker.c) and this
+ * module touch.
  */
 #ifndef PD_HTTP_H
 #define PD_HTTP_H
