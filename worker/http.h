@@ -37,11 +37,13 @@ http_req_t *http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn
     __attribute__((warn_unused_result));
 
 /*
- * What a handler reads of its request.  Strings and the body belong to r
- * and stay valid until its reply.  Once the client has gone (see
- * http_req_cancelled) there is nothing left to read: the header, path and
- * body accessors then answer NULL, 0 or "" (handlers read their request
- * before their first asynchronous step, when it cannot have gone yet).
+ * What a handler reads of its request.  Header values, the path and the
+ * body belong to libevent's request: they stay valid until the reply or
+ * until the client goes, whichever comes first, so a handler reads them
+ * before its first asynchronous step (the client cannot have gone yet) and
+ * copies what it keeps.  Once the client has gone (http_req_cancelled)
+ * those accessors answer NULL, 0 or ""; the worker, method, id and route
+ * stay until the reply.
  */
 worker_t *http_req_worker(const http_req_t *r);
 
@@ -49,7 +51,8 @@ worker_t *http_req_worker(const http_req_t *r);
  * "PATCH", or "OTHER". */
 const char *http_req_method(const http_req_t *r);
 
-/* The decoded path of the target, without the query ("" when none). */
+/* The path of the target as sent (not percent-decoded), without the
+ * query; "" when none. */
 const char *http_req_path(const http_req_t *r);
 
 /* The request id: the client's X-Request-Id when valid, else one made here
