@@ -514,9 +514,25 @@ $$;
 --   * a payment is for a PAID order, and its entries are (cash, DEBIT) and
 --     (seller_payable, CREDIT) for the order's amount and currency (with the
 --     unique index and the balance this means exactly those two entries).
--- One query per firing.  The check on ledger_transactions catches a
+-- One query per check.  The check on ledger_transactions catches a
 -- transaction without entries; the one on ledger_entries catches entries
--- added to a transaction committed earlier.
+-- added to a transaction checked earlier (in an earlier transaction, or in
+-- this one under SET CONSTRAINTS ... IMMEDIATE).
+--
+-- One check per ledger transaction, not one per row: a check that passes
+-- notes the ids of the entries it saw (a transaction-local setting,
+-- paymentsd.ledger_checked), and the firing for an entry it saw returns at
+-- once.  That is sound because what the check read cannot change later:
+-- entries and ledger transactions are append-only, and the order statuses
+-- it accepts (PAID, FAILED) are final, with amount and currency immutable.
+-- An entry the check did not see (inserted after it ran, e.g. a later
+-- statement under IMMEDIATE, or a later database transaction) has an id that
+-- is not noted, so its firing checks the whole transaction again.  A check
+-- rolled back with a savepoint takes its note with it.  At COMMIT the
+-- transaction's row fires before its entries (it was inserted first), so a
+-- payment costs one check.  The note is a cache of passed checks, bounded in
+-- length; it only spares a repeat, and only writers of ledger_entries (the
+-- API functions, a superuser) could put a misleading one there.
 CREATE OR REPLACE FUNCTION ledger_check_txn() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -526,21 +542,28 @@ DECLARE
     v_entries    bigint;
     v_unbalanced bigint;
     v_off_shape  bigint;
+    v_ids        text;
+    v_noted      text;
 BEGIN
+    v_noted := current_setting('paymentsd.ledger_checked', true);
     IF TG_TABLE_NAME = 'ledger_entries' THEN
+        IF strpos(v_noted, ' ' || NEW.id || ' ') > 0 THEN
+            RETURN NULL;           -- a passed check of its transaction saw it
+        END IF;
         v_txn := NEW.txn_id;
     ELSE
         v_txn := NEW.id;
     END IF;
 
-    SELECT t.kind, o.status, a.entries, a.unbalanced, a.off_shape
-      INTO v_kind, v_status, v_entries, v_unbalanced, v_off_shape
+    SELECT t.kind, o.status, a.entries, a.unbalanced, a.off_shape, a.ids
+      INTO v_kind, v_status, v_entries, v_unbalanced, v_off_shape, v_ids
       FROM ledger_transactions t
       JOIN orders o ON o.id = t.order_id
      CROSS JOIN LATERAL (
             SELECT coalesce(sum(c.n), 0)              AS entries,
                    count(*) FILTER (WHERE c.bal <> 0) AS unbalanced,
-                   coalesce(sum(c.off_shape), 0)      AS off_shape
+                   coalesce(sum(c.off_shape), 0)      AS off_shape,
+                   string_agg(c.ids, ' ')             AS ids
               FROM (SELECT count(*) AS n,
                            sum(CASE e.direction WHEN 'DEBIT' THEN e.amount_cents
                                                 ELSE -e.amount_cents END) AS bal,
@@ -556,7 +579,8 @@ BEGIN
                                        ('refund', 'refunds_payable', 'DEBIT'),
                                        ('refund', 'cash', 'CREDIT')) AS k(kind, account, direction)
                                     WHERE k.kind = t.kind)))
-                               AS off_shape
+                               AS off_shape,
+                           string_agg(e.id::text, ' ') AS ids
                       FROM ledger_entries e
                      WHERE e.txn_id = t.id
                      GROUP BY e.currency) c
@@ -595,6 +619,14 @@ BEGIN
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_reversal_shape';
         END IF;
     END IF;
+
+    -- Passed: note the entries it saw (' id id ... ', each id between
+    -- spaces; started afresh past 16,000 characters, some hundreds of
+    -- transactions' worth, so the search stays short).
+    IF coalesce(v_noted, '') = '' OR length(v_noted) > 16000 THEN
+        v_noted := ' ';
+    END IF;
+    PERFORM set_config('paymentsd.ledger_checked', v_noted || v_ids || ' ', true);
     RETURN NULL;
 END
 $$;
@@ -1250,7 +1282,19 @@ END
 $$;
 
 -- checkout_begin for each item, items of one key in ordinal order (locks:
--- see above).
+-- see above).  The common case is set-based: when every item is well-formed,
+-- ONE statement claims the first item of each key of the batch, in key
+-- order, with one INSERT ... ON CONFLICT DO NOTHING for the keys and one
+-- INSERT for the orders of the keys it claimed (`new`), as checkout_begin's
+-- own first step does for one item.  The other items -- a key that exists
+-- (replay, reused, in_progress, recover, expired), or the second item of a
+-- key -- then run checkout_begin one by one, sorted by key, items of one key
+-- in ordinal order.  A batch with a malformed item runs every item through
+-- checkout_begin, so it fails with that item's error, as before.
+-- Locks: the claiming INSERT takes the new keys in key order, and waits
+-- only for keys another transaction is inserting; the one-by-one items lock
+-- only keys that exist, sorted, and an existing key is never locked by
+-- someone waiting for a key being inserted, so no cycle forms.
 CREATE OR REPLACE FUNCTION checkout_begin_many(
     p_keys text[], p_fingerprints text[], p_buyer_ids text[], p_seller_ids text[],
     p_amounts bigint[], p_currencies text[], p_buyer_trusts text[],
@@ -1263,6 +1307,7 @@ DECLARE
     n         int;
     it        record;
     b         record;
+    v_new     int[] := '{}';
     v_result  text[];
     v_order   uuid[];
     v_status  int[];
@@ -1281,12 +1326,57 @@ BEGIN
     v_token := array_fill(NULL::uuid, ARRAY[n]);
     v_done_ms := array_fill(NULL::bigint, ARRAY[n]);
 
+    -- checkout_begin's argument rules, for all the items at once.
+    IF NOT EXISTS (
+           SELECT 1
+             FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
+                         p_currencies, p_buyer_trusts, p_lock_timeouts, p_ttls)
+                  AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
+                       currency, buyer_trust, lock_timeout, ttl)
+            WHERE (    char_length(u.key) BETWEEN 1 AND 255 AND u.key ~ '^[!-~]+$'
+                   AND u.fingerprint ~ '^[0-9a-f]{64}$'
+                   AND u.buyer_id ~ '^[A-Za-z0-9_.:-]{1,64}$'
+                   AND u.seller_id ~ '^[A-Za-z0-9_.:-]{1,64}$'
+                   AND u.amount_cents > 0
+                   AND u.currency ~ '^[A-Z]{3}$'
+                   AND u.buyer_trust IN ('trusted', 'untrusted')
+                   AND u.lock_timeout >= interval '1 second'
+                   AND u.ttl >= interval '1 minute') IS NOT TRUE) THEN
+        WITH u AS (
+            SELECT DISTINCT ON (u.key COLLATE "C") u.*
+              FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
+                          p_currencies, p_buyer_trusts)
+                   WITH ORDINALITY AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
+                                        currency, buyer_trust, i)
+             ORDER BY u.key COLLATE "C", u.i),
+        ins AS (
+            INSERT INTO idempotency_keys (key, fingerprint, state, locked_at, order_id, lock_token)
+            SELECT u.key, u.fingerprint, 'in_progress', now(), gen_random_uuid(), gen_random_uuid()
+              FROM u
+             ORDER BY u.key COLLATE "C"
+            ON CONFLICT (key) DO NOTHING
+            RETURNING key, order_id, lock_token),
+        od AS (
+            INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
+            SELECT ins.order_id, u.buyer_id, u.seller_id, u.amount_cents, u.currency, u.buyer_trust
+              FROM ins JOIN u ON u.key = ins.key)
+        SELECT coalesce(array_agg(u.i::int), '{}'), array_agg(ins.order_id), array_agg(ins.lock_token)
+          INTO v_new, v_order, v_token
+          FROM ins JOIN u ON u.key = ins.key;
+        -- Back to one element per item (NULL for the items not claimed).
+        SELECT array_agg(x.o ORDER BY g.i), array_agg(x.t ORDER BY g.i)
+          INTO v_order, v_token
+          FROM generate_series(1, n) AS g(i)
+          LEFT JOIN unnest(v_new, v_order, v_token) AS x(i, o, t) ON x.i = g.i;
+    END IF;
+
     FOR it IN
         SELECT u.*
           FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
                       p_currencies, p_buyer_trusts, p_lock_timeouts, p_ttls)
                WITH ORDINALITY AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
                                     currency, buyer_trust, lock_timeout, ttl, i)
+         WHERE u.i <> ALL (v_new)
          ORDER BY u.key COLLATE "C", u.i
     LOOP
         SELECT * INTO b
@@ -1302,15 +1392,23 @@ BEGIN
     END LOOP;
 
     RETURN QUERY
-    SELECT u.i::int, u.r, u.o, u.s, u.b, u.t, u.c
+    SELECT u.i::int, CASE WHEN u.i = ANY (v_new) THEN 'new' ELSE u.r END, u.o, u.s, u.b, u.t, u.c
       FROM unnest(v_result, v_order, v_status, v_body, v_token, v_done_ms)
            WITH ORDINALITY AS u(r, o, s, b, t, c, i)
      ORDER BY u.i;
 END
 $$;
 
--- checkout_finish for each item, in ordinal order, after locking every
--- item's key and then every item's order (each sorted; see above).
+-- checkout_finish for each item, after locking every item's key and then
+-- every item's order (each sorted; see above).  The common case is
+-- set-based: when every item is well-formed (its charge id too), names a key
+-- that exists and belongs to its order, and no two items share a key or an
+-- order, the items are independent, and three statements do checkout_finish's
+-- work for all of them (one UPDATE of the orders with the payments' ledger
+-- rows, one INSERT of the reversals to open, one UPDATE of the keys that
+-- returns the answers).  Any other batch runs checkout_finish item by item,
+-- in ordinal order, as before: it raises the item's error, warns about the
+-- charge id it drops, or finishes a key twice (finished, then replay).
 CREATE OR REPLACE FUNCTION checkout_finish_many(
     p_order_ids uuid[], p_keys text[], p_lock_tokens uuid[], p_outcomes text[],
     p_charge_ids text[], p_caps bigint[])
@@ -1319,7 +1417,8 @@ RETURNS TABLE (ord int, result text, status text, response_status int, response_
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    it record;
+    it        record;
+    v_reverse uuid[];
 BEGIN
     PERFORM batch_size('checkout_finish_many', ARRAY[
                 batch_len(p_order_ids), batch_len(p_keys), batch_len(p_lock_tokens),
@@ -1330,17 +1429,123 @@ BEGIN
     PERFORM 1 FROM orders od WHERE od.id = ANY (p_order_ids)
      ORDER BY od.id FOR NO KEY UPDATE;
 
-    FOR it IN
+    IF (SELECT count(DISTINCT u.key) < count(*) OR count(DISTINCT u.order_id) < count(*)
+               OR bool_or((    u.order_id IS NOT NULL AND u.lock_token IS NOT NULL
+                           AND u.outcome IN ('succeeded', 'declined', 'unavailable', 'not_charged')
+                           AND (u.outcome <> 'unavailable' OR u.cap IS NOT NULL)
+                           AND (u.cap IS NULL OR u.cap >= 0)
+                           AND (u.charge_id IS NULL
+                                OR (char_length(u.charge_id) BETWEEN 1 AND 255
+                                    AND u.charge_id ~ '^[!-~]+$'))
+                           AND ik.order_id = u.order_id) IS NOT TRUE)
+          FROM unnest(p_order_ids, p_keys, p_lock_tokens, p_outcomes, p_charge_ids, p_caps)
+               AS u(order_id, key, lock_token, outcome, charge_id, cap)
+          LEFT JOIN idempotency_keys ik ON ik.key = u.key) THEN
+        FOR it IN
+            SELECT u.*
+              FROM unnest(p_order_ids, p_keys, p_lock_tokens, p_outcomes, p_charge_ids, p_caps)
+                   WITH ORDINALITY AS u(order_id, key, lock_token, outcome, charge_id, cap, i)
+             ORDER BY u.i
+        LOOP
+            RETURN QUERY
+            SELECT it.i::int, f.*
+              FROM checkout_finish(it.order_id, it.key, it.lock_token, it.outcome, it.charge_id,
+                                   it.cap) f;
+        END LOOP;
+        RETURN;
+    END IF;
+
+    -- The items whose key is still in progress under their lock token move
+    -- their order, as checkout_finish does (the same CASE); a payment gets its
+    -- ledger transaction in the same statement.  The orders a webhook moved
+    -- first are read as they are.  Collected: the orders that need a
+    -- reversal (FAILED provider_unavailable now, or FAILED already while the
+    -- provider says succeeded).
+    WITH u AS (
         SELECT u.*
           FROM unnest(p_order_ids, p_keys, p_lock_tokens, p_outcomes, p_charge_ids, p_caps)
-               WITH ORDINALITY AS u(order_id, key, lock_token, outcome, charge_id, cap, i)
-         ORDER BY u.i
-    LOOP
-        RETURN QUERY
-        SELECT it.i::int, f.*
-          FROM checkout_finish(it.order_id, it.key, it.lock_token, it.outcome, it.charge_id,
-                               it.cap) f;
-    END LOOP;
+               AS u(order_id, key, lock_token, outcome, charge_id, cap)
+          JOIN idempotency_keys ik ON ik.key = u.key
+         WHERE ik.state = 'in_progress' AND ik.lock_token = u.lock_token),
+    mv AS (
+        UPDATE orders od
+           SET status = CASE
+                            WHEN u.outcome = 'succeeded' THEN 'PAID'
+                            WHEN u.outcome = 'unavailable' AND od.buyer_trust = 'trusted'
+                                 AND od.amount_cents < u.cap THEN 'PENDING_PAYMENT'
+                            ELSE 'FAILED'
+                        END,
+               failure_reason = CASE
+                            WHEN u.outcome = 'succeeded' THEN NULL
+                            WHEN u.outcome = 'declined' THEN 'declined'
+                            WHEN u.outcome = 'unavailable' AND od.buyer_trust = 'trusted'
+                                 AND od.amount_cents < u.cap THEN NULL
+                            ELSE 'provider_unavailable'
+                        END,
+               provider_charge_id = coalesce(u.charge_id, od.provider_charge_id)
+          FROM u
+         WHERE od.id = u.order_id AND od.status = 'PROCESSING'
+        RETURNING od.id, od.status, od.failure_reason, od.amount_cents, od.currency),
+    lt AS (
+        INSERT INTO ledger_transactions (order_id, kind)
+        SELECT mv.id, 'payment' FROM mv WHERE mv.status = 'PAID'
+        RETURNING id, order_id),
+    le AS (
+        INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+        SELECT lt.id, e.account, e.direction, mv.amount_cents, mv.currency
+          FROM lt JOIN mv ON mv.id = lt.order_id,
+               (VALUES (1, 'cash', 'DEBIT'), (2, 'seller_payable', 'CREDIT'))
+               AS e(n, account, direction)
+         ORDER BY lt.id, e.n)
+    SELECT ARRAY(SELECT mv.id FROM mv WHERE mv.failure_reason = 'provider_unavailable'
+                 UNION ALL
+                 SELECT u.order_id FROM u JOIN orders od ON od.id = u.order_id
+                  WHERE od.status = 'FAILED' AND u.outcome = 'succeeded')
+      INTO v_reverse;
+
+    IF cardinality(v_reverse) > 0 THEN   -- reversal_open, for each of them
+        INSERT INTO order_reversals AS r (order_id, amount_cents, currency)
+        SELECT od.id, od.amount_cents, od.currency FROM orders od
+         WHERE od.id = ANY (v_reverse)
+         ORDER BY od.id
+        ON CONFLICT (order_id) DO UPDATE SET status = 'pending', last_attempt_at = NULL
+            WHERE r.status = 'canceled';
+    END IF;
+
+    -- Complete the keys with the orders' JSON; a key completed before is a
+    -- replay, one under another lock token is stale.
+    RETURN QUERY
+    WITH u AS (
+        SELECT u.*
+          FROM unnest(p_order_ids, p_keys, p_lock_tokens)
+               WITH ORDINALITY AS u(order_id, key, lock_token, i)),
+    fin AS (
+        UPDATE idempotency_keys ik
+           SET state = 'completed', response_status = 201, response_body = order_json(od),
+               completed_at = now()
+          FROM u, orders od
+         WHERE ik.key = u.key AND ik.state = 'in_progress' AND ik.lock_token = u.lock_token
+           AND od.id = u.order_id
+        RETURNING ik.key, ik.response_body, od.status)
+    SELECT u.i::int,
+           CASE WHEN fin.key IS NOT NULL THEN 'finished'
+                WHEN ik.state = 'completed' THEN 'replay'
+                ELSE 'stale' END,
+           CASE WHEN fin.key IS NOT NULL THEN fin.status
+                WHEN ik.state = 'completed' THEN ik.response_body::json ->> 'status' END,
+           CASE WHEN fin.key IS NOT NULL THEN 201
+                WHEN ik.state = 'completed' THEN ik.response_status END,
+           CASE WHEN fin.key IS NOT NULL THEN fin.response_body
+                WHEN ik.state = 'completed' THEN ik.response_body END,
+           CASE WHEN fin.key IS NOT NULL THEN (extract(epoch FROM now()) * 1000)::bigint
+                WHEN ik.state = 'completed' THEN (extract(epoch FROM ik.completed_at) * 1000)::bigint END,
+           coalesce(fin.key IS NOT NULL AND u.order_id = ANY (v_reverse)
+                    AND EXISTS (SELECT 1 FROM order_reversals r
+                                 WHERE r.order_id = u.order_id AND r.status = 'pending'), false)
+      FROM u
+      JOIN idempotency_keys ik ON ik.key = u.key
+      LEFT JOIN fin ON fin.key = u.key
+     ORDER BY u.i;
 END
 $$;
 
