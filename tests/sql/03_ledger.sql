@@ -10,7 +10,7 @@
 -- with it.
 BEGIN;
 \ir helpers.psql
-SELECT plan(54);
+SELECT plan(58);
 
 -- SQL for: make order o PAID, give it payment transaction ...aa with the
 -- given entries (VALUES rows of account, direction, amount, currency), then
@@ -129,6 +129,43 @@ SELECT pg_temp.throws(format($$ INSERT INTO ledger_entries (txn_id, account, dir
                                 SELECT id, 'cash', 'DEBIT', 1, 'USD' FROM ledger_transactions WHERE order_id = %L;
                                 SET CONSTRAINTS ALL IMMEDIATE $$, id),
     '23514', '%does not balance%', 'an entry added to a committed transaction is checked at commit') FROM t_paid;
+
+-- One check per ledger transaction: a passed check spares the firings of the
+-- entries it saw, never those of an entry it did not see.  Under SET
+-- CONSTRAINTS ALL IMMEDIATE inside one transaction, a payment written in
+-- one statement is checked at once; an entry added to it by a later
+-- statement of the same transaction is checked again.
+CREATE FUNCTION pg_temp.immediate_sql(o uuid, extra text) RETURNS text LANGUAGE sql AS $$
+    SELECT format($f$ SET CONSTRAINTS ALL IMMEDIATE;
+                      WITH p AS (UPDATE orders SET status = 'PAID' WHERE id = %1$L),
+                           t AS (INSERT INTO ledger_transactions (id, order_id, kind)
+                                 VALUES ('00000000-0000-0000-0000-0000000000cc', %1$L, 'payment') RETURNING id)
+                      INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+                      SELECT t.id, v.a, v.d, 5000, 'EUR'
+                        FROM t, (VALUES ('cash', 'DEBIT'), ('seller_payable', 'CREDIT')) AS v(a, d); $f$, o)
+        || CASE WHEN extra = '' THEN '' ELSE
+               'INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+                SELECT ''00000000-0000-0000-0000-0000000000cc'', a, d, n, c
+                  FROM (VALUES ' || extra || ') AS v(a, d, n, c)' END
+$$;
+SELECT pg_temp.passes(pg_temp.immediate_sql(pg_temp.mk_order(), ''),
+    'under IMMEDIATE, a payment written in one statement passes its check at once');
+SELECT pg_temp.throws(pg_temp.immediate_sql(pg_temp.mk_order(), $$('cash','DEBIT',1,'USD')$$),
+    '23514', '%does not balance%',
+    'regression: under IMMEDIATE, an unbalanced entry added to a payment checked earlier in the same transaction is refused');
+SELECT pg_temp.throws(pg_temp.immediate_sql(pg_temp.mk_order(), $$('fees','DEBIT',100,'EUR'), ('fee_income','CREDIT',100,'EUR')$$),
+    '23514', '%must be (cash, DEBIT) and (seller_payable, CREDIT)%',
+    'under IMMEDIATE, balanced entries of the wrong shape added to a payment checked earlier are refused');
+SELECT pg_temp.throws($$ CREATE TEMP TABLE imm AS
+                             SELECT * FROM checkout_begin('imm-key', repeat('a', 64), 'b', 's', 5000, 'EUR', 'trusted',
+                                                          '30 s', '1 d');
+                         SET CONSTRAINTS ALL IMMEDIATE;
+                         SELECT f.* FROM imm, checkout_finish_many(ARRAY[imm.order_id], ARRAY['imm-key'], ARRAY[imm.lock_token],
+                                              ARRAY['succeeded'], ARRAY[NULL]::text[], ARRAY[1]::bigint[]) f;
+                         INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+                         SELECT t.id, 'cash', 'DEBIT', 1, 'USD' FROM ledger_transactions t JOIN imm ON imm.order_id = t.order_id $$,
+    '23514', '%does not balance%',
+    'under IMMEDIATE, an unbalanced entry added to a payment checkout_finish_many wrote is refused');
 
 -- One payment per order -------------------------------------------------------
 SELECT pg_temp.throws(format($$ SELECT ledger_write_payment(%L, 5000, 'EUR') $$, id),

@@ -8,7 +8,7 @@
 -- concurrency.sh.)
 BEGIN;
 \ir helpers.psql
-SELECT plan(56);
+SELECT plan(60);
 
 -- checkout_begin_many with the usual body (as 04_checkout.sql); the
 -- fingerprint of each item is derived from its label.
@@ -208,6 +208,87 @@ SELECT results_eq($$ SELECT k.key, o.status, o.failure_reason, o.provider_charge
                             ('fin-b', 'FAILED', 'provider_unavailable', 'ch_4', true, 0::bigint, 'pending'),
                             ('fin-d', 'PAID', NULL, 'ch_1', true, 1::bigint, NULL::text) $$,
                   'each finished item moved its order: one payment, one reversal, answers stored on the keys');
+
+-- checkout_finish_many, set-based: every outcome at once --------------------------
+-- A batch of well-formed items on distinct keys (the set-based path) answers,
+-- item by item, and leaves the database, exactly as the same checkout_finish
+-- calls made one after the other: once with single calls on keys eq1-*,
+-- once as one batch on keys eq2-*.
+CREATE FUNCTION pg_temp.fin_scenario(p text)
+RETURNS TABLE (i int, k text, order_id uuid, tok uuid, outcome text, charge_id text, cap bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN SELECT * FROM (VALUES
+        (1, 'paid', 'succeeded', 10000), (2, 'declined', 'declined', 10000),
+        (3, 'pending', 'unavailable', 10000), (4, 'capped', 'unavailable', 100),
+        (5, 'notch', 'not_charged', NULL), (6, 'whpaid', 'succeeded', 10000),
+        (7, 'whfail', 'succeeded', 10000), (8, 'stale', 'declined', 10000),
+        (9, 'done', 'succeeded', 10000), (10, 'refunded', 'succeeded', 10000),
+        (11, 'canceled', 'succeeded', 10000), (12, 'nocharge', 'succeeded', 10000))
+        AS x(i, label, outcome, cap)
+    LOOP
+        PERFORM pg_temp.cb(p || '-' || v.label);
+        i := v.i; k := p || '-' || v.label; order_id := pg_temp.oid_of(k); tok := pg_temp.tok_of(k);
+        outcome := v.outcome; cap := v.cap;
+        charge_id := CASE WHEN v.label <> 'nocharge' THEN 'ch_' || v.i END;
+        IF v.label = 'whpaid' THEN
+            PERFORM webhook_apply(k || '-evt', order_id, 'PAID', '{}');
+        ELSIF v.label IN ('whfail', 'refunded', 'canceled') THEN
+            PERFORM webhook_apply(k || '-evt', order_id, 'FAILED', '{}');
+            IF v.label <> 'whfail' THEN
+                PERFORM pg_temp.mk_reversal(order_id, v.label);
+            END IF;
+        ELSIF v.label = 'stale' THEN
+            tok := gen_random_uuid();
+        ELSIF v.label = 'done' THEN
+            PERFORM checkout_finish(order_id, k, tok, 'declined', NULL, 0);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+CREATE TEMP TABLE eq1 AS SELECT * FROM pg_temp.fin_scenario('eq1');
+CREATE TEMP TABLE eq2 AS SELECT * FROM pg_temp.fin_scenario('eq2');
+CREATE TEMP TABLE eq1_out AS
+    SELECT e.i AS ord, f.* FROM eq1 e, LATERAL checkout_finish(e.order_id, e.k, e.tok, e.outcome, e.charge_id, e.cap) f
+     ORDER BY e.i;
+CREATE TEMP TABLE eq2_out AS
+    SELECT * FROM checkout_finish_many(ARRAY(SELECT order_id FROM eq2 ORDER BY i), ARRAY(SELECT k FROM eq2 ORDER BY i),
+                                       ARRAY(SELECT tok FROM eq2 ORDER BY i), ARRAY(SELECT outcome FROM eq2 ORDER BY i),
+                                       ARRAY(SELECT charge_id FROM eq2 ORDER BY i), ARRAY(SELECT cap FROM eq2 ORDER BY i));
+-- One row per item: the answer, whether its body is the key's stored one
+-- (and the order's JSON as it is now), and what the item left behind.
+CREATE FUNCTION pg_temp.fin_view(p text) RETURNS TABLE (line text) LANGUAGE sql AS $$
+    SELECT concat_ws(' | ', x.ord, x.result, x.status, x.response_status, x.reversal,
+                     x.response_body IS NOT DISTINCT FROM ik.response_body,
+                     ik.response_body = order_json(o),
+                     x.completed_at_ms IS NOT DISTINCT FROM (extract(epoch FROM ik.completed_at) * 1000)::bigint,
+                     ik.state, o.status, o.failure_reason, o.provider_charge_id,
+                     (SELECT count(*) FROM ledger_transactions t WHERE t.order_id = o.id),
+                     (SELECT r.status FROM order_reversals r WHERE r.order_id = o.id))
+      FROM (SELECT * FROM eq1_out WHERE p = 'eq1' UNION ALL SELECT * FROM eq2_out WHERE p = 'eq2') x
+      JOIN (SELECT * FROM eq1 WHERE p = 'eq1' UNION ALL SELECT * FROM eq2 WHERE p = 'eq2') e ON e.i = x.ord
+      JOIN idempotency_keys ik ON ik.key = e.k
+      JOIN orders o ON o.id = e.order_id
+     ORDER BY x.ord
+$$;
+SELECT results_eq($$ SELECT line FROM pg_temp.fin_view('eq2') $$, $$ SELECT line FROM pg_temp.fin_view('eq1') $$,
+                  'a set-based finish batch answers and writes as the same single calls one after the other');
+SELECT results_eq($$ SELECT ord, result, status, reversal FROM eq2_out $$,
+                  $$ VALUES (1, 'finished', 'PAID', false), (2, 'finished', 'FAILED', false),
+                            (3, 'finished', 'PENDING_PAYMENT', false), (4, 'finished', 'FAILED', true),
+                            (5, 'finished', 'FAILED', true), (6, 'finished', 'PAID', false),
+                            (7, 'finished', 'FAILED', true), (8, 'stale', NULL, false),
+                            (9, 'replay', 'FAILED', false), (10, 'finished', 'FAILED', false),
+                            (11, 'finished', 'FAILED', true), (12, 'finished', 'PAID', false) $$,
+                  'the batch: paid, declined, pending, capped, not charged, webhook first (paid, failed, refunded, canceled), stale, replay');
+SELECT results_eq($$ SELECT count(*) FILTER (WHERE t.kind = 'payment'), count(DISTINCT t.order_id) FILTER (WHERE t.kind = 'payment')
+                       FROM ledger_transactions t JOIN eq2 e ON e.order_id = t.order_id $$,
+                  $$ VALUES (3::bigint, 3::bigint) $$,
+                  'one payment each for the three paid orders, none twice');
+SELECT pg_temp.passes('SET CONSTRAINTS ALL IMMEDIATE', 'the set-based batch passes the commit-time checks');
 
 -- webhook_apply_many ------------------------------------------------------------
 CREATE TEMP TABLE wo AS SELECT pg_temp.mk_order() AS p1, pg_temp.mk_order('FAILED') AS failed,
