@@ -144,8 +144,12 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at         timestamptz NOT NULL DEFAULT now(),
     -- The same rules the API validates (SPEC.md), so that no other writer can
     -- store what the API would have refused.
-    CONSTRAINT orders_buyer_id_format  CHECK (buyer_id  ~ '^[A-Za-z0-9_.:-]{1,64}$'),
-    CONSTRAINT orders_seller_id_format CHECK (seller_id ~ '^[A-Za-z0-9_.:-]{1,64}$'),
+    -- (A length test rather than a bounded repetition such as {1,64}, which
+    -- costs PostgreSQL's regex engine ten times as much; same rule.)
+    CONSTRAINT orders_buyer_id_format
+        CHECK (buyer_id ~ '^[A-Za-z0-9_.:-]+$' AND char_length(buyer_id) <= 64),
+    CONSTRAINT orders_seller_id_format
+        CHECK (seller_id ~ '^[A-Za-z0-9_.:-]+$' AND char_length(seller_id) <= 64),
     CONSTRAINT orders_amount_positive  CHECK (amount_cents > 0),
     CONSTRAINT orders_currency_format  CHECK (currency ~ '^[A-Z]{3}$'),
     CONSTRAINT orders_buyer_trust_valid CHECK (buyer_trust IN ('trusted', 'untrusted')),
@@ -193,7 +197,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     CONSTRAINT idempotency_keys_key_format
         CHECK (char_length(key) BETWEEN 1 AND 255 AND key ~ '^[!-~]+$'),
     CONSTRAINT idempotency_keys_fingerprint_format
-        CHECK (fingerprint ~ '^[0-9a-f]{64}$'),
+        CHECK (fingerprint ~ '^[0-9a-f]+$' AND char_length(fingerprint) = 64),
     CONSTRAINT idempotency_keys_state_valid
         CHECK (state IN ('in_progress', 'completed')),
     -- The stored response exists exactly when the first request finished.
@@ -299,7 +303,8 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     direction    text        NOT NULL,
     amount_cents bigint      NOT NULL,
     currency     char(3)     NOT NULL,
-    CONSTRAINT ledger_entries_account_format CHECK (account ~ '^[a-z][a-z0-9_]{0,62}$'),
+    CONSTRAINT ledger_entries_account_format
+        CHECK (account ~ '^[a-z][a-z0-9_]*$' AND char_length(account) <= 63),
     CONSTRAINT ledger_entries_direction_valid CHECK (direction IN ('DEBIT', 'CREDIT')),
     -- The sign lives in direction; a negative amount would be a second way to
     -- say the same thing, and a zero amount says nothing.
@@ -312,6 +317,33 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
 -- index serves every lookup of a transaction's entries.
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_entries_txn_account_direction_currency
     ON ledger_entries (txn_id, account, direction, currency);
+
+-- Databases made by an older version of this script get the format CHECKs
+-- without bounded repetitions (the same rules, checked faster).
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM (VALUES
+        ('orders', 'orders_buyer_id_format',
+         $c$buyer_id ~ '^[A-Za-z0-9_.:-]+$' AND char_length(buyer_id) <= 64$c$),
+        ('orders', 'orders_seller_id_format',
+         $c$seller_id ~ '^[A-Za-z0-9_.:-]+$' AND char_length(seller_id) <= 64$c$),
+        ('idempotency_keys', 'idempotency_keys_fingerprint_format',
+         $c$fingerprint ~ '^[0-9a-f]+$' AND char_length(fingerprint) = 64$c$),
+        ('ledger_entries', 'ledger_entries_account_format',
+         $c$account ~ '^[a-z][a-z0-9_]*$' AND char_length(account) <= 63$c$))
+        AS v(tbl, con, def)
+    LOOP
+        IF EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = c.tbl::regclass AND conname = c.con
+                      AND pg_get_constraintdef(oid) LIKE '%{%') THEN
+            EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I, ADD CONSTRAINT %I CHECK (%s)',
+                           c.tbl, c.con, c.con, c.def);
+        END IF;
+    END LOOP;
+END
+$$;
 
 -- Money the provider may hold for a FAILED order, and what became of it.
 -- A FAILED provider_unavailable answer (the provider may have taken the money
@@ -570,15 +602,13 @@ BEGIN
                            count(*) FILTER (WHERE NOT (
                                    e.amount_cents = o.amount_cents
                                AND e.currency = o.currency
-                               AND (e.account, e.direction) IN (
-                                   SELECT k.account, k.direction FROM (VALUES
+                               AND (t.kind, e.account, e.direction) IN (
                                        ('payment', 'cash', 'DEBIT'),
                                        ('payment', 'seller_payable', 'CREDIT'),
                                        ('late_capture', 'cash', 'DEBIT'),
                                        ('late_capture', 'refunds_payable', 'CREDIT'),
                                        ('refund', 'refunds_payable', 'DEBIT'),
-                                       ('refund', 'cash', 'CREDIT')) AS k(kind, account, direction)
-                                    WHERE k.kind = t.kind)))
+                                       ('refund', 'cash', 'CREDIT'))))
                                AS off_shape,
                            string_agg(e.id::text, ' ') AS ids
                       FROM ledger_entries e
@@ -870,15 +900,15 @@ BEGIN
         RAISE EXCEPTION 'checkout_begin: p_key must be 1..255 visible ASCII characters'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_fingerprint !~ '^[0-9a-f]{64}$' THEN
+    IF p_fingerprint !~ '^[0-9a-f]+$' OR char_length(p_fingerprint) <> 64 THEN
         RAISE EXCEPTION 'checkout_begin: p_fingerprint must be 64 lower-case hex digits'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_buyer_id !~ '^[A-Za-z0-9_.:-]{1,64}$' THEN
+    IF p_buyer_id !~ '^[A-Za-z0-9_.:-]+$' OR char_length(p_buyer_id) > 64 THEN
         RAISE EXCEPTION 'checkout_begin: p_buyer_id must be 1..64 characters of [A-Za-z0-9_.:-]'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_seller_id !~ '^[A-Za-z0-9_.:-]{1,64}$' THEN
+    IF p_seller_id !~ '^[A-Za-z0-9_.:-]+$' OR char_length(p_seller_id) > 64 THEN
         RAISE EXCEPTION 'checkout_begin: p_seller_id must be 1..64 characters of [A-Za-z0-9_.:-]'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -1255,9 +1285,12 @@ $$;
 -- The length of an array argument of a batch: its number of elements, 0 for
 -- an empty or a multi-dimensional array (both refused by batch_size), NULL
 -- for NULL.
+-- (Not STRICT, so that the planner inlines it: a call costs nothing.)
 CREATE OR REPLACE FUNCTION batch_len(p_array anyarray) RETURNS int
-LANGUAGE sql IMMUTABLE STRICT AS $$
-    SELECT CASE WHEN array_ndims(p_array) = 1 THEN cardinality(p_array) ELSE 0 END
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_array IS NULL THEN NULL
+                WHEN array_ndims(p_array) = 1 THEN cardinality(p_array)
+                ELSE 0 END
 $$;
 
 -- The number of items of a batch whose array arguments have the lengths
@@ -1334,9 +1367,9 @@ BEGIN
                   AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
                        currency, buyer_trust, lock_timeout, ttl)
             WHERE (    char_length(u.key) BETWEEN 1 AND 255 AND u.key ~ '^[!-~]+$'
-                   AND u.fingerprint ~ '^[0-9a-f]{64}$'
-                   AND u.buyer_id ~ '^[A-Za-z0-9_.:-]{1,64}$'
-                   AND u.seller_id ~ '^[A-Za-z0-9_.:-]{1,64}$'
+                   AND u.fingerprint ~ '^[0-9a-f]+$' AND char_length(u.fingerprint) = 64
+                   AND u.buyer_id ~ '^[A-Za-z0-9_.:-]+$' AND char_length(u.buyer_id) <= 64
+                   AND u.seller_id ~ '^[A-Za-z0-9_.:-]+$' AND char_length(u.seller_id) <= 64
                    AND u.amount_cents > 0
                    AND u.currency ~ '^[A-Z]{3}$'
                    AND u.buyer_trust IN ('trusted', 'untrusted')

@@ -2,7 +2,7 @@
 -- constraint (each one proven to fire by a row that only it refuses).
 BEGIN;
 \ir helpers.psql
-SELECT plan(145);
+SELECT plan(149);
 
 -- Tables and their keys ------------------------------------------------------
 SELECT has_table('orders');
@@ -256,6 +256,10 @@ SELECT pg_temp.throws(format($$ INSERT INTO idempotency_keys (key, fingerprint, 
 SELECT pg_temp.throws(format($$ INSERT INTO idempotency_keys (key, fingerprint, state, order_id, lock_token)
                                 VALUES ('k1', 'abc', 'in_progress', %L, gen_random_uuid()) $$, pg_temp.mk_order()),
     '23514', '%"idempotency_keys_fingerprint_format"%', 'short fingerprint is refused');
+SELECT pg_temp.throws(format($$ INSERT INTO idempotency_keys (key, fingerprint, state, order_id, lock_token)
+                                VALUES ('k1', %L, 'in_progress', %L, gen_random_uuid()) $$,
+                             pg_temp.fp('x') || 'a', pg_temp.mk_order()),
+    '23514', '%"idempotency_keys_fingerprint_format"%', 'fingerprint of 65 hex digits is refused');
 SELECT pg_temp.throws(format($$ INSERT INTO idempotency_keys (key, fingerprint, state, order_id)
                                 VALUES ('k1', %L, 'done', %L) $$, pg_temp.fp('x'), pg_temp.mk_order()),
     '23514', '%"idempotency_keys_state_valid"%', 'unknown key state is refused');
@@ -321,6 +325,14 @@ SELECT pg_temp.throws($$ INSERT INTO ledger_entries (txn_id, account, direction,
 SELECT pg_temp.throws($$ INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
                          SELECT id, 'Cash!', 'DEBIT', 1, 'EUR' FROM ledger_transactions LIMIT 1 $$,
     '23514', '%"ledger_entries_account_format"%', 'malformed account is refused');
+SELECT pg_temp.throws(format($$ INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+                                SELECT id, %L, 'DEBIT', 1, 'EUR' FROM ledger_transactions LIMIT 1 $$, v.account),
+    '23514', '%"ledger_entries_account_format"%', v.why)
+  FROM (VALUES ('a' || repeat('b', 63), 'account of 64 characters is refused'),
+               ('1cash', 'account starting with a digit is refused')) AS v(account, why);
+SELECT lives_ok($$ INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+                   SELECT id, 'a' || repeat('z_9', 20) || 'bc', 'DEBIT', 1, 'EUR' FROM ledger_transactions LIMIT 1 $$,
+    'account of 63 characters is accepted');
 SELECT pg_temp.throws($$ INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
                          SELECT id, 'cash', 'DEBET', 1, 'EUR' FROM ledger_transactions LIMIT 1 $$,
     '23514', '%"ledger_entries_direction_valid"%', 'unknown direction is refused');
