@@ -1236,13 +1236,16 @@ $$;
 -- order: its 1-based ordinal `ord`, then exactly the columns of the
 -- single-item function.
 --
--- Each item is one call of the single-item function, so its rules, results
--- and race handling are exactly theirs, and items that share a key or an
--- order run in ordinal order: a batch answers as the same calls made one
--- after the other would (a key twice: new, then in_progress or reused; a key
--- finished twice: finished, then replay; an event twice: applied, then
--- duplicate).  One item's conflict never fails its neighbours: the
--- single-item functions answer conflicts with a result, not an error.
+-- Each item answers exactly as one call of the single-item function would,
+-- and items that share a key or an order as the same calls made one after
+-- the other in ordinal order (a key twice: new, then in_progress or reused;
+-- a key finished twice: finished, then replay; an event twice: applied, then
+-- duplicate).  checkout_begin_many and checkout_finish_many do their common
+-- case set-based -- new keys, and finishes of distinct keys -- in a few
+-- statements for the whole batch (see each function); every other item runs
+-- the single-item function, so its rules and race handling are exactly
+-- theirs.  One item's conflict never fails its neighbours: conflicts are
+-- answered with a result, not an error.
 --
 -- All or nothing: an item that raises (bad input -- the worker validates a
 -- call before it queues it, so this is a bug) fails the whole batch, and so
@@ -1263,15 +1266,19 @@ $$;
 -- with the items run in ordinal order, the batch races of
 -- tests/sql/concurrency.sh hit it in most runs).  So each batch takes its
 -- locks in the global order, whatever the order of its items:
---   checkout_begin_many   runs its items sorted by key (a key that does not
---                         exist yet cannot be locked ahead of its item),
---                         items of one key in ordinal order; items of
---                         different keys touch nothing in common, so the
---                         order in which they run cannot show; the rows are
---                         buffered and returned in ordinal order;
+--   checkout_begin_many   claims its new keys in one INSERT, in key order
+--                         (a key that does not exist yet cannot be locked
+--                         ahead of its item; the INSERT waits only for keys
+--                         other transactions are inserting, and holds no
+--                         lock on an existing key meanwhile), then runs its
+--                         other items sorted by key, items of one key in
+--                         ordinal order; items of different keys touch
+--                         nothing in common, so the order in which they run
+--                         cannot show; the rows are returned in ordinal
+--                         order;
 --   checkout_finish_many  first locks the keys, then the orders, of all its
---                         items, each sorted, then runs the items in ordinal
---                         order (each call finds its locks already held;
+--                         items, each sorted, then finishes the items (each
+--                         statement or call finds its locks already held;
 --                         the orders of stale or replayed items are locked
 --                         too, which a single call would not do: at worst a
 --                         short wait);
