@@ -1333,8 +1333,11 @@ $$;
 -- checkout_begin, so it fails with that item's error, as before.
 -- Locks: the claiming INSERT takes the new keys in key order, and waits
 -- only for keys another transaction is inserting; the one-by-one items lock
--- only keys that exist, sorted, and an existing key is never locked by
--- someone waiting for a key being inserted, so no cycle forms.
+-- keys that exist, sorted, and an existing key is never locked by someone
+-- waiting for a key being inserted, so no cycle forms.  (The exception: a
+-- key purged between the two steps is claimed again by its one-by-one item,
+-- out of key order; a deadlock there needs another batch inserting that
+-- very key at that moment, and would be the retryable 40P01.)
 CREATE OR REPLACE FUNCTION checkout_begin_many(
     p_keys text[], p_fingerprints text[], p_buyer_ids text[], p_seller_ids text[],
     p_amounts bigint[], p_currencies text[], p_buyer_trusts text[],
