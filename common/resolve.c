@@ -32,12 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include <event2/dns.h>
 #include <event2/event_struct.h>
 #include <event2/util.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #define RESOLVE_RETRY_MS 1000   /* the shortest gap between two queries for a name */
@@ -67,15 +67,6 @@ struct resolve_name {
 };
 
 static void name_query(resolve_name_t *n);
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 resolve_t *
 resolve_new(struct event_base *base, const char *resolv_conf, int64_t interval_ms)
@@ -137,13 +128,11 @@ resolve_is_address(const char *host)
 static void
 name_schedule(resolve_name_t *n, int64_t delay_ms)
 {
-    struct timeval tv;
+    struct timeval tv = clock_tv(delay_ms);
 
     if (delay_ms < 0)
         delay_ms = 0;
-    tv.tv_sec = (time_t)(delay_ms / 1000);
-    tv.tv_usec = (suseconds_t)((delay_ms % 1000) * 1000);
-    n->due_ms = now_ms() + delay_ms;
+    n->due_ms = clock_mono_ms() + delay_ms;
     evtimer_add(&n->timer, &tv);
 }
 
@@ -243,7 +232,7 @@ name_query(resolve_name_t *n)
     hints.ai_socktype = SOCK_STREAM;
     evtimer_del(&n->timer);
     n->inflight = 1;
-    n->started_ms = now_ms();
+    n->started_ms = clock_mono_ms();
     /* Always answers through on_answer: at once for an /etc/hosts entry or
      * an error, else later from the loop.  The request handle is not kept:
      * a query is never cancelled (see resolve_name_free). */
@@ -324,5 +313,5 @@ resolve_name_retry(resolve_name_t *n)
 
     if (n->inflight || due >= n->due_ms)
         return;                 /* a query is out, or one is due sooner anyway */
-    name_schedule(n, due - now_ms());
+    name_schedule(n, due - clock_mono_ms());
 }

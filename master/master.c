@@ -31,9 +31,9 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/proctitle.h"
@@ -80,15 +80,6 @@ typedef struct {
     int quitting;
 } master_t;
 
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static slot_t *
 slot_of(master_t *m, int slot)
 {
@@ -116,7 +107,7 @@ spawn(master_t *m, int slot)
         worker_main(m->conf, &m->shared, m->fds, m->nfds, slot, m->pid);
     }
     m->children[m->nchildren++] = (child_t){
-        .pid = pid, .slot = slot, .gen = m->gen, .retiring = 0, .started_ms = now_ms(),
+        .pid = pid, .slot = slot, .gen = m->gen, .retiring = 0, .started_ms = clock_mono_ms(),
         .provider_timeout_ms = m->conf->provider_timeout_ms,
         .db_timeout_ms = m->conf->db_timeout_ms
     };
@@ -142,12 +133,12 @@ spawn_generation(master_t *m)
     for (int i = 0; i < m->conf->workers; i++) {
         if (spawn(m, i) < 0) {
             m->slots[i].pending = 1;
-            m->slots[i].respawn_ms = now_ms() + 1000;
+            m->slots[i].respawn_ms = clock_mono_ms() + 1000;
         }
     }
     if (spawn(m, HOUSEKEEPER_SLOT) < 0) {
         m->housekeeper.pending = 1;
-        m->housekeeper.respawn_ms = now_ms() + 1000;
+        m->housekeeper.respawn_ms = clock_mono_ms() + 1000;
     }
 }
 
@@ -167,7 +158,7 @@ signal_children(master_t *m, int sig, int only_old)
 static void
 child_died(master_t *m, child_t *c, int status)
 {
-    int64_t lived = now_ms() - c->started_ms;
+    int64_t lived = clock_mono_ms() - c->started_ms;
     char who[32];
     slot_t *s;
     int64_t delay;
@@ -199,7 +190,7 @@ child_died(master_t *m, child_t *c, int status)
     if (delay > 0)
         log_warn("%s keeps dying: respawning in %lld ms", who, (long long)delay);
     s->pending = 1;
-    s->respawn_ms = now_ms() + delay;
+    s->respawn_ms = clock_mono_ms() + delay;
 }
 
 static void
@@ -227,7 +218,7 @@ reap(master_t *m)
 static void
 respawn_due(master_t *m)
 {
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
 
     if (m->quitting)
         return;
@@ -242,7 +233,7 @@ respawn_due(master_t *m)
 static int
 next_timeout(master_t *m)
 {
-    int64_t now = now_ms(), best = -1;
+    int64_t now = clock_mono_ms(), best = -1;
 
     if (m->quitting)
         return -1;
@@ -364,12 +355,12 @@ reopen(master_t *m)
 static void
 fast_stop(master_t *m)
 {
-    int64_t deadline = now_ms() + FAST_STOP_WAIT_MS;
+    int64_t deadline = clock_mono_ms() + FAST_STOP_WAIT_MS;
 
     log_info("fast stop");
     m->quitting = 1;
     signal_children(m, SIGTERM, 0);
-    while (m->nchildren > 0 && now_ms() < deadline) {
+    while (m->nchildren > 0 && clock_mono_ms() < deadline) {
         struct pollfd p = { .fd = m->sfd, .events = POLLIN };
         struct signalfd_siginfo si;
 

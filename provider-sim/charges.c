@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <json-c/json.h>
 #include <openssl/evp.h>
@@ -606,15 +605,6 @@ sim_charges_held_cents(const sim_charge_t *c)
     if (c->state == SIM_CHARGE_SUCCEEDED || c->state == SIM_CHARGE_REFUNDED)
         return c->amount_cents - c->refunded_cents;
     return 0;
-}
-
-int64_t
-sim_charges_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void

@@ -142,9 +142,6 @@ int sim_charges_refuses(const sim_charge_t *c);
 /* The money the provider holds for c: its amount once captured, less refunds. */
 int64_t sim_charges_held_cents(const sim_charge_t *c);
 
-/* The wall clock in ms since the epoch, as created_ms holds it. */
-int64_t sim_charges_now_ms(void);
-
 /* Copy the counters. */
 void sim_charges_stats(const sim_charges_t *s, sim_charges_stats_t *out);
 

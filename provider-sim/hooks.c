@@ -41,6 +41,7 @@
 #include <event2/keyvalq_struct.h>
 #include <json-c/json.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/resolve.h"
 #include "common/whsig.h"
@@ -77,16 +78,6 @@ struct sim_hooks {
 
 static void attempt(delivery_t *d);
 static void reap(evutil_socket_t fd, short what, void *arg);
-
-static struct timeval
-ms_to_tv(int64_t ms)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-    return tv;
-}
 
 static const char *
 error_name(int error)
@@ -135,7 +126,7 @@ sim_hooks_new(struct event_base *base, const sim_conf_t *conf, sim_charges_t *ch
     h->base = base;
     h->conf = conf;
     h->charges = charges;
-    h->timeout = ms_to_tv(conf->webhook_timeout_ms);
+    h->timeout = clock_tv(conf->webhook_timeout_ms);
     TAILQ_INIT(&h->list);
     TAILQ_INIT(&h->finished);
     h->reaper = event_new(base, -1, 0, reap, h);
@@ -280,7 +271,7 @@ attempt_done(delivery_t *d, int status)
         log_warn("webhook %s for order %s: attempt %d/%lld, %s: retrying in %lld ms",
                  c->event_id, c->order_id, d->attempts, (long long)max, error_name(d->error),
                  (long long)delay);
-    tv = ms_to_tv(delay);
+    tv = clock_tv(delay);
     if (evtimer_add(d->timer, &tv) < 0) {
         h->stats.failed++;
         log_error("webhook %s for order %s: cannot schedule a retry: giving up",
@@ -383,7 +374,7 @@ sim_hooks_settle_later(sim_hooks_t *h, sim_charge_t *c)
 {
     delivery_t *d = calloc(1, sizeof(*d));
     json_object *o = json_object_new_object();
-    int64_t due = c->created_ms + h->conf->webhook_delay_ms - sim_charges_now_ms();
+    int64_t due = c->created_ms + h->conf->webhook_delay_ms - clock_real_ms();
     struct timeval tv;
     const char *s;
 
@@ -392,7 +383,7 @@ sim_hooks_settle_later(sim_hooks_t *h, sim_charge_t *c)
         due = 0;
     else if (due > h->conf->webhook_delay_ms)
         due = h->conf->webhook_delay_ms;
-    tv = ms_to_tv(due);
+    tv = clock_tv(due);
 
     if (d == NULL || o == NULL)
         goto fail;

@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #define REQUEST_ID_MAX 128
@@ -208,8 +209,7 @@ sim_reply_json(sim_replies_t *q, struct evhttp_request *req, int status,
     memcpy(d->body, s, len + 1);
     json_object_put(obj);
     d->timer = evtimer_new(q->base, on_timer, d);
-    tv.tv_sec = (time_t)(delay_ms / 1000);
-    tv.tv_usec = (suseconds_t)(delay_ms % 1000) * 1000;
+    tv = clock_tv(delay_ms);
     if (d->timer == NULL || evtimer_add(d->timer, &tv) < 0) {
         send_now(req, status, d->body, d->len);
         if (d->timer != NULL)

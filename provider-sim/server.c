@@ -41,6 +41,7 @@
 #include <event2/keyvalq_struct.h>
 #include <json-c/json.h>
 
+#include "common/clock.h"
 #include "common/listen.h"
 #include "common/log.h"
 #include "provider-sim/charges.h"
@@ -283,7 +284,7 @@ handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
     }
 
     c = sim_charges_add(s->charges, key, order_id, amount, currency, s->outage,
-                        sim_charges_now_ms());
+                        clock_real_ms());
     if (c == NULL) {
         log_error("out of memory recording a charge for order %s", order_id);
         sim_reply_error(s->replies, req, 503, "service_unavailable", "out of memory", NULL, 0);
@@ -354,7 +355,7 @@ handle_charge_cancel(sim_t *s, struct evhttp_request *req, const char *path)
                         NULL, s->conf->latency_ms);
         return;
     }
-    c = sim_charges_cancel(s->charges, order_id, sim_charges_now_ms());
+    c = sim_charges_cancel(s->charges, order_id, clock_real_ms());
     if (c == NULL) {
         log_error("out of memory canceling order %s", order_id);
         sim_reply_error(s->replies, req, 503, "service_unavailable", "out of memory", NULL, 0);
@@ -559,7 +560,7 @@ rearm(void *arg, sim_charge_t *c)
 static void
 stop(sim_t *s, const char *why)
 {
-    struct timeval tv = { 0, STOP_FLUSH_MS * 1000 };
+    struct timeval tv = clock_tv(STOP_FLUSH_MS);
 
     if (s->stopping)
         return;
@@ -683,8 +684,7 @@ sim_server_run(const sim_conf_t *conf)
     evhttp_set_max_body_size(s.http, MAX_BODY);
     evhttp_set_max_headers_size(s.http, MAX_HEADERS);
     /* Idle connections must not time out under a held request. */
-    tv.tv_sec = (time_t)(conf->hold_ms / 1000 + 60);
-    tv.tv_usec = 0;
+    tv = clock_tv(conf->hold_ms + 60000);
     evhttp_set_timeout_tv(s.http, &tv);
     evhttp_set_gencb(s.http, on_request, &s);
     if (conf->tls_cert != NULL) {

@@ -78,9 +78,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "shm/hash.h"
 
@@ -189,15 +189,6 @@ cpu_relax(void)
 #else
     atomic_signal_fence(memory_order_seq_cst);
 #endif
-}
-
-static int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Only ESRCH proves death: EPERM means it exists under another uid.  A pid
@@ -390,8 +381,8 @@ set_lock(shm_cache_t *c, size_t si, int64_t budget_ns)
             continue;
         }
         if (start == 0)
-            start = mono_ns();
-        waited = mono_ns() - start;
+            start = clock_mono_ns();
+        waited = clock_mono_ns() - start;
         if (waited < LOCK_SPIN_NS) {
             cpu_relax();
             continue;

@@ -42,9 +42,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "worker/db.h"
 #include "worker/provider.h"
@@ -85,15 +85,6 @@ static void checkout_free(checkout_t *c);
 static int64_t cache_expiry(checkout_t *c, int64_t completed_ms);
 static void cache_store(checkout_t *c, int status, const char *body, size_t len,
                         int64_t completed_ms);
-
-static int64_t
-clock_ms(clockid_t clock)
-{
-    struct timespec ts;
-
-    clock_gettime(clock, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void
 checkout_handle(http_req_t *r)
@@ -155,7 +146,7 @@ answered_from_cache(checkout_t *c)
 {
     const conf_t *conf = worker_conf(c->worker);
     shm_cache_t *cache = worker_shared(c->worker)->cache;
-    int64_t now = clock_ms(CLOCK_REALTIME);
+    int64_t now = clock_real_ms();
     shm_cache_entry_t entry, *e = &entry;    /* ~1.8 KiB: the stack, not malloc */
     shm_cache_result_t res;
 
@@ -213,7 +204,7 @@ checkout_begin_done(void *arg, const store_begin_t *b, const store_err_t *err)
     case STORE_BEGIN_NEW: {
         const conf_t *conf = worker_conf(c->worker);
         shm_breaker_verdict_t v = shm_breaker_allow(worker_shared(c->worker)->breaker,
-                                                    clock_ms(CLOCK_MONOTONIC),
+                                                    clock_mono_ms(),
                                                     2 * conf->provider_timeout_ms);
         if (v == SHM_BREAKER_DENY) {
             worker_count(c->worker, SHM_METRICS_PROVIDER_SKIPPED);
@@ -264,7 +255,7 @@ charge_done(void *arg, provider_outcome_t outcome, const char *charge_id)
     worker_count(c->worker, outcome == PROVIDER_SUCCEEDED ? SHM_METRICS_PROVIDER_SUCCEEDED
                             : outcome == PROVIDER_DECLINED ? SHM_METRICS_PROVIDER_DECLINED
                             : SHM_METRICS_PROVIDER_UNAVAILABLE);
-    shm_breaker_record(b, outcome != PROVIDER_UNAVAILABLE, clock_ms(CLOCK_MONOTONIC),
+    shm_breaker_record(b, outcome != PROVIDER_UNAVAILABLE, clock_mono_ms(),
                        conf->breaker_threshold, conf->breaker_cooldown_ms);
     if (shm_breaker_state(b) != before)
         req_log_warn(c->r, "provider circuit breaker: %s -> %s%s", breaker_name(before),
@@ -445,7 +436,7 @@ cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t com
 {
     int64_t expiry = cache_expiry(c, completed_ms);
 
-    if (completed_ms <= 0 || expiry <= clock_ms(CLOCK_REALTIME))
+    if (completed_ms <= 0 || expiry <= clock_real_ms())
         return;                 /* the marker, if any, goes at checkout_free */
     /* complete() replaces our marker; if it could not (a busy set), the
      * marker must still go at checkout_free. */

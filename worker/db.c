@@ -35,10 +35,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <time.h>
 
 #include <event2/event_struct.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 /* Reconnect back-off.  The cap is short because every checkout gets 503
@@ -143,36 +143,6 @@ notice_processor(void *arg, const char *message)
     log_warn("database: %s", pq_message(buf, sizeof(buf), message));
 }
 
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t
-now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static struct timeval
-tv_ms(int64_t ms)
-{
-    struct timeval tv;
-
-    if (ms < 0)
-        ms = 0;
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
-    return tv;
-}
-
 /* Give the call its answer (the observer hears of it first). */
 static void
 call_answer(db_call_t *call, const PGresult *res, int row, const char *err)
@@ -180,7 +150,7 @@ call_answer(db_call_t *call, const PGresult *res, int row, const char *err)
     const db_observer_t *o = &call->pool->observer;
 
     if (o->call != NULL)
-        o->call(o->arg, err == NULL, now_us() - call->queued_us);
+        o->call(o->arg, err == NULL, clock_mono_us() - call->queued_us);
     call->cb(call->arg, res, row, err);
 }
 
@@ -219,7 +189,7 @@ conn_watch(db_conn_t *c, short what)
 static void
 conn_arm_timer(db_conn_t *c, int64_t ms)
 {
-    struct timeval tv = tv_ms(ms);
+    struct timeval tv = clock_tv(ms);
 
     evtimer_add(&c->timer, &tv);
 }
@@ -366,7 +336,7 @@ conn_send(db_conn_t *c)
         if (call->deadline_ms < deadline)
             deadline = call->deadline_ms;
     }
-    conn_arm_timer(c, deadline - now_ms());
+    conn_arm_timer(c, deadline - clock_mono_ms());
 }
 
 static int
@@ -588,7 +558,7 @@ dispatch(db_pool_t *p)
     for (int i = 0; i < p->size && !TAILQ_EMPTY(&p->queue); i++) {
         db_conn_t *c = &p->conns[i];
         db_call_t *call, *q, *tmp;
-        int64_t now = now_ms();
+        int64_t now = clock_mono_ms();
 
         if (c->state != DB_IDLE)
             continue;
@@ -622,7 +592,7 @@ static void
 queue_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     db_pool_t *p = arg;
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
 
     (void)fd;
     (void)what;
@@ -633,7 +603,7 @@ queue_timer_cb(evutil_socket_t fd, short what, void *arg)
         call_answer_free(call, NULL, 0, "timed out waiting for a database connection");
     }
     if (!TAILQ_EMPTY(&p->queue)) {
-        struct timeval tv = tv_ms(TAILQ_FIRST(&p->queue)->deadline_ms - now);
+        struct timeval tv = clock_tv(TAILQ_FIRST(&p->queue)->deadline_ms - now);
         evtimer_add(&p->queue_timer, &tv);
     }
 }
@@ -914,8 +884,8 @@ call_queue(db_pool_t *p, const char *sql, const db_batch_kind_t *kind, int npara
     call->cb = cb;
     call->arg = arg;
     call->answered = 0;
-    call->deadline_ms = now_ms() + p->timeout_ms;
-    call->queued_us = now_us();
+    call->deadline_ms = clock_mono_ms() + p->timeout_ms;
+    call->queued_us = clock_mono_us();
     dst = (char *)(call->params + nparams);
     for (int i = 0; i < nparams; i++) {
         if (params[i] == NULL) {
@@ -930,7 +900,7 @@ call_queue(db_pool_t *p, const char *sql, const db_batch_kind_t *kind, int npara
     TAILQ_INSERT_TAIL(&p->queue, call, next);
     p->queued++;
     if (p->queued == 1) {
-        struct timeval tv = tv_ms(p->timeout_ms);
+        struct timeval tv = clock_tv(p->timeout_ms);
         evtimer_add(&p->queue_timer, &tv);
     }
     dispatch(p);

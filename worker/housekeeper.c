@@ -47,11 +47,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <event2/event.h>
 #include <json-c/json.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "worker/db.h"
 #include "worker/metrics.h"
@@ -133,19 +133,10 @@ struct item {
 static void step_next(housekeeper_t *h);
 static void reverse_done(void *arg, reversal_result_t result);
 
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 schedule(housekeeper_t *h, int64_t ms)
 {
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    struct timeval tv = clock_tv(ms);
 
     evtimer_add(h->timer, &tv);
 }
@@ -611,7 +602,7 @@ pending_listed(void *arg, const store_item_t *rows, int nrows, const store_err_t
     housekeeper_t *h = arg;
     static due_t due[PENDING_WINDOW];
     static asked_t next[PENDING_WINDOW];
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
     int n, pick;
 
     if (err != NULL) {
@@ -683,8 +674,8 @@ step_next(housekeeper_t *h)
     case STEP_REVERSE:
         /* Reconciliation runs once per interval, or at once while a backlog
          * of due orders is being settled (pending_more). */
-        if (now_ms() >= h->pending_due_ms || h->pending_more) {
-            h->pending_due_ms = now_ms() + h->conf->housekeeper_interval_ms;
+        if (clock_mono_ms() >= h->pending_due_ms || h->pending_more) {
+            h->pending_due_ms = clock_mono_ms() + h->conf->housekeeper_interval_ms;
             h->step = STEP_PENDING;
             pending_start(h);
             return;

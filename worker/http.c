@@ -46,13 +46,13 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 struct http_req {
@@ -75,15 +75,6 @@ struct http_req {
 
 static uint64_t rng_state[2];
 
-static int64_t
-now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* xorshift128+: fast, and unpredictable enough for ids (not for secrets). */
 static uint64_t
 rng_next(void)
@@ -93,7 +84,7 @@ rng_next(void)
 
     if ((s0 | s1) == 0) {
         if (getrandom(rng_state, sizeof(rng_state), 0) != sizeof(rng_state)) {
-            rng_state[0] = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32);
+            rng_state[0] = (uint64_t)clock_mono_us() ^ ((uint64_t)getpid() << 32);
             rng_state[1] = 0x9e3779b97f4a7c15ULL;
         }
         s1 = rng_state[0];
@@ -136,7 +127,7 @@ http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
     r->route = SHM_METRICS_ROUTE_UNKNOWN;
     r->done = done;
     r->method = evhttp_request_get_command(req);
-    r->start_us = now_us();
+    r->start_us = clock_mono_us();
     evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &r->client_port);
     snprintf(r->client, sizeof(r->client), "%s", peer != NULL ? peer : "");
     id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
@@ -417,7 +408,7 @@ http_reply(http_req_t *r, int status, const char *content_type, const char *body
     struct evkeyvalq *h;
 
     r->status = status;
-    r->dur_us = now_us() - r->start_us;
+    r->dur_us = clock_mono_us() - r->start_us;
     r->replied = 1;
     if (log_access_enabled()) {
         int sent = body != NULL && !r->cancelled && r->method != EVHTTP_REQ_HEAD;

@@ -15,10 +15,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+
+#include "common/clock.h"
 
 #define LINGER_MS 5000          /* the longest a refused client is read */
 #define LINGER_IDLE_MS 1000     /* ... or until it sends nothing for this long */
@@ -26,7 +27,7 @@
 typedef struct lingerer {
     int fd;
     struct event *ev;
-    struct timespec until;
+    int64_t until_ms;           /* monotonic */
     struct lingerer *prev, *next;
 } linger_t;
 
@@ -51,11 +52,8 @@ linger_cb(evutil_socket_t fd, short what, void *arg)
 {
     linger_t *l = arg;
     char buf[16384];
-    struct timespec now;
 
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if ((what & EV_READ) && (now.tv_sec < l->until.tv_sec
-                             || (now.tv_sec == l->until.tv_sec && now.tv_nsec < l->until.tv_nsec))) {
+    if ((what & EV_READ) && clock_mono_ms() < l->until_ms) {
         int i;
 
         for (i = 0; i < 64; i++) {
@@ -77,7 +75,7 @@ void
 linger_start(struct event_base *base, int fd)
 {
     linger_t *l = calloc(1, sizeof(*l));
-    struct timeval idle = { LINGER_IDLE_MS / 1000, (LINGER_IDLE_MS % 1000) * 1000 };
+    struct timeval idle = clock_tv(LINGER_IDLE_MS);
 
     if (l != NULL)
         l->ev = event_new(base, fd, EV_READ | EV_PERSIST, linger_cb, l);
@@ -89,8 +87,7 @@ linger_start(struct event_base *base, int fd)
         return;
     }
     l->fd = fd;
-    clock_gettime(CLOCK_MONOTONIC, &l->until);
-    l->until.tv_sec += LINGER_MS / 1000;
+    l->until_ms = clock_mono_ms() + LINGER_MS;
     l->next = lingering;
     if (lingering != NULL)
         lingering->prev = l;

@@ -9,11 +9,11 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 
+#include "common/clock.h"
 #include "shm/metrics.h"
 #include "worker/procstat.h"
 #include "worker/worker.h"
@@ -197,12 +197,9 @@ process(struct evbuffer *b)
 {
     static procstat_t ps;
     static int64_t read_ms = -1;
-    struct timespec ts;
-    int64_t now;
+    int64_t now = clock_mono_ms();
     int what = PROCSTAT_CPU;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     if (read_ms < 0 || now - read_ms >= PROCSTAT_REUSE_MS)
         what |= PROCSTAT_OTHER;
     if (procstat_read(getppid(), what, &ps) < 0)

@@ -49,12 +49,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
-#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event_struct.h>
 #include <event2/http.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "worker/provider_answer.h"
 #include "worker/provider_tls.h"
@@ -107,15 +107,6 @@ typedef struct call {
     struct event done;          /* runs cb from the loop */
     int64_t start_us;           /* monotonic, for the observer */
 } call_t;
-
-static int64_t
-now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* Where a new connection goes: the URL's address, or the latest address
  * of its host name; NULL when the name has none yet. */
@@ -194,23 +185,13 @@ provider_free(provider_t *p)
     free(p);
 }
 
-static struct timeval
-timeout_tv(const provider_t *p)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t)(p->timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)((p->timeout_ms % 1000) * 1000);
-    return tv;
-}
-
 /* An idle connection, else a new one to addr (numeric: evhttp never
  * resolves it). */
 static struct evhttp_connection *
 conn_take(provider_t *p, const char *addr)
 {
     struct evhttp_connection *c;
-    struct timeval tv = timeout_tv(p);
+    struct timeval tv = clock_tv(p->timeout_ms);
 
     if (p->nidle > 0)
         return p->idle[--p->nidle];
@@ -340,7 +321,7 @@ call_deliver(evutil_socket_t fd, short what, void *arg)
     if (c->req != NULL)
         evhttp_request_free(c->req);
     if (c->p->observe != NULL)
-        c->p->observe(c->p->observe_arg, (provider_call_t)c->kind, c->out, now_us() - c->start_us);
+        c->p->observe(c->p->observe_arg, (provider_call_t)c->kind, c->out, clock_mono_us() - c->start_us);
     c->cb(c->arg, c->out,
           c->out != PROVIDER_UNAVAILABLE && c->charge_id[0] != '\0' ? c->charge_id : NULL);
     free(c);
@@ -481,7 +462,7 @@ call_new(provider_t *p, provider_call_t kind, const char *order_id, int64_t amou
         return NULL;
     c->p = p;
     c->kind = kind;
-    c->start_us = now_us();
+    c->start_us = clock_mono_us();
     c->cb = cb;
     c->arg = arg;
     c->amount_cents = amount_cents;
@@ -563,7 +544,7 @@ call_start(call_t *c, enum evhttp_cmd_type method, const char *path, const char 
     const char *addr = provider_addr(p);
     struct evhttp_request *req;
     struct evkeyvalq *h;
-    struct timeval tv = timeout_tv(p);
+    struct timeval tv = clock_tv(p->timeout_ms);
 
     c->method = method;
     snprintf(c->path, sizeof(c->path), "%s", path);

@@ -22,13 +22,13 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/proctitle.h"
 #include "common/signals.h"
@@ -234,15 +234,6 @@ worker_exit(worker_t *w, int status)
     exit(status);
 }
 
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* While draining: exit when idle and quiet, else look again later. */
 static void
 drain_check(worker_t *w)
@@ -252,14 +243,13 @@ drain_check(worker_t *w)
 
     if (!w->draining || w->inflight > 0 || w->background > 0)
         return;
-    quiet = now_ms() - w->last_request_ms;
+    quiet = clock_mono_ms() - w->last_request_ms;
     if (quiet >= DRAIN_QUIET_MS) {
         log_info("drained");
         event_base_loopexit(w->base, NULL);
         return;
     }
-    tv.tv_sec = 0;
-    tv.tv_usec = (suseconds_t)((DRAIN_QUIET_MS - quiet) * 1000);
+    tv = clock_tv(DRAIN_QUIET_MS - quiet);
     evtimer_add(w->quiet_timer, &tv);
 }
 
@@ -304,7 +294,7 @@ on_request(struct evhttp_request *req, void *arg)
     if (r == NULL)
         return;
     w->inflight++;
-    w->last_request_ms = now_ms();
+    w->last_request_ms = clock_mono_ms();
     if (w->draining || reject != NULL)
         http_add_header(r, "Connection", "close");
     if (reject != NULL) {
@@ -359,8 +349,7 @@ start_drain(worker_t *w)
     for (size_t i = 0; i < w->nbound; i++)
         evhttp_del_accept_socket(w->http, w->bound[i]);
     w->nbound = 0;
-    tv.tv_sec = (time_t)(w->conf->worker_shutdown_timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)((w->conf->worker_shutdown_timeout_ms % 1000) * 1000);
+    tv = clock_tv(w->conf->worker_shutdown_timeout_ms);
     w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
     w->quiet_timer = evtimer_new(w->base, quiet_timer_cb, w);
     if (w->drain_timer == NULL || w->quiet_timer == NULL) {
@@ -572,8 +561,7 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
      * request gains a Content-Length. */
     evhttp_set_max_headers_size(w.http, (ev_ssize_t)conf->max_header_size * 2 + 1024);
     evhttp_set_max_body_size(w.http, (ev_ssize_t)w.front.body_backstop);
-    tv.tv_sec = (time_t)(conf->client_timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)((conf->client_timeout_ms % 1000) * 1000);
+    tv = clock_tv(conf->client_timeout_ms);
     evhttp_set_timeout_tv(w.http, &tv);
     evhttp_set_default_content_type(w.http, "application/json");
     evhttp_set_gencb(w.http, on_request, &w);

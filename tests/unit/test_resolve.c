@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -32,6 +31,7 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/resolve.h"
 
@@ -52,15 +52,6 @@ static struct {
 static struct event_base *base;
 static char conf_path[64], log_path[64];
 static int notified;
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Answer one query: echo the header and question, add an A record when
  * asked for NAME's A in ANSWER mode. */
@@ -193,21 +184,21 @@ on_change(void *arg)
 static int64_t
 run_until(int want, int64_t ms)
 {
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
 
-    while (notified < want && now_ms() - t0 < ms) {
+    while (notified < want && clock_mono_ms() - t0 < ms) {
         event_base_loop(base, EVLOOP_NONBLOCK);
         usleep(1000);
     }
-    return now_ms() - t0;
+    return clock_mono_ms() - t0;
 }
 
 static void
 run_for(int64_t ms)
 {
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
 
-    while (now_ms() - t0 < ms) {
+    while (clock_mono_ms() - t0 < ms) {
         event_base_loop(base, EVLOOP_NONBLOCK);
         usleep(1000);
     }
@@ -325,12 +316,12 @@ test_silent_server(void **state)
 {
     resolve_t *r = resolve_new(base, conf_path, 60000);
     resolve_name_t *n;
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
 
     (void)state;
     dns.mode = SILENT;
     n = resolve_name_new(r, NAME, "test", on_change, NULL);
-    assert_true(now_ms() - t0 < 100);
+    assert_true(clock_mono_ms() - t0 < 100);
     assert_true(resolve_name_pending(n));
     run_until(1, 5000);
     assert_int_equal(notified, 1);

@@ -22,11 +22,11 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "shm/cache.h"
 
@@ -35,24 +35,6 @@
 #define TTL             60000
 
 #define KEY(s) (s), strlen(s)
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t
-wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A fingerprint that is a function of the key, so a copy can be checked. */
 static void
@@ -579,20 +561,20 @@ test_holder_stopped_then_killed(void **state)
     assert_int_equal(store(c, "other", 3, T0, T0 + TTL), SHM_CACHE_STORED);
     pid = child_stopped_at(c, SHM_CACHE_TP_LOCKED, "held", 1000);
 
-    t = mono_ms();
+    t = clock_mono_ms();
     assert_completed(c, "other", 3, T0 + 6);
     assert_int_equal(claim(c, "new", getpid(), T0 + 6, T0 + TTL, &e), SHM_CACHE_NOT_CACHED);
     assert_int_equal(store(c, "new", 1, T0 + 6, T0 + TTL), SHM_CACHE_NOT_CACHED);
     assert_int_equal(shm_cache_release(c, KEY("other"), getpid()), 0);
-    assert_true(mono_ms() - t < 500);
+    assert_true(clock_mono_ms() - t < 500);
     shm_cache_stats(c, &st);
     assert_int_equal(st.contended, 2);
 
     /* Killed: a zombie still "exists" until reaped, as under the master. */
     kill_and_reap(pid);
-    t = mono_ms();
+    t = clock_mono_ms();
     assert_int_equal(claim(c, "new", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_CLAIMED);
-    assert_true(mono_ms() - t < 500);
+    assert_true(clock_mono_ms() - t < 500);
     assert_completed(c, "other", 3, T0 + 8);
     shm_cache_stats(c, &st);
     assert_int_equal(st.repairs, 1);
@@ -609,15 +591,6 @@ test_holder_stopped_then_killed(void **state)
 #define GIVE_UP_CALLS   25
 #define GIVE_UP_MEDIAN_NS  (50 * 1000)
 #define GIVE_UP_P90_NS     (1000 * 1000)
-
-static int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static int
 cmp_i64(const void *a, const void *b)
@@ -657,14 +630,14 @@ test_busy_lock_worker_gives_up_in_microseconds(void **state)
     pid = child_stopped_at(c, SHM_CACHE_TP_LOCKED, "held", 1000);
 
     for (int i = 0; i < GIVE_UP_CALLS; i++) {
-        int64_t t = mono_ns();
+        int64_t t = clock_mono_ns();
 
         snprintf(key, sizeof(key), "new-%d", i);
         assert_int_equal(claim(c, key, getpid(), T0 + 1, T0 + TTL, &e), SHM_CACHE_NOT_CACHED);
-        took_claim[i] = mono_ns() - t;
-        t = mono_ns();
+        took_claim[i] = clock_mono_ns() - t;
+        t = clock_mono_ns();
         assert_int_equal(store(c, "mine", (unsigned)i, T0 + 1, T0 + TTL), SHM_CACHE_NOT_CACHED);
-        took_store[i] = mono_ns() - t;
+        took_store[i] = clock_mono_ns() - t;
     }
     assert_quick("claim", took_claim);
     assert_quick("store", took_store);
@@ -672,10 +645,10 @@ test_busy_lock_worker_gives_up_in_microseconds(void **state)
      * release, which needs no lock. */
     assert_int_equal(shm_cache_lookup(c, KEY("mine"), T0 + 2, &e), SHM_CACHE_IN_PROGRESS);
     for (int i = 0; i < GIVE_UP_CALLS; i++) {
-        int64_t t = mono_ns();
+        int64_t t = clock_mono_ns();
 
         assert_int_equal(shm_cache_release(c, KEY("mine"), getpid()), i == 0 ? 1 : 0);
-        took_release[i] = mono_ns() - t;
+        took_release[i] = clock_mono_ns() - t;
     }
     assert_miss(c, "mine", T0 + 2);
     assert_quick("release", took_release);
@@ -708,10 +681,10 @@ test_torn_write_then_takeover(void **state)
     assert_int_equal(store(c, "intact", 2, T0, T0 + TTL), SHM_CACHE_STORED);
     pid = child_stopped_at(c, SHM_CACHE_TP_MID_WRITE, "torn", 1500);
 
-    t = mono_ms();
+    t = clock_mono_ms();
     assert_miss(c, "torn", T0 + 6);
     assert_completed(c, "intact", 2, T0 + 6);
-    assert_true(mono_ms() - t < 500);
+    assert_true(clock_mono_ms() - t < 500);
 
     kill_and_reap(pid);
     assert_miss(c, "torn", T0 + 7);
@@ -787,10 +760,10 @@ stress_child(shm_cache_t *c, struct stress *sh, unsigned id)
 
     while (atomic_load(&sh->go) == 0)
         sched_yield();
-    deadline = mono_ms() + STRESS_MS;
-    while (ops < STRESS_MAX_OPS && (ops % 64 != 0 || mono_ms() < deadline)) {
+    deadline = clock_mono_ms() + STRESS_MS;
+    while (ops < STRESS_MAX_OPS && (ops % 64 != 0 || clock_mono_ms() < deadline)) {
         uint64_t r = xorshift(&rnd);
-        int64_t now = wall_ms();
+        int64_t now = clock_real_ms();
         shm_cache_result_t res;
 
         stress_key((unsigned)(r % STRESS_KEYS), key, sizeof(key));
@@ -849,7 +822,7 @@ reap_by(pid_t pid, int64_t deadline)
 
         if (r == pid)
             return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-        if (r < 0 || mono_ms() >= deadline) {
+        if (r < 0 || clock_mono_ms() >= deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
             return -1;
@@ -883,7 +856,7 @@ run_stress(size_t bytes, int kill_one)
         }
     }
     atomic_store(&sh->go, 1);
-    deadline = mono_ms() + STRESS_WAIT_MS;
+    deadline = clock_mono_ms() + STRESS_WAIT_MS;
     if (kill_one) {
         /* A worker dies mid-run, wherever it is; the master reaps it and
          * releases it, and the others carry on. */
@@ -913,7 +886,7 @@ run_stress(size_t bytes, int kill_one)
     /* Every worker is gone and released: no marker may remain. */
     for (unsigned i = 0; i < STRESS_KEYS; i++) {
         stress_key(i, key, sizeof(key));
-        assert_int_not_equal(shm_cache_lookup(c, KEY(key), wall_ms(), &e), SHM_CACHE_IN_PROGRESS);
+        assert_int_not_equal(shm_cache_lookup(c, KEY(key), clock_real_ms(), &e), SHM_CACHE_IN_PROGRESS);
     }
     munmap(sh, sizeof(*sh));
     shm_cache_destroy(c);
