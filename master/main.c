@@ -27,6 +27,7 @@
 
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/pidfile.h"
 #include "common/proctitle.h"
 #include "master/master.h"
 
@@ -92,8 +93,7 @@ send_signal(const conf_t *conf, const char *name)
     static const struct { const char *name; int sig; } names[] = {
         { "reload", SIGHUP }, { "quit", SIGQUIT }, { "stop", SIGTERM }, { "reopen", SIGUSR1 }
     };
-    FILE *f;
-    long pid;
+    pid_t pid;
     int sig = 0;
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -104,20 +104,18 @@ send_signal(const conf_t *conf, const char *name)
         fprintf(stderr, "paymentsd: unknown signal \"%s\" (use reload, quit, stop or reopen)\n", name);
         return 1;
     }
-    f = fopen(conf->pid_file, "r");
-    if (f == NULL) {
+    pid = pidfile_read(conf->pid_file);
+    if (pid < 0 && errno == EINVAL) {
+        fprintf(stderr, "paymentsd: %s holds no valid pid\n", conf->pid_file);
+        return 1;
+    }
+    if (pid < 0) {
         fprintf(stderr, "paymentsd: open(%s) failed: %s (is paymentsd running?)\n",
                 conf->pid_file, strerror(errno));
         return 1;
     }
-    if (fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
-        fclose(f);
-        fprintf(stderr, "paymentsd: %s holds no valid pid\n", conf->pid_file);
-        return 1;
-    }
-    fclose(f);
-    if (kill((pid_t)pid, sig) < 0) {
-        fprintf(stderr, "paymentsd: kill(%ld, %s) failed: %s%s\n", pid, name, strerror(errno),
+    if (kill(pid, sig) < 0) {
+        fprintf(stderr, "paymentsd: kill(%ld, %s) failed: %s%s\n", (long)pid, name, strerror(errno),
                 errno == ESRCH ? " (a stale pid file: is paymentsd running?)" : "");
         return 1;
     }

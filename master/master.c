@@ -21,21 +21,19 @@
 #include "master/master.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/clock.h"
 #include "common/listen.h"
 #include "common/log.h"
+#include "common/pidfile.h"
 #include "common/proctitle.h"
 #include "common/signals.h"
 #include "worker/housekeeper.h"
@@ -248,47 +246,6 @@ next_timeout(master_t *m)
     return (int)best;
 }
 
-static void
-remove_pid_file(master_t *m)
-{
-    FILE *f = fopen(m->conf->pid_file, "r");
-    long pid = 0;
-
-    if (f == NULL)
-        return;
-    if (fscanf(f, "%ld", &pid) != 1)
-        pid = 0;
-    fclose(f);
-    if (pid == (long)m->pid)
-        unlink(m->conf->pid_file);
-}
-
-static int
-write_pid_file(const conf_t *conf, pid_t pid, char *err, size_t errlen)
-{
-    char dir[4096], buf[32];
-    int fd, n;
-
-    snprintf(dir, sizeof(dir), "%s", conf->pid_file);
-    if (mkdir(dirname(dir), 0755) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "mkdir(%.512s) failed: %s", dir, strerror(errno));
-        return -1;
-    }
-    fd = open(conf->pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "open(%s) failed: %s", conf->pid_file, strerror(errno));
-        return -1;
-    }
-    n = snprintf(buf, sizeof(buf), "%ld\n", (long)pid);
-    if (write(fd, buf, (size_t)n) != n) {
-        snprintf(err, errlen, "write(%s) failed: %s", conf->pid_file, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
-
 /* The provider_timeout and db_timeout of the running conf or of a child
  * still running (a draining generation's), whichever hold a key longest. */
 static void
@@ -375,7 +332,7 @@ fast_stop(master_t *m)
         while (m->nchildren > 0 && waitpid(-1, NULL, 0) > 0)
             reap(m);
     }
-    remove_pid_file(m);
+    pidfile_remove(m->conf->pid_file, m->pid);
     exit(0);
 }
 
@@ -442,7 +399,7 @@ master_run(const char *conf_path, conf_t *conf)
         }
         m->nfds++;
     }
-    if (write_pid_file(conf, m->pid, err, sizeof(err)) < 0) {
+    if (pidfile_write(conf->pid_file, m->pid, err, sizeof(err)) < 0) {
         log_error("%s", err);
         master_free(m);
         return PD_EXIT_FATAL;
@@ -499,7 +456,7 @@ master_run(const char *conf_path, conf_t *conf)
         }
         if (m->quitting && m->nchildren == 0) {
             log_info("stopped");
-            remove_pid_file(m);
+            pidfile_remove(m->conf->pid_file, m->pid);
             master_free(m);
             return 0;
         }
@@ -510,7 +467,7 @@ master_run(const char *conf_path, conf_t *conf)
         respawn_due(m);
         if (!m->quitting && m->nchildren == 0 && next_timeout(m) < 0) {
             log_error("no worker can run: exiting");
-            remove_pid_file(m);
+            pidfile_remove(m->conf->pid_file, m->pid);
             master_free(m);
             return 1;
         }

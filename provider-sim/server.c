@@ -29,7 +29,6 @@
 #include "provider-sim/server.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +43,7 @@
 #include "common/clock.h"
 #include "common/listen.h"
 #include "common/log.h"
+#include "common/pidfile.h"
 #include "provider-sim/charges.h"
 #include "provider-sim/hooks.h"
 #include "provider-sim/reply.h"
@@ -596,39 +596,6 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     }
 }
 
-static int
-pid_file_write(const char *path, char *err, size_t errlen)
-{
-    char buf[32];
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-
-    if (fd < 0 || write(fd, buf, (size_t)n) != n) {
-        snprintf(err, errlen, "cannot write pid_file %s: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
-
-/* Remove the pid file only if it still names us (a successor may own it). */
-static void
-pid_file_remove(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    long pid = 0;
-
-    if (f == NULL)
-        return;
-    if (fscanf(f, "%ld", &pid) != 1)
-        pid = 0;
-    fclose(f);
-    if (pid == (long)getpid())
-        unlink(path);
-}
-
 int
 sim_server_run(const sim_conf_t *conf)
 {
@@ -707,7 +674,7 @@ sim_server_run(const sim_conf_t *conf)
 
     if (conf->pid_file != NULL) {
         what = "pid_file";
-        if (pid_file_write(conf->pid_file, err, sizeof(err)) < 0)
+        if (pidfile_write(conf->pid_file, getpid(), err, sizeof(err)) < 0)
             goto cleanup;
         pid_written = 1;
     }
@@ -730,7 +697,7 @@ cleanup:
     else if (rc != 0)
         log_error("cannot start: %s failed", what);
     if (pid_written)
-        pid_file_remove(conf->pid_file);
+        pidfile_remove(conf->pid_file, getpid());
     if (fd >= 0)
         close(fd);
     sim_hooks_free(s.hooks);
