@@ -17,7 +17,6 @@
 
 #include "worker/provider_tls.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/log.h"
+#include "common/resolve.h"
 
 struct provider_tls {
     SSL_CTX *ctx;
@@ -78,7 +78,6 @@ provider_tls_t *
 provider_tls_new(const char *host, const char *ca_file)
 {
     provider_tls_t *t = calloc(1, sizeof(*t));
-    unsigned char ip[16];
     const char *what;
     char why[256];
 
@@ -86,7 +85,7 @@ provider_tls_new(const char *host, const char *ca_file)
     if (t == NULL || strlen(host) >= sizeof(t->host))
         goto fail;
     snprintf(t->host, sizeof(t->host), "%s", host);
-    t->host_is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    t->host_is_ip = resolve_is_address(host);
     what = "SSL_CTX_new";
     if ((t->ctx = SSL_CTX_new(TLS_client_method())) == NULL)
         goto fail;
