@@ -64,10 +64,6 @@ typedef struct conf {
     char *docs_root;                    /* Swagger UI's files, served at /docs */
 } conf_t;
 
-/* Exit status of a process that a restart cannot help (bad conf, port in
- * use): the master stops respawning it. */
-#define PD_EXIT_FATAL 2
-
 /*
  * Load path (NULL: defaults and environment only).  Returns a new conf, or
  * NULL with "file:line: message" in err.  Relative paths are taken from the

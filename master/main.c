@@ -26,6 +26,7 @@
 #include <openssl/opensslv.h>
 
 #include "common/conf.h"
+#include "common/exitcode.h"
 #include "common/log.h"
 #include "common/pidfile.h"
 #include "common/proctitle.h"
@@ -163,7 +164,7 @@ main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         if (test_only)
             fprintf(stderr, "paymentsd: configuration file %s test failed\n", conf_path);
-        rc = 1;
+        rc = test_only || signal_name != NULL ? 1 : PD_EXIT_FATAL;
         goto done;
     }
     if (test_only) {

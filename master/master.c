@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/exitcode.h"
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/pidfile.h"
@@ -59,7 +60,8 @@ typedef struct {
     int pending;                /* a respawn is due at respawn_ms */
     int64_t respawn_ms;
     int failures;               /* quick deaths in a row */
-    int fatal;                  /* exited PD_EXIT_FATAL: never respawn */
+    int fatal;                  /* exited PD_EXIT_FATAL: not respawned (a reload
+                                 * starts a new generation with new slots) */
 } slot_t;
 
 typedef struct {
@@ -125,7 +127,7 @@ spawn_generation(master_t *m)
     m->slots = calloc((size_t)m->conf->workers, sizeof(*m->slots));
     if (m->slots == NULL) {
         log_error("out of memory");
-        exit(1);
+        exit(PD_EXIT_FAILURE);
     }
     memset(&m->housekeeper, 0, sizeof(m->housekeeper));
     for (int i = 0; i < m->conf->workers; i++) {
@@ -177,7 +179,8 @@ child_died(master_t *m, child_t *c, int status)
         return;
     s = slot_of(m, c->slot);
     if (WIFEXITED(status) && WEXITSTATUS(status) == PD_EXIT_FATAL) {
-        log_error("%s cannot start and a restart will not help: not respawning it", who);
+        log_error("%s cannot start and a restart will not help: not respawning it "
+                  "(fix the cause its lines above give, then reload)", who);
         s->fatal = 1;
         return;
     }
@@ -333,7 +336,7 @@ fast_stop(master_t *m)
             reap(m);
     }
     pidfile_remove(m->conf->pid_file, m->pid);
-    exit(0);
+    exit(PD_EXIT_OK);
 }
 
 static void
@@ -353,8 +356,16 @@ master_free(master_t *m)
     free(m);
 }
 
-int
-master_run(const char *conf_path, conf_t *conf)
+/*
+ * The master's init, as nginx's ngx_init_cycle: everything that must hold
+ * before the first child is forked (shared memory mapped, listeners bound,
+ * pid file written, signals routed to the signalfd).  Returns the master,
+ * or NULL with the exit status in *status (common/exitcode.h): fatal for
+ * what the conf names (a listen address, the pid file), a failure for the
+ * rest.  conf is taken either way.
+ */
+static master_t *
+master_init(const char *conf_path, conf_t *conf, int *status)
 {
     static const int handled[] = { SIGCHLD, SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
     master_t *m = calloc(1, sizeof(*m));
@@ -362,9 +373,10 @@ master_run(const char *conf_path, conf_t *conf)
     sigset_t set;
     const char *what;
 
+    *status = PD_EXIT_FAILURE;
     if (m == NULL) {
         conf_free(conf);
-        return 1;
+        return NULL;
     }
     m->conf_path = strdup(conf_path);
     m->conf = conf;
@@ -392,18 +404,12 @@ master_run(const char *conf_path, conf_t *conf)
         goto fail;
     for (size_t i = 0; i < conf->listen.n; i++) {
         m->fds[i] = listen_open(conf->listen.items[i], err, sizeof(err));
-        if (m->fds[i] < 0) {
-            log_error("%s", err);
-            master_free(m);
-            return PD_EXIT_FATAL;
-        }
+        if (m->fds[i] < 0)
+            goto fatal;
         m->nfds++;
     }
-    if (pidfile_write(conf->pid_file, m->pid, err, sizeof(err)) < 0) {
-        log_error("%s", err);
-        master_free(m);
-        return PD_EXIT_FATAL;
-    }
+    if (pidfile_write(conf->pid_file, m->pid, err, sizeof(err)) < 0)
+        goto fatal;
 
     sigemptyset(&set);
     for (size_t i = 0; i < sizeof(handled) / sizeof(handled[0]); i++)
@@ -417,10 +423,31 @@ master_run(const char *conf_path, conf_t *conf)
     if (m->sfd < 0)
         goto fail;
     signal(SIGPIPE, SIG_IGN);
+    return m;
 
-    for (size_t i = 0; i < conf->listen.n; i++)
-        log_info("listening on %s", conf->listen.items[i]);
-    log_info("paymentsd %s started with %lld workers", PACKAGE_VERSION, (long long)conf->workers);
+fatal:
+    log_error("%s", err);
+    *status = PD_EXIT_FATAL;
+    master_free(m);
+    return NULL;
+fail:
+    log_error("%s failed: %s", what, strerror(errno));
+    master_free(m);
+    return NULL;
+}
+
+/*
+ * The master's cycle, as nginx's ngx_master_process_cycle: start the
+ * first generation, then wait for signals and act on them in a fixed order
+ * until stopped.  Returns the exit status and frees m.
+ */
+static int
+master_cycle(master_t *m)
+{
+    for (size_t i = 0; i < m->conf->listen.n; i++)
+        log_info("listening on %s", m->conf->listen.items[i]);
+    log_info("paymentsd %s started with %lld workers", PACKAGE_VERSION,
+             (long long)m->conf->workers);
     spawn_generation(m);
 
     for (;;) {
@@ -458,7 +485,7 @@ master_run(const char *conf_path, conf_t *conf)
             log_info("stopped");
             pidfile_remove(m->conf->pid_file, m->pid);
             master_free(m);
-            return 0;
+            return PD_EXIT_OK;
         }
         if (do_reload && !m->quitting)
             reload(m);
@@ -466,15 +493,20 @@ master_run(const char *conf_path, conf_t *conf)
             reopen(m);
         respawn_due(m);
         if (!m->quitting && m->nchildren == 0 && next_timeout(m) < 0) {
+            /* Every slot exited fatal: say so to the service manager too. */
             log_error("no worker can run: exiting");
             pidfile_remove(m->conf->pid_file, m->pid);
             master_free(m);
-            return 1;
+            return PD_EXIT_FATAL;
         }
     }
+}
 
-fail:
-    log_error("%s failed: %s", what, strerror(errno));
-    master_free(m);
-    return 1;
+int
+master_run(const char *conf_path, conf_t *conf)
+{
+    int status;
+    master_t *m = master_init(conf_path, conf, &status);
+
+    return m != NULL ? master_cycle(m) : status;
 }

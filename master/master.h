@@ -11,8 +11,9 @@
 
 #include "common/conf.h"
 
-/* Run the master with conf (loaded from conf_path; ownership is taken).
- * Returns the process exit status. */
+/* Run the master with conf (loaded from conf_path; ownership is taken):
+ * its init, then its cycle until stopped.  Returns the process exit status
+ * (common/exitcode.h). */
 int master_run(const char *conf_path, conf_t *conf);
 
 #endif

@@ -52,6 +52,7 @@
 #include <json-c/json.h>
 
 #include "common/clock.h"
+#include "common/exitcode.h"
 #include "common/log.h"
 #include "worker/db.h"
 #include "worker/metrics.h"
@@ -756,16 +757,17 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     h.resolve = resolve_new(h.base, conf->resolv_conf, conf->resolve_interval_ms);
     if (h.resolve == NULL)
         goto fail;
+    /* Fatal, as in worker_main: set up from what the conf names. */
     what = "db_pool_new";
     h.db = db_pool_new(h.base, h.resolve, conf->database, "paymentsd housekeeper", DB_POOL_SIZE,
                        DB_QUEUE_MAX, (int)conf->db_batch_max, conf->db_timeout_ms);
     if (h.db == NULL)
-        goto fail;
+        goto fatal;
     what = "provider_new";
     h.provider = provider_new(h.base, h.resolve, conf->provider_url, conf->provider_ca_file,
                               conf->provider_timeout_ms);
     if (h.provider == NULL)
-        goto fail;
+        goto fatal;
     metrics_observe(h.metrics, h.db, h.provider);
     what = "evtimer_new";
     h.timer = evtimer_new(h.base, timer_cb, &h);
@@ -785,9 +787,12 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
         event_free(signals[i]);
     worker_ignore_signals_free(ignored);
     event_base_free(h.base);
-    exit(0);
+    exit(PD_EXIT_OK);
 
+fatal:
+    log_error("cannot start: %s failed, and a restart will not help", what);
+    exit(PD_EXIT_FATAL);
 fail:
     log_error("cannot start: %s failed", what);
-    exit(1);
+    exit(PD_EXIT_FAILURE);
 }

@@ -29,6 +29,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "common/clock.h"
+#include "common/exitcode.h"
 #include "common/log.h"
 #include "common/proctitle.h"
 #include "common/signals.h"
@@ -516,18 +517,22 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     w.resolve = resolve_new(w.base, conf->resolv_conf, conf->resolve_interval_ms);
     if (w.resolve == NULL)
         goto fail;
+    /* The pool and the provider client are set up from what the conf names
+     * (the database's host list, provider_ca_file): a failure there comes
+     * back on every respawn, so it is fatal (common/exitcode.h).  Neither
+     * connects yet: a database or provider that is down is not a failure. */
     what = "db_pool_new";
     snprintf(appname, sizeof(appname), "paymentsd worker %d", index);
     w.db = db_pool_new(w.base, w.resolve, conf->database, appname, (int)conf->db_pool_size,
                        (int)conf->db_queue_size, (int)conf->db_batch_max, conf->db_timeout_ms);
     if (w.db == NULL)
-        goto fail;
+        goto fatal;
 
     what = "provider_new";
     w.provider = provider_new(w.base, w.resolve, conf->provider_url, conf->provider_ca_file,
                               conf->provider_timeout_ms);
     if (w.provider == NULL)
-        goto fail;
+        goto fatal;
     metrics_observe(w.metrics, w.db, w.provider);
 
     what = "webhook_keys_new";
@@ -581,9 +586,12 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     event_base_dispatch(w.base);
     worker_signals_done();
     evhttp_free(w.http);
-    worker_exit(&w, 0);
+    worker_exit(&w, PD_EXIT_OK);
 
+fatal:
+    log_error("cannot start: %s failed, and a restart will not help", what);
+    exit(PD_EXIT_FATAL);
 fail:
-    log_error("%s failed", what);
-    exit(1);
+    log_error("cannot start: %s failed", what);
+    exit(PD_EXIT_FAILURE);
 }
