@@ -723,9 +723,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 void
 housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master)
 {
-    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
-    struct event *signals[sizeof(sigs) / sizeof(sigs[0])] = { NULL };
-    struct event *ignored;
+    struct event *signals[WORKER_SIGNALS] = { NULL };
+    struct event *ignored = NULL;
     housekeeper_t h;
     const char *what;
 
@@ -738,21 +737,9 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     h.retry_after_ms = 2 * conf->provider_timeout_ms + conf->db_timeout_ms;
     h.metrics = shm_metrics_slot(shared->metrics, SHM_METRICS_HOUSEKEEPER);
 
-    what = "event_base_new";
-    h.base = event_base_new();
+    h.base = worker_loop_new(on_signal, &h, signals, &ignored, &what);
     if (h.base == NULL)
         goto fail;
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        what = "evsignal_new";
-        signals[i] = evsignal_new(h.base, sigs[i], on_signal, &h);
-        if (signals[i] == NULL || evsignal_add(signals[i], NULL) < 0)
-            goto fail;
-    }
-    what = "worker_ignore_signals";
-    ignored = worker_ignore_signals(h.base);
-    if (ignored == NULL)
-        goto fail;
-    worker_signals_ready();
     what = "resolve_new";
     h.resolve = resolve_new(h.base, conf->resolv_conf, conf->resolve_interval_ms);
     if (h.resolve == NULL)
@@ -783,7 +770,7 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     provider_free(h.provider);
     db_pool_free(h.db);
     resolve_free(h.resolve);
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+    for (size_t i = 0; i < WORKER_SIGNALS; i++)
         event_free(signals[i]);
     worker_ignore_signals_free(ignored);
     event_base_free(h.base);

@@ -68,7 +68,7 @@ struct worker {
     int64_t last_request_ms;
     struct event *drain_timer;
     struct event *quiet_timer;
-    struct event *signals[4];
+    struct event *signals[WORKER_SIGNALS];
     struct event *ignored;
     front_limits_t front;       /* what every connection's front reader enforces */
 };
@@ -455,15 +455,16 @@ worker_child_init(const char *title, const char *role, pid_t master)
     return 0;
 }
 
+static const int loop_signals[WORKER_SIGNALS] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
+
 static void
 signals_mask(int how)
 {
-    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
     sigset_t set;
 
     sigemptyset(&set);
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-        sigaddset(&set, sigs[i]);
+    for (size_t i = 0; i < WORKER_SIGNALS; i++)
+        sigaddset(&set, loop_signals[i]);
     sigprocmask(how, &set, NULL);
 }
 
@@ -479,11 +480,32 @@ worker_signals_done(void)
     signals_mask(SIG_BLOCK);
 }
 
+struct event_base *
+worker_loop_new(worker_signal_fn handler, void *arg, struct event *signals[WORKER_SIGNALS],
+                struct event **ignored, const char **what)
+{
+    struct event_base *base;
+
+    *what = "event_base_new";
+    if ((base = event_base_new()) == NULL)
+        return NULL;
+    *what = "evsignal_new";
+    for (size_t i = 0; i < WORKER_SIGNALS; i++) {
+        signals[i] = evsignal_new(base, loop_signals[i], handler, arg);
+        if (signals[i] == NULL || evsignal_add(signals[i], NULL) < 0)
+            return NULL;        /* the process exits: nothing to unwind */
+    }
+    *what = "worker_ignore_signals";
+    if ((*ignored = worker_ignore_signals(base)) == NULL)
+        return NULL;
+    worker_signals_ready();
+    return base;
+}
+
 void
 worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, size_t nfds,
             int index, pid_t master)
 {
-    static const int sigs[] = { SIGQUIT, SIGTERM, SIGINT, SIGUSR1 };
     worker_t w;
     char role[32], appname[64];
     const char *what;
@@ -498,21 +520,9 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     w.metrics = shm_metrics_slot(shared->metrics, index);
     w.index = index;
 
-    what = "event_base_new";
-    w.base = event_base_new();
+    w.base = worker_loop_new(on_signal, &w, w.signals, &w.ignored, &what);
     if (w.base == NULL)
         goto fail;
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        what = "evsignal_new";
-        w.signals[i] = evsignal_new(w.base, sigs[i], on_signal, &w);
-        if (w.signals[i] == NULL || evsignal_add(w.signals[i], NULL) < 0)
-            goto fail;
-    }
-    what = "worker_ignore_signals";
-    w.ignored = worker_ignore_signals(w.base);
-    if (w.ignored == NULL)
-        goto fail;
-    worker_signals_ready();
     what = "resolve_new";
     w.resolve = resolve_new(w.base, conf->resolv_conf, conf->resolve_interval_ms);
     if (w.resolve == NULL)

@@ -64,6 +64,22 @@ void worker_update_gauges(worker_t *w);
 int worker_child_init(const char *title, const char *role, pid_t master)
     __attribute__((warn_unused_result));
 
+/* The signals a child handles in its loop: SIGQUIT, SIGTERM, SIGINT, SIGUSR1. */
+#define WORKER_SIGNALS 4
+
+/* A handler of one of them: libevent's event_callback_fn (evutil_socket_t
+ * is an int on Linux), spelled out so this header needs no libevent one. */
+typedef void (*worker_signal_fn)(int sig, short what, void *arg);
+
+/* The start of a child's event loop: a new base, handler(sig, arg) added
+ * for each of the WORKER_SIGNALS (the events into signals[]), the ignored
+ * signals read in the loop (into *ignored: worker_ignore_signals), then the
+ * signals unblocked (worker_signals_ready).  Returns the base, or NULL with
+ * *what naming the step that failed (a lack of memory or descriptors). */
+struct event_base *worker_loop_new(worker_signal_fn handler, void *arg,
+                                   struct event *signals[WORKER_SIGNALS], struct event **ignored,
+                                   const char **what) __attribute__((warn_unused_result));
+
 /* A read event on a signalfd of the signals that a child gives no meaning
  * (common/signals.h, and SIGHUP): they stay blocked for the process's life,
  * and each one that arrives is logged and dropped in base's loop.  Returns
