@@ -179,8 +179,8 @@ child_died(master_t *m, child_t *c, int status)
         return;
     s = slot_of(m, c->slot);
     if (WIFEXITED(status) && WEXITSTATUS(status) == PD_EXIT_FATAL) {
-        log_error("%s cannot start and a restart will not help: not respawning it "
-                  "(fix the cause its lines above give, then reload)", who);
+        log_error("%s cannot start and a restart will not help: not respawning it until "
+                  "a reload (its own lines above say why)", who);
         s->fatal = 1;
         return;
     }

@@ -4,7 +4,9 @@
  * Serves HTTP on the listening sockets inherited from the master with one
  * libevent loop; everything it does (database, provider) is asynchronous on
  * that loop.  SIGQUIT drains it: stop accepting, finish what is in flight,
- * exit 0.  SIGTERM/SIGINT exit at once.  SIGUSR1 reopens the logs.
+ * exit 0.  SIGTERM/SIGINT exit at once.  SIGUSR1 reopens the logs.  A
+ * start-up that fails exits 1, or 2 when a restart cannot help
+ * (common/exitcode.h).
  */
 #ifndef PD_WORKER_H
 #define PD_WORKER_H
