@@ -321,7 +321,8 @@ call_deliver(evutil_socket_t fd, short what, void *arg)
     if (c->req != NULL)
         evhttp_request_free(c->req);
     if (c->p->observe != NULL)
-        c->p->observe(c->p->observe_arg, (provider_call_t)c->kind, c->out, clock_mono_us() - c->start_us);
+        c->p->observe(c->p->observe_arg, (provider_call_t)c->kind, c->out,
+                      clock_mono_us() - c->start_us);
     c->cb(c->arg, c->out,
           c->out != PROVIDER_UNAVAILABLE && c->charge_id[0] != '\0' ? c->charge_id : NULL);
     free(c);

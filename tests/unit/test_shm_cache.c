@@ -886,7 +886,8 @@ run_stress(size_t bytes, int kill_one)
     /* Every worker is gone and released: no marker may remain. */
     for (unsigned i = 0; i < STRESS_KEYS; i++) {
         stress_key(i, key, sizeof(key));
-        assert_int_not_equal(shm_cache_lookup(c, KEY(key), clock_real_ms(), &e), SHM_CACHE_IN_PROGRESS);
+        assert_int_not_equal(shm_cache_lookup(c, KEY(key), clock_real_ms(), &e),
+                             SHM_CACHE_IN_PROGRESS);
     }
     munmap(sh, sizeof(*sh));
     shm_cache_destroy(c);
