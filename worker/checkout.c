@@ -110,7 +110,12 @@ checkout_handle(http_req_t *r)
     if (validate_idempotency_key(keys, nkeys, c->key, &e) < 0
         || validate_content_type(http_req_header(r, "Content-Type"), &e) < 0)
         goto invalid;
-    body = http_req_body(r, &len);
+    if ((body = http_req_body(r, &len)) == NULL) {
+        worker_count(w, SHM_METRICS_CHECKOUT_UNAVAILABLE);
+        http_reply_unavailable(r, "out of memory");
+        checkout_free(c);
+        return;
+    }
     if (validate_checkout_body(body, len, conf, &c->order, &e) < 0)
         goto invalid;
 
@@ -438,10 +443,10 @@ cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t com
 
     if (completed_ms <= 0 || expiry <= clock_real_ms())
         return;                 /* the marker, if any, goes at checkout_free */
-    /* complete() replaces our marker; if it could not (a busy set), the
-     * marker must still go at checkout_free. */
+    /* shm_cache_store replaces our marker; if it could not (a busy set),
+     * the marker must still go at checkout_free. */
     if (shm_cache_store(worker_shared(c->worker)->cache, c->key, c->keylen,
-                           c->order.fingerprint, status, body, len, completed_ms,
-                           expiry) == SHM_CACHE_STORED)
+                        c->order.fingerprint, status, body, len, completed_ms,
+                        expiry) == SHM_CACHE_STORED)
         c->marked = 0;
 }

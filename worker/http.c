@@ -223,10 +223,8 @@ http_req_body(http_req_t *r, size_t *len)
     if (*len == 0)
         return "";
     body = (const char *)evbuffer_pullup(evhttp_request_get_input_buffer(r->req), -1);
-    if (body == NULL) {
+    if (body == NULL)
         *len = 0;               /* out of memory making it contiguous */
-        return "";
-    }
     return body;
 }
 

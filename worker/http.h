@@ -72,7 +72,8 @@ size_t http_req_header_all(const http_req_t *r, const char *name, const char **v
 size_t http_req_body_length(const http_req_t *r);
 
 /* The whole body, made contiguous, and its length in *len; "" when empty.
- * Not NUL-terminated. */
+ * Not NUL-terminated.  NULL (and 0) when out of memory: answer 503, not as
+ * for an empty body. */
 const char *http_req_body(http_req_t *r, size_t *len);
 
 /* The route the router matched, for logs and metrics (set once it knows;

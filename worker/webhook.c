@@ -96,7 +96,11 @@ webhook_handle(http_req_t *r)
         http_reply_error(r, 413, "payload_too_large", "the body is too large", NULL);
         return;
     }
-    body = http_req_body(r, &len);
+    if ((body = http_req_body(r, &len)) == NULL) {
+        worker_count(w, SHM_METRICS_WEBHOOK_UNAVAILABLE);
+        http_reply_unavailable(r, "out of memory");
+        return;
+    }
     v = whsig_verify(keys->keys, keys->n, http_req_header(r, "webhook-id"),
                      http_req_header(r, "webhook-timestamp"),
                      http_req_header(r, "webhook-signature"), body, len,

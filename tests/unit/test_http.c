@@ -36,11 +36,12 @@
 /* ---- counting allocator for libevent ----------------------------------- */
 
 static long live_allocs;
+static size_t fail_from;        /* when non-zero: allocations this large fail */
 
 static void *
 count_malloc(size_t n)
 {
-    void *p = malloc(n);
+    void *p = fail_from != 0 && n >= fail_from ? NULL : malloc(n);
 
     if (p != NULL)
         live_allocs++;
@@ -120,6 +121,25 @@ run_a_while(fixture_t *f)
         event_base_loop(f->base, EVLOOP_NONBLOCK);
         usleep(1000);
     }
+}
+
+/* Send all of buf, running the server's loop while the socket is full (the
+ * server reads in this same process). */
+static void
+send_all(fixture_t *f, const char *buf, size_t len)
+{
+    size_t off = 0;
+
+    for (int i = 0; i < 2000 && off < len; i++) {
+        ssize_t n = send(f->client, buf + off, len - off, MSG_DONTWAIT);
+
+        if (n > 0)
+            off += (size_t)n;
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+        if (n <= 0)
+            usleep(1000);
+    }
+    assert_int_equal(off, len);
 }
 
 static void
@@ -323,6 +343,43 @@ test_accessors(void **state)
     assert_int_equal(f->done, 1);
 }
 
+/* The regression: out of memory making a large body contiguous,
+ * http_req_body answered "" with length 0, as for an empty body, so a valid
+ * checkout was refused 400 (a client does not retry that) and a signed
+ * webhook 401 signature_invalid.  It must say NULL: out of memory. */
+static void
+test_body_out_of_memory(void **state)
+{
+    enum { BODY = 64 * 1024 };
+    fixture_t *f = *state;
+    char *req = malloc(BODY + 128);
+    const char *body;
+    size_t len, head;
+
+    assert_non_null(req);
+    head = (size_t)snprintf(req, 128, "POST /webhooks/provider HTTP/1.1\r\nHost: test\r\n"
+                            "Content-Length: %d\r\n\r\n", BODY);
+    memset(req + head, 'x', BODY);
+    send_all(f, req, head + BODY);
+    run_until(f, &f->begun, 1);
+    assert_int_equal(http_req_body_length(f->r), BODY);
+
+    fail_from = BODY;           /* the contiguous copy cannot be made */
+    len = 1;
+    body = http_req_body(f->r, &len);
+    fail_from = 0;
+    assert_null(body);
+    assert_int_equal(len, 0);
+
+    body = http_req_body(f->r, &len);     /* memory again: the whole body */
+    assert_non_null(body);
+    assert_int_equal(len, BODY);
+    assert_memory_equal(body, req + head, BODY);
+    free(req);
+    http_reply(f->r, 200, "application/json", "{}", 2);
+    run_until(f, &f->done, 1);
+}
+
 int
 main(void)
 {
@@ -332,6 +389,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_freed_before_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_next_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accessors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_out_of_memory, setup, teardown),
     };
 
     /* Before libevent allocates anything. */
