@@ -6,7 +6,8 @@
  * while the handler still holds its http_req_t; and a keep-alive connection
  * whose next request must not be ended by the previous one's callbacks.
  * And what a handler reads of its request through the accessors, before
- * and after its client has gone.
+ * and after its client has gone, and a body that cannot be made contiguous
+ * (out of memory).
  *
  * libevent's allocations are counted (event_set_mem_functions): after each
  * case, with the server and its event base freed, every one of them must
