@@ -48,12 +48,12 @@
 #include "common/log.h"
 #include "worker/db.h"
 #include "worker/provider.h"
+#include "worker/replay.h"
 #include "worker/store.h"
 #include "worker/validate.h"
 #include "worker/worker.h"
 
 #define MAX_KEY_HEADERS 4
-#define CACHE_SKEW_MARGIN_MS 60000  /* cached answers expire this much early */
 
 typedef struct {
     http_req_t *r;              /* until the reply, which frees this checkout_t */
@@ -158,8 +158,7 @@ answered_from_cache(checkout_t *c)
     /* A completed answer is found without the set lock (a replay is the
      * common case, and many replays of one key all land on one set); only
      * a key not answered yet goes on to claim its marker. */
-    if (shm_cache_lookup(cache, c->key, c->keylen, now, e) == SHM_CACHE_COMPLETED
-        && cache_expiry(c, e->start_ms) > now)
+    if (replay_lookup(c->worker, c->key, c->keylen, now, e))
         res = SHM_CACHE_EXISTS;
     else
         res = shm_cache_claim(cache, c->key, c->keylen, c->order.fingerprint, getpid(), now,
@@ -369,21 +368,10 @@ checkout_finish_done(void *arg, const store_finish_t *f, const store_err_t *err)
 static void
 reply_order(checkout_t *c, int status, const char *body, size_t len, int replayed)
 {
-    char location[64];
-    static const char tag[] = "\"order_id\":\"";
-    const char *id = memmem(body, len, tag, sizeof(tag) - 1);
+    char location[REPLAY_LOCATION_SIZE];
 
-    /* From a cached body the order id is only in the body itself. */
-    if (c->order_id[0] == '\0' && id != NULL && (size_t)(id - body) + sizeof(tag) - 1 + 36 <= len) {
-        memcpy(c->order_id, id + sizeof(tag) - 1, 36);
-        c->order_id[36] = '\0';
-        if (!validate_uuid(c->order_id))
-            c->order_id[0] = '\0';
-    }
-    if (status == 201 && c->order_id[0] != '\0') {
-        snprintf(location, sizeof(location), "/orders/%s", c->order_id);
+    if (status == 201 && replay_location(c->order_id, body, len, location))
         http_add_header(c->r, "Location", location);
-    }
     if (replayed)
         http_add_header(c->r, "Idempotent-Replayed", "true");
     http_reply(c->r, status, "application/json", body, len);
@@ -430,7 +418,7 @@ checkout_free(checkout_t *c)
 static int64_t
 cache_expiry(checkout_t *c, int64_t completed_ms)
 {
-    return completed_ms + worker_conf(c->worker)->idempotency_ttl_ms - CACHE_SKEW_MARGIN_MS;
+    return replay_expiry(worker_conf(c->worker), completed_ms);
 }
 
 /* Remember the response PostgreSQL holds for this key (stored there at

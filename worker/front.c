@@ -32,6 +32,16 @@
  * without a copy).  What a refused request's stand-in needs (its request
  * line, the client's X-Request-Id) is read from the head when refusing.
  *
+ * Answers made here.  A whole request (Content-Length body, no Expect) is
+ * first offered to front_limits_t.answer (replay.c: cached replays), but
+ * only while evhttp holds no request of the connection that it has not
+ * answered in full, so that an answer made here never overtakes another:
+ * evhttp has been given every request passed on and waits for the next,
+ * with nothing of an answer queued.  The answer goes to the socket at once
+ * (one write, no epoll change; evhttp never sees the request); what the
+ * socket does not take waits in f->out, which is written before anything
+ * evhttp adds later, and holds back the client's EOF like evhttp's output.
+ *
  * End of input.  evhttp drops a connection at the client's EOF even when it
  * still holds pipelined requests it has read but not answered, so the EOF
  * is held back until evhttp waits for a request with nothing left to read.
@@ -94,6 +104,8 @@ typedef struct front {
     unsigned dispatched;        /* requests evhttp gave the worker */
     unsigned reject_at;         /* the stand-in's number, 0 if none */
     front_reject_t reject;
+    struct evbuffer *out;       /* answers made here (front_answer_fn), not yet written */
+    int answered;               /* front_in: an answer was made here */
     struct event *wev;          /* write now (activated), or once writable */
     int write_armed;            /* wev is active or pending */
     struct evbuffer_cb_entry *outcb;
@@ -211,6 +223,43 @@ answers_all_sent(front_t *f)
            && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0;
 }
 
+static int write_socket(front_t *f, struct evbuffer *src);
+
+/* Offer the request whose head [head, head + end) starts src to the
+ * answerer (front_limits_t.answer), when its body is all in src and an
+ * answer made now cannot overtake another: evhttp holds no unanswered
+ * request, and no answer is queued.  Returns 1 when it was answered: its
+ * bytes are gone from src and its answer is written, or waits for the
+ * socket in f->out. */
+static int
+try_answer(front_t *f, struct evbuffer *src, const http1_head_t *h, const char *head, size_t end)
+{
+    size_t len = end + (size_t)(h->content_length > 0 ? h->content_length : 0);
+    ptrdiff_t target_off = h->target - head;
+    http1_head_t at = *h;
+    front_request_t rq = { .h = &at, .head_len = end, .body_len = len - end };
+    void *evcon = NULL;
+
+    if (f->lim->answer == NULL || h->expect_continue || evbuffer_get_length(src) < len
+        || evbuffer_get_length(f->out) > 0 || !answers_all_sent(f))
+        return 0;
+    /* Making the body whole may move the head. */
+    if ((rq.head = (const char *)evbuffer_pullup(src, (ev_ssize_t)len)) == NULL)
+        return 0;
+    at.target = rq.head + target_off;
+    rq.body = rq.head + end;
+    bufferevent_getcb(f->bev, NULL, NULL, NULL, &evcon);
+    rq.evcon = evcon;
+    if (!f->lim->answer(f->lim->answer_arg, &rq, f->out))
+        return 0;
+    evbuffer_drain(src, len);
+    f->answered = 1;
+    next_request(f);
+    if (write_socket(f, f->out) == 0)
+        log_debug("an answer made by the front reader waits for the socket");
+    return 1;
+}
+
 static enum step
 read_head(front_t *f, struct evbuffer *src, struct evbuffer *dst)
 {
@@ -293,6 +342,8 @@ read_head(front_t *f, struct evbuffer *src, struct evbuffer *dst)
         f->state = S_CHUNK_SIZE;
         return STEP_GO;
     }
+    if (try_answer(f, src, &h, p, end))
+        return STEP_GO;
     /* The head and what came of its body move on together: when that is
      * all of src, as for most requests, its chains move without a copy. */
     f->left = h.content_length > 0 ? h.content_length : 0;
@@ -444,6 +495,7 @@ front_in(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
 
     (void)limit;                /* no read high-water mark is set */
     (void)mode;
+    f->answered = 0;
     while (step == STEP_GO && evbuffer_get_length(src) > 0) {
         switch (f->state) {
         case S_HEAD:
@@ -478,7 +530,9 @@ front_in(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
             break;
         }
     }
-    return evbuffer_get_length(dst) > before ? BEV_OK : BEV_NEED_MORE;
+    /* BEV_OK also for an answer made here: the filter then restarts the
+     * connection's idle timeout, as for a request passed on. */
+    return evbuffer_get_length(dst) > before || f->answered ? BEV_OK : BEV_NEED_MORE;
 }
 
 static void
@@ -497,6 +551,9 @@ writable_cb(evutil_socket_t fd, short what, void *arg)
      * shut socket. */
     bufferevent_getcb(f->bev, NULL, NULL, &cb, NULL);
     if (cb == NULL)
+        return;
+    /* Answers made here come before anything evhttp added since. */
+    if (evbuffer_get_length(f->out) > 0 && write_socket(f, f->out) <= 0)
         return;
     f->flushing = 1;
     bufferevent_flush(f->bev, EV_WRITE, BEV_FLUSH);
@@ -559,14 +616,43 @@ gone_cb(evutil_socket_t fd, short what, void *arg)
         cb(f->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, cbarg);   /* may free f */
 }
 
+/* Write src to the socket until it is empty (1), the socket is full (0:
+ * the write event is armed) or the client is gone (-1: src is emptied and
+ * evhttp hears it from the loop). */
+static int
+write_socket(front_t *f, struct evbuffer *src)
+{
+    evutil_socket_t fd = bufferevent_getfd(f->under);
+
+    while (evbuffer_get_length(src) > 0) {
+        int n = fd >= 0 ? evbuffer_write(src, fd) : -1;
+        int err = fd >= 0 ? errno : EBADF;
+
+        if (n > 0)
+            continue;
+        if (n < 0 && err == EINTR)
+            continue;
+        if ((n == 0 || err == EAGAIN || err == EWOULDBLOCK) && want_write(f) == 0)
+            return 0;
+        /* The client is gone: nothing more can be written. */
+        evbuffer_drain(src, evbuffer_get_length(src));
+        if (f->errev == NULL)
+            f->errev = event_new(f->base, -1, 0, gone_cb, f);
+        if (f->errev != NULL)
+            event_active(f->errev, EV_TIMEOUT, 1);
+        return -1;
+    }
+    return 1;
+}
+
 /* Output: straight to the socket (see the top of this file). */
 static enum bufferevent_filter_result
 front_out(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
           enum bufferevent_flush_mode mode, void *arg)
 {
     front_t *f = arg;
-    evutil_socket_t fd = bufferevent_getfd(f->under);
-    int wrote = 0;
+    size_t had = evbuffer_get_length(src);
+    int res;
 
     (void)dst;
     (void)limit;
@@ -578,32 +664,15 @@ front_out(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
          * the write event. */
         return BEV_NEED_MORE;
     }
-    while (evbuffer_get_length(src) > 0) {
-        int n = fd >= 0 ? evbuffer_write(src, fd) : -1;
-        int err = fd >= 0 ? errno : EBADF;
-
-        if (n > 0) {
-            wrote = 1;
-            continue;
-        }
-        if (n < 0 && err == EINTR)
-            continue;
-        if ((n == 0 || err == EAGAIN || err == EWOULDBLOCK) && want_write(f) == 0)
-            return wrote ? BEV_OK : BEV_NEED_MORE;
-        /* The client is gone: nothing more can be written. */
-        evbuffer_drain(src, evbuffer_get_length(src));
-        if (f->errev == NULL)
-            f->errev = event_new(f->base, -1, 0, gone_cb, f);
-        if (f->errev != NULL)
-            event_active(f->errev, EV_TIMEOUT, 1);
+    res = write_socket(f, src);
+    if (res < 0)
         return BEV_ERROR;
-    }
-    if (f->eof_after_write) {
+    if (res > 0 && f->eof_after_write) {
         /* Written: now the EOF that under_event held back may come. */
         f->eof_after_write = 0;
         bufferevent_enable(f->under, EV_READ);
     }
-    return wrote ? BEV_OK : BEV_NEED_MORE;
+    return evbuffer_get_length(src) < had ? BEV_OK : BEV_NEED_MORE;
 }
 
 static void
@@ -629,7 +698,8 @@ under_event(struct bufferevent *u, short what, void *arg)
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)
         && (f->state == S_HEAD || f->state == S_DONE)
         && f->eof_waits < EOF_WAITS_MAX) {
-        if (evbuffer_get_length(bufferevent_get_output(f->bev)) > 0) {
+        if (evbuffer_get_length(bufferevent_get_output(f->bev)) > 0
+            || evbuffer_get_length(f->out) > 0) {
             f->eof_waits++;
             f->eof_after_write = 1;
             return;
@@ -659,6 +729,7 @@ front_free(void *arg)
         event_free(f->errev);
     evbuffer_free(f->head);
     evbuffer_free(f->body);
+    evbuffer_free(f->out);
     free(f);
 }
 
@@ -675,8 +746,9 @@ front_bevcb(struct event_base *base, void *arg)
     f->linger_fd = -1;
     f->head = evbuffer_new();
     f->body = evbuffer_new();
+    f->out = evbuffer_new();
     under = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (f->head == NULL || f->body == NULL || under == NULL)
+    if (f->head == NULL || f->body == NULL || f->out == NULL || under == NULL)
         goto fail;
     f->bev = bufferevent_filter_new(under, front_in, front_out, BEV_OPT_CLOSE_ON_FREE,
                                     front_free, f);
@@ -703,6 +775,8 @@ fail:
             evbuffer_free(f->head);
         if (f->body != NULL)
             evbuffer_free(f->body);
+        if (f->out != NULL)
+            evbuffer_free(f->out);
         free(f);
     }
     return NULL;

@@ -64,7 +64,7 @@ struct http_req {
     http_done_fn done;
     int status;                 /* set by the reply */
     int64_t dur_us;
-    char request_id[129];
+    char request_id[HTTP_ID_SIZE];
     char *uri;                  /* copies, kept when req goes before the reply */
     char *user_agent, *xff;
     char client[64];            /* the peer's address (for the access log) */
@@ -109,6 +109,16 @@ request_id_valid(const char *s)
     return 1;
 }
 
+void
+http_request_id(const char *client_id, char out[HTTP_ID_SIZE])
+{
+    if (client_id != NULL && request_id_valid(client_id))
+        snprintf(out, HTTP_ID_SIZE, "%s", client_id);
+    else
+        snprintf(out, HTTP_ID_SIZE, "%016llx%016llx",
+                 (unsigned long long)rng_next(), (unsigned long long)rng_next());
+}
+
 static void connection_closed(struct evhttp_connection *evcon, void *arg);
 
 http_req_t *
@@ -131,12 +141,7 @@ http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
     evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &r->client_port);
     snprintf(r->client, sizeof(r->client), "%s", peer != NULL ? peer : "");
     id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
-    if (id != NULL && request_id_valid(id)) {
-        snprintf(r->request_id, sizeof(r->request_id), "%s", id);
-    } else {
-        snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx",
-                 (unsigned long long)rng_next(), (unsigned long long)rng_next());
-    }
+    http_request_id(id, r->request_id);
     /* An evhttp server connection carries one request at a time, so the
      * connection's close callback is this request's until its reply is
      * written. */
@@ -325,30 +330,41 @@ json_header(char *buf, size_t room, const char *value)
  * and bytes over 0x7E as \u00XX) and cut to fit, so a hostile header can
  * neither break the line nor forge a member.
  */
-static void
-access_log_line(const http_req_t *r, int status, size_t bytes, int64_t dur_us)
+void
+http_access_log(const http_access_t *a)
 {
     char line[3072], now[32], path[512], agent[512], xff[512];
-    const char *uri = r->req != NULL ? evhttp_request_get_uri(r->req) : r->uri;
     size_t plen;
     int n;
 
-    plen = json_escape(path, sizeof(path), uri ? uri : "");
+    plen = json_escape(path, sizeof(path), a->path ? a->path : "");
     path[plen] = '\0';
     log_time_iso(now, sizeof(now));
     n = snprintf(line, sizeof(line),
                  "{\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\",\"client_port\":%u,"
                  "\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,"
                  "\"duration_ms\":%.3f,\"user_agent\":%s,\"x_forwarded_for\":%s,\"worker_pid\":%ld}",
-                 now, r->request_id, r->client, (unsigned)r->client_port, http_req_method(r),
-                 path, shm_metrics_route_name(r->route), status, bytes, (double)dur_us / 1000.0,
-                 json_header(agent, sizeof(agent),
-                             r->req != NULL ? http_req_header(r, "User-Agent") : r->user_agent),
-                 json_header(xff, sizeof(xff),
-                             r->req != NULL ? http_req_header(r, "X-Forwarded-For") : r->xff),
-                 (long)getpid());
+                 now, a->request_id, a->client, a->client_port, a->method, path,
+                 shm_metrics_route_name(a->route), a->status, a->bytes,
+                 (double)a->dur_us / 1000.0, json_header(agent, sizeof(agent), a->user_agent),
+                 json_header(xff, sizeof(xff), a->xff), (long)getpid());
     if (n > 0 && (size_t)n < sizeof(line))
         log_access(line, (size_t)n);
+}
+
+static void
+access_log_line(const http_req_t *r, int status, size_t bytes, int64_t dur_us)
+{
+    http_access_t a = {
+        .request_id = r->request_id, .client = r->client, .client_port = r->client_port,
+        .method = http_req_method(r),
+        .path = r->req != NULL ? evhttp_request_get_uri(r->req) : r->uri,
+        .route = r->route, .status = status, .bytes = bytes, .dur_us = dur_us,
+        .user_agent = r->req != NULL ? http_req_header(r, "User-Agent") : r->user_agent,
+        .xff = r->req != NULL ? http_req_header(r, "X-Forwarded-For") : r->xff,
+    };
+
+    http_access_log(&a);
 }
 
 /* The request is over: http_reply was called, and its reply was written or

@@ -23,6 +23,8 @@
 #include "common/log.h"
 #include "shm/metrics.h"
 
+#define HTTP_ID_SIZE 129        /* a request id and its NUL */
+
 typedef struct worker worker_t;
 typedef struct http_req http_req_t;     /* opaque: worker/http.c */
 struct evhttp_request;
@@ -113,6 +115,30 @@ void http_add_header(http_req_t *r, const char *name, const char *value);
  * will be dropped (http_reply* must still be called, exactly once, to end
  * r).  A handler may use it to skip work that only serves the reply. */
 int http_req_cancelled(const http_req_t *r);
+
+/* The request id of a request whose first X-Request-Id is client_id (NULL:
+ * none): client_id when valid (SPEC.md), else a new random one. */
+void http_request_id(const char *client_id, char out[HTTP_ID_SIZE]);
+
+/* What one access-log line says of a request (README, "Logs"). */
+typedef struct {
+    const char *request_id;
+    const char *client;         /* the peer's address */
+    unsigned client_port;
+    const char *method;         /* "GET", ... or "OTHER" */
+    const char *path;           /* the target as sent; NULL: "" */
+    shm_metrics_route_t route;
+    int status;
+    size_t bytes;               /* of the body sent */
+    int64_t dur_us;
+    const char *user_agent;     /* as sent; NULL when not sent */
+    const char *xff;            /* X-Forwarded-For, likewise */
+} http_access_t;
+
+/* Write a's line to the access log (check log_access_enabled() first).
+ * For answers made without an http_req_t (worker/replay.c); a request's
+ * own line is written by http_reply. */
+void http_access_log(const http_access_t *a);
 
 /* The reason phrase of a status code. */
 const char *http_reason(int status);

@@ -41,6 +41,7 @@
 #include "worker/metrics.h"
 #include "worker/orders.h"
 #include "worker/provider.h"
+#include "worker/replay.h"
 #include "worker/reversal.h"
 #include "worker/store.h"
 #include "worker/webhook.h"
@@ -272,12 +273,24 @@ method_label(const char *m)
          : SHM_METRICS_METHOD_OTHER;
 }
 
+int
+worker_draining(const worker_t *w)
+{
+    return w->draining;
+}
+
+void
+worker_answered(worker_t *w, shm_metrics_route_t route, const char *method, int status,
+                int64_t dur_us)
+{
+    shm_metrics_request(w->metrics, route, method_label(method), status, dur_us);
+    worker_update_gauges(w);
+}
+
 static void
 on_done(worker_t *w, const http_req_t *r, int status, int64_t dur_us)
 {
-    shm_metrics_request(w->metrics, http_req_route(r), method_label(http_req_method(r)), status,
-                        dur_us);
-    worker_update_gauges(w);
+    worker_answered(w, http_req_route(r), http_req_method(r), status, dur_us);
     w->inflight--;
     drain_check(w);
 }
@@ -571,6 +584,8 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     w.front.max_header = (size_t)conf->max_header_size;
     w.front.max_body = conf->max_body_size;
     w.front.body_backstop = conf->max_body_size * 4 + 65536;
+    w.front.answer = replay_answer;     /* cached replays, without evhttp */
+    w.front.answer_arg = &w;
     evhttp_set_bevcb(w.http, front_bevcb, &w.front);
     /* The stand-in of a refused request repeats its target, and a chunked
      * request gains a Content-Length. */

@@ -57,6 +57,16 @@ void worker_count(worker_t *w, shm_metrics_counter_t c);
 void worker_start_reversal(worker_t *w, const char *order_id, int64_t amount_cents,
                            const char *currency, const char *request_id);
 
+/* 1 once a graceful stop has begun: every answer then closes its
+ * connection. */
+int worker_draining(const worker_t *w);
+
+/* A request was answered with status after dur_us: count it in the request
+ * metrics (route, method as http_req_method names it, status class,
+ * duration) and publish the gauges. */
+void worker_answered(worker_t *w, shm_metrics_route_t route, const char *method, int status,
+                     int64_t dur_us);
+
 /* Publish this worker's database pool gauges to its metrics slot. */
 void worker_update_gauges(worker_t *w);
 
