@@ -6,11 +6,11 @@
  * blocked and are read, logged and dropped from a signalfd in the same loop
  * (worker_ignore_signals).  A request is "in flight" from the moment the
  * router sees it until its reply.  A draining worker has stopped accepting;
- * it exits once nothing is in flight and no request has arrived for
- * DRAIN_QUIET_MS, or when worker_shutdown_timeout says it has waited long
- * enough.  The quiet period matters: a connection this worker accepted just
- * before SIGQUIT may not have delivered its request yet, and evhttp gives no
- * way to tell such a connection from an idle keep-alive one.
+ * it exits once nothing is in flight and no request has arrived or been
+ * answered for DRAIN_QUIET_MS, or when worker_shutdown_timeout says it has
+ * waited long enough.  The quiet period matters: a connection this worker
+ * accepted just before SIGQUIT may not have delivered its request yet, and
+ * evhttp gives no way to tell such a connection from an idle keep-alive one.
  */
 #include "config.h"
 
@@ -285,6 +285,9 @@ worker_answered(worker_t *w, shm_metrics_route_t route, const char *method, int 
 {
     shm_metrics_request(w->metrics, route, method_label(method), status, dur_us);
     worker_update_gauges(w);
+    /* A replay answered by the front reader never reaches on_request: the
+     * client it answered is as live as one that sent a request. */
+    w->last_request_ms = clock_mono_ms();
 }
 
 static void

@@ -63,7 +63,8 @@ int worker_draining(const worker_t *w);
 
 /* A request was answered with status after dur_us: count it in the request
  * metrics (route, method as http_req_method names it, status class,
- * duration) and publish the gauges. */
+ * duration), publish the gauges, and restart a draining worker's quiet
+ * period. */
 void worker_answered(worker_t *w, shm_metrics_route_t route, const char *method, int status,
                      int64_t dur_us);
 

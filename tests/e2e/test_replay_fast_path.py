@@ -12,6 +12,7 @@ read from the worker's debug log ("answered by the front reader")."""
 
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -290,27 +291,45 @@ e = Paymentsd(workers=1, extra={"provider_url": sim.url, "client_timeout": "1s",
                                 "log_level": "debug"}).start()
 key2 = new_key("fast-timeout")
 t.eq(checkout(e, key2, BODY).status, 201, "another server, client_timeout 1s: a new checkout")
+def replay_on(sock, key):
+    """Send a replay of key on sock; the status and headers of its answer."""
+    sock.sendall(post(key))
+    buf = b""
+    while b"\r\n\r\n" not in buf or len(buf) < buf.index(b"\r\n\r\n") + 4 + int(
+            re.search(rb"Content-Length: (\d+)", buf).group(1)):
+        b = sock.recv(65536)
+        if not b:
+            raise OSError("closed after %r" % buf[:100])
+        buf += b
+    a = parse(buf)[0]
+    return a.status, a.headers
+
+
 s = socket.create_connection(("127.0.0.1", e.port), timeout=5)
 statuses = []
 try:
     for _ in range(8):
-        s.sendall(post(key2))
-        buf = b""
-        while b"\r\n\r\n" not in buf or len(buf) < buf.index(b"\r\n\r\n") + 4 + int(
-                re.search(rb"Content-Length: (\d+)", buf).group(1)):
-            b = s.recv(65536)
-            if not b:
-                break
-            buf += b
-        statuses.append(parse(buf)[0].status if buf else None)
+        statuses.append(replay_on(s, key2)[0])
         time.sleep(0.4)
 except (OSError, ValueError, AttributeError) as exc:
     statuses.append(repr(exc))
-s.close()
 with open(e.log_path) as f:
     fronted_e = f.read().count("answered by the front reader")
 t.eq(statuses, [201] * 8, "8 replays 0.4 s apart on one connection: all answered, none cut by the timeout")
 t.eq(fronted_e, 8, "all by the front reader")
+
+# A graceful stop waits a quiet period after the last request; replays
+# answered here count as requests (the worker saw none for 3 s before).
+e.signal(signal.SIGQUIT)
+time.sleep(0.2)
+try:
+    status, headers = replay_on(s, key2)
+    last = (status, headers.get("connection"))
+except (OSError, ValueError, AttributeError) as exc:
+    last = repr(exc)
+s.close()
+t.eq(last, (201, "close"), "SIGQUIT 0.4 s after the last replay: the next one is answered, with Connection: close")
+t.ok(e.wait_exit(15) == 0, "and the server stops")
 t.ok(e.stop(), "stopped")
 sim.stop()
 t.done()
