@@ -229,42 +229,62 @@ t.eq(fronted() - n5, 4, "no failed check was answered by the front reader")
 # A client that reads late: answers made here wait for the socket, and
 # neither they nor evhttp's later ones overtake each other; its EOF right
 # after its requests still gets every answer.
+# Which side answers when the socket fills is chance (a request split
+# across two reads goes to evhttp, and those after it wait their turn), so
+# the round is played up to 3 times until answers made here have waited;
+# every round must keep every answer in order.
 N = 10000
-parts, want = [], []
-for i in range(N):
-    rid = b"late-%d" % i
-    req = HEALTHZ if i % 500 == 499 else post(key)
-    parts.append(req.replace(b"\r\n\r\n", b"\r\nX-Request-Id: " + rid + b"\r\n\r\n", 1))
-    want.append(rid.decode())
-data = b"".join(parts)
-waited = log_count("waits for the socket")
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-s.settimeout(20)
-s.connect(("127.0.0.1", d.port))
-sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
-sender.start()
-# Read only once the socket is full (about 4.8 MB of answers against at most
-# 4 MiB of send buffer and 64 KiB of receive buffer).
-filled = wait_until(lambda: log_count("waits for the socket") > waited, timeout=20)
-out = bytearray()
-deadline = time.monotonic() + 20
-while time.monotonic() < deadline:
-    b = s.recv(65536)
-    if not b:
-        break
-    out += b
-sender.join(20)
-s.close()
-try:
-    got = [re.search(rb"\r\nX-Request-Id: ([^\r]*)\r\n", a).group(1).decode() for a in raw_answers(bytes(out))]
-except (ValueError, AttributeError) as e:
-    got = [repr(e)]
-first_diff = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
-t.ok(got == want, "%d pipelined requests to a client that reads late: every answer, in order" % N,
-     "%d answers; from #%d: got %r, want %r" % (len(got), first_diff, got[first_diff:first_diff + 3],
-                                                 want[first_diff:first_diff + 3]))
-t.ok(filled, "some answers made here waited for the socket")
+
+
+def late_reader_round():
+    parts, want = [], []
+    for i in range(N):
+        rid = b"late-%d" % i
+        req = HEALTHZ if i % 500 == 499 else post(key)
+        parts.append(req.replace(b"\r\n\r\n", b"\r\nX-Request-Id: " + rid + b"\r\n\r\n", 1))
+        want.append(rid.decode())
+    data = b"".join(parts)
+    waited = log_count("waits for the socket")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(20)
+    s.connect(("127.0.0.1", d.port))
+    sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
+    sender.start()
+    # Read only once the socket is full (about 4.8 MB of answers against at
+    # most 4 MiB of send buffer and 64 KiB of receive buffer).
+    filled = wait_until(lambda: log_count("waits for the socket") > waited, timeout=12)
+    out = bytearray()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        b = s.recv(65536)
+        if not b:
+            break
+        out += b
+    sender.join(20)
+    s.close()
+    try:
+        got = [re.search(rb"\r\nX-Request-Id: ([^\r]*)\r\n", a).group(1).decode()
+               for a in raw_answers(bytes(out))]
+    except (ValueError, AttributeError) as e:
+        got = [repr(e)]
+    return got, want, filled
+
+
+rounds = []
+while len(rounds) < 3 and not (rounds and rounds[-1][2]):
+    rounds.append(late_reader_round())
+bad = next((r for r in rounds if r[0] != r[1]), None)
+if bad is None:
+    t.ok(True, "%d pipelined requests to a client that reads late: every answer, in order (%d rounds)"
+         % (N, len(rounds)))
+else:
+    got, want = bad[0], bad[1]
+    first_diff = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
+    t.ok(False, "%d pipelined requests to a client that reads late: every answer, in order" % N,
+         "%d answers; from #%d: got %r, want %r" % (len(got), first_diff, got[first_diff:first_diff + 3],
+                                                     want[first_diff:first_diff + 3]))
+t.ok(rounds[-1][2], "some answers made here waited for the socket (in %d rounds)" % len(rounds))
 
 # A key in progress (its charge waits at the provider): 409 in use.
 busy = new_key("fast-busy")
