@@ -563,8 +563,14 @@ $$;
 -- rolled back with a savepoint takes its note with it.  At COMMIT the
 -- transaction's row fires before its entries (it was inserted first), so a
 -- payment costs one check.  The note is a cache of passed checks, bounded in
--- length; it only spares a repeat, and only writers of ledger_entries (the
--- API functions, a superuser) could put a misleading one there.
+-- length; it only spares a repeat.  Any role may SET the setting, for its
+-- session too, so the note starts with the (top-level) transaction id of
+-- the checks that wrote it, and any other value counts as no note: a value
+-- set by hand, or left in the session by an earlier transaction, spares
+-- nothing.  (Forging the current id on purpose needs a writer of
+-- ledger_entries, i.e. a superuser, who could as well disable the trigger;
+-- app writes entries only through the API functions, which write each
+-- ledger transaction whole, and whose own rows are checked at COMMIT.)
 CREATE OR REPLACE FUNCTION ledger_check_txn() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -576,8 +582,12 @@ DECLARE
     v_off_shape  bigint;
     v_ids        text;
     v_noted      text;
+    v_xact       text := pg_current_xact_id()::text || ':';
 BEGIN
     v_noted := current_setting('paymentsd.ledger_checked', true);
+    IF NOT starts_with(v_noted, v_xact) THEN
+        v_noted := NULL;           -- not written by this transaction's checks
+    END IF;
     IF TG_TABLE_NAME = 'ledger_entries' THEN
         IF strpos(v_noted, ' ' || NEW.id || ' ') > 0 THEN
             RETURN NULL;           -- a passed check of its transaction saw it
@@ -650,11 +660,11 @@ BEGIN
         END IF;
     END IF;
 
-    -- Passed: note the entries it saw (' id id ... ', each id between
+    -- Passed: note the entries it saw ('xid: id id ... ', each id between
     -- spaces; started afresh past 16,000 characters, some hundreds of
     -- transactions' worth, so the search stays short).
-    IF coalesce(v_noted, '') = '' OR length(v_noted) > 16000 THEN
-        v_noted := ' ';
+    IF v_noted IS NULL OR length(v_noted) > 16000 THEN
+        v_noted := v_xact || ' ';
     END IF;
     PERFORM set_config('paymentsd.ledger_checked', v_noted || v_ids || ' ', true);
     RETURN NULL;

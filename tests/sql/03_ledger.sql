@@ -10,7 +10,7 @@
 -- with it.
 BEGIN;
 \ir helpers.psql
-SELECT plan(58);
+SELECT plan(60);
 
 -- SQL for: make order o PAID, give it payment transaction ...aa with the
 -- given entries (VALUES rows of account, direction, amount, currency), then
@@ -129,6 +129,22 @@ SELECT pg_temp.throws(format($$ INSERT INTO ledger_entries (txn_id, account, dir
                                 SELECT id, 'cash', 'DEBIT', 1, 'USD' FROM ledger_transactions WHERE order_id = %L;
                                 SET CONSTRAINTS ALL IMMEDIATE $$, id),
     '23514', '%does not balance%', 'an entry added to a committed transaction is checked at commit') FROM t_paid;
+-- The note of passed checks (paymentsd.ledger_checked) is a setting every
+-- role may SET, for the whole session too; a note this transaction's checks
+-- did not write (one set by hand, or left from an earlier transaction)
+-- spares no check.
+SELECT pg_temp.throws(format($$ SELECT set_config('paymentsd.ledger_checked', %L, %L);
+                                INSERT INTO ledger_entries (txn_id, account, direction, amount_cents, currency)
+                                SELECT id, 'refunds_payable', 'DEBIT', 1, 'GBP' FROM ledger_transactions WHERE order_id = %L;
+                                SET CONSTRAINTS ALL IMMEDIATE $$,
+                             ' ' || s.ids || ' ', v.session, id),
+    '23514', '%does not balance%',
+    'regression: a note of entry ids SET by hand (' || v.how || ') spares no check of those entries')
+  FROM t_paid,
+       (SELECT (SELECT string_agg(g::text, ' ')
+                  FROM generate_series(last_value - 5, last_value + 5) g) AS ids
+          FROM ledger_entries_id_seq) s,
+       (VALUES (false, 'for the session'), (true, 'in this transaction')) AS v(session, how);
 
 -- One check per ledger transaction: a passed check spares the firings of the
 -- entries it saw, never those of an entry it did not see.  Under SET
