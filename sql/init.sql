@@ -821,21 +821,117 @@ BEGIN
 END
 $$;
 
+-- Argument rules.  Each *_arg_error function states the rules of some
+-- arguments once, for the single-item function that raises the error and
+-- for the batch function that checks all its items in one query: NULL when
+-- the arguments are fine, else the SQLSTATE, a space and the message (which
+-- the caller prefixes with its name).  They are IMMUTABLE SQL expressions,
+-- which the planner inlines: a call costs what the expression costs.
+
+-- 1..255 visible ASCII characters: an Idempotency-Key, a provider charge id.
+CREATE OR REPLACE FUNCTION is_visible_ascii(p text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT char_length(p) BETWEEN 1 AND 255 AND p ~ '^[!-~]+$'
+$$;
+
 -- Durations the caller passes are floored here too: a key must live at least
 -- a minute and a lock at least a second, whatever the caller says.
+CREATE OR REPLACE FUNCTION durations_arg_error(p_lock_timeout interval, p_ttl interval)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_lock_timeout < interval '1 second'
+            THEN '22023 the lock timeout must be at least 1 second'
+        WHEN p_ttl < interval '1 minute'
+            THEN '22023 the idempotency TTL must be at least 1 minute'
+    END
+$$;
+
 CREATE OR REPLACE FUNCTION check_durations(p_fn text, p_lock_timeout interval, p_ttl interval)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_err text := durations_arg_error(p_lock_timeout, p_ttl);
 BEGIN
-    IF p_lock_timeout < interval '1 second' THEN
-        RAISE EXCEPTION '%: the lock timeout must be at least 1 second', p_fn
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_ttl < interval '1 minute' THEN
-        RAISE EXCEPTION '%: the idempotency TTL must be at least 1 minute', p_fn
-            USING ERRCODE = 'invalid_parameter_value';
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION '%: %', p_fn, substr(v_err, 7) USING ERRCODE = left(v_err, 5);
     END IF;
 END
+$$;
+
+-- checkout_begin's arguments (see there).
+CREATE OR REPLACE FUNCTION checkout_begin_arg_error(
+    p_key text, p_fingerprint text, p_buyer_id text, p_seller_id text,
+    p_amount_cents bigint, p_currency text, p_buyer_trust text,
+    p_lock_timeout interval, p_ttl interval)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_key IS NULL OR p_fingerprint IS NULL OR p_buyer_id IS NULL OR p_seller_id IS NULL
+             OR p_amount_cents IS NULL OR p_currency IS NULL OR p_buyer_trust IS NULL
+             OR p_lock_timeout IS NULL OR p_ttl IS NULL
+            THEN '22004 no argument may be NULL'
+        WHEN NOT is_visible_ascii(p_key)
+            THEN '22023 p_key must be 1..255 visible ASCII characters'
+        WHEN p_fingerprint !~ '^[0-9a-f]+$' OR char_length(p_fingerprint) <> 64
+            THEN '22023 p_fingerprint must be 64 lower-case hex digits'
+        WHEN p_buyer_id !~ '^[A-Za-z0-9_.:-]+$' OR char_length(p_buyer_id) > 64
+            THEN '22023 p_buyer_id must be 1..64 characters of [A-Za-z0-9_.:-]'
+        WHEN p_seller_id !~ '^[A-Za-z0-9_.:-]+$' OR char_length(p_seller_id) > 64
+            THEN '22023 p_seller_id must be 1..64 characters of [A-Za-z0-9_.:-]'
+        WHEN p_amount_cents <= 0
+            THEN '22023 p_amount_cents must be positive'
+        WHEN p_currency !~ '^[A-Z]{3}$'
+            THEN '22023 p_currency must be three upper-case letters'
+        WHEN p_buyer_trust NOT IN ('trusted', 'untrusted')
+            THEN '22023 p_buyer_trust must be trusted or untrusted'
+        ELSE durations_arg_error(p_lock_timeout, p_ttl)
+    END
+$$;
+
+-- checkout_finish's arguments but the charge id, which is dropped rather
+-- than refused (see there).
+CREATE OR REPLACE FUNCTION checkout_finish_arg_error(
+    p_order_id uuid, p_key text, p_lock_token uuid, p_outcome text, p_outage_cap_cents bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_order_id IS NULL OR p_key IS NULL OR p_lock_token IS NULL OR p_outcome IS NULL
+            THEN '22004 p_order_id, p_key, p_lock_token and p_outcome must not be NULL'
+        WHEN p_outcome NOT IN ('succeeded', 'declined', 'unavailable', 'not_charged')
+            THEN '22023 p_outcome must be succeeded, declined, unavailable or not_charged, not '
+                 || p_outcome
+        WHEN p_outcome = 'unavailable' AND p_outage_cap_cents IS NULL
+            THEN '22004 p_outage_cap_cents is needed for outcome unavailable'
+        WHEN p_outage_cap_cents < 0
+            THEN '22023 p_outage_cap_cents must not be negative'
+    END
+$$;
+
+-- What checkout_finish makes of a PROCESSING order (see there): its status,
+-- and its failure_reason.
+CREATE OR REPLACE FUNCTION finish_status(p_outcome text, p_buyer_trust text,
+                                         p_amount_cents bigint, p_outage_cap_cents bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_outcome = 'succeeded' THEN 'PAID'
+        WHEN p_outcome = 'unavailable' AND p_buyer_trust = 'trusted'
+             AND p_amount_cents < p_outage_cap_cents THEN 'PENDING_PAYMENT'
+        ELSE 'FAILED'
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION finish_failure_reason(p_outcome text, p_buyer_trust text,
+                                                 p_amount_cents bigint, p_outage_cap_cents bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN finish_status(p_outcome, p_buyer_trust, p_amount_cents, p_outage_cap_cents) <> 'FAILED'
+            THEN NULL
+        WHEN p_outcome = 'declined' THEN 'declined'
+        ELSE 'provider_unavailable'
+    END
 $$;
 
 -- The payment's ledger transaction: DEBIT cash, CREDIT seller_payable, for the
@@ -899,42 +995,14 @@ DECLARE
     v_token     uuid;
     v_try_insert boolean := true;
     v_lock      boolean := false;
+    v_err       text;
 BEGIN
-    IF p_key IS NULL OR p_fingerprint IS NULL OR p_buyer_id IS NULL OR p_seller_id IS NULL
-       OR p_amount_cents IS NULL OR p_currency IS NULL OR p_buyer_trust IS NULL
-       OR p_lock_timeout IS NULL OR p_ttl IS NULL THEN
-        RAISE EXCEPTION 'checkout_begin: no argument may be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
+    v_err := checkout_begin_arg_error(p_key, p_fingerprint, p_buyer_id, p_seller_id,
+                                      p_amount_cents, p_currency, p_buyer_trust,
+                                      p_lock_timeout, p_ttl);
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION 'checkout_begin: %', substr(v_err, 7) USING ERRCODE = left(v_err, 5);
     END IF;
-    IF char_length(p_key) NOT BETWEEN 1 AND 255 OR p_key !~ '^[!-~]+$' THEN
-        RAISE EXCEPTION 'checkout_begin: p_key must be 1..255 visible ASCII characters'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_fingerprint !~ '^[0-9a-f]+$' OR char_length(p_fingerprint) <> 64 THEN
-        RAISE EXCEPTION 'checkout_begin: p_fingerprint must be 64 lower-case hex digits'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_buyer_id !~ '^[A-Za-z0-9_.:-]+$' OR char_length(p_buyer_id) > 64 THEN
-        RAISE EXCEPTION 'checkout_begin: p_buyer_id must be 1..64 characters of [A-Za-z0-9_.:-]'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_seller_id !~ '^[A-Za-z0-9_.:-]+$' OR char_length(p_seller_id) > 64 THEN
-        RAISE EXCEPTION 'checkout_begin: p_seller_id must be 1..64 characters of [A-Za-z0-9_.:-]'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_amount_cents <= 0 THEN
-        RAISE EXCEPTION 'checkout_begin: p_amount_cents must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_currency !~ '^[A-Z]{3}$' THEN
-        RAISE EXCEPTION 'checkout_begin: p_currency must be three upper-case letters'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_buyer_trust NOT IN ('trusted', 'untrusted') THEN
-        RAISE EXCEPTION 'checkout_begin: p_buyer_trust must be trusted or untrusted'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM check_durations('checkout_begin', p_lock_timeout, p_ttl);
 
     FOR attempt IN 1..10 LOOP
         IF v_try_insert THEN
@@ -1047,25 +1115,14 @@ DECLARE
     v_body      text;
     v_charge_id text := p_charge_id;
     v_reversal  boolean := false;
+    v_err       text;
 BEGIN
-    IF p_order_id IS NULL OR p_key IS NULL OR p_lock_token IS NULL OR p_outcome IS NULL THEN
-        RAISE EXCEPTION 'checkout_finish: p_order_id, p_key, p_lock_token and p_outcome must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
+    v_err := checkout_finish_arg_error(p_order_id, p_key, p_lock_token, p_outcome,
+                                       p_outage_cap_cents);
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION 'checkout_finish: %', substr(v_err, 7) USING ERRCODE = left(v_err, 5);
     END IF;
-    IF p_outcome NOT IN ('succeeded', 'declined', 'unavailable', 'not_charged') THEN
-        RAISE EXCEPTION 'checkout_finish: p_outcome must be succeeded, declined, unavailable or not_charged, not %', p_outcome
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_outcome = 'unavailable' AND p_outage_cap_cents IS NULL THEN
-        RAISE EXCEPTION 'checkout_finish: p_outage_cap_cents is needed for outcome unavailable'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF p_outage_cap_cents < 0 THEN
-        RAISE EXCEPTION 'checkout_finish: p_outage_cap_cents must not be negative'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF v_charge_id IS NOT NULL
-       AND (char_length(v_charge_id) NOT BETWEEN 1 AND 255 OR v_charge_id !~ '^[!-~]+$') THEN
+    IF is_visible_ascii(v_charge_id) IS FALSE THEN
         RAISE WARNING 'checkout_finish: order %: dropping a charge id that is not 1..255 visible ASCII characters', p_order_id;
         v_charge_id := NULL;
     END IF;
@@ -1099,19 +1156,10 @@ BEGIN
     -- One statement decides and moves; under READ COMMITTED a concurrent
     -- webhook that moved the order first makes the WHERE fail on the new row.
     UPDATE orders od
-       SET status = CASE
-                        WHEN p_outcome = 'succeeded' THEN 'PAID'
-                        WHEN p_outcome = 'unavailable' AND od.buyer_trust = 'trusted'
-                             AND od.amount_cents < p_outage_cap_cents THEN 'PENDING_PAYMENT'
-                        ELSE 'FAILED'
-                    END,
-           failure_reason = CASE
-                        WHEN p_outcome = 'succeeded' THEN NULL
-                        WHEN p_outcome = 'declined' THEN 'declined'
-                        WHEN p_outcome = 'unavailable' AND od.buyer_trust = 'trusted'
-                             AND od.amount_cents < p_outage_cap_cents THEN NULL
-                        ELSE 'provider_unavailable'
-                    END,
+       SET status = finish_status(p_outcome, od.buyer_trust, od.amount_cents,
+                                  p_outage_cap_cents),
+           failure_reason = finish_failure_reason(p_outcome, od.buyer_trust, od.amount_cents,
+                                                  p_outage_cap_cents),
            provider_charge_id = coalesce(v_charge_id, od.provider_charge_id)
      WHERE od.id = p_order_id AND od.status = 'PROCESSING'
     RETURNING od.* INTO o;
@@ -1379,22 +1427,16 @@ BEGIN
     v_token := array_fill(NULL::uuid, ARRAY[n]);
     v_done_ms := array_fill(NULL::bigint, ARRAY[n]);
 
-    -- checkout_begin's argument rules, for all the items at once.
+    -- checkout_begin's argument rules (checkout_begin_arg_error), all items at once.
     IF NOT EXISTS (
            SELECT 1
              FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
                          p_currencies, p_buyer_trusts, p_lock_timeouts, p_ttls)
                   AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
                        currency, buyer_trust, lock_timeout, ttl)
-            WHERE (    char_length(u.key) BETWEEN 1 AND 255 AND u.key ~ '^[!-~]+$'
-                   AND u.fingerprint ~ '^[0-9a-f]+$' AND char_length(u.fingerprint) = 64
-                   AND u.buyer_id ~ '^[A-Za-z0-9_.:-]+$' AND char_length(u.buyer_id) <= 64
-                   AND u.seller_id ~ '^[A-Za-z0-9_.:-]+$' AND char_length(u.seller_id) <= 64
-                   AND u.amount_cents > 0
-                   AND u.currency ~ '^[A-Z]{3}$'
-                   AND u.buyer_trust IN ('trusted', 'untrusted')
-                   AND u.lock_timeout >= interval '1 second'
-                   AND u.ttl >= interval '1 minute') IS NOT TRUE) THEN
+            WHERE checkout_begin_arg_error(u.key, u.fingerprint, u.buyer_id, u.seller_id,
+                                           u.amount_cents, u.currency, u.buyer_trust,
+                                           u.lock_timeout, u.ttl) IS NOT NULL) THEN
         WITH u AS (
             SELECT DISTINCT ON (u.key COLLATE "C") u.*
               FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
@@ -1483,14 +1525,10 @@ BEGIN
      ORDER BY od.id FOR NO KEY UPDATE;
 
     IF (SELECT count(DISTINCT u.key) < count(*) OR count(DISTINCT u.order_id) < count(*)
-               OR bool_or((    u.order_id IS NOT NULL AND u.lock_token IS NOT NULL
-                           AND u.outcome IN ('succeeded', 'declined', 'unavailable', 'not_charged')
-                           AND (u.outcome <> 'unavailable' OR u.cap IS NOT NULL)
-                           AND (u.cap IS NULL OR u.cap >= 0)
-                           AND (u.charge_id IS NULL
-                                OR (char_length(u.charge_id) BETWEEN 1 AND 255
-                                    AND u.charge_id ~ '^[!-~]+$'))
-                           AND ik.order_id = u.order_id) IS NOT TRUE)
+               OR bool_or(checkout_finish_arg_error(u.order_id, u.key, u.lock_token, u.outcome,
+                                                    u.cap) IS NOT NULL
+                          OR is_visible_ascii(u.charge_id) IS FALSE
+                          OR ik.order_id IS DISTINCT FROM u.order_id)
           FROM unnest(p_order_ids, p_keys, p_lock_tokens, p_outcomes, p_charge_ids, p_caps)
                AS u(order_id, key, lock_token, outcome, charge_id, cap)
           LEFT JOIN idempotency_keys ik ON ik.key = u.key) THEN
@@ -1509,8 +1547,9 @@ BEGIN
     END IF;
 
     -- The items whose key is still in progress under their lock token move
-    -- their order, as checkout_finish does (the same CASE); a payment gets its
-    -- ledger transaction in the same statement.  The orders a webhook moved
+    -- their order, as checkout_finish does (finish_status and
+    -- finish_failure_reason); a payment gets its ledger transaction in the
+    -- same statement.  The orders a webhook moved
     -- first are read as they are.  Collected: the orders that need a
     -- reversal (FAILED provider_unavailable now, or FAILED already while the
     -- provider says succeeded).
@@ -1522,19 +1561,9 @@ BEGIN
          WHERE ik.state = 'in_progress' AND ik.lock_token = u.lock_token),
     mv AS (
         UPDATE orders od
-           SET status = CASE
-                            WHEN u.outcome = 'succeeded' THEN 'PAID'
-                            WHEN u.outcome = 'unavailable' AND od.buyer_trust = 'trusted'
-                                 AND od.amount_cents < u.cap THEN 'PENDING_PAYMENT'
-                            ELSE 'FAILED'
-                        END,
-               failure_reason = CASE
-                            WHEN u.outcome = 'succeeded' THEN NULL
-                            WHEN u.outcome = 'declined' THEN 'declined'
-                            WHEN u.outcome = 'unavailable' AND od.buyer_trust = 'trusted'
-                                 AND od.amount_cents < u.cap THEN NULL
-                            ELSE 'provider_unavailable'
-                        END,
+           SET status = finish_status(u.outcome, od.buyer_trust, od.amount_cents, u.cap),
+               failure_reason = finish_failure_reason(u.outcome, od.buyer_trust, od.amount_cents,
+                                                      u.cap),
                provider_charge_id = coalesce(u.charge_id, od.provider_charge_id)
           FROM u
          WHERE od.id = u.order_id AND od.status = 'PROCESSING'
@@ -1556,13 +1585,8 @@ BEGIN
                   WHERE od.status = 'FAILED' AND u.outcome = 'succeeded')
       INTO v_reverse;
 
-    IF cardinality(v_reverse) > 0 THEN   -- reversal_open, for each of them
-        INSERT INTO order_reversals AS r (order_id, amount_cents, currency)
-        SELECT od.id, od.amount_cents, od.currency FROM orders od
-         WHERE od.id = ANY (v_reverse)
-         ORDER BY od.id
-        ON CONFLICT (order_id) DO UPDATE SET status = 'pending', last_attempt_at = NULL
-            WHERE r.status = 'canceled';
+    IF cardinality(v_reverse) > 0 THEN   -- rare: reversal_open for each
+        PERFORM reversal_open(od) FROM orders od WHERE od.id = ANY (v_reverse) ORDER BY od.id;
     END IF;
 
     -- Complete the keys with the orders' JSON; a key completed before is a
@@ -1874,6 +1898,11 @@ BEGIN
         'order_reversals_check()', 'order_reversals_check_refunded()',
         'ledger_write_payment(uuid, bigint, char)', 'ledger_write_reversal(uuid, bigint, char)',
         'reversal_open(orders)', 'check_durations(text, interval, interval)',
+        'is_visible_ascii(text)', 'durations_arg_error(interval, interval)',
+        'checkout_begin_arg_error(text, text, text, text, bigint, text, text, interval, interval)',
+        'checkout_finish_arg_error(uuid, text, uuid, text, bigint)',
+        'finish_status(text, text, bigint, bigint)',
+        'finish_failure_reason(text, text, bigint, bigint)',
         'order_json(orders)', 'order_get(uuid)', 'order_ledger(uuid)',
         'checkout_begin(text, text, text, text, bigint, text, text, interval, interval)',
         'checkout_finish(uuid, text, uuid, text, text, bigint)',

@@ -4,7 +4,7 @@
 -- for real by borrowing the role).
 BEGIN;
 \ir helpers.psql
-SELECT plan(142);
+SELECT plan(148);
 
 -- Our functions: those in public that no extension (pgTAP) brought.
 CREATE TEMP TABLE our_functions AS
@@ -50,6 +50,13 @@ SELECT function_privs_are(f, args, 'app', ARRAY[]::text[], 'app may not call ' |
                ('ledger_write_reversal', ARRAY['uuid', 'bigint', 'character']),
                ('reversal_open', ARRAY['orders']),
                ('check_durations', ARRAY['text', 'interval', 'interval']),
+               ('is_visible_ascii', ARRAY['text']),
+               ('durations_arg_error', ARRAY['interval', 'interval']),
+               ('checkout_begin_arg_error', ARRAY['text', 'text', 'text', 'text', 'bigint', 'text',
+                                                  'text', 'interval', 'interval']),
+               ('checkout_finish_arg_error', ARRAY['uuid', 'text', 'uuid', 'text', 'bigint']),
+               ('finish_status', ARRAY['text', 'text', 'bigint', 'bigint']),
+               ('finish_failure_reason', ARRAY['text', 'text', 'bigint', 'bigint']),
                ('orders_check_insert', ARRAY[]::text[]),
                ('orders_check_update', ARRAY[]::text[]),
                ('orders_check_paid', ARRAY[]::text[]),
@@ -138,11 +145,16 @@ SELECT is(ARRAY(SELECT sig FROM our_functions ORDER BY 1),
           ARRAY['batch_len(anyarray)', 'batch_size(text,integer[])',
                 'check_durations(text,interval,interval)',
                 'checkout_begin(text,text,text,text,bigint,text,text,interval,interval)',
+                'checkout_begin_arg_error(text,text,text,text,bigint,text,text,interval,interval)',
                 'checkout_begin_many(text[],text[],text[],text[],bigint[],text[],text[],interval[],interval[])',
                 'checkout_claim_stale(interval,integer)',
                 'checkout_finish(uuid,text,uuid,text,text,bigint)',
+                'checkout_finish_arg_error(uuid,text,uuid,text,bigint)',
                 'checkout_finish_many(uuid[],text[],uuid[],text[],text[],bigint[])',
-                'forbid_change()', 'ledger_check_txn()',
+                'durations_arg_error(interval,interval)',
+                'finish_failure_reason(text,text,bigint,bigint)',
+                'finish_status(text,text,bigint,bigint)',
+                'forbid_change()', 'is_visible_ascii(text)', 'ledger_check_txn()',
                 'ledger_write_payment(uuid,bigint,character)', 'ledger_write_reversal(uuid,bigint,character)',
                 'order_get(uuid)', 'order_get_many(uuid[])', 'order_json(orders)', 'order_ledger(uuid)',
                 'order_reversals_check()', 'order_reversals_check_refunded()',
