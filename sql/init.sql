@@ -1380,15 +1380,16 @@ END
 $$;
 
 -- checkout_begin for each item, items of one key in ordinal order (locks:
--- see above).  The common case is set-based: when every item is well-formed,
--- ONE statement claims the first item of each key of the batch, in key
--- order, with one INSERT ... ON CONFLICT DO NOTHING for the keys and one
--- INSERT for the orders of the keys it claimed (`new`), as checkout_begin's
--- own first step does for one item.  The other items -- a key that exists
--- (replay, reused, in_progress, recover, expired), or the second item of a
--- key -- then run checkout_begin one by one, sorted by key, items of one key
--- in ordinal order.  A batch with a malformed item runs every item through
--- checkout_begin, so it fails with that item's error, as before.
+-- see above).  A batch with a malformed item fails before it writes
+-- anything, with the error of the first such item in ordinal order (the
+-- error the calls one after the other would raise).  The common case is
+-- set-based: ONE statement claims the first item of each key of the batch,
+-- in key order, with one INSERT ... ON CONFLICT DO NOTHING for the keys and
+-- one INSERT for the orders of the keys it claimed (`new`), as
+-- checkout_begin's own first step does for one item.  The other items -- a
+-- key that exists (replay, reused, in_progress, recover, expired), or the
+-- second item of a key -- then run checkout_begin one by one, sorted by key,
+-- items of one key in ordinal order.
 -- Locks: the claiming INSERT takes the new keys in key order, and waits
 -- only for keys another transaction is inserting; the one-by-one items lock
 -- keys that exist, sorted, and an existing key is never locked by someone
@@ -1415,55 +1416,61 @@ DECLARE
     v_body    text[];
     v_token   uuid[];
     v_done_ms bigint[];
+    v_err     text;
 BEGIN
     n := batch_size('checkout_begin_many', ARRAY[
              batch_len(p_keys), batch_len(p_fingerprints), batch_len(p_buyer_ids),
              batch_len(p_seller_ids), batch_len(p_amounts), batch_len(p_currencies),
              batch_len(p_buyer_trusts), batch_len(p_lock_timeouts), batch_len(p_ttls)]);
     v_result := array_fill(NULL::text, ARRAY[n]);
-    v_order := array_fill(NULL::uuid, ARRAY[n]);
     v_status := array_fill(NULL::int, ARRAY[n]);
     v_body := array_fill(NULL::text, ARRAY[n]);
-    v_token := array_fill(NULL::uuid, ARRAY[n]);
     v_done_ms := array_fill(NULL::bigint, ARRAY[n]);
 
-    -- checkout_begin's argument rules (checkout_begin_arg_error), all items at once.
-    IF NOT EXISTS (
-           SELECT 1
-             FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
-                         p_currencies, p_buyer_trusts, p_lock_timeouts, p_ttls)
-                  AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
-                       currency, buyer_trust, lock_timeout, ttl)
-            WHERE checkout_begin_arg_error(u.key, u.fingerprint, u.buyer_id, u.seller_id,
-                                           u.amount_cents, u.currency, u.buyer_trust,
-                                           u.lock_timeout, u.ttl) IS NOT NULL) THEN
-        WITH u AS (
-            SELECT DISTINCT ON (u.key COLLATE "C") u.*
-              FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
-                          p_currencies, p_buyer_trusts)
-                   WITH ORDINALITY AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
-                                        currency, buyer_trust, i)
-             ORDER BY u.key COLLATE "C", u.i),
-        ins AS (
-            INSERT INTO idempotency_keys (key, fingerprint, state, locked_at, order_id, lock_token)
-            SELECT u.key, u.fingerprint, 'in_progress', now(), gen_random_uuid(), gen_random_uuid()
-              FROM u
-             ORDER BY u.key COLLATE "C"
-            ON CONFLICT (key) DO NOTHING
-            RETURNING key, order_id, lock_token),
-        od AS (
-            INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
-            SELECT ins.order_id, u.buyer_id, u.seller_id, u.amount_cents, u.currency, u.buyer_trust
-              FROM ins JOIN u ON u.key = ins.key)
-        SELECT coalesce(array_agg(u.i::int), '{}'), array_agg(ins.order_id), array_agg(ins.lock_token)
-          INTO v_new, v_order, v_token
-          FROM ins JOIN u ON u.key = ins.key;
-        -- Back to one element per item (NULL for the items not claimed).
-        SELECT array_agg(x.o ORDER BY g.i), array_agg(x.t ORDER BY g.i)
-          INTO v_order, v_token
-          FROM generate_series(1, n) AS g(i)
-          LEFT JOIN unnest(v_new, v_order, v_token) AS x(i, o, t) ON x.i = g.i;
+    -- checkout_begin's argument rules, all items at once: the error of the
+    -- first malformed item in ordinal order, as the calls one after the other.
+    SELECT e.err INTO v_err
+      FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
+                  p_currencies, p_buyer_trusts, p_lock_timeouts, p_ttls)
+           WITH ORDINALITY AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
+                                currency, buyer_trust, lock_timeout, ttl, i)
+     CROSS JOIN LATERAL (SELECT checkout_begin_arg_error(u.key, u.fingerprint, u.buyer_id,
+                                                         u.seller_id, u.amount_cents, u.currency,
+                                                         u.buyer_trust, u.lock_timeout, u.ttl)
+                                AS err) e
+     WHERE e.err IS NOT NULL
+     ORDER BY u.i
+     LIMIT 1;
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION 'checkout_begin: %', substr(v_err, 7) USING ERRCODE = left(v_err, 5);
     END IF;
+
+    WITH u AS (
+        SELECT DISTINCT ON (u.key COLLATE "C") u.*
+          FROM unnest(p_keys, p_fingerprints, p_buyer_ids, p_seller_ids, p_amounts,
+                      p_currencies, p_buyer_trusts)
+               WITH ORDINALITY AS u(key, fingerprint, buyer_id, seller_id, amount_cents,
+                                    currency, buyer_trust, i)
+         ORDER BY u.key COLLATE "C", u.i),
+    ins AS (
+        INSERT INTO idempotency_keys (key, fingerprint, state, locked_at, order_id, lock_token)
+        SELECT u.key, u.fingerprint, 'in_progress', now(), gen_random_uuid(), gen_random_uuid()
+          FROM u
+         ORDER BY u.key COLLATE "C"
+        ON CONFLICT (key) DO NOTHING
+        RETURNING key, order_id, lock_token),
+    od AS (
+        INSERT INTO orders (id, buyer_id, seller_id, amount_cents, currency, buyer_trust)
+        SELECT ins.order_id, u.buyer_id, u.seller_id, u.amount_cents, u.currency, u.buyer_trust
+          FROM ins JOIN u ON u.key = ins.key)
+    SELECT coalesce(array_agg(u.i::int), '{}'), array_agg(ins.order_id), array_agg(ins.lock_token)
+      INTO v_new, v_order, v_token
+      FROM ins JOIN u ON u.key = ins.key;
+    -- Back to one element per item (NULL for the items not claimed).
+    SELECT array_agg(x.o ORDER BY g.i), array_agg(x.t ORDER BY g.i)
+      INTO v_order, v_token
+      FROM generate_series(1, n) AS g(i)
+      LEFT JOIN unnest(v_new, v_order, v_token) AS x(i, o, t) ON x.i = g.i;
 
     FOR it IN
         SELECT u.*

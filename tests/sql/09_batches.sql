@@ -8,7 +8,7 @@
 -- concurrency.sh.)
 BEGIN;
 \ir helpers.psql
-SELECT plan(60);
+SELECT plan(61);
 
 -- checkout_begin_many with the usual body (as 04_checkout.sql); the
 -- fingerprint of each item is derived from its label.
@@ -348,6 +348,15 @@ SELECT pg_temp.throws(
            ARRAY['b', 'b'], ARRAY['s', 's'], ARRAY[1, 1]::bigint[], ARRAY['EUR', 'EUR'], ARRAY['trusted', 'trusted'],
            ARRAY['30 s', '30 s']::interval[], ARRAY['1 d', '1 d']::interval[]) $$,
     '22004', 'checkout_begin: no argument may be NULL', 'a NULL element fails the batch with the single call''s 22004');
+-- Two malformed items: the error is that of the first in ordinal order, as
+-- the same calls made one after the other would raise (not the first in key
+-- order, the order the items run in).
+SELECT pg_temp.throws(
+    $$ SELECT * FROM checkout_begin_many(ARRAY['bad-5', 'bad-4'], ARRAY['not-hex', repeat('a', 64)],
+           ARRAY['b', NULL], ARRAY['s', 's'], ARRAY[1, 1]::bigint[], ARRAY['EUR', 'EUR'], ARRAY['trusted', 'trusted'],
+           ARRAY['30 s', '30 s']::interval[], ARRAY['1 d', '1 d']::interval[]) $$,
+    '22023', 'checkout_begin: p_fingerprint must be%',
+    'regression: a begin batch with two malformed items fails with the error of the first in ordinal order');
 SELECT is((SELECT count(*) FROM idempotency_keys WHERE key LIKE 'bad-%'), 0::bigint, 'no item of a failed batch was stored');
 SELECT pg_temp.throws(
     format($$ SELECT * FROM checkout_finish_many(ARRAY[%L, %L]::uuid[], ARRAY['fin-e', 'no-such-key'], ARRAY[%L, %L]::uuid[],
