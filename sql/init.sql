@@ -847,16 +847,20 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
-CREATE OR REPLACE FUNCTION check_durations(p_fn text, p_lock_timeout interval, p_ttl interval)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-    v_err text := durations_arg_error(p_lock_timeout, p_ttl);
-BEGIN
-    IF v_err IS NOT NULL THEN
-        RAISE EXCEPTION '%: %', p_fn, substr(v_err, 7) USING ERRCODE = left(v_err, 5);
-    END IF;
-END
+DROP FUNCTION IF EXISTS check_durations(text, interval, interval);
+
+-- The arguments of a housekeeper's call: an interval and a positive limit,
+-- neither NULL; p_interval_error is the caller's rule of the interval
+-- (checked last).
+CREATE OR REPLACE FUNCTION housekeeping_arg_error(p_interval interval, p_limit int,
+                                                  p_interval_error text)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_interval IS NULL OR p_limit IS NULL THEN '22004 no argument may be NULL'
+        WHEN p_limit <= 0 THEN '22023 p_limit must be positive'
+        ELSE p_interval_error
+    END
 $$;
 
 -- checkout_begin's arguments (see there).
@@ -1733,14 +1737,14 @@ CREATE OR REPLACE FUNCTION reversals_due(p_retry_after interval, p_limit int)
 RETURNS TABLE (order_id uuid, amount_cents bigint, currency text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
+DECLARE
+    v_err text;
 BEGIN
-    IF p_retry_after IS NULL OR p_limit IS NULL THEN
-        RAISE EXCEPTION 'reversals_due: no argument may be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF p_retry_after < interval '0' OR p_limit <= 0 THEN
-        RAISE EXCEPTION 'reversals_due: p_retry_after must not be negative and p_limit must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
+    v_err := housekeeping_arg_error(p_retry_after, p_limit,
+                                    CASE WHEN p_retry_after < interval '0'
+                                         THEN '22023 p_retry_after must not be negative' END);
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION 'reversals_due: %', substr(v_err, 7) USING ERRCODE = left(v_err, 5);
     END IF;
     RETURN QUERY
     UPDATE order_reversals rv
@@ -1769,17 +1773,14 @@ CREATE OR REPLACE FUNCTION purge_expired_idempotency_keys(p_ttl interval, p_limi
 RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    n int;
+    n     int;
+    v_err text;
 BEGIN
-    IF p_ttl IS NULL OR p_limit IS NULL THEN
-        RAISE EXCEPTION 'purge_expired_idempotency_keys: no argument may be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
+    v_err := housekeeping_arg_error(p_ttl, p_limit,
+                                    durations_arg_error(interval '1 second', p_ttl));
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION 'purge_expired_idempotency_keys: %', substr(v_err, 7) USING ERRCODE = left(v_err, 5);
     END IF;
-    IF p_limit <= 0 THEN
-        RAISE EXCEPTION 'purge_expired_idempotency_keys: p_limit must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM check_durations('purge_expired_idempotency_keys', interval '1 second', p_ttl);
     DELETE FROM idempotency_keys ik
      WHERE ik.key IN (SELECT x.key FROM idempotency_keys x
                        WHERE x.state = 'completed' AND x.completed_at < now() - p_ttl
@@ -1805,16 +1806,14 @@ CREATE FUNCTION checkout_claim_stale(p_lock_timeout interval, p_limit int)
 RETURNS TABLE (key text, order_id uuid, amount_cents bigint, currency text, lock_token uuid)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
+DECLARE
+    v_err text;
 BEGIN
-    IF p_lock_timeout IS NULL OR p_limit IS NULL THEN
-        RAISE EXCEPTION 'checkout_claim_stale: no argument may be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
+    v_err := housekeeping_arg_error(p_lock_timeout, p_limit,
+                                    durations_arg_error(p_lock_timeout, interval '1 minute'));
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION 'checkout_claim_stale: %', substr(v_err, 7) USING ERRCODE = left(v_err, 5);
     END IF;
-    IF p_limit <= 0 THEN
-        RAISE EXCEPTION 'checkout_claim_stale: p_limit must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM check_durations('checkout_claim_stale', p_lock_timeout, interval '1 minute');
 
     UPDATE idempotency_keys ik
        SET state = 'completed', response_status = 201, response_body = order_json(od),
@@ -1853,14 +1852,14 @@ CREATE OR REPLACE FUNCTION pending_orders_due(p_age interval, p_limit int)
 RETURNS TABLE (order_id uuid, amount_cents bigint, currency text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
+DECLARE
+    v_err text;
 BEGIN
-    IF p_age IS NULL OR p_limit IS NULL THEN
-        RAISE EXCEPTION 'pending_orders_due: no argument may be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF p_age < interval '0' OR p_limit <= 0 THEN
-        RAISE EXCEPTION 'pending_orders_due: p_age must not be negative and p_limit must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
+    v_err := housekeeping_arg_error(p_age, p_limit,
+                                    CASE WHEN p_age < interval '0'
+                                         THEN '22023 p_age must not be negative' END);
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION 'pending_orders_due: %', substr(v_err, 7) USING ERRCODE = left(v_err, 5);
     END IF;
     RETURN QUERY
     SELECT od.id, od.amount_cents, od.currency::text
@@ -1904,7 +1903,7 @@ BEGIN
         'forbid_change()', 'ledger_check_txn()',
         'order_reversals_check()', 'order_reversals_check_refunded()',
         'ledger_write_payment(uuid, bigint, char)', 'ledger_write_reversal(uuid, bigint, char)',
-        'reversal_open(orders)', 'check_durations(text, interval, interval)',
+        'reversal_open(orders)', 'housekeeping_arg_error(interval, int, text)',
         'is_visible_ascii(text)', 'durations_arg_error(interval, interval)',
         'checkout_begin_arg_error(text, text, text, text, bigint, text, text, interval, interval)',
         'checkout_finish_arg_error(uuid, text, uuid, text, bigint)',
