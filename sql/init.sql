@@ -1779,7 +1779,8 @@ BEGIN
     v_err := housekeeping_arg_error(p_ttl, p_limit,
                                     durations_arg_error(interval '1 second', p_ttl));
     IF v_err IS NOT NULL THEN
-        RAISE EXCEPTION 'purge_expired_idempotency_keys: %', substr(v_err, 7) USING ERRCODE = left(v_err, 5);
+        RAISE EXCEPTION 'purge_expired_idempotency_keys: %', substr(v_err, 7)
+            USING ERRCODE = left(v_err, 5);
     END IF;
     DELETE FROM idempotency_keys ik
      WHERE ik.key IN (SELECT x.key FROM idempotency_keys x
