@@ -597,35 +597,73 @@ slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
     return -1;
 }
 
+/* Write an entry (m, key, fp, body; sum its slot_csum) into way w of the
+ * locked set si, or when w < 0 into the way set_victim_locked picks, then
+ * unlock the set and count the insert.  Returns 0, or -1 (unlocked too) when
+ * every way holds a live marker of a live owner. */
+static int
+set_write_unlock(shm_cache_t *c, size_t si, int w, int64_t now_ms, const struct slot_meta *m,
+                 const void *key, const char *fp, const void *body, uint64_t sum)
+{
+    bool evicted = false;
+
+    if (w < 0)
+        w = set_victim_locked(c, si, now_ms, &evicted);
+    if (w < 0) {
+        set_unlock(c, si);
+        return -1;
+    }
+    slot_store_locked(c, si, (unsigned)w, m, key, fp, body, sum);
+    set_unlock(c, si);
+    count(c, si, C_INSERTS);
+    if (evicted)
+        count(c, si, C_EVICTIONS);
+    return 0;
+}
+
+/* Find key's way in set si by its tag and read it without the lock: returns
+ * slot_read's answer for the first way that holds the key (*w and *version
+ * set), or 0 when none does.  A key lives in one way only. */
+static int
+set_read(shm_cache_t *c, size_t si, uint64_t hash, const void *key, size_t keylen,
+         shm_cache_entry_t *out, unsigned *w, uint32_t *version)
+{
+    uint32_t tag = tag_of(hash);
+
+    for (unsigned i = 0; i < WAYS; i++) {
+        int r;
+
+        if (atomic_load_explicit(&c->dir[si].tag[i], memory_order_relaxed) != tag)
+            continue;
+        r = slot_read(c, si, i, hash, key, keylen, out, version);
+        if (r != 0) {
+            *w = i;
+            return r;
+        }
+    }
+    return 0;
+}
+
 shm_cache_state_t
 shm_cache_lookup(shm_cache_t *c, const void *key, size_t keylen, int64_t now_ms,
                  shm_cache_entry_t *out)
 {
     uint64_t hash;
     size_t si;
-    uint32_t tag;
+    uint32_t version;
+    unsigned w;
+    int r;
 
     if (!key_ok(key, keylen))
         return SHM_CACHE_UNKNOWN;
     hash = key_hash(c, key, keylen);
     si = hash % c->nsets;
-    tag = tag_of(hash);
-    for (unsigned w = 0; w < WAYS; w++) {
-        uint32_t version;
-        int r;
-
-        if (atomic_load_explicit(&c->dir[si].tag[w], memory_order_relaxed) != tag)
-            continue;
-        r = slot_read(c, si, w, hash, key, keylen, out, &version);
-        if (r == 0)
-            continue;
-        if (r == -2)
-            count(c, si, C_CORRUPT);
-        if (r == 1 && now_ms < out->expiry_ms) {
-            count(c, si, C_HITS);
-            return out->state;
-        }
-        break;      /* a key lives in one way only */
+    r = set_read(c, si, hash, key, keylen, out, &w, &version);
+    if (r == -2)
+        count(c, si, C_CORRUPT);
+    if (r == 1 && now_ms < out->expiry_ms) {
+        count(c, si, C_HITS);
+        return out->state;
     }
     count(c, si, C_MISSES);
     return SHM_CACHE_UNKNOWN;
@@ -638,7 +676,6 @@ shm_cache_claim(shm_cache_t *c, const void *key, size_t keylen, const char *fing
     struct slot_meta m;
     uint64_t hash, sum;
     size_t si;
-    bool evicted = false;
     int w;
 
     if (!key_ok(key, keylen) || fingerprint == NULL || pid <= 0)
@@ -669,18 +706,9 @@ shm_cache_claim(shm_cache_t *c, const void *key, size_t keylen, const char *fing
             set_unlock(c, si);
             return SHM_CACHE_EXISTS;
         }
-    } else {
-        w = set_victim_locked(c, si, now_ms, &evicted);
-        if (w < 0) {
-            set_unlock(c, si);
-            return SHM_CACHE_NOT_CACHED;
-        }
     }
-    slot_store_locked(c, si, (unsigned)w, &m, key, fingerprint, NULL, sum);
-    set_unlock(c, si);
-    count(c, si, C_INSERTS);
-    if (evicted)
-        count(c, si, C_EVICTIONS);
+    if (set_write_unlock(c, si, w, now_ms, &m, key, fingerprint, NULL, sum) < 0)
+        return SHM_CACHE_NOT_CACHED;
     return SHM_CACHE_CLAIMED;
 }
 
@@ -692,7 +720,6 @@ shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fing
     struct slot_meta m;
     uint64_t hash, sum = 0;
     size_t si;
-    bool evicted = false;
     int w;
 
     if (!key_ok(key, keylen) || fingerprint == NULL || status < 100 || status > 999 ||
@@ -722,18 +749,8 @@ shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fing
         count(c, si, C_TOO_BIG);
         return SHM_CACHE_NOT_CACHED;
     }
-    if (w < 0) {
-        w = set_victim_locked(c, si, now_ms, &evicted);
-        if (w < 0) {
-            set_unlock(c, si);
-            return SHM_CACHE_NOT_CACHED;
-        }
-    }
-    slot_store_locked(c, si, (unsigned)w, &m, key, fingerprint, body, sum);
-    set_unlock(c, si);
-    count(c, si, C_INSERTS);
-    if (evicted)
-        count(c, si, C_EVICTIONS);
+    if (set_write_unlock(c, si, w, now_ms, &m, key, fingerprint, body, sum) < 0)
+        return SHM_CACHE_NOT_CACHED;
     return SHM_CACHE_STORED;
 }
 
@@ -743,31 +760,20 @@ shm_cache_release(shm_cache_t *c, const void *key, size_t keylen, pid_t pid)
     shm_cache_entry_t e;
     uint64_t hash;
     size_t si;
-    uint32_t tag;
+    uint32_t version;
+    unsigned w;
 
     if (!key_ok(key, keylen))
         return 0;
     hash = key_hash(c, key, keylen);
     si = hash % c->nsets;
-    tag = tag_of(hash);
-    for (unsigned w = 0; w < WAYS; w++) {
-        uint32_t version;
-        int r;
-
-        if (atomic_load_explicit(&c->dir[si].tag[w], memory_order_relaxed) != tag)
-            continue;
-        r = slot_read(c, si, w, hash, key, keylen, &e, &version);
-        if (r == 0)
-            continue;
-        /* Only our own marker, as we read it; a slot that kept changing
-         * or fails its checksum is being rewritten or is dead already.  A
-         * key lives in one way only. */
-        if (r != 1 || e.state != SHM_CACHE_IN_PROGRESS || e.owner_pid != pid)
-            return 0;
-        atomic_store_explicit(&slot_at(c, si, w)->withdrawn, version, memory_order_release);
-        return 1;
-    }
-    return 0;
+    /* Only our own marker, as we read it; a slot that kept changing or fails
+     * its checksum is being rewritten or is dead already. */
+    if (set_read(c, si, hash, key, keylen, &e, &w, &version) != 1 ||
+        e.state != SHM_CACHE_IN_PROGRESS || e.owner_pid != pid)
+        return 0;
+    atomic_store_explicit(&slot_at(c, si, w)->withdrawn, version, memory_order_release);
+    return 1;
 }
 
 int
