@@ -727,6 +727,7 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     struct event *ignored = NULL;
     housekeeper_t h;
     const char *what;
+    int code;
 
     if (worker_child_init("paymentsd: housekeeper process", "housekeeper", master) < 0)
         exit(0);
@@ -740,21 +741,10 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     h.base = worker_loop_new(on_signal, &h, signals, &ignored, &what);
     if (h.base == NULL)
         goto fail;
-    what = "resolve_new";
-    h.resolve = resolve_new(h.base, conf->resolv_conf, conf->resolve_interval_ms);
-    if (h.resolve == NULL)
-        goto fail;
-    /* Fatal, as in worker_main: set up from what the conf names. */
-    what = "db_pool_new";
-    h.db = db_pool_new(h.base, h.resolve, conf->database, "paymentsd housekeeper", DB_POOL_SIZE,
-                       DB_QUEUE_MAX, (int)conf->db_batch_max, conf->db_timeout_ms);
-    if (h.db == NULL)
-        goto fatal;
-    what = "provider_new";
-    h.provider = provider_new(h.base, h.resolve, conf->provider_url, conf->provider_ca_file,
-                              conf->provider_timeout_ms);
-    if (h.provider == NULL)
-        goto fatal;
+    code = worker_clients_new(h.base, conf, "paymentsd housekeeper", DB_POOL_SIZE, DB_QUEUE_MAX,
+                              &h.resolve, &h.db, &h.provider, &what);
+    if (code != PD_EXIT_OK)
+        worker_start_failed(what, code);
     metrics_observe(h.metrics, h.db, h.provider);
     what = "evtimer_new";
     h.timer = evtimer_new(h.base, timer_cb, &h);
@@ -776,10 +766,6 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     event_base_free(h.base);
     exit(PD_EXIT_OK);
 
-fatal:
-    log_error("cannot start: %s failed, and a restart will not help", what);
-    exit(PD_EXIT_FATAL);
 fail:
-    log_error("cannot start: %s failed", what);
-    exit(PD_EXIT_FAILURE);
+    worker_start_failed(what, PD_EXIT_FAILURE);
 }

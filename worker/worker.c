@@ -518,6 +518,41 @@ worker_loop_new(worker_signal_fn handler, void *arg, struct event *signals[WORKE
     return base;
 }
 
+int
+worker_clients_new(struct event_base *base, const conf_t *conf, const char *appname,
+                   int pool_size, int queue_max, resolve_t **resolve, db_pool_t **db,
+                   provider_t **provider, const char **what)
+{
+    *what = "resolve_new";
+    if ((*resolve = resolve_new(base, conf->resolv_conf, conf->resolve_interval_ms)) == NULL)
+        return PD_EXIT_FAILURE;
+    /* The pool and the provider client are set up from what the conf names
+     * (the database's host list, provider_ca_file): a failure there comes
+     * back on every respawn, so it is fatal (common/exitcode.h).  Neither
+     * connects yet: a database or provider that is down is not a failure. */
+    *what = "db_pool_new";
+    *db = db_pool_new(base, *resolve, conf->database, appname, pool_size, queue_max,
+                      (int)conf->db_batch_max, conf->db_timeout_ms);
+    if (*db == NULL)
+        return PD_EXIT_FATAL;
+    *what = "provider_new";
+    *provider = provider_new(base, *resolve, conf->provider_url, conf->provider_ca_file,
+                             conf->provider_timeout_ms);
+    if (*provider == NULL)
+        return PD_EXIT_FATAL;
+    return PD_EXIT_OK;
+}
+
+void
+worker_start_failed(const char *what, int code)
+{
+    if (code == PD_EXIT_FATAL)
+        log_error("cannot start: %s failed, and a restart will not help", what);
+    else
+        log_error("cannot start: %s failed", what);
+    exit(code);
+}
+
 void
 worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, size_t nfds,
             int index, pid_t master)
@@ -526,6 +561,7 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     char role[32], appname[64];
     const char *what;
     struct timeval tv;
+    int code;
 
     snprintf(role, sizeof(role), "worker %d", index);
     if (worker_child_init("paymentsd: worker process", role, master) < 0)
@@ -539,26 +575,11 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     w.base = worker_loop_new(on_signal, &w, w.signals, &w.ignored, &what);
     if (w.base == NULL)
         goto fail;
-    what = "resolve_new";
-    w.resolve = resolve_new(w.base, conf->resolv_conf, conf->resolve_interval_ms);
-    if (w.resolve == NULL)
-        goto fail;
-    /* The pool and the provider client are set up from what the conf names
-     * (the database's host list, provider_ca_file): a failure there comes
-     * back on every respawn, so it is fatal (common/exitcode.h).  Neither
-     * connects yet: a database or provider that is down is not a failure. */
-    what = "db_pool_new";
     snprintf(appname, sizeof(appname), "paymentsd worker %d", index);
-    w.db = db_pool_new(w.base, w.resolve, conf->database, appname, (int)conf->db_pool_size,
-                       (int)conf->db_queue_size, (int)conf->db_batch_max, conf->db_timeout_ms);
-    if (w.db == NULL)
-        goto fatal;
-
-    what = "provider_new";
-    w.provider = provider_new(w.base, w.resolve, conf->provider_url, conf->provider_ca_file,
-                              conf->provider_timeout_ms);
-    if (w.provider == NULL)
-        goto fatal;
+    code = worker_clients_new(w.base, conf, appname, (int)conf->db_pool_size,
+                              (int)conf->db_queue_size, &w.resolve, &w.db, &w.provider, &what);
+    if (code != PD_EXIT_OK)
+        worker_start_failed(what, code);
     metrics_observe(w.metrics, w.db, w.provider);
 
     what = "webhook_keys_new";
@@ -616,10 +637,6 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     evhttp_free(w.http);
     worker_exit(&w, PD_EXIT_OK);
 
-fatal:
-    log_error("cannot start: %s failed, and a restart will not help", what);
-    exit(PD_EXIT_FATAL);
 fail:
-    log_error("cannot start: %s failed", what);
-    exit(PD_EXIT_FAILURE);
+    worker_start_failed(what, PD_EXIT_FAILURE);
 }

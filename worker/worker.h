@@ -93,6 +93,20 @@ struct event_base *worker_loop_new(worker_signal_fn handler, void *arg,
                                    struct event *signals[WORKER_SIGNALS], struct event **ignored,
                                    const char **what) __attribute__((warn_unused_result));
 
+/* The clients of a child's loop, set up from what conf names: the resolver,
+ * then the database pool (appname, pool_size connections, up to queue_max
+ * queries waiting) and the provider client, which both use it and connect
+ * later.  Returns PD_EXIT_OK, or the code to exit with (common/exitcode.h),
+ * *what naming the step that failed. */
+int worker_clients_new(struct event_base *base, const conf_t *conf, const char *appname,
+                       int pool_size, int queue_max, resolve_t **resolve, db_pool_t **db,
+                       provider_t **provider, const char **what)
+    __attribute__((warn_unused_result));
+
+/* A child that cannot start: log which step failed and exit with code,
+ * PD_EXIT_FATAL when a restart will not help. */
+void worker_start_failed(const char *what, int code) __attribute__((noreturn));
+
 /* A read event on a signalfd of the signals that a child gives no meaning
  * (common/signals.h, and SIGHUP): they stay blocked for the process's life,
  * and each one that arrives is logged and dropped in base's loop.  Returns
