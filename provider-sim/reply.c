@@ -20,6 +20,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "common/clock.h"
+#include "common/httpd.h"
 #include "common/log.h"
 
 #define REQUEST_ID_MAX 128
@@ -225,13 +226,5 @@ void
 sim_reply_error(sim_replies_t *q, struct evhttp_request *req, int status,
                 const char *code, const char *message, const char *field, int64_t delay_ms)
 {
-    json_object *err = json_object_new_object();
-    json_object *root = json_object_new_object();
-
-    json_object_object_add(err, "code", json_object_new_string(code));
-    json_object_object_add(err, "message", json_object_new_string(message));
-    if (field != NULL)
-        json_object_object_add(err, "field", json_object_new_string(field));
-    json_object_object_add(root, "error", err);
-    sim_reply_json(q, req, status, root, delay_ms);
+    sim_reply_json(q, req, status, httpd_error_body(code, message, field), delay_ms);
 }

@@ -41,6 +41,7 @@
 #include <json-c/json.h>
 
 #include "common/clock.h"
+#include "common/httpd.h"
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/pidfile.h"
@@ -603,7 +604,6 @@ sim_server_run(const sim_conf_t *conf)
     sim_t s;
     char err[1024] = "";
     const char *what;
-    struct timeval tv;
     int fd = -1, rc = 1, pid_written = 0;
 
     memset(&s, 0, sizeof(s));
@@ -643,17 +643,12 @@ sim_server_run(const sim_conf_t *conf)
         goto cleanup;
 
     what = "evhttp_new";
-    s.http = evhttp_new(s.base);
+    /* Idle connections must not time out under a held request. */
+    s.http = httpd_new(s.base, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT
+                       | EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH, MAX_HEADERS, MAX_BODY,
+                       conf->hold_ms + 60000, on_request, &s);
     if (s.http == NULL)
         goto cleanup;
-    evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD
-                               | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
-    evhttp_set_max_body_size(s.http, MAX_BODY);
-    evhttp_set_max_headers_size(s.http, MAX_HEADERS);
-    /* Idle connections must not time out under a held request. */
-    tv = clock_tv(conf->hold_ms + 60000);
-    evhttp_set_timeout_tv(s.http, &tv);
-    evhttp_set_gencb(s.http, on_request, &s);
     if (conf->tls_cert != NULL) {
         what = "tls";
         s.tls = sim_tls_new(conf->tls_cert, conf->tls_key, err, sizeof(err));

@@ -53,6 +53,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "common/clock.h"
+#include "common/httpd.h"
 #include "common/log.h"
 
 struct http_req {
@@ -473,15 +474,7 @@ void
 http_reply_error(http_req_t *r, int status, const char *code, const char *message,
                  const char *field)
 {
-    json_object *err = json_object_new_object();
-    json_object *root = json_object_new_object();
-
-    json_object_object_add(err, "code", json_object_new_string(code));
-    json_object_object_add(err, "message", json_object_new_string(message));
-    if (field != NULL)
-        json_object_object_add(err, "field", json_object_new_string(field));
-    json_object_object_add(root, "error", err);
-    http_reply_json(r, status, root);
+    http_reply_json(r, status, httpd_error_body(code, message, field));
 }
 
 void

@@ -30,6 +30,7 @@
 
 #include "common/clock.h"
 #include "common/exitcode.h"
+#include "common/httpd.h"
 #include "common/log.h"
 #include "common/proctitle.h"
 #include "common/signals.h"
@@ -560,7 +561,6 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     worker_t w;
     char role[32], appname[64];
     const char *what;
-    struct timeval tv;
     int code;
 
     snprintf(role, sizeof(role), "worker %d", index);
@@ -592,33 +592,28 @@ worker_main(const conf_t *conf, const worker_shared_t *shared, const int *fds, s
     if (w.docs == NULL)
         goto fail;
 
-    what = "evhttp_new";
-    w.http = evhttp_new(w.base);
-    if (w.http == NULL)
-        goto fail;
-    evhttp_set_allowed_methods(w.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD
-                               | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS
-                               | EVHTTP_REQ_PATCH);
     /* Every connection is read by front.c first: it refuses, with a JSON
      * answer, what evhttp would refuse with an HTML page, so evhttp's own
      * limits only leave room for the requests it passes on.  Bodies are read
      * whole before a handler runs; up to the backstop the handler answers in
      * SPEC.md's order (a missing key before a large body), beyond it the
-     * front reader answers 413 without buffering the body. */
+     * front reader answers 413 without buffering the body.  The stand-in of
+     * a refused request repeats its target, and a chunked request gains a
+     * Content-Length: hence evhttp's larger header limit. */
     w.front.max_header = (size_t)conf->max_header_size;
     w.front.max_body = conf->max_body_size;
     w.front.body_backstop = conf->max_body_size * 4 + 65536;
     w.front.answer = replay_answer;     /* cached replays, without evhttp */
     w.front.answer_arg = &w;
+    what = "evhttp_new";
+    w.http = httpd_new(w.base, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD
+                       | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS
+                       | EVHTTP_REQ_PATCH, (size_t)conf->max_header_size * 2 + 1024,
+                       (size_t)w.front.body_backstop, conf->client_timeout_ms, on_request, &w);
+    if (w.http == NULL)
+        goto fail;
     evhttp_set_bevcb(w.http, front_bevcb, &w.front);
-    /* The stand-in of a refused request repeats its target, and a chunked
-     * request gains a Content-Length. */
-    evhttp_set_max_headers_size(w.http, (ev_ssize_t)conf->max_header_size * 2 + 1024);
-    evhttp_set_max_body_size(w.http, (ev_ssize_t)w.front.body_backstop);
-    tv = clock_tv(conf->client_timeout_ms);
-    evhttp_set_timeout_tv(w.http, &tv);
     evhttp_set_default_content_type(w.http, "application/json");
-    evhttp_set_gencb(w.http, on_request, &w);
 
     what = "evhttp_accept_socket";
     w.bound = calloc(nfds, sizeof(*w.bound));
