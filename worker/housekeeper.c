@@ -241,6 +241,17 @@ item_done(item_t *it)
     work_run(h);
 }
 
+/* A step's first query was sent (rc 0) or not (rc -1: the pool is down or
+ * full): then say what the step was doing and go on to the next one. */
+static void
+step_sent(housekeeper_t *h, int rc, const char *doing)
+{
+    if (rc < 0) {
+        log_warn("%s: the database is unavailable", doing);
+        step_next(h);
+    }
+}
+
 /* ---- purge ---- */
 
 static void
@@ -263,10 +274,8 @@ purge_done(void *arg, int purged, const store_err_t *err)
 static void
 purge_start(housekeeper_t *h)
 {
-    if (store_purge_expired(h->db, h->conf->idempotency_ttl_ms, PURGE_BATCH, purge_done, h) < 0) {
-        log_warn("purging expired idempotency keys: the database is unavailable");
-        step_next(h);
-    }
+    step_sent(h, store_purge_expired(h->db, h->conf->idempotency_ttl_ms, PURGE_BATCH, purge_done,
+                                     h), "purging expired idempotency keys");
 }
 
 /* ---- stale checkouts ---- */
@@ -389,11 +398,8 @@ stale_claimed(void *arg, const store_item_t *rows, int n, const store_err_t *err
 static void
 stale_start(housekeeper_t *h)
 {
-    if (store_claim_stale(h->db, h->conf->idempotency_lock_timeout_ms, STALE_BATCH, stale_claimed,
-                          h) < 0) {
-        log_warn("claiming stale checkouts: the database is unavailable");
-        step_next(h);
-    }
+    step_sent(h, store_claim_stale(h->db, h->conf->idempotency_lock_timeout_ms, STALE_BATCH,
+                                   stale_claimed, h), "claiming stale checkouts");
 }
 
 /* ---- reversals ---- */
@@ -442,10 +448,8 @@ reverse_listed(void *arg, const store_item_t *rows, int n, const store_err_t *er
 static void
 reverse_start(housekeeper_t *h)
 {
-    if (store_reversals_due(h->db, h->retry_after_ms, REVERSE_BATCH, reverse_listed, h) < 0) {
-        log_warn("listing pending reversals: the database is unavailable");
-        step_next(h);
-    }
+    step_sent(h, store_reversals_due(h->db, h->retry_after_ms, REVERSE_BATCH, reverse_listed, h),
+              "listing pending reversals");
 }
 
 /* ---- pending orders ---- */
@@ -638,11 +642,8 @@ pending_listed(void *arg, const store_item_t *rows, int nrows, const store_err_t
 static void
 pending_start(housekeeper_t *h)
 {
-    if (store_pending_due(h->db, h->conf->pending_reconcile_age_ms, PENDING_WINDOW, pending_listed,
-                          h) < 0) {
-        log_warn("listing pending orders: the database is unavailable");
-        step_next(h);
-    }
+    step_sent(h, store_pending_due(h->db, h->conf->pending_reconcile_age_ms, PENDING_WINDOW,
+                                   pending_listed, h), "listing pending orders");
 }
 
 /* ---- rounds ---- */
