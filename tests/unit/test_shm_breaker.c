@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "shm/breaker.h"
+#include "tests/unit/child.h"
 
 #define THRESHOLD   5
 #define COOLDOWN    1000
@@ -193,13 +194,11 @@ static void
 race(shm_breaker_t *b, struct race *r, void (*fn)(shm_breaker_t *, struct race *, int))
 {
     pid_t pids[PROCS];
-    int st;
 
     atomic_store(&r->ready, 0);
     atomic_store(&r->go, 0);
     for (int i = 0; i < PROCS; i++) {
-        pids[i] = fork();
-        assert_true(pids[i] >= 0);
+        pids[i] = child_fork();
         if (pids[i] == 0) {
             atomic_fetch_add(&r->ready, 1);
             while (atomic_load(&r->go) == 0)
@@ -211,10 +210,8 @@ race(shm_breaker_t *b, struct race *r, void (*fn)(shm_breaker_t *, struct race *
     while (atomic_load(&r->ready) < PROCS)
         sched_yield();
     atomic_store(&r->go, 1);
-    for (int i = 0; i < PROCS; i++) {
-        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    }
+    for (int i = 0; i < PROCS; i++)
+        child_reap_ok(pids[i]);
 }
 
 static void

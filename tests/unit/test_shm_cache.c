@@ -29,6 +29,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "shm/cache.h"
+#include "tests/unit/child.h"
 
 #define ONE_SET_BYTES   20000           /* header and one set of 8 slots */
 #define T0              INT64_C(1700000000000)
@@ -143,20 +144,6 @@ assert_miss(shm_cache_t *c, const char *key, int64_t now)
     assert_int_equal(shm_cache_lookup(c, KEY(key), now, &e), SHM_CACHE_UNKNOWN);
 }
 
-/* A pid that is certainly dead: a child that exited and was reaped. */
-static pid_t
-dead_pid(void)
-{
-    pid_t pid = fork();
-    int st;
-
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(0);
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    return pid;
-}
-
 /* A child left stopped by child_stopped_at, killed by teardown if a failed
  * assertion skipped the case's own kill_and_reap. */
 static pid_t stopped_child;
@@ -164,13 +151,9 @@ static pid_t stopped_child;
 static void
 kill_and_reap(pid_t pid)
 {
-    int st;
-
     if (pid == stopped_child)
         stopped_child = 0;
-    assert_int_equal(kill(pid, SIGKILL), 0);
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFSIGNALED(st));
+    child_kill(pid);
 }
 
 static int
@@ -364,7 +347,7 @@ test_live_markers_not_evicted(void **state)
     shm_cache_t *c = *state;
     shm_cache_entry_t e;
     shm_cache_stats_t st;
-    pid_t dead = dead_pid();
+    pid_t dead = child_dead_pid();
     char key[16];
 
     for (unsigned i = 0; i < 8; i++) {
@@ -475,19 +458,16 @@ test_release_pid_drops_markers(void **state)
     shm_cache_t *c = *state;
     shm_cache_entry_t e;
     pid_t pid;
-    int st;
 
     assert_int_equal(claim(c, "mine", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
-    pid = fork();
-    assert_true(pid >= 0);
+    pid = child_fork();
     if (pid == 0) {
         int ok = claim(c, "w1", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_CLAIMED &&
                  claim(c, "w2", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_CLAIMED &&
                  claim(c, "w3", getpid(), T0, T0 + TTL, &e) == SHM_CACHE_CLAIMED;
         _exit(ok ? 0 : 1);
     }
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    child_reap_ok(pid);
 
     assert_int_equal(shm_cache_lookup(c, KEY("w2"), T0, &e), SHM_CACHE_IN_PROGRESS);
     assert_int_equal(e.owner_pid, pid);
@@ -530,10 +510,9 @@ stop_here(shm_cache_test_point_t point)
 static pid_t
 child_stopped_at(shm_cache_t *c, shm_cache_test_point_t point, const char *key, unsigned n)
 {
-    pid_t pid = fork();
+    pid_t pid = child_fork();
     int st;
 
-    assert_true(pid >= 0);
     if (pid == 0) {
         stop_point = point;
         shm_cache_test_hook = stop_here;
@@ -848,8 +827,7 @@ run_stress(size_t bytes, int kill_one)
     assert_true(sh != MAP_FAILED);
     memset(sh, 0, sizeof(*sh));
     for (unsigned i = 0; i < STRESS_PROCS; i++) {
-        pids[i] = fork();
-        assert_true(pids[i] >= 0);
+        pids[i] = child_fork();
         if (pids[i] == 0) {
             stress_child(c, sh, i);
             _exit(0);

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "shm/metrics.h"
+#include "tests/unit/child.h"
 
 static int
 setup(void **state)
@@ -148,8 +149,7 @@ test_processes(void **state)
     pid_t pids[3];
 
     for (int i = 0; i < 3; i++) {
-        pids[i] = fork();
-        assert_true(pids[i] >= 0);
+        pids[i] = child_fork();
         if (pids[i] == 0) {
             shm_metrics_slot_t *slot = shm_metrics_slot(m, i + 1);
             long n = i < 2 ? 1000 : -1;         /* the third runs until killed */
@@ -162,11 +162,8 @@ test_processes(void **state)
             _exit(0);
         }
     }
-    for (int i = 0; i < 2; i++) {
-        int st;
-        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    }
+    for (int i = 0; i < 2; i++)
+        child_reap_ok(pids[i]);
     /* Kill the third once it is writing (bounded: 5 s). */
     for (int tries = 0; tries < 500; tries++) {
         s = snap(m);
@@ -175,8 +172,7 @@ test_processes(void **state)
         free(s);
         usleep(10000);
     }
-    kill(pids[2], SIGKILL);
-    waitpid(pids[2], NULL, 0);
+    child_kill(pids[2]);
     s = snap(m);
     {
         const shm_metrics_hist_t *h =

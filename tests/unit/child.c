@@ -1,0 +1,55 @@
+/*
+ * child: fork, reap and kill the children of the multi-process unit tests.
+ */
+#include "config.h"
+
+#include "tests/unit/child.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+pid_t
+child_fork(void)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    return pid;
+}
+
+void
+child_reap_ok(pid_t pid)
+{
+    int st;
+
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+void
+child_kill(pid_t pid)
+{
+    int st;
+
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+}
+
+pid_t
+child_dead_pid(void)
+{
+    pid_t pid = child_fork();
+
+    if (pid == 0)
+        _exit(0);
+    child_reap_ok(pid);
+    return pid;
+}
