@@ -144,6 +144,16 @@ assert_miss(shm_cache_t *c, const char *key, int64_t now)
     assert_int_equal(shm_cache_lookup(c, KEY(key), now, &e), SHM_CACHE_UNKNOWN);
 }
 
+/* The cache's counters now. */
+static shm_cache_stats_t
+stats(shm_cache_t *c)
+{
+    shm_cache_stats_t st;
+
+    shm_cache_stats(c, &st);
+    return st;
+}
+
 /* A child left stopped by child_stopped_at, killed by teardown if a failed
  * assertion skipped the case's own kill_and_reap. */
 static pid_t stopped_child;
@@ -164,7 +174,7 @@ setup_one_set(void **state)
 
     if (c == NULL)
         return -1;
-    shm_cache_stats(c, &st);
+    st = stats(c);
     if (st.capacity != 8) {
         shm_cache_destroy(c);
         return -1;
@@ -227,7 +237,7 @@ test_claim_store_lookup(void **state)
     assert_int_equal(e.state, SHM_CACHE_COMPLETED);
     assert_true(entry_valid("order-1", &e));
 
-    shm_cache_stats(c, &st);
+    st = stats(c);
     assert_int_equal(st.hits, 2);
     assert_int_equal(st.misses, 1);
     assert_int_equal(st.inserts, 2);
@@ -328,7 +338,7 @@ test_eviction_by_age(void **state)
         snprintf(key, sizeof(key), "k%u", i);
         assert_completed(c, key, i, T0 + 11);
     }
-    shm_cache_stats(c, &st);
+    st = stats(c);
     assert_int_equal(st.evictions, 1);
     assert_int_equal(st.entries, 8);
 
@@ -337,8 +347,7 @@ test_eviction_by_age(void **state)
     assert_int_equal(store(c, "k9", 9, T0 + 30, T0 + TTL), SHM_CACHE_STORED);
     assert_miss(c, "k5", T0 + 31);
     assert_completed(c, "k1", 1, T0 + 31);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.evictions, 1);
+    assert_int_equal(stats(c).evictions, 1);
 }
 
 static void
@@ -346,7 +355,6 @@ test_live_markers_not_evicted(void **state)
 {
     shm_cache_t *c = *state;
     shm_cache_entry_t e;
-    shm_cache_stats_t st;
     pid_t dead = child_dead_pid();
     char key[16];
 
@@ -367,8 +375,7 @@ test_live_markers_not_evicted(void **state)
     assert_int_equal(claim(c, "orphan", dead, T0 + 20, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     assert_int_equal(claim(c, "new", getpid(), T0 + 21, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     assert_miss(c, "orphan", T0 + 22);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.evictions, 1);
+    assert_int_equal(stats(c).evictions, 1);
 
     /* And a dead owner's marker for the same key does not block a retry. */
     assert_int_equal(shm_cache_release(c, KEY("new"), getpid()), 1);
@@ -382,7 +389,6 @@ test_too_big(void **state)
     static unsigned char body[SHM_CACHE_BODY_MAX + 1];
     shm_cache_t *c = *state;
     shm_cache_entry_t e;
-    shm_cache_stats_t st;
     char fp[SHM_CACHE_FP_LEN + 1];
 
     fp_of(KEY("big"), fp);
@@ -402,8 +408,7 @@ test_too_big(void **state)
     assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), T0, T0 + TTL),
                      SHM_CACHE_NOT_CACHED);
     assert_miss(c, "big", T0);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.too_big, 2);
+    assert_int_equal(stats(c).too_big, 2);
 }
 
 static void
@@ -441,13 +446,11 @@ test_checksum_catches_stray_write(void **state)
 {
     shm_cache_t *c = *state;
     shm_cache_entry_t e;
-    shm_cache_stats_t st;
 
     assert_int_equal(store(c, "victim", 500, T0, T0 + TTL), SHM_CACHE_STORED);
     assert_int_equal(shm_cache_test_corrupt(c, KEY("victim")), 0);
     assert_miss(c, "victim", T0);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.corrupt, 1);
+    assert_int_equal(stats(c).corrupt, 1);
     /* A writer does not take the damaged entry for a live one. */
     assert_int_equal(claim(c, "victim", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
 }
@@ -483,15 +486,13 @@ static void
 test_wipe(void **state)
 {
     shm_cache_t *c = *state;
-    shm_cache_stats_t st;
 
     assert_int_equal(store(c, "a", 1, T0, T0 + TTL), SHM_CACHE_STORED);
     assert_int_equal(store(c, "b", 2, T0, T0 + TTL), SHM_CACHE_STORED);
     assert_int_equal(shm_cache_wipe(c), 0);
     assert_miss(c, "a", T0);
     assert_miss(c, "b", T0);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.entries, 0);
+    assert_int_equal(stats(c).entries, 0);
 }
 
 /* ---- a writer stopped or killed inside the lock ----------------------- */
@@ -533,7 +534,6 @@ test_holder_stopped_then_killed(void **state)
 {
     shm_cache_t *c = *state;
     shm_cache_entry_t e;
-    shm_cache_stats_t st;
     int64_t t;
     pid_t pid;
 
@@ -546,8 +546,7 @@ test_holder_stopped_then_killed(void **state)
     assert_int_equal(store(c, "new", 1, T0 + 6, T0 + TTL), SHM_CACHE_NOT_CACHED);
     assert_int_equal(shm_cache_release(c, KEY("other"), getpid()), 0);
     assert_true(clock_mono_ms() - t < 500);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.contended, 2);
+    assert_int_equal(stats(c).contended, 2);
 
     /* Killed: a zombie still "exists" until reaped, as under the master. */
     kill_and_reap(pid);
@@ -555,8 +554,7 @@ test_holder_stopped_then_killed(void **state)
     assert_int_equal(claim(c, "new", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     assert_true(clock_mono_ms() - t < 500);
     assert_completed(c, "other", 3, T0 + 8);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.repairs, 1);
+    assert_int_equal(stats(c).repairs, 1);
     assert_int_equal(store(c, "new", 2, T0 + 8, T0 + TTL), SHM_CACHE_STORED);
     assert_completed(c, "new", 2, T0 + 9);
 }
@@ -600,7 +598,6 @@ test_busy_lock_worker_gives_up_in_microseconds(void **state)
     shm_cache_t *c = *state;
     int64_t took_claim[GIVE_UP_CALLS], took_store[GIVE_UP_CALLS], took_release[GIVE_UP_CALLS];
     shm_cache_entry_t e;
-    shm_cache_stats_t st;
     char key[32];
     pid_t pid;
 
@@ -631,8 +628,7 @@ test_busy_lock_worker_gives_up_in_microseconds(void **state)
     }
     assert_miss(c, "mine", T0 + 2);
     assert_quick("release", took_release);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.contended, 2 * GIVE_UP_CALLS);
+    assert_int_equal(stats(c).contended, 2 * GIVE_UP_CALLS);
 
     /* The holder dies and is reaped: the next writer takes the set over and
      * reuses the withdrawn marker's way. */
@@ -640,8 +636,7 @@ test_busy_lock_worker_gives_up_in_microseconds(void **state)
     assert_int_equal(claim(c, "mine", getpid(), T0 + 3, T0 + TTL, &e), SHM_CACHE_CLAIMED);
     assert_int_equal(store(c, "mine", 7, T0 + 4, T0 + TTL), SHM_CACHE_STORED);
     assert_completed(c, "mine", 7, T0 + 5);
-    shm_cache_stats(c, &st);
-    assert_int_equal(st.entries, 1);
+    assert_int_equal(stats(c).entries, 1);
 }
 
 /* A writer stopped half way through rewriting an entry: readers must get a
@@ -668,7 +663,7 @@ test_torn_write_then_takeover(void **state)
     kill_and_reap(pid);
     assert_miss(c, "torn", T0 + 7);
     assert_int_equal(claim(c, "next", getpid(), T0 + 7, T0 + TTL, &e), SHM_CACHE_CLAIMED);
-    shm_cache_stats(c, &st);
+    st = stats(c);
     assert_int_equal(st.repairs, 1);
     assert_int_equal(st.entries, 2);    /* intact and next: torn was emptied */
     assert_miss(c, "torn", T0 + 8);
@@ -689,7 +684,7 @@ test_torn_write_then_release_pid(void **state)
     pid = child_stopped_at(c, SHM_CACHE_TP_MID_WRITE, "torn", 900);
     kill_and_reap(pid);
     assert_int_equal(shm_cache_release_pid(c, pid), 0);
-    shm_cache_stats(c, &st);
+    st = stats(c);
     assert_int_equal(st.repairs, 1);
     assert_int_equal(st.entries, 1);
     assert_miss(c, "torn", T0 + 6);
@@ -847,7 +842,7 @@ run_stress(size_t bytes, int kill_one)
     for (unsigned i = 0; i < STRESS_PROCS; i++)
         shm_cache_release_pid(c, pids[i]);
 
-    shm_cache_stats(c, &st);
+    st = stats(c);
     print_message("    %d procs: %lu ops, %lu hits, %lu stored, %lu claimed, %lu exists, "
                   "%lu not cached; cache: %lu evictions, %lu contended, %lu repairs, "
                   "%lu entries\n", STRESS_PROCS,
