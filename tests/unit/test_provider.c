@@ -76,25 +76,38 @@ on_request(struct evhttp_request *req, void *arg)
     evbuffer_free(out);
 }
 
+/* Bind the test server to a free port of host ("127.0.0.1", "::1"): the
+ * port, with the socket in *b and "http://host:port" (host in brackets
+ * when IPv6) in url; -1 when host cannot be bound. */
+static int
+bind_url(const char *host, struct evhttp_bound_socket **b, char *url, size_t urllen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int p;
+
+    *b = evhttp_bind_socket_with_handle(http, host, 0);
+    if (*b == NULL || getsockname(evhttp_bound_socket_get_fd(*b), (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    p = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                        : ((struct sockaddr_in *)&ss)->sin_port);
+    snprintf(url, urllen, ss.ss_family == AF_INET6 ? "http://[%s]:%d" : "http://%s:%d", host, p);
+    return p;
+}
+
 static int
 setup(void **state)
 {
     struct evhttp_bound_socket *bound;
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
     char url[64];
 
     (void)state;
     log_threshold = LOG_LEVEL_ERROR;
     base = event_base_new();
     http = evhttp_new(base);
-    bound = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
-    if (base == NULL || http == NULL || bound == NULL
-        || getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&sin, &len) < 0)
+    if (base == NULL || http == NULL || (port = bind_url("127.0.0.1", &bound, url, sizeof(url))) < 0)
         return -1;
-    port = ntohs(sin.sin_port);
     evhttp_set_gencb(http, on_request, NULL);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
     prov = provider_new(base, NULL, url, NULL, 2000);
     return prov == NULL ? -1 : 0;
 }
@@ -351,17 +364,13 @@ test_requests(void **state)
 static void
 test_refused(void **state)
 {
-    struct evhttp_bound_socket *b = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
+    struct evhttp_bound_socket *b;
     char url[64];
     provider_t *p;
 
     (void)state;
-    assert_non_null(b);
-    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(b), (struct sockaddr *)&sin, &len), 0);
+    assert_true(bind_url("127.0.0.1", &b, url, sizeof(url)) > 0);
     evhttp_del_accept_socket(http, b);     /* closes it: the port is now refused */
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(sin.sin_port));
     p = provider_new(base, NULL, url, NULL, 2000);
     assert_non_null(p);
     assert_int_equal(call(p, CHARGE, 200, "{}").out, PROVIDER_UNAVAILABLE);
@@ -376,17 +385,13 @@ test_refused(void **state)
 static void
 test_ipv6_literal(void **state)
 {
-    struct evhttp_bound_socket *b = evhttp_bind_socket_with_handle(http, "::1", 0);
-    struct sockaddr_in6 sin6;
-    socklen_t len = sizeof(sin6);
+    struct evhttp_bound_socket *b;
     char url[64];
     provider_t *p;
 
     (void)state;
-    if (b == NULL)
+    if (bind_url("::1", &b, url, sizeof(url)) < 0)
         skip();
-    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(b), (struct sockaddr *)&sin6, &len), 0);
-    snprintf(url, sizeof(url), "http://[::1]:%d", ntohs(sin6.sin6_port));
     p = provider_new(base, NULL, url, NULL, 2000);
     assert_non_null(p);
     assert_int_equal(call(p, CANCEL, 200, "{" O ", \"status\": \"canceled\"}").out, PROVIDER_CANCELED);
