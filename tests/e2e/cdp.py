@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.parse
 
-from harness import _started, wait_until
+from harness import _started, read_text, stop_process, wait_until
 
 BROWSERS = ("chromium", "chromium-browser")
 
@@ -141,11 +141,7 @@ class Chromium:
             conn.close()
 
     def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-3000:]
-        except OSError:
-            return ""
+        return read_text(self.log_path)[-3000:]
 
     def call(self, method, **params):
         """Send one command and return its result (events meanwhile are kept)."""
@@ -190,13 +186,7 @@ class Chromium:
     def close(self):
         if getattr(self, "ws", None) is not None:
             self.ws.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
 
     def __enter__(self):
         return self

@@ -39,14 +39,30 @@ def sanitizer_reports():
     """Sanitizer reports found in the stderr of every process started here."""
     found = []
     for path in _stderr_logs:
-        try:
-            with open(path, errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
+        text = read_text(path)
         if any(m in text for m in SANITIZER_MARKS):
             found.append("%s:\n%s" % (path, text[-3000:]))
     return found
+
+
+def read_text(path):
+    """The text of the file at path; "" when it cannot be read."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def stop_process(proc, timeout):
+    """SIGTERM proc, wait up to timeout seconds, then SIGKILL it if it is still there."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def _cleanup():
@@ -262,11 +278,7 @@ class Paymentsd:
         return request(self.port, "POST", path, body=body, **kw)
 
     def log(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log_path)
 
     def wait_exit(self, timeout=15):
         try:
@@ -524,11 +536,7 @@ class ProviderSim:
         return self
 
     def log(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log_path)
 
     def stats(self):
         return request(self.port, "GET", "/admin/stats").json()
@@ -542,13 +550,8 @@ class ProviderSim:
         return r
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, 5)
 
 
 def psql(sql, database=None):

@@ -234,6 +234,14 @@ class Sim:
         body = {"order_id": order_id, "amount_cents": amount, "currency": currency}
         return self.request("POST", "/v1/charges", body, headers, timeout)
 
+    def charge_unanswered(self, key, order_id, amount=1000, timeout=0.3, why="answered"):
+        """A charge that must stay unanswered (a timeout drawn, an outage); Fail(why) when answered."""
+        try:
+            self.charge(key, order_id, amount, timeout=timeout)
+        except TimeoutError:
+            return
+        raise Fail(why)
+
     def stats(self):
         status, doc, _ = self.request("GET", "/admin/stats")
         check(status == 200, "GET /admin/stats: %s" % status)
@@ -530,11 +538,8 @@ def test_timeout_then_webhook():
     sim = Sim("timeout", rx, timeout_rate=1, webhook_delay="500ms", hold="1s")
     try:
         t0 = time.monotonic()
-        try:
-            sim.charge("k-timeout", "order-timeout", 2500, timeout=0.4)
-            raise Fail("the sim answered a charge drawn to time out")
-        except TimeoutError:
-            pass
+        sim.charge_unanswered("k-timeout", "order-timeout", 2500, timeout=0.4,
+                              why="the sim answered a charge drawn to time out")
         d = wait_for(lambda: rx.for_order("order-timeout"), 5, "the webhook")[0]
         check(d["t"] - t0 >= 0.45, "webhook after %.3fs, before webhook_delay" % (d["t"] - t0))
         check(d["valid"], "signature does not verify: %r" % d)
@@ -649,16 +654,10 @@ def test_outage_switch():
     check(sim.request("GET", "/admin/outage")[1] == {"outage": True}, "GET does not show it")
     try:
         t0 = time.monotonic()
-        try:
-            sim.charge("k-outage", "order-outage", timeout=0.4)
-            raise Fail("answered during an outage")
-        except TimeoutError:
-            pass
-        try:                        # a charge answered before the outage is held too
-            sim.charge("k-before", "order-before", timeout=0.3)
-            raise Fail("a known charge was answered during an outage")
-        except TimeoutError:
-            pass
+        sim.charge_unanswered("k-outage", "order-outage", timeout=0.4, why="answered during an outage")
+        # a charge answered before the outage is held too
+        sim.charge_unanswered("k-before", "order-before", timeout=0.3,
+                              why="a known charge was answered during an outage")
         status, doc, _ = sim.request("GET", "/v1/charges/order-outage")
         check(status == 503, "GET during an outage: %s %r" % (status, doc))
         d = wait_for(lambda: rx.for_order("order-outage"), 5, "the outage charge's webhook")[0]
@@ -764,11 +763,8 @@ def test_cancel_pending():
     admin = {"Content-Type": "application/json"}
     try:
         t0 = time.monotonic()
-        try:
-            sim.charge("k-cp-1", "order-cp-1", 1500, timeout=0.3)
-            raise Fail("a charge drawn to time out was answered")
-        except TimeoutError:
-            pass
+        sim.charge_unanswered("k-cp-1", "order-cp-1", 1500, timeout=0.3,
+                              why="a charge drawn to time out was answered")
         first = {}
         status, first["order-cp-1"] = sim.cancel("order-cp-1")
         want = {"order_id": "order-cp-1", "status": "canceled", "charge_id": predicted_charge_id(1, "k-cp-1"),
@@ -777,11 +773,7 @@ def test_cancel_pending():
               % (status, first["order-cp-1"], want))
         # In an outage the cancel is still answered: it is how the outcome gets settled.
         check(sim.request("POST", "/admin/outage", {"enabled": True}, admin)[0] == 200, "outage on")
-        try:
-            sim.charge("k-cp-2", "order-cp-2", 2500, timeout=0.3)
-            raise Fail("answered during an outage")
-        except TimeoutError:
-            pass
+        sim.charge_unanswered("k-cp-2", "order-cp-2", 2500, why="answered during an outage")
         status, first["order-cp-2"] = sim.cancel("order-cp-2")
         check(status == 200 and first["order-cp-2"]["status"] == "canceled"
               and first["order-cp-2"]["amount_cents"] == 2500,
@@ -984,11 +976,7 @@ def test_state_file_restart():
         check(sim.cancel("order-sf-tomb")[1]["status"] == "not_found", "tombstone")
         sim.request("POST", "/admin/outage", {"enabled": True}, admin)
         t_pend = time.monotonic()
-        try:
-            sim.charge(pend_key, "order-sf-pend", 4000, timeout=0.2)
-            raise Fail("answered in an outage")
-        except TimeoutError:
-            pass
+        sim.charge_unanswered(pend_key, "order-sf-pend", 4000, timeout=0.2, why="answered in an outage")
         before, _ = sim.admin_charges()
         check(before["order-sf-pend"]["status"] == "pending", "pending row %r" % before["order-sf-pend"])
         sim.kill9()
