@@ -194,6 +194,16 @@ conn_arm_timer(db_conn_t *c, int64_t ms)
     evtimer_add(&c->timer, &tv);
 }
 
+/* Move the connection's running calls to *flight, for the caller to end,
+ * and leave it none. */
+static void
+conn_take_flight(db_conn_t *c, struct db_calls *flight)
+{
+    TAILQ_INIT(flight);
+    TAILQ_CONCAT(flight, &c->flight, next);
+    c->nflight = 0;
+}
+
 /* Drop the connection, fail its call, and schedule a reconnect. */
 static void
 conn_fail(db_conn_t *c, const char *why)
@@ -228,9 +238,7 @@ conn_fail(db_conn_t *c, const char *why)
         c->result = NULL;
     }
     c->state = DB_DOWN;
-    TAILQ_INIT(&flight);
-    TAILQ_CONCAT(&flight, &c->flight, next);
-    c->nflight = 0;
+    conn_take_flight(c, &flight);
     log_warn("database connection %d: %s; reconnecting in %lld ms",
              c->index, msg, (long long)c->backoff_ms);
     conn_arm_timer(c, c->backoff_ms);
@@ -393,9 +401,7 @@ conn_read_results(db_conn_t *c)
     }
     r = c->result;
     c->result = NULL;
-    TAILQ_INIT(&flight);
-    TAILQ_CONCAT(&flight, &c->flight, next);
-    c->nflight = 0;
+    conn_take_flight(c, &flight);
     p->busy--;
     if (r == NULL)
         err = "no result";
@@ -840,9 +846,7 @@ db_pool_free(db_pool_t *p)
             PQclear(c->result);
         c->pg = NULL;
         c->result = NULL;
-        TAILQ_INIT(&flight);
-        TAILQ_CONCAT(&flight, &c->flight, next);
-        c->nflight = 0;
+        conn_take_flight(c, &flight);
         flight_fail(&flight, NULL, "shutting down");
     }
     evtimer_del(&p->queue_timer);
