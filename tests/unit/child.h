@@ -6,6 +6,7 @@
 #ifndef PD_TEST_CHILD_H
 #define PD_TEST_CHILD_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 /* fork(), asserting that it worked: the child's 0, or its pid. */
@@ -16,6 +17,10 @@ void child_reap_ok(pid_t pid);
 
 /* SIGKILL pid, wait for it and assert that the signal ended it. */
 void child_kill(pid_t pid);
+
+/* size bytes of zeroed memory shared with the children forked after it
+ * (asserted); munmap it. */
+void *child_shared_new(size_t size);
 
 /* A pid that is certainly dead: a child that exited and was reaped. */
 pid_t child_dead_pid(void);

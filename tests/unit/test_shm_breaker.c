@@ -233,10 +233,8 @@ static void
 test_processes_race_for_probe(void **state)
 {
     shm_breaker_t *b = *state;
-    struct race *r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE,
-                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct race *r = child_shared_new(sizeof(*r));
 
-    assert_true(r != MAP_FAILED);
     for (int round = 0; round < ROUNDS; round++) {
         shm_breaker_record(b, 1, T0, THRESHOLD, COOLDOWN);  /* closes a HALF_OPEN */
         open_at(b, T0);
@@ -262,10 +260,8 @@ static void
 test_processes_count_failures_together(void **state)
 {
     shm_breaker_t *b = *state;
-    struct race *r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE,
-                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct race *r = child_shared_new(sizeof(*r));
 
-    assert_true(r != MAP_FAILED);
     /* One failure in each of PROCS workers reaches a threshold of PROCS,
      * and the breaker opens once. */
     race(b, r, fail_once);

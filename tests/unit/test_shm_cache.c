@@ -809,8 +809,7 @@ static void
 run_stress(size_t bytes, int kill_one)
 {
     shm_cache_t *c = shm_cache_create(bytes);
-    struct stress *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct stress *sh = child_shared_new(sizeof(*sh));
     pid_t pids[STRESS_PROCS];
     shm_cache_stats_t st;
     shm_cache_entry_t e;
@@ -819,8 +818,6 @@ run_stress(size_t bytes, int kill_one)
     char key[64];
 
     assert_non_null(c);
-    assert_true(sh != MAP_FAILED);
-    memset(sh, 0, sizeof(*sh));
     for (unsigned i = 0; i < STRESS_PROCS; i++) {
         pids[i] = child_fork();
         if (pids[i] == 0) {
