@@ -18,7 +18,7 @@ import signal
 import subprocess
 import tempfile
 
-from harness import PAYMENTSD, TAP, Paymentsd, alive, free_port, wait_until
+from harness import PAYMENTSD, TAP, Paymentsd, alive, free_port, read_text, wait_until
 
 t = TAP()
 SRCDIR = os.environ.get("PAYMENTSD_SRCDIR",
@@ -33,14 +33,6 @@ def run(args, cwd="/"):
 def skip(reason):
     t.n += 1
     print("ok %d # SKIP %s" % (t.n, reason), flush=True)
-
-
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def state(pid):
@@ -120,7 +112,7 @@ d.pid_file = os.path.join(d.dir, "run", "paymentsd.pid")
 d.log_path = os.path.join(d.dir, "logs", "error.log")
 d.access_path = os.path.join(d.dir, "logs", "access.log")
 d.start(cwd=elsewhere)
-t.ok(os.path.exists(d.pid_file) and read(d.pid_file).strip() == str(d.pid),
+t.ok(os.path.exists(d.pid_file) and read_text(d.pid_file).strip() == str(d.pid),
      "regress_reopen_cwd: the relative pid_file is beside the conf file")
 t.eq(os.listdir(elsewhere), [], "nothing is written in the directory paymentsd was started from")
 p = run(["-c", d.conf_path, "-s", "reopen"])
@@ -130,13 +122,13 @@ t.ok(p.returncode == 0 and wait_until(lambda: d.log().count("logs reopened") == 
 
 # a real logrotate run from "/", with conf/logrotate.example
 logrotate = shutil.which("logrotate", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-example = read(os.path.join(SRCDIR, "conf", "logrotate.example"))
+example = read_text(os.path.join(SRCDIR, "conf", "logrotate.example"))
 t.ok("postrotate" in example, "conf/logrotate.example exists")
 if logrotate is None:
     skip("logrotate is not installed (scripts/deps.sh installs it): no real rotation tested")
 else:
     d.get("/healthz", headers={"X-Request-Id": "before-rotate"})
-    t.ok(wait_until(lambda: "before-rotate" in read(d.access_path), 3), "the access log is written")
+    t.ok(wait_until(lambda: "before-rotate" in read_text(d.access_path), 3), "the access log is written")
     conf = example
     for old, new in (("/var/log/paymentsd", os.path.join(d.dir, "logs")),
                      ("/usr/local/bin/paymentsd", PAYMENTSD),
@@ -157,17 +149,17 @@ else:
     t.ok(wait_until(lambda: d.log().count("logs reopened") == 4, 5),
          "regress_reopen_cwd: the master and every child reopened, logged in the new error log",
          d.log())
-    t.ok("reopening the logs" in read(old_error), "the rotated error log says where the logs went")
+    t.ok("reopening the logs" in read_text(old_error), "the rotated error log says where the logs went")
     sizes = (os.path.getsize(old_error), os.path.getsize(old_access))
     for _ in range(5):
         d.get("/healthz", headers={"X-Request-Id": "after-rotate"})
     d.signal(signal.SIGUSR2)
-    t.ok(wait_until(lambda: read(d.access_path).count("after-rotate") == 5, 3),
-         "new access-log lines go to the new file", read(d.access_path))
+    t.ok(wait_until(lambda: read_text(d.access_path).count("after-rotate") == 5, 3),
+         "new access-log lines go to the new file", read_text(d.access_path))
     t.ok(wait_until(lambda: "SIGUSR2" in d.log(), 3), "new error-log lines go to the new file")
     t.eq((os.path.getsize(old_error), os.path.getsize(old_access)), sizes,
          "regress_reopen_cwd: the rotated files stop growing")
-    t.ok("after-rotate" not in read(old_access), "no new line in the rotated access log")
+    t.ok("after-rotate" not in read_text(old_access), "no new line in the rotated access log")
 
 # test_regress_stray_signal: signals without a meaning, to the master and to
 # every child
@@ -180,7 +172,7 @@ def name(sig):
     return "SIGRTMIN+1" if sig == signal.SIGRTMIN + 1 else signal.Signals(sig).name
 
 
-pid_text = read(d.pid_file)
+pid_text = read_text(d.pid_file)
 workers, housekeepers = d.workers(), d.housekeepers()
 t.ok(len(workers) == 2 and len(housekeepers) == 1, "two workers and a housekeeper", (workers, housekeepers))
 for sig in STRAY:
@@ -204,7 +196,7 @@ t.ok(all(state(p) in ("R", "S") for p in [d.pid] + workers + housekeepers),
      [(p, state(p)) for p in [d.pid] + workers + housekeepers])
 t.eq((d.workers(), d.housekeepers()), (workers, housekeepers), "the same children serve on")
 t.ok("killed by signal" not in d.log(), "the master saw no child killed")
-t.eq(read(d.pid_file), pid_text, "regress_stray_signal: the pid file is intact")
+t.eq(read_text(d.pid_file), pid_text, "regress_stray_signal: the pid file is intact")
 t.eq([d.get("/healthz").status for _ in range(5)], [200] * 5, "the server keeps serving")
 
 # a reload takes relative paths from the same place, not from the master's
@@ -215,7 +207,7 @@ p = run(["-c", d.conf_path, "-s", "reload"])
 t.eq(p.returncode, 0, "paymentsd -s reload works from /")
 reloaded = os.path.join(d.dir, "logs", "access-reloaded.log")
 t.ok(wait_until(lambda: d.get("/healthz", headers={"X-Request-Id": "after-reload"}).status == 200
-                and "after-reload" in read(reloaded), 10),
+                and "after-reload" in read_text(reloaded), 10),
      "after a reload a relative access_log is beside the conf file", os.listdir(os.path.join(d.dir, "logs")))
 t.eq(os.listdir(elsewhere), [], "and still nothing in the master's current directory")
 
