@@ -217,7 +217,10 @@ struct json_object *
 validate_json_object(const char *body, size_t len, validate_error_t *err)
 {
     /* One tokener per process, reset for each body: making one (its
-     * 64-level stack zeroed) cost about a tenth of a cached replay. */
+     * 64-level stack zeroed) cost about a tenth of a cached replay.  Only
+     * after a body it parsed whole: json_tokener_reset leaves state behind
+     * (a pending UTF-16 high surrogate, which would join a later body's lone
+     * low surrogate), so after any other it is made anew. */
     static struct json_tokener *tok;
     struct json_object *obj = NULL;
     size_t members;
@@ -235,7 +238,8 @@ validate_json_object(const char *body, size_t len, validate_error_t *err)
     if (obj == NULL || json_tokener_get_error(tok) != json_tokener_success
         || json_tokener_get_parse_end(tok) != len || has_non_json_number(obj)) {
         json_object_put(obj);
-        json_tokener_reset(tok);
+        json_tokener_free(tok);
+        tok = NULL;
         fail(err, 400, "invalid_json", NULL, "the body is not valid JSON");
         return NULL;
     }

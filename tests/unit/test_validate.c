@@ -305,6 +305,30 @@ test_webhook_event(void **state)
     assert_int_equal(ev.paid, 0);
 }
 
+/* The tokener is kept between bodies (one per process), but what a body
+ * means must not depend on the bodies before it: json_tokener_reset leaves
+ * a pending UTF-16 high surrogate behind, so after a body cut off right
+ * after "\uD83D" a lone low surrogate read as the pair's second half
+ * (U+1F600 instead of U+FFFD), also after a good body in between. */
+static void
+test_regress_tokener_state_between_bodies(void **state)
+{
+    static const char lone_low[] = "{\"event_id\":\"\\uDE00\"," EV_ORDER ",\"outcome\":\"PAID\"}";
+    static const char cut[] = "{\"event_id\":\"\\uD83D";
+    static const char good[] = "{\"event_id\":\"x\"," EV_ORDER ",\"outcome\":\"PAID\"}";
+    validate_webhook_event_t ev;
+    validate_error_t e;
+
+    (void)state;
+    assert_int_equal(validate_webhook_event(lone_low, sizeof(lone_low) - 1, &ev, &e), 0);
+    assert_string_equal(ev.event_id, "\xef\xbf\xbd");        /* U+FFFD */
+    assert_int_equal(validate_webhook_event(cut, sizeof(cut) - 1, &ev, &e), -1);
+    assert_int_equal(e.status, 400);
+    assert_int_equal(validate_webhook_event(good, sizeof(good) - 1, &ev, &e), 0);
+    assert_int_equal(validate_webhook_event(lone_low, sizeof(lone_low) - 1, &ev, &e), 0);
+    assert_string_equal(ev.event_id, "\xef\xbf\xbd");
+}
+
 int
 main(void)
 {
@@ -318,6 +342,7 @@ main(void)
         cmocka_unit_test(test_fingerprint_normalised),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_webhook_event),
+        cmocka_unit_test(test_regress_tokener_state_between_bodies),
     };
 
     return cmocka_run_group_tests_name("validate", tests, setup, teardown);
