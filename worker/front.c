@@ -213,14 +213,16 @@ enum step { STEP_MORE, STEP_GO };
 /* Whether every request before this one has had its whole answer handed to
  * the kernel: evhttp has been given all of them and waits to read the next
  * (it stops reading while it handles one), and nothing of an answer is
- * queued.  A 100 Continue sent straight to the socket before that would
- * arrive ahead of an earlier pipelined request's answer, and read as its
- * interim answer. */
+ * queued, neither evhttp's nor one made here (f->out).  A 100 Continue sent
+ * straight to the socket before that would arrive ahead of an earlier
+ * pipelined request's answer, or inside it, and read as its interim answer
+ * or as part of its body. */
 static int
 answers_all_sent(front_t *f)
 {
     return f->dispatched == f->released && (bufferevent_get_enabled(f->bev) & EV_READ)
-           && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0;
+           && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0
+           && evbuffer_get_length(f->out) == 0;
 }
 
 static int write_socket(front_t *f, struct evbuffer *src);
@@ -241,7 +243,7 @@ try_answer(front_t *f, struct evbuffer *src, const http1_head_t *h, const char *
     void *evcon = NULL;
 
     if (f->lim->answer == NULL || h->expect_continue || evbuffer_get_length(src) < len
-        || evbuffer_get_length(f->out) > 0 || !answers_all_sent(f))
+        || !answers_all_sent(f))
         return 0;
     /* Making the body whole may move the head. */
     if ((rq.head = (const char *)evbuffer_pullup(src, (ev_ssize_t)len)) == NULL)
