@@ -18,6 +18,7 @@ import socket
 import time
 
 from harness import TAP, Paymentsd, checkout, new_key
+from rawhttp import read_until_close
 
 t = TAP()
 d = Paymentsd(workers=1, extra={"log_level": "debug"}).start()
@@ -102,11 +103,7 @@ for attempt in range(3):
     s.sendall(CHUNKED)
     time.sleep(0.3)
     s.shutdown(socket.SHUT_WR)
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        got += b
+    got += read_until_close(s, timeout=20)[0]
     s.close()
     statuses, err = walk(bytes(got))
     break
