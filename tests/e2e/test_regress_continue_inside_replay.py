@@ -13,12 +13,12 @@ that answer's body.  Now the 100 waits for every earlier answer, that queue
 included (a client that gets none sends its body anyway)."""
 
 import json
-import re
 import socket
 import time
 
 from harness import TAP, Paymentsd, checkout, new_key
 from rawhttp import read_until_close
+from slowreader import Log, fill, walk
 
 t = TAP()
 d = Paymentsd(workers=1, extra={"log_level": "debug"}).start()
@@ -32,65 +32,13 @@ REPLAY = HEAD + b"Content-Length: %d\r\n\r\n" % len(BODY_BYTES) + BODY_BYTES
 CHUNKED = (HEAD + b"Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
            + b"%x\r\n" % len(BODY_BYTES) + BODY_BYTES + b"\r\n0\r\n\r\n")
 
-
-class Log:
-    """The worker's log, read on from where the last look ended."""
-
-    def __init__(self, path):
-        self.f = open(path)
-        self.f.read()
-
-    def new(self):
-        return self.f.read()
-
-
-def fill(s, log):
-    """Send replays one at a time, reading nothing, until one answered by
-    the front reader waits for the socket; how many were sent."""
-    for n in range(1, 20001):
-        s.sendall(REPLAY)
-        deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline:
-            text = log.new()
-            if "waits for the socket" in text:
-                return n
-            if "answered by the front reader" in text:
-                break
-            time.sleep(0.001)
-    return None
-
-
-def walk(data):
-    """The answers in data: statuses, with 100 for each 100 Continue, or
-    the error that ended the walk."""
-    out, pos = [], 0
-    while pos < len(data):
-        end = data.find(b"\r\n\r\n", pos)
-        if end < 0:
-            return out, "an unfinished head at byte %d" % pos
-        head = data[pos:end]
-        status = re.match(rb"HTTP/1\.1 (\d{3}) ", head)
-        if status is None:
-            return out, "not a status line at byte %d: %r" % (pos, head[:60])
-        out.append(int(status.group(1)))
-        if out[-1] == 100:
-            pos = end + 4
-            continue
-        n = int(re.search(rb"\r\nContent-Length: (\d+)\r\n", head + b"\r\n").group(1))
-        body = data[end + 4:end + 4 + n]
-        if b"HTTP/1.1" in body or len(body) < n:
-            return out, "an answer's body holds %r" % body[:80]
-        pos = end + 4 + n
-    return out, None
-
-
 for attempt in range(3):
     log = Log(d.log_path)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(10)
     s.connect(("127.0.0.1", d.port))
-    sent = fill(s, log)
+    sent = fill(s, log, REPLAY)
     if sent is None:
         s.close()
         continue
