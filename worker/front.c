@@ -105,6 +105,7 @@ typedef struct front {
     unsigned reject_at;         /* the stand-in's number, 0 if none */
     front_reject_t reject;
     struct evbuffer *out;       /* answers made here (front_answer_fn), not yet written */
+    int out_waits;              /* out waits for the socket: counted in `waiting` */
     int answered;               /* front_in: an answer was made here */
     struct event *wev;          /* write now (activated), or once writable */
     int write_armed;            /* wev is active or pending */
@@ -115,6 +116,26 @@ typedef struct front {
     int eof_after_write;        /* the client's EOF came while writing */
     int flushing;               /* front_out called from writable_cb */
 } front_t;
+
+/* Connections whose f->out waits for the socket (front_answers_waiting). */
+static unsigned waiting;
+
+/* Count f among them, or no longer. */
+static void
+set_out_waits(front_t *f, int waits)
+{
+    if (waits && !f->out_waits)
+        waiting++;
+    else if (!waits && f->out_waits)
+        waiting--;
+    f->out_waits = waits;
+}
+
+unsigned
+front_answers_waiting(void)
+{
+    return waiting;
+}
 
 static void
 set_reject(front_t *f, int status, const char *message)
@@ -257,8 +278,10 @@ try_answer(front_t *f, struct evbuffer *src, const http1_head_t *h, const char *
     evbuffer_drain(src, len);
     f->answered = 1;
     next_request(f);
-    if (write_socket(f, f->out) == 0)
+    if (write_socket(f, f->out) == 0) {
         log_debug("an answer made by the front reader waits for the socket");
+        set_out_waits(f, 1);
+    }
     return 1;
 }
 
@@ -555,8 +578,13 @@ writable_cb(evutil_socket_t fd, short what, void *arg)
     if (cb == NULL)
         return;
     /* Answers made here come before anything evhttp added since. */
-    if (evbuffer_get_length(f->out) > 0 && write_socket(f, f->out) <= 0)
-        return;
+    if (evbuffer_get_length(f->out) > 0) {
+        int res = write_socket(f, f->out);
+
+        set_out_waits(f, res == 0);
+        if (res <= 0)
+            return;
+    }
     f->flushing = 1;
     bufferevent_flush(f->bev, EV_WRITE, BEV_FLUSH);
     f->flushing = 0;
@@ -721,6 +749,7 @@ front_free(void *arg)
 {
     front_t *f = arg;
 
+    set_out_waits(f, 0);
     if (f->outcb != NULL)
         evbuffer_remove_cb_entry(bufferevent_get_output(f->bev), f->outcb);
     if (f->linger_fd >= 0)

@@ -61,6 +61,11 @@ typedef struct {
  * out of memory. */
 struct bufferevent *front_bevcb(struct event_base *base, void *arg);
 
+/* How many connections of this process hold an answer made by the front
+ * reader that waits for the client to read (evhttp's requests count as in
+ * flight until their answers are written; these are not evhttp's). */
+unsigned front_answers_waiting(void);
+
 /* Call once for every request the gencb receives, in order.  Returns NULL
  * for a client's request, or the error that this stand-in request stands
  * for; the pointer is valid until the gencb returns. */

@@ -6,8 +6,9 @@
  * blocked and are read, logged and dropped from a signalfd in the same loop
  * (worker_ignore_signals).  A request is "in flight" from the moment the
  * router sees it until its reply.  A draining worker has stopped accepting;
- * it exits once nothing is in flight and no request has arrived or been
- * answered for DRAIN_QUIET_MS, or when worker_shutdown_timeout says it has
+ * it exits once nothing is in flight (nor waits to be written: front.c's
+ * own answers) and no request has arrived or been answered for
+ * DRAIN_QUIET_MS, or when worker_shutdown_timeout says it has
  * waited long enough.  The quiet period matters: a connection this worker
  * accepted just before SIGQUIT may not have delivered its request yet, and
  * evhttp gives no way to tell such a connection from an idle keep-alive one.
@@ -48,6 +49,7 @@
 #include "worker/webhook.h"
 
 #define DRAIN_QUIET_MS 1000
+#define DRAIN_POLL_MS 100       /* while answers made by the front reader wait */
 
 struct worker {
     const conf_t *conf;
@@ -247,12 +249,15 @@ drain_check(worker_t *w)
     if (!w->draining || w->inflight > 0 || w->background > 0)
         return;
     quiet = clock_mono_ms() - w->last_request_ms;
-    if (quiet >= DRAIN_QUIET_MS) {
+    if (quiet >= DRAIN_QUIET_MS && front_answers_waiting() == 0) {
         log_info("drained");
         event_base_loopexit(w->base, NULL);
         return;
     }
-    tv = clock_tv(DRAIN_QUIET_MS - quiet);
+    /* A replay answered by the front reader is in no one's inflight while
+     * it waits for a slow client's socket: looked at again until it is
+     * written (or worker_shutdown_timeout). */
+    tv = clock_tv(quiet < DRAIN_QUIET_MS ? DRAIN_QUIET_MS - quiet : DRAIN_POLL_MS);
     evtimer_add(w->quiet_timer, &tv);
 }
 
