@@ -167,7 +167,7 @@ SELECT is(pg_get_function_identity_arguments('webhook_apply(text,uuid,text,text)
 SELECT is(
     ARRAY(SELECT p.proname::text FROM pg_proc p
            WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef
-             AND p.proconfig = ARRAY['search_path=public, pg_temp']
+             AND p.proconfig[1] = 'search_path=public, pg_temp'
            ORDER BY 1),
     ARRAY['checkout_begin', 'checkout_begin_many', 'checkout_claim_stale', 'checkout_finish',
           'checkout_finish_many', 'order_get', 'order_get_many',
