@@ -175,7 +175,9 @@ check_cors_origins(const void *field, char *err, size_t errlen)
 
     for (size_t i = 0; i < l->n; i++) {
         const char *o = l->items[i], *p;
-        size_t skip = strncasecmp(o, "https://", 8) == 0 ? 8 : strncasecmp(o, "http://", 7) == 0 ? 7 : 0;
+        size_t skip = strncasecmp(o, "https://", 8) == 0  ? 8
+                      : strncasecmp(o, "http://", 7) == 0 ? 7
+                                                          : 0;
         size_t host;
 
         if (strcmp(o, "*") == 0) {
@@ -382,8 +384,10 @@ check_ca_file(const conf_t *conf, const char *path, char *err, size_t errlen)
 static const cf_key_t keys[] = {
     K("listen", CF_LIST, listen, "127.0.0.1:8000", 0, 0, CF_REPEAT | CF_NO_RELOAD, check_listen),
     K("workers", CF_INT, workers, "auto", 1, 512, CF_AUTO, NULL),
-    K("worker_shutdown_timeout", CF_DURATION, worker_shutdown_timeout_ms, "30s", 1, MS_DAY, 0, NULL),
-    K("database", CF_STR, database, "postgresql://app:app@127.0.0.1:54320/payments", 0, 0, 0, check_database),
+    K("worker_shutdown_timeout", CF_DURATION, worker_shutdown_timeout_ms, "30s", 1, MS_DAY, 0,
+      NULL),
+    K("database", CF_STR, database, "postgresql://app:app@127.0.0.1:54320/payments", 0, 0, 0,
+      check_database),
     K("db_pool_size", CF_INT, db_pool_size, "2", 1, 256, 0, NULL),
     K("db_batch_max", CF_INT, db_batch_max, "64", 1, 1000, 0, NULL),
     K("db_queue_size", CF_INT, db_queue_size, "1024", 1, 1000000, 0, NULL),
@@ -402,10 +406,12 @@ static const cf_key_t keys[] = {
     K("webhook_tolerance", CF_DURATION, webhook_tolerance_ms, "5m", 1000, MS_DAY, 0, NULL),
     /* At least a minute: cached answers expire a minute early (clock skew). */
     K("idempotency_ttl", CF_DURATION, idempotency_ttl_ms, "24h", 60000, 365 * MS_DAY, 0, NULL),
-    K("idempotency_lock_timeout", CF_DURATION, idempotency_lock_timeout_ms, "30s", 1000, MS_DAY, 0, NULL),
+    K("idempotency_lock_timeout", CF_DURATION, idempotency_lock_timeout_ms, "30s", 1000, MS_DAY, 0,
+      NULL),
     K("shm_cache_size", CF_SIZE, shm_cache_size, "64m", 64 * 1024, 64LL << 30, CF_NO_RELOAD, NULL),
     K("housekeeper_interval", CF_DURATION, housekeeper_interval_ms, "5s", 10, MS_DAY, 0, NULL),
-    K("pending_reconcile_age", CF_DURATION, pending_reconcile_age_ms, "10m", 1000, 365 * MS_DAY, 0, NULL),
+    K("pending_reconcile_age", CF_DURATION, pending_reconcile_age_ms, "10m", 1000, 365 * MS_DAY, 0,
+      NULL),
     K("max_body_size", CF_SIZE, max_body_size, "16k", 64, 64 << 20, 0, NULL),
     K("max_header_size", CF_SIZE, max_header_size, "8k", 1024, 1 << 20, 0, NULL),
     K("cors_allow_origins", CF_LIST, cors_allow_origins, NULL, 0, 0, CF_REPEAT, check_cors_origins),
@@ -533,8 +539,10 @@ conf_dump(const conf_t *conf, FILE *out)
 {
     char value[4096];
 
-    fprintf(out, "# the effective configuration of %s: defaults, the file, the environment;\n"
-            "# relative paths taken from %s\n", conf->path ? conf->path : "(no file)", conf->prefix);
+    fprintf(out,
+            "# the effective configuration of %s: defaults, the file, the environment;\n"
+            "# relative paths taken from %s\n",
+            conf->path ? conf->path : "(no file)", conf->prefix);
     for (size_t i = 0; i < schema.nkeys; i++) {
         const cf_key_t *k = &keys[i];
         size_t n = cf_count(k, conf);

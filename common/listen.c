@@ -54,7 +54,8 @@ listen_parse(const char *spec, struct sockaddr_storage *addr, char *err, size_t 
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve listen address \"%.64s\": %s", spec, gai_strerror(rc));
+        snprintf(err, errlen, "cannot resolve listen address \"%.64s\": %s", spec,
+                 gai_strerror(rc));
         return -1;
     }
     if (addr != NULL) {

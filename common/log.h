@@ -37,10 +37,17 @@ void log_write(log_level_t level, const char *request_id, const char *fmt, ...)
 void log_vwrite(log_level_t level, const char *request_id, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
+/* A line at level, its arguments evaluated only when the level is on. */
+#define log_at(level, rid, ...)                                                 \
+    do {                                                                        \
+        if (log_threshold >= (level))                                           \
+            log_write((level), (rid), __VA_ARGS__);                             \
+    } while (0)
+
 #define log_error(...) log_write(LOG_LEVEL_ERROR, NULL, __VA_ARGS__)
-#define log_warn(...)  do { if (log_threshold >= LOG_LEVEL_WARN) log_write(LOG_LEVEL_WARN, NULL, __VA_ARGS__); } while (0)
-#define log_info(...)  do { if (log_threshold >= LOG_LEVEL_INFO) log_write(LOG_LEVEL_INFO, NULL, __VA_ARGS__); } while (0)
-#define log_debug(...) do { if (log_threshold >= LOG_LEVEL_DEBUG) log_write(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__); } while (0)
+#define log_warn(...)  log_at(LOG_LEVEL_WARN, NULL, __VA_ARGS__)
+#define log_info(...)  log_at(LOG_LEVEL_INFO, NULL, __VA_ARGS__)
+#define log_debug(...) log_at(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__)
 
 /* The same about a request: every error-log line about a request carries
  * its id (SPEC.md: X-Request-Id), so that the access log, the error log,
@@ -49,9 +56,9 @@ void log_vwrite(log_level_t level, const char *request_id, const char *fmt, va_l
  * passes its id here; work that outlives its request (a provider call, a
  * reversal) keeps the id and passes it itself. */
 #define log_req_error(rid, ...) log_write(LOG_LEVEL_ERROR, rid, __VA_ARGS__)
-#define log_req_warn(rid, ...)  do { if (log_threshold >= LOG_LEVEL_WARN) log_write(LOG_LEVEL_WARN, rid, __VA_ARGS__); } while (0)
-#define log_req_info(rid, ...)  do { if (log_threshold >= LOG_LEVEL_INFO) log_write(LOG_LEVEL_INFO, rid, __VA_ARGS__); } while (0)
-#define log_req_debug(rid, ...) do { if (log_threshold >= LOG_LEVEL_DEBUG) log_write(LOG_LEVEL_DEBUG, rid, __VA_ARGS__); } while (0)
+#define log_req_warn(rid, ...)  log_at(LOG_LEVEL_WARN, rid, __VA_ARGS__)
+#define log_req_info(rid, ...)  log_at(LOG_LEVEL_INFO, rid, __VA_ARGS__)
+#define log_req_debug(rid, ...) log_at(LOG_LEVEL_DEBUG, rid, __VA_ARGS__)
 
 /* Parse "error", "warn", "info" or "debug"; -1 when unknown. */
 int log_level_parse(const char *name);

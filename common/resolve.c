@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <event2/event.h>
 #include <event2/dns.h>
 #include <event2/event_struct.h>
 #include <event2/util.h>

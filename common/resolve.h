@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#include <event2/event.h>
+struct event_base;
 
 typedef struct resolve resolve_t;
 typedef struct resolve_name resolve_name_t;

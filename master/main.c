@@ -37,18 +37,18 @@
 static void
 usage(FILE *out)
 {
-    fprintf(out,
-            "usage: paymentsd [-p PREFIX] [-c FILE] [-t | -T] [-s reload|quit|stop|reopen] [-v | -V] [-h]\n"
-            "  -p PREFIX relative paths in the conf, and a relative -c FILE, are taken from\n"
-            "            PREFIX (default: the conf file's directory)\n"
-            "  -c FILE   configuration file (default " DEFAULT_CONF ", under PREFIX with -p)\n"
-            "  -t        test the configuration and exit\n"
-            "  -T        test the configuration, print the effective one and exit\n"
-            "  -s SIGNAL send a signal to the running master: reload (SIGHUP),\n"
-            "            quit (SIGQUIT, graceful), stop (SIGTERM, fast), reopen (SIGUSR1)\n"
-            "  -v        print the version and exit\n"
-            "  -V        print the version and the build options and exit\n"
-            "  -h        this help\n");
+    fprintf(out, "usage: paymentsd [-p PREFIX] [-c FILE] [-t | -T] [-s reload|quit|stop|reopen] "
+                 "[-v | -V] [-h]\n"
+                 "  -p PREFIX relative paths in the conf, and a relative -c FILE, are taken from\n"
+                 "            PREFIX (default: the conf file's directory)\n"
+                 "  -c FILE   configuration file (default " DEFAULT_CONF ", under PREFIX with -p)\n"
+                 "  -t        test the configuration and exit\n"
+                 "  -T        test the configuration, print the effective one and exit\n"
+                 "  -s SIGNAL send a signal to the running master: reload (SIGHUP),\n"
+                 "            quit (SIGQUIT, graceful), stop (SIGTERM, fast), reopen (SIGUSR1)\n"
+                 "  -v        print the version and exit\n"
+                 "  -V        print the version and the build options and exit\n"
+                 "  -h        this help\n");
 }
 
 /* -V, as nginx -V: what was built, with what, and how. */
@@ -63,7 +63,8 @@ print_build(void)
 #endif
     printf("built with libevent %s (running with %s)\n", LIBEVENT_VERSION, event_get_version());
     printf("built with json-c %s (running with %s)\n", JSON_C_VERSION, json_c_version());
-    printf("built with %s (running with %s)\n", OPENSSL_VERSION_TEXT, OpenSSL_version(OPENSSL_VERSION));
+    printf("built with %s (running with %s)\n", OPENSSL_VERSION_TEXT,
+           OpenSSL_version(OPENSSL_VERSION));
     printf("running with libpq %d.%d\n", PQlibVersion() / 10000, PQlibVersion() % 10000);
     printf("sanitizers: %s\n", PD_SANITIZERS);
     printf("configure arguments:%s\n", PD_CONFIGURE_ARGS);
@@ -102,7 +103,8 @@ send_signal(const conf_t *conf, const char *name)
             sig = names[i].sig;
     }
     if (sig == 0) {
-        fprintf(stderr, "paymentsd: unknown signal \"%s\" (use reload, quit, stop or reopen)\n", name);
+        fprintf(stderr, "paymentsd: unknown signal \"%s\" (use reload, quit, stop or reopen)\n",
+                name);
         return 1;
     }
     pid = pidfile_read(conf->pid_file);

@@ -285,7 +285,8 @@ reload(master_t *m)
     conf_keep_restart_only(next, m->conf);
     if (log_open(next->error_log, next->access_log,
                  (log_level_t)log_level_parse(next->log_level)) < 0) {
-        log_error("reload failed, cannot open the new logs (%m): still running the previous configuration");
+        log_error("reload failed, cannot open the new logs (%m): still running the previous "
+                  "configuration");
         conf_free(next);
         return;
     }

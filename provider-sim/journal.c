@@ -200,7 +200,8 @@ sim_journal_append(sim_journal_t *j, json_object *record)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            log_error("state_file %s: write failed: %s", j->path, n < 0 ? strerror(errno) : "no progress");
+            log_error("state_file %s: write failed: %s", j->path,
+                      n < 0 ? strerror(errno) : "no progress");
             if (done > 0 && (st.st_size < 0 || ftruncate(j->fd, st.st_size) < 0))
                 log_error("state_file %s: cannot cut off the torn record: the next start "
                           "will stop at it", j->path);

@@ -88,25 +88,27 @@ sim_request_charge(json_object *body, sim_charge_req_t *out, const char **field,
 
     /* The id is taken whole: with a \u0000 in it, it would name another
      * order than the one asked about. */
-    if (!json_object_object_get_ex(body, "order_id", &v) || !json_object_is_type(v, json_type_string)
-        || strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)
-        || !sim_request_text_valid(json_object_get_string(v), SIM_REQUEST_ID_MAX)) {
+    if (!json_object_object_get_ex(body, "order_id", &v) ||
+        !json_object_is_type(v, json_type_string) ||
+        strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v) ||
+        !sim_request_text_valid(json_object_get_string(v), SIM_REQUEST_ID_MAX)) {
         *field = "order_id";
         *message = "order_id must be a string of 1..255 characters";
         return -1;
     }
     out->order_id = json_object_get_string(v);
     /* json-c keeps integers above INT64_MAX as uint64: too big is invalid. */
-    if (!json_object_object_get_ex(body, "amount_cents", &v) || !json_object_is_type(v, json_type_int)
-        || json_object_get_int64(v) <= 0 || json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
+    if (!json_object_object_get_ex(body, "amount_cents", &v) ||
+        !json_object_is_type(v, json_type_int) || json_object_get_int64(v) <= 0 ||
+        json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
         *field = "amount_cents";
         *message = "amount_cents must be a positive integer";
         return -1;
     }
     out->amount_cents = json_object_get_int64(v);
-    if (!json_object_object_get_ex(body, "currency", &v) || !json_object_is_type(v, json_type_string)
-        || json_object_get_string_len(v) != 3
-        || strspn(json_object_get_string(v), "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3) {
+    if (!json_object_object_get_ex(body, "currency", &v) ||
+        !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) != 3 ||
+        strspn(json_object_get_string(v), "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3) {
         *field = "currency";
         *message = "currency must be three upper-case letters";
         return -1;

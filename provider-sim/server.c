@@ -100,7 +100,8 @@ static void handle_admin_charges(sim_t *s, struct evhttp_request *req, const cha
 static const route_t routes[] = {
     { "/v1/charges", NULL, 0, 0, EVHTTP_REQ_POST, "POST", handle_charge_create },
     { CHARGES_PREFIX, CANCEL_SUFFIX, 1, 0, EVHTTP_REQ_POST, "POST", handle_charge_cancel },
-    { CHARGES_PREFIX, NULL, 1, 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_charge_get },
+    { CHARGES_PREFIX, NULL, 1, 0, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD",
+      handle_charge_get },
     { "/admin/outage", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_POST, "GET, POST", handle_outage },
     { "/admin/stats", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", handle_stats },
     { "/admin/charges", NULL, 0, 1, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD",
@@ -247,7 +248,8 @@ handle_charge_create(sim_t *s, struct evhttp_request *req, const char *path)
 
     (void)path;
     if (key == NULL) {
-        reject(s, req, 400, "idempotency_key_missing", "the Idempotency-Key header is required", NULL);
+        reject(s, req, 400, "idempotency_key_missing", "the Idempotency-Key header is required",
+               NULL);
         return;
     }
     if (!sim_request_key_valid(key)) {
@@ -326,8 +328,8 @@ handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
     c = order_id != NULL ? sim_charges_find_order(s->charges, order_id) : NULL;
     free(order_id);
     if (c == NULL) {
-        sim_reply_error(s->replies, req, 404, "charge_not_found", "no charge was received for this order",
-                        NULL, s->conf->latency_ms);
+        sim_reply_error(s->replies, req, 404, "charge_not_found",
+                        "no charge was received for this order", NULL, s->conf->latency_ms);
         return;
     }
     o = charge_json(c);
@@ -346,7 +348,8 @@ handle_charge_get(sim_t *s, struct evhttp_request *req, const char *path)
 static void
 handle_charge_cancel(sim_t *s, struct evhttp_request *req, const char *path)
 {
-    char *order_id = sim_request_path_id(path, strlen(CHARGES_PREFIX), strlen(CANCEL_SUFFIX), FIELD_MAX);
+    char *order_id =
+        sim_request_path_id(path, strlen(CHARGES_PREFIX), strlen(CANCEL_SUFFIX), FIELD_MAX);
     const sim_charge_t *c;
     const char *status;
     json_object *o;
@@ -406,7 +409,8 @@ handle_outage(sim_t *s, struct evhttp_request *req, const char *path)
     }
     body = sim_request_body_json(req);
     if (body == NULL || !json_object_is_type(body, json_type_object)) {
-        sim_reply_error(s->replies, req, 400, "invalid_json", "the body must be a JSON object", NULL, 0);
+        sim_reply_error(s->replies, req, 400, "invalid_json", "the body must be a JSON object",
+                        NULL, 0);
     } else if (!json_object_object_get_ex(body, "enabled", &v)
                || !json_object_is_type(v, json_type_boolean)) {
         sim_reply_error(s->replies, req, 422, "validation_failed", "enabled must be true or false",
@@ -475,7 +479,8 @@ admin_charge_row(void *arg, sim_charge_t *c)
     json_object_object_add(o, "amount_cents", json_object_new_int64(c->amount_cents));
     json_object_object_add(o, "currency", c->currency ? json_object_new_string(c->currency) : NULL);
     json_object_object_add(o, "status", json_object_new_string(sim_charges_status(c)));
-    json_object_object_add(o, "tombstone", json_object_new_boolean(c->state == SIM_CHARGE_TOMBSTONE));
+    json_object_object_add(o, "tombstone",
+                           json_object_new_boolean(c->state == SIM_CHARGE_TOMBSTONE));
     json_object_object_add(o, "attempts", json_object_new_int64(c->attempts));
     json_object_object_add(o, "refunded_cents", json_object_new_int64(c->refunded_cents));
     json_object_object_add(o, "held_cents", json_object_new_int64(sim_charges_held_cents(c)));

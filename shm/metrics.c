@@ -183,7 +183,8 @@ shm_metrics_snapshot(const shm_metrics_t *m, shm_metrics_snapshot_t *out)
             continue;
         for (int r = 0; r < SHM_METRICS_ROUTES; r++) {
             for (int c = 0; c <= SHM_METRICS_STATUS_CODES; c++)
-                out->requests[r][c] += atomic_load_explicit(&s->requests[r][c], memory_order_relaxed);
+                out->requests[r][c] +=
+                    atomic_load_explicit(&s->requests[r][c], memory_order_relaxed);
             for (int me = 0; me < SHM_METRICS_METHODS; me++) {
                 for (int c = 0; c < SHM_METRICS_STATUS_CLASSES; c++)
                     hist_add(&out->latency[r][me][c], &s->latency[r][me][c]);

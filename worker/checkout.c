@@ -46,7 +46,6 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "worker/db.h"
 #include "worker/provider.h"
 #include "worker/replay.h"
 #include "worker/store.h"

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include <event2/event.h>
 #include <event2/event_struct.h>
 
 #include "common/clock.h"

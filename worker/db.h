@@ -13,10 +13,11 @@
 
 #include <stdint.h>
 
-#include <event2/event.h>
 #include <libpq-fe.h>
 
 #include "common/resolve.h"
+
+struct event_base;
 
 typedef struct db_pool db_pool_t;
 

@@ -423,7 +423,8 @@ read_chunk_size(front_t *f, struct evbuffer *src, struct evbuffer *dst)
             break;
         size = size * 16 + d;
     }
-    if (i == 0 || taken > CHUNK_LINE_MAX || (i < len && p[i] != ';' && p[i] != ' ' && p[i] != '\t')) {
+    if (i == 0 || taken > CHUNK_LINE_MAX ||
+        (i < len && p[i] != ';' && p[i] != ' ' && p[i] != '\t')) {
         refuse(f, src, dst, 400, "malformed chunked body", NULL, 0);
         return STEP_GO;
     }
@@ -436,7 +437,8 @@ read_chunk_size(front_t *f, struct evbuffer *src, struct evbuffer *dst)
     if (size > f->lim->body_backstop - f->body_len) {
         char why[96];
 
-        snprintf(why, sizeof(why), "the body is larger than %lld bytes", (long long)f->lim->max_body);
+        snprintf(why, sizeof(why), "the body is larger than %lld bytes",
+                 (long long)f->lim->max_body);
         refuse(f, src, dst, 413, why, NULL, 0);
         return STEP_GO;
     }

@@ -123,7 +123,7 @@ http_request_id(const char *client_id, char out[HTTP_ID_SIZE])
 static void connection_closed(struct evhttp_connection *evcon, void *arg);
 
 http_req_t *
-http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
+http_req_new(struct evhttp_request *req, worker_t *w, http_done_fn done)
 {
     http_req_t *r = calloc(1, sizeof(*r));
     const char *id;
@@ -341,14 +341,15 @@ http_access_log(const http_access_t *a)
     plen = json_escape(path, sizeof(path), a->path ? a->path : "");
     path[plen] = '\0';
     log_time_iso(now, sizeof(now));
-    n = snprintf(line, sizeof(line),
-                 "{\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\",\"client_port\":%u,"
-                 "\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,"
-                 "\"duration_ms\":%.3f,\"user_agent\":%s,\"x_forwarded_for\":%s,\"worker_pid\":%ld}",
-                 now, a->request_id, a->client, a->client_port, a->method, path,
-                 shm_metrics_route_name(a->route), a->status, a->bytes,
-                 (double)a->dur_us / 1000.0, json_header(agent, sizeof(agent), a->user_agent),
-                 json_header(xff, sizeof(xff), a->xff), (long)getpid());
+    n = snprintf(
+        line, sizeof(line),
+        "{\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\",\"client_port\":%u,"
+        "\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,"
+        "\"duration_ms\":%.3f,\"user_agent\":%s,\"x_forwarded_for\":%s,\"worker_pid\":%ld}",
+        now, a->request_id, a->client, a->client_port, a->method, path,
+        shm_metrics_route_name(a->route), a->status, a->bytes, (double)a->dur_us / 1000.0,
+        json_header(agent, sizeof(agent), a->user_agent), json_header(xff, sizeof(xff), a->xff),
+        (long)getpid());
     if (n > 0 && (size_t)n < sizeof(line))
         log_access(line, (size_t)n);
 }

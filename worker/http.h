@@ -1,7 +1,7 @@
 /*
  * http: one HTTP request in a worker, from arrival to the reply.
  *
- * http_req_begin() wraps an evhttp request in an http_req_t that stays valid
+ * http_req_new() wraps an evhttp request in an http_req_t that stays valid
  * however long the asynchronous work takes, even if the client goes away
  * meanwhile; exactly one http_reply*() call ends it, writes the access-log
  * line and, once the reply is written or can no longer be, frees it.  A
@@ -35,7 +35,7 @@ typedef void (*http_done_fn)(worker_t *w, const http_req_t *r, int status, int64
 
 /* Start handling req; returns NULL only when out of memory (the request has
  * then been answered 503 already). */
-http_req_t *http_req_begin(struct evhttp_request *req, worker_t *w, http_done_fn done)
+http_req_t *http_req_new(struct evhttp_request *req, worker_t *w, http_done_fn done)
     __attribute__((warn_unused_result));
 
 /*

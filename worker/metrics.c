@@ -72,16 +72,20 @@ static const series_t finish_errors[] = {
 #define FAMILY(name, help, label, s) { name, help, label, s, sizeof(s) / sizeof(s[0]) }
 
 static const family_t families[] = {
-    FAMILY("paymentsd_checkouts_total", "Checkout requests by what the client got.", "outcome", checkouts),
-    FAMILY("paymentsd_idempotent_replays_total", "Replayed checkout responses by source.", "source", replays),
+    FAMILY("paymentsd_checkouts_total", "Checkout requests by what the client got.", "outcome",
+           checkouts),
+    FAMILY("paymentsd_idempotent_replays_total", "Replayed checkout responses by source.", "source",
+           replays),
     FAMILY("paymentsd_shm_cache_lookups_total",
            "Checkouts looked up in the shared-memory cache: hit = answered without PostgreSQL.",
            "result", cache),
     FAMILY("paymentsd_webhooks_total", "Provider webhooks by result.", "result", webhooks),
-    FAMILY("paymentsd_provider_calls_total", "Provider charge calls by result.", "result", provider),
+    FAMILY("paymentsd_provider_calls_total", "Provider charge calls by result.", "result",
+           provider),
     FAMILY("paymentsd_reversals_total",
            "Cancel-or-refund attempts for FAILED orders, by the provider's answer "
-           "(unrecorded: answered, but the database call failed).", "result", reversals),
+           "(unrecorded: answered, but the database call failed).",
+           "result", reversals),
     FAMILY("paymentsd_checkout_finish_errors_total",
            "checkout_finish calls that did not commit; the key stays in progress and is recovered.",
            "result", finish_errors),
@@ -90,20 +94,22 @@ static const family_t families[] = {
 static void
 requests(struct evbuffer *b, const shm_metrics_snapshot_t *s)
 {
-    evbuffer_add_printf(b, "# HELP paymentsd_http_requests_total HTTP requests by route and status.\n"
-                           "# TYPE paymentsd_http_requests_total counter\n");
+    evbuffer_add_printf(b,
+                        "# HELP paymentsd_http_requests_total HTTP requests by route and status.\n"
+                        "# TYPE paymentsd_http_requests_total counter\n");
     for (int r = 0; r < SHM_METRICS_ROUTES; r++) {
         for (int c = 0; c <= SHM_METRICS_STATUS_CODES; c++) {
             int code = shm_metrics_status_code(c);
             if (s->requests[r][c] == 0)
                 continue;
             if (code != 0)
-                evbuffer_add_printf(b, "paymentsd_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-                                    shm_metrics_route_name(r), code,
-                                    (unsigned long long)s->requests[r][c]);
+                evbuffer_add_printf(
+                    b, "paymentsd_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                    shm_metrics_route_name(r), code, (unsigned long long)s->requests[r][c]);
             else
-                evbuffer_add_printf(b, "paymentsd_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
-                                    shm_metrics_route_name(r), (unsigned long long)s->requests[r][c]);
+                evbuffer_add_printf(
+                    b, "paymentsd_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                    shm_metrics_route_name(r), (unsigned long long)s->requests[r][c]);
         }
     }
 }
@@ -154,8 +160,8 @@ histograms(struct evbuffer *b, const shm_metrics_snapshot_t *s)
             for (int c = 0; c < SHM_METRICS_STATUS_CLASSES; c++) {
                 snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status_class=\"%s\"",
                          shm_metrics_route_name(r), shm_metrics_method_name(m), classes[c]);
-                histogram(b, "paymentsd_http_request_duration_seconds", labels, &s->latency[r][m][c],
-                          shm_metrics_bucket_us, 1e6);
+                histogram(b, "paymentsd_http_request_duration_seconds", labels,
+                          &s->latency[r][m][c], shm_metrics_bucket_us, 1e6);
             }
         }
     }
@@ -210,8 +216,9 @@ process(struct evbuffer *b)
          "User and system CPU time of the master and all its workers and housekeepers, "
          "exited ones included, in seconds.");
     evbuffer_add_printf(b, "process_cpu_seconds_total %.2f\n", ps.cpu_seconds);
-    help(b, "process_resident_memory_bytes", "gauge",
-         "Resident memory of the master and its children (sum of PSS: shared memory counted once).");
+    help(
+        b, "process_resident_memory_bytes", "gauge",
+        "Resident memory of the master and its children (sum of PSS: shared memory counted once).");
     evbuffer_add_printf(b, "process_resident_memory_bytes %lld\n", (long long)ps.resident_bytes);
     help(b, "process_virtual_memory_bytes", "gauge",
          "Virtual memory size of the master and its children, summed.");
@@ -264,9 +271,11 @@ metrics_handle(http_req_t *r)
     histograms(b, s);
     for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
         const family_t *fam = &families[f];
-        evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s counter\n", fam->name, fam->help, fam->name);
+        evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s counter\n", fam->name, fam->help,
+                            fam->name);
         for (size_t i = 0; i < fam->n; i++)
-            evbuffer_add_printf(b, "%s{%s=\"%s\"} %llu\n", fam->name, fam->label, fam->series[i].label,
+            evbuffer_add_printf(b, "%s{%s=\"%s\"} %llu\n", fam->name, fam->label,
+                                fam->series[i].label,
                                 (unsigned long long)s->counters[fam->series[i].counter]);
     }
     {
@@ -274,7 +283,8 @@ metrics_handle(http_req_t *r)
         shm_cache_stats(shared->cache, &cs);
         counter(b, "paymentsd_shm_cache_evictions_total", "Live entries pushed out of a full set.",
                 cs.evictions);
-        counter(b, "paymentsd_shm_cache_too_big_total", "Responses too large for a slot.", cs.too_big);
+        counter(b, "paymentsd_shm_cache_too_big_total", "Responses too large for a slot.",
+                cs.too_big);
         counter(b, "paymentsd_shm_cache_repairs_total", "Set locks taken over from a dead writer.",
                 cs.repairs);
         gauge(b, "paymentsd_shm_cache_entries", "Cache slots in use.", (long long)cs.entries);
@@ -288,7 +298,8 @@ metrics_handle(http_req_t *r)
     counter(b, "paymentsd_db_statements_total",
             "Database statements sent (a batch of calls is one statement, one commit).",
             s->counters[SHM_METRICS_DB_STATEMENTS]);
-    counter(b, "paymentsd_db_calls_total", "Database calls made; calls / statements is the mean batch.",
+    counter(b, "paymentsd_db_calls_total",
+            "Database calls made; calls / statements is the mean batch.",
             s->counters[SHM_METRICS_DB_CALLS]);
     gauge(b, "paymentsd_db_pool_busy", "Database calls running, all workers.",
           s->gauges[SHM_METRICS_GAUGE_DB_BUSY]);

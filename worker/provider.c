@@ -78,7 +78,9 @@ struct provider {
 };
 
 typedef enum {
-    CALL_CHARGE = PROVIDER_CALL_CHARGE, CALL_GET = PROVIDER_CALL_GET, CALL_CANCEL = PROVIDER_CALL_CANCEL
+    CALL_CHARGE = PROVIDER_CALL_CHARGE,
+    CALL_GET = PROVIDER_CALL_GET,
+    CALL_CANCEL = PROVIDER_CALL_CANCEL
 } call_kind_t;
 
 static const char *const call_names[] = { "charge", "GET charge", "cancel" };
@@ -405,8 +407,9 @@ charge_refused(call_t *c, struct evhttp_request *req, int code)
 
     body = answer_body(req, &len);
     provider_answer_error_code(body, len, what, sizeof(what));
-    log_req_error(c->request_id, "provider: charge of order %s answered HTTP %d%s%s: taking it as %s",
-                  c->order_id, code, what[0] != '\0' ? ", error code " : "", what,
+    log_req_error(c->request_id,
+                  "provider: charge of order %s answered HTTP %d%s%s: taking it as %s", c->order_id,
+                  code, what[0] != '\0' ? ", error code " : "", what,
                   code == 402 ? "declined" : "unavailable");
     call_conclude(c, code == 402 ? PROVIDER_DECLINED : PROVIDER_UNAVAILABLE, 0);
 }
@@ -428,7 +431,8 @@ get_not_found(call_t *c, struct evhttp_request *req)
         return;
     }
     log_req_warn(c->request_id,
-                 "provider: GET charge of order %s: HTTP 404 without charge_not_found", c->order_id);
+                 "provider: GET charge of order %s: HTTP 404 without charge_not_found",
+                 c->order_id);
     call_conclude(c, PROVIDER_UNAVAILABLE, 1);
 }
 
@@ -442,7 +446,8 @@ on_response(struct evhttp_request *req, void *arg)
         call_failed(c);
     else if (code >= 200 && code < 300)
         call_answered(c, req, code);
-    else if (c->kind == PROVIDER_CALL_CHARGE && code >= 400 && code < 500 && code != 408 && code != 429)
+    else if (c->kind == PROVIDER_CALL_CHARGE && code >= 400 && code < 500 && code != 408 &&
+             code != 429)
         charge_refused(c, req, code);
     else if (c->kind == PROVIDER_CALL_GET && code == 404)
         get_not_found(c, req);
@@ -613,7 +618,8 @@ charge_call(provider_t *p, provider_call_t kind, const char *order_id, int64_t a
         call_conclude(c, PROVIDER_UNAVAILABLE, 0);
         return;
     }
-    snprintf(path, sizeof(path), "/v1/charges/%s%s", enc, kind == PROVIDER_CALL_CANCEL ? "/cancel" : "");
+    snprintf(path, sizeof(path), "/v1/charges/%s%s", enc,
+             kind == PROVIDER_CALL_CANCEL ? "/cancel" : "");
     free(enc);
     if (kind == PROVIDER_CALL_CANCEL)
         call_start(c, EVHTTP_REQ_POST, path, "{}");

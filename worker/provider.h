@@ -18,10 +18,10 @@
 
 #include <stdint.h>
 
-#include <event2/event.h>
-
 #include "common/resolve.h"
 #include "worker/provider_answer.h"
+
+struct event_base;
 
 typedef struct provider provider_t;
 

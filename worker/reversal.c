@@ -90,8 +90,10 @@ answered(void *arg, provider_outcome_t outcome, const char *charge_id)
         c = SHM_METRICS_REVERSAL_NOT_FOUND;
         break;
     default:
-        log_req_warn(rv->request_id, "reversal of order %s: no answer from the provider (%s): "
-                     "the housekeeper will try again", rv->order_id, provider_outcome_name(outcome));
+        log_req_warn(rv->request_id,
+                     "reversal of order %s: no answer from the provider (%s): "
+                     "the housekeeper will try again",
+                     rv->order_id, provider_outcome_name(outcome));
         count(rv, SHM_METRICS_REVERSAL_UNAVAILABLE);
         reversal_end(rv, REVERSAL_UNSETTLED);
         return;

@@ -41,8 +41,8 @@ static const char SQL_PURGE[] = "SELECT purge_expired_idempotency_keys($1::inter
 static const char SQL_CLAIM[] =
     "SELECT key, order_id, amount_cents, currency, lock_token"
     " FROM checkout_claim_stale($1::interval, $2::int)";
-static const char SQL_DUE[] =
-    "SELECT '', order_id, amount_cents, currency, '' FROM pending_orders_due($1::interval, $2::int)";
+static const char SQL_DUE[] = "SELECT '', order_id, amount_cents, currency, '' FROM "
+                              "pending_orders_due($1::interval, $2::int)";
 static const char SQL_REVERSALS_DUE[] =
     "SELECT '', order_id, amount_cents, currency, '' FROM reversals_due($1::interval, $2::int)";
 

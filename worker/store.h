@@ -145,7 +145,11 @@ typedef enum {
     STORE_ANSWER_CANCELED, STORE_ANSWER_REFUNDED, STORE_ANSWER_DECLINED, STORE_ANSWER_NOT_FOUND
 } store_cancel_answer_t;
 
-typedef enum { STORE_REVERSAL_PENDING, STORE_REVERSAL_CANCELED, STORE_REVERSAL_REFUNDED } store_reversal_t;
+typedef enum {
+    STORE_REVERSAL_PENDING,
+    STORE_REVERSAL_CANCELED,
+    STORE_REVERSAL_REFUNDED
+} store_reversal_t;
 
 typedef void (*store_settle_cb)(void *arg, store_reversal_t status, const store_err_t *err);
 

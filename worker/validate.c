@@ -325,10 +325,11 @@ fingerprint(validate_checkout_t *c)
     int n;
 
     /* Names and lengths make the encoding unambiguous. */
-    n = snprintf(buf, sizeof(buf),
-                 "v1\nbuyer_id:%zu:%s\nseller_id:%zu:%s\namount_cents:%lld\ncurrency:%s\nbuyer_trust:%s\n",
-                 strlen(c->buyer_id), c->buyer_id, strlen(c->seller_id), c->seller_id,
-                 (long long)c->amount_cents, c->currency, c->buyer_trust);
+    n = snprintf(
+        buf, sizeof(buf),
+        "v1\nbuyer_id:%zu:%s\nseller_id:%zu:%s\namount_cents:%lld\ncurrency:%s\nbuyer_trust:%s\n",
+        strlen(c->buyer_id), c->buyer_id, strlen(c->seller_id), c->seller_id,
+        (long long)c->amount_cents, c->currency, c->buyer_trust);
     if (!EVP_Digest(buf, (size_t)n, md, &mdlen, sha256(), NULL) || mdlen != 32) {
         /* EVP_Digest fails only out of memory: the one-shot way again. */
         SHA256((const unsigned char *)buf, (size_t)n, md);
@@ -379,10 +380,12 @@ validate_checkout_body(const char *body, size_t len, const conf_t *conf,
         }
     }
     json_object_object_get_ex(obj, "buyer_id", &v);
-    if (get_id(v, "buyer_id", ID_CHARS, "A-Za-z0-9_.:-", 1, VALIDATE_ID_MAX, out->buyer_id, err) < 0)
+    if (get_id(v, "buyer_id", ID_CHARS, "A-Za-z0-9_.:-", 1, VALIDATE_ID_MAX, out->buyer_id, err) <
+        0)
         goto done;
     json_object_object_get_ex(obj, "seller_id", &v);
-    if (get_id(v, "seller_id", ID_CHARS, "A-Za-z0-9_.:-", 1, VALIDATE_ID_MAX, out->seller_id, err) < 0)
+    if (get_id(v, "seller_id", ID_CHARS, "A-Za-z0-9_.:-", 1, VALIDATE_ID_MAX, out->seller_id, err) <
+        0)
         goto done;
 
     json_object_object_get_ex(obj, "amount_cents", &v);

@@ -113,7 +113,8 @@ webhook_handle(http_req_t *r)
             http_reply_error(r, 401, "signature_expired",
                              "webhook-timestamp is outside the tolerance", NULL);
         else
-            http_reply_error(r, 401, "signature_invalid", "the webhook signature is not valid", NULL);
+            http_reply_error(r, 401, "signature_invalid", "the webhook signature is not valid",
+                             NULL);
         return;
     }
 
@@ -180,8 +181,9 @@ apply_done(void *arg, const store_apply_t *a, const store_err_t *err)
     } else {
         int applied = a->result == STORE_APPLY_APPLIED;
 
-        worker_count(w, applied ? SHM_METRICS_WEBHOOK_APPLIED
-                        : a->conflict ? SHM_METRICS_WEBHOOK_CONFLICT : SHM_METRICS_WEBHOOK_NOT_APPLIED);
+        worker_count(w, applied       ? SHM_METRICS_WEBHOOK_APPLIED
+                        : a->conflict ? SHM_METRICS_WEBHOOK_CONFLICT
+                                      : SHM_METRICS_WEBHOOK_NOT_APPLIED);
         json_object_object_add(body, "duplicate", json_object_new_boolean(0));
         json_object_object_add(body, "applied", json_object_new_boolean(applied));
         if (a->conflict)

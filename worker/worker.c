@@ -312,7 +312,7 @@ on_request(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     unsigned method = (unsigned)evhttp_request_get_command(req);
     const front_reject_t *reject = front_rejected(req);
-    http_req_t *r = http_req_begin(req, w, on_done);
+    http_req_t *r = http_req_new(req, w, on_done);
 
     if (r == NULL)
         return;

@@ -239,8 +239,9 @@ test_cors_origins(void **state)
     (void)state;
     assert_int_equal(c->cors_allow_origins.n, 0);
     conf_free(c);
-    c = load_ok("cors_allow_origins = https://app.example.com, http://localhost:3000\n"
-                "cors_allow_origins = http://[::1]:8080 http://127.0.0.1:65535 HTTPS://UI.Example\n");
+    c = load_ok(
+        "cors_allow_origins = https://app.example.com, http://localhost:3000\n"
+        "cors_allow_origins = http://[::1]:8080 http://127.0.0.1:65535 HTTPS://UI.Example\n");
     assert_int_equal(c->cors_allow_origins.n, 5);
     assert_string_equal(c->cors_allow_origins.items[0], "https://app.example.com");
     assert_string_equal(c->cors_allow_origins.items[2], "http://[::1]:8080");
@@ -315,8 +316,10 @@ test_cross_key_checks(void **state)
     load_fails("provider_timeout = 800ms\ndb_timeout = 5s\nidempotency_lock_timeout = 10800ms\n",
                " idempotency_lock_timeout (10800 ms) must be longer than "
                "provider_timeout + 2 * db_timeout (10800 ms)");
-    conf_free(load_ok("provider_timeout = 800ms\ndb_timeout = 5s\nidempotency_lock_timeout = 10801ms\n"));
-    conf_free(load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n"));
+    conf_free(
+        load_ok("provider_timeout = 800ms\ndb_timeout = 5s\nidempotency_lock_timeout = 10801ms\n"));
+    conf_free(
+        load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n"));
 }
 
 /* Floors (SPEC.md): idempotency_ttl at least a minute, since cached answers
@@ -358,7 +361,8 @@ test_idempotency_floors(void **state)
 static void
 test_reload_check_uses_running_timeouts(void **state)
 {
-    conf_t *c = load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n");
+    conf_t *c =
+        load_ok("provider_timeout = 500ms\ndb_timeout = 1s\nidempotency_lock_timeout = 3s\n");
     char err[1024] = "", want[1024];
 
     (void)state;
@@ -523,8 +527,9 @@ test_duplicate_listen(void **state)
     load_fails("listen = 127.0.0.1:9000 0.0.0.0:9000\n",
                "1: listen \"0.0.0.0:9000\" overlaps \"127.0.0.1:9000\": "
                "the port cannot be bound twice");
-    load_fails("listen = [::]:9000\nlisten = 127.0.0.1:9000\n",
-               "2: listen \"127.0.0.1:9000\" overlaps \"[::]:9000\": the port cannot be bound twice");
+    load_fails(
+        "listen = [::]:9000\nlisten = 127.0.0.1:9000\n",
+        "2: listen \"127.0.0.1:9000\" overlaps \"[::]:9000\": the port cannot be bound twice");
     c = load_ok("listen = 127.0.0.1:9000\nlisten = 127.0.0.1:9001\nlisten = 127.0.0.2:9000\n"
                 "listen = [::1]:9000\n");
     assert_int_equal(c->listen.n, 4);

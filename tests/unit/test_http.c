@@ -97,7 +97,7 @@ on_request(struct evhttp_request *req, void *arg)
     fixture_t *f = arg;
 
     /* The fixture rides in the worker pointer: http.c never looks in it. */
-    f->r = http_req_begin(req, (worker_t *)f, on_done);
+    f->r = http_req_new(req, (worker_t *)f, on_done);
     assert_non_null(f->r);
     f->begun++;
 }
@@ -168,7 +168,8 @@ setup(void **state)
     evhttp_set_gencb(f->http, on_request, f);
     bound = evhttp_bind_socket_with_handle(f->http, "127.0.0.1", 0);
     assert_non_null(bound);
-    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&sa, &salen), 0);
+    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&sa, &salen),
+                     0);
     f->client = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(f->client >= 0);
     assert_int_equal(connect(f->client, (struct sockaddr *)&sa, salen), 0);

@@ -114,7 +114,7 @@ static void
 test_request_id(void **state)
 {
     static const char head[] = "GET / HTTP/1.1\r\nx-request-id:  lb:1-abc \r\n"
-                               "X-Request-Id: has space\r\nX-Request-Id";   /* last line incomplete */
+                               "X-Request-Id: has space\r\nX-Request-Id"; /* last line incomplete */
     char id[HTTP1_ID_MAX + 1] = "";
     char big[300];
 

@@ -105,7 +105,8 @@ setup(void **state)
     log_threshold = LOG_LEVEL_ERROR;
     base = event_base_new();
     http = evhttp_new(base);
-    if (base == NULL || http == NULL || (port = bind_url("127.0.0.1", &bound, url, sizeof(url))) < 0)
+    if (base == NULL || http == NULL ||
+        (port = bind_url("127.0.0.1", &bound, url, sizeof(url))) < 0)
         return -1;
     evhttp_set_gencb(http, on_request, NULL);
     prov = provider_new(base, NULL, url, NULL, 2000);
@@ -177,49 +178,60 @@ static const struct {
     /* cancel: canceled, refunded, declined, not_found; anything else is unknown */
     { "cancel canceled", CANCEL, 200, "{" O ", \"status\": \"canceled\", \"refunded_cents\": 0}",
       PROVIDER_CANCELED, NULL },
-    { "cancel refunded in full", CANCEL, 200, "{" O ", \"status\": \"refunded\", \"refunded_cents\": 2500, "
-      "\"charge_id\": \"ch_1\"}", PROVIDER_REFUNDED, "ch_1" },
-    { "cancel refunded in part", CANCEL, 200, "{" O ", \"status\": \"refunded\", \"refunded_cents\": 1000}",
-      PROVIDER_UNAVAILABLE, NULL },
+    { "cancel refunded in full", CANCEL, 200,
+      "{" O ", \"status\": \"refunded\", \"refunded_cents\": 2500, "
+      "\"charge_id\": \"ch_1\"}",
+      PROVIDER_REFUNDED, "ch_1" },
+    { "cancel refunded in part", CANCEL, 200,
+      "{" O ", \"status\": \"refunded\", \"refunded_cents\": 1000}", PROVIDER_UNAVAILABLE, NULL },
     { "cancel refunded, refunded_cents not a number", CANCEL, 200,
-      "{" O ", \"status\": \"refunded\", \"refunded_cents\": \"2500\"}", PROVIDER_UNAVAILABLE, NULL },
+      "{" O ", \"status\": \"refunded\", \"refunded_cents\": \"2500\"}", PROVIDER_UNAVAILABLE,
+      NULL },
     { "cancel canceled with money refunded", CANCEL, 200,
       "{" O ", \"status\": \"canceled\", \"refunded_cents\": 2500}", PROVIDER_UNAVAILABLE, NULL },
     { "cancel declined", CANCEL, 200, "{" O ", \"status\": \"declined\", \"refunded_cents\": 0}",
       PROVIDER_DECLINED, NULL },
     { "cancel not_found", CANCEL, 200, "{" O ", \"status\": \"not_found\", \"refunded_cents\": 0}",
       PROVIDER_NOT_FOUND, NULL },
-    { "cancel canceled, HTTP 201", CANCEL, 201, "{" O ", \"status\": \"canceled\"}", PROVIDER_CANCELED, NULL },
-    { "cancel canceled, HTTP 202", CANCEL, 202, "{" O ", \"status\": \"canceled\"}", PROVIDER_CANCELED, NULL },
+    { "cancel canceled, HTTP 201", CANCEL, 201, "{" O ", \"status\": \"canceled\"}",
+      PROVIDER_CANCELED, NULL },
+    { "cancel canceled, HTTP 202", CANCEL, 202, "{" O ", \"status\": \"canceled\"}",
+      PROVIDER_CANCELED, NULL },
     { "cancel about another order", CANCEL, 200,
       "{\"order_id\": \"3f1e5c1a-0000-4000-8000-000000000002\", \"status\": \"canceled\"}",
       PROVIDER_UNAVAILABLE, NULL },
-    { "cancel about another amount", CANCEL, 200, "{" O ", \"amount_cents\": 1, \"status\": \"canceled\"}",
-      PROVIDER_UNAVAILABLE, NULL },
+    { "cancel about another amount", CANCEL, 200,
+      "{" O ", \"amount_cents\": 1, \"status\": \"canceled\"}", PROVIDER_UNAVAILABLE, NULL },
     { "cancel succeeded: not a cancel's status", CANCEL, 200, "{" O ", \"status\": \"succeeded\"}",
       PROVIDER_UNAVAILABLE, NULL },
     { "cancel pending: not a cancel's status", CANCEL, 200, "{" O ", \"status\": \"pending\"}",
       PROVIDER_UNAVAILABLE, NULL },
     { "cancel without status", CANCEL, 200, "{" O "}", PROVIDER_UNAVAILABLE, NULL },
-    { "cancel with a bad charge_id", CANCEL, 200, "{" O ", \"status\": \"canceled\", \"charge_id\": \"a b\"}",
-      PROVIDER_UNAVAILABLE, NULL },
+    { "cancel with a bad charge_id", CANCEL, 200,
+      "{" O ", \"status\": \"canceled\", \"charge_id\": \"a b\"}", PROVIDER_UNAVAILABLE, NULL },
     { "cancel, not JSON", CANCEL, 200, "canceled", PROVIDER_UNAVAILABLE, NULL },
     { "cancel, HTTP 404", CANCEL, 404, "{\"error\": {\"code\": \"charge_not_found\"}}",
       PROVIDER_UNAVAILABLE, NULL },
-    { "cancel, HTTP 409", CANCEL, 409, "{\"error\": {\"code\": \"conflict\"}}", PROVIDER_UNAVAILABLE, NULL },
+    { "cancel, HTTP 409", CANCEL, 409, "{\"error\": {\"code\": \"conflict\"}}",
+      PROVIDER_UNAVAILABLE, NULL },
     { "cancel, HTTP 500", CANCEL, 500, "{}", PROVIDER_UNAVAILABLE, NULL },
 
     /* GET: the statuses a reconciliation can meet */
-    { "GET succeeded", GET, 200, "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_g\"}",
-      PROVIDER_SUCCEEDED, "ch_g" },
+    { "GET succeeded", GET, 200,
+      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_g\"}", PROVIDER_SUCCEEDED,
+      "ch_g" },
     { "GET canceled", GET, 200, "{" O ", " A ", \"status\": \"canceled\", \"refunded_cents\": 0}",
       PROVIDER_CANCELED, NULL },
-    { "GET refunded", GET, 200, "{" O ", " A ", \"status\": \"refunded\", \"refunded_cents\": 2500, "
-      "\"charge_id\": \"ch_r\"}", PROVIDER_REFUNDED, "ch_r" },
-    { "GET refunded in part", GET, 200, "{" O ", " A ", \"status\": \"refunded\", \"refunded_cents\": 5}",
-      PROVIDER_UNAVAILABLE, NULL },
+    { "GET refunded", GET, 200,
+      "{" O ", " A ", \"status\": \"refunded\", \"refunded_cents\": 2500, "
+      "\"charge_id\": \"ch_r\"}",
+      PROVIDER_REFUNDED, "ch_r" },
+    { "GET refunded in part", GET, 200,
+      "{" O ", " A ", \"status\": \"refunded\", \"refunded_cents\": 5}", PROVIDER_UNAVAILABLE,
+      NULL },
     { "GET pending", GET, 200, "{" O ", " A ", \"status\": \"pending\"}", PROVIDER_PENDING, NULL },
-    { "GET declined", GET, 200, "{" O ", " A ", \"status\": \"declined\"}", PROVIDER_DECLINED, NULL },
+    { "GET declined", GET, 200, "{" O ", " A ", \"status\": \"declined\"}", PROVIDER_DECLINED,
+      NULL },
     { "GET not_found: not a GET status", GET, 200, "{" O ", \"status\": \"not_found\"}",
       PROVIDER_UNAVAILABLE, NULL },
     { "GET 404 charge_not_found", GET, 404, "{\"error\": {\"code\": \"charge_not_found\"}}",
@@ -229,42 +241,52 @@ static const struct {
     { "GET succeeded without charge_id", GET, 200, "{" O ", " A ", \"status\": \"succeeded\"}",
       PROVIDER_UNAVAILABLE, NULL },
     { "GET succeeded, charge_id with UTF-8", GET, 200,
-      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_\\u00e9\"}", PROVIDER_UNAVAILABLE, NULL },
+      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_\\u00e9\"}",
+      PROVIDER_UNAVAILABLE, NULL },
     { "GET about another currency", GET, 200,
       "{" O ", " A ", \"currency\": \"USD\", \"status\": \"succeeded\", \"charge_id\": \"ch_c\"}",
       PROVIDER_UNAVAILABLE, NULL },
 
     /* POST /v1/charges */
-    { "charge succeeded", CHARGE, 200, "{" O ", " A ", \"currency\": \"EUR\", \"status\": \"succeeded\", "
-      "\"charge_id\": \"ch_c\"}", PROVIDER_SUCCEEDED, "ch_c" },
-    { "charge succeeded, HTTP 202", CHARGE, 202, "{" O ", " A ", \"status\": \"succeeded\", "
-      "\"charge_id\": \"ch_c\"}", PROVIDER_SUCCEEDED, "ch_c" },
+    { "charge succeeded", CHARGE, 200,
+      "{" O ", " A ", \"currency\": \"EUR\", \"status\": \"succeeded\", "
+      "\"charge_id\": \"ch_c\"}",
+      PROVIDER_SUCCEEDED, "ch_c" },
+    { "charge succeeded, HTTP 202", CHARGE, 202,
+      "{" O ", " A ", \"status\": \"succeeded\", "
+      "\"charge_id\": \"ch_c\"}",
+      PROVIDER_SUCCEEDED, "ch_c" },
     { "charge declined without charge_id", CHARGE, 200, "{" O ", " A ", \"status\": \"declined\"}",
       PROVIDER_DECLINED, NULL },
     { "charge declined, null charge_id", CHARGE, 200,
       "{" O ", " A ", \"status\": \"declined\", \"charge_id\": null}", PROVIDER_DECLINED, NULL },
-    { "charge without order_id", CHARGE, 200, "{" A ", \"status\": \"succeeded\", \"charge_id\": \"c\"}",
-      PROVIDER_UNAVAILABLE, NULL },
-    { "charge without amount_cents", CHARGE, 200, "{" O ", \"status\": \"succeeded\", \"charge_id\": \"c\"}",
-      PROVIDER_UNAVAILABLE, NULL },
+    { "charge without order_id", CHARGE, 200,
+      "{" A ", \"status\": \"succeeded\", \"charge_id\": \"c\"}", PROVIDER_UNAVAILABLE, NULL },
+    { "charge without amount_cents", CHARGE, 200,
+      "{" O ", \"status\": \"succeeded\", \"charge_id\": \"c\"}", PROVIDER_UNAVAILABLE, NULL },
     { "charge amount as a float", CHARGE, 200,
       "{" O ", \"amount_cents\": 2500.0, \"status\": \"succeeded\", \"charge_id\": \"c\"}",
       PROVIDER_UNAVAILABLE, NULL },
     { "charge id with NUL", CHARGE, 200,
-      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch\\u0000x\"}", PROVIDER_UNAVAILABLE, NULL },
-    { "charge canceled: not a charge's status", CHARGE, 200, "{" O ", " A ", \"status\": \"canceled\"}",
+      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch\\u0000x\"}",
       PROVIDER_UNAVAILABLE, NULL },
-    { "charge, HTTP 402", CHARGE, 402, "{\"error\": {\"code\": \"card_declined\"}}", PROVIDER_DECLINED, NULL },
+    { "charge canceled: not a charge's status", CHARGE, 200,
+      "{" O ", " A ", \"status\": \"canceled\"}", PROVIDER_UNAVAILABLE, NULL },
+    { "charge, HTTP 402", CHARGE, 402, "{\"error\": {\"code\": \"card_declined\"}}",
+      PROVIDER_DECLINED, NULL },
     { "charge, HTTP 204", CHARGE, 204, "", PROVIDER_UNAVAILABLE, NULL },
     /* One JSON object and nothing after it but white space: a body with
      * more (a second object, an error page) is not one to believe. */
-    { "charge succeeded, white space after", CHARGE, 200, "{" O ", " A ", \"status\": \"succeeded\", "
-      "\"charge_id\": \"ch_w\"}\r\n", PROVIDER_SUCCEEDED, "ch_w" },
+    { "charge succeeded, white space after", CHARGE, 200,
+      "{" O ", " A ", \"status\": \"succeeded\", "
+      "\"charge_id\": \"ch_w\"}\r\n",
+      PROVIDER_SUCCEEDED, "ch_w" },
     { "regress: charge succeeded, bytes after the object", CHARGE, 200,
       "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_t\"}<html>",
       PROVIDER_UNAVAILABLE, NULL },
     { "regress: GET succeeded, a second object after it", GET, 200,
-      "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"ch_t\"}{\"status\": \"declined\"}",
+      "{" O ", " A
+      ", \"status\": \"succeeded\", \"charge_id\": \"ch_t\"}{\"status\": \"declined\"}",
       PROVIDER_UNAVAILABLE, NULL },
 };
 
@@ -294,12 +316,14 @@ test_charge_id_lengths(void **state)
     (void)state;
     memset(id, 'x', PROVIDER_CHARGE_ID_MAX);
     id[PROVIDER_CHARGE_ID_MAX] = '\0';
-    snprintf(body, sizeof(body), "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"%s\"}", id);
+    snprintf(body, sizeof(body), "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"%s\"}",
+             id);
     r = call(prov, CHARGE, 200, body);
     assert_int_equal(r.out, PROVIDER_SUCCEEDED);
     assert_string_equal(r.charge_id, id);
     strcat(id, "x");
-    snprintf(body, sizeof(body), "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"%s\"}", id);
+    snprintf(body, sizeof(body), "{" O ", " A ", \"status\": \"succeeded\", \"charge_id\": \"%s\"}",
+             id);
     r = call(prov, CHARGE, 200, body);
     assert_int_equal(r.out, PROVIDER_UNAVAILABLE);
     assert_false(r.has_id);
@@ -313,7 +337,8 @@ static void
 test_regress_amount_beyond_int64(void **state)
 {
     static const char *const bodies[] = {
-        "{" O ", \"amount_cents\": 9223372036854775808, \"status\": \"succeeded\", \"charge_id\": \"c\"}",
+        "{" O
+        ", \"amount_cents\": 9223372036854775808, \"status\": \"succeeded\", \"charge_id\": \"c\"}",
         "{" O ", \"amount_cents\": 18446744073709551615, \"status\": \"declined\"}",
         "{" O ", \"status\": \"refunded\", \"refunded_cents\": 99999999999999999999999}",
     };
@@ -344,7 +369,9 @@ test_requests(void **state)
     assert_string_equal(srv.method, "POST");
     assert_string_equal(srv.path, "/v1/charges");
     assert_string_equal(srv.key, ORDER);
-    assert_string_equal(srv.body_seen, "{" "\"order_id\":\"" ORDER "\",\"amount_cents\":2500,\"currency\":\"EUR\"}");
+    assert_string_equal(srv.body_seen,
+                        "{"
+                        "\"order_id\":\"" ORDER "\",\"amount_cents\":2500,\"currency\":\"EUR\"}");
 
     call(prov, GET, 200, "{}");
     assert_string_equal(srv.method, "GET");
@@ -394,7 +421,8 @@ test_ipv6_literal(void **state)
         skip();
     p = provider_new(base, NULL, url, NULL, 2000);
     assert_non_null(p);
-    assert_int_equal(call(p, CANCEL, 200, "{" O ", \"status\": \"canceled\"}").out, PROVIDER_CANCELED);
+    assert_int_equal(call(p, CANCEL, 200, "{" O ", \"status\": \"canceled\"}").out,
+                     PROVIDER_CANCELED);
     assert_int_equal(srv.requests, 1);
     provider_free(p);
     evhttp_del_accept_socket(http, b);

@@ -61,7 +61,8 @@ test_charge_fields(void **state)
                      cases[i].field ? cases[i].field : "(accepted)");
         json_object_put(body);
     }
-    assert_null(charge("{\"order_id\":\"o1\",\"amount_cents\":100,\"currency\":\"EUR\"}", &c, &body));
+    assert_null(
+        charge("{\"order_id\":\"o1\",\"amount_cents\":100,\"currency\":\"EUR\"}", &c, &body));
     assert_string_equal(c.order_id, "o1");
     assert_true(c.amount_cents == 100);
     assert_string_equal(c.currency, "EUR");
@@ -78,8 +79,9 @@ test_regress_order_id_with_nul(void **state)
     json_object *body;
 
     (void)state;
-    assert_string_equal(charge("{\"order_id\":\"o\\u0000x\",\"amount_cents\":100,\"currency\":\"EUR\"}",
-                               &c, &body), "order_id");
+    assert_string_equal(
+        charge("{\"order_id\":\"o\\u0000x\",\"amount_cents\":100,\"currency\":\"EUR\"}", &c, &body),
+        "order_id");
     json_object_put(body);
 }
 

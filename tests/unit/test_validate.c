@@ -228,7 +228,8 @@ test_fingerprint_normalised(void **state)
 
     (void)state;
     snprintf(a, sizeof(a), "%s",
-             fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":\"EUR\"}"));
+             fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":"
+                "\"EUR\"}"));
     assert_int_equal(strlen(a), 64);
     /* order, whitespace and an explicit default do not change it */
     assert_string_equal(a, fp(" { \"currency\" : \"EUR\", \"amount_cents\":5000,\n"
@@ -236,15 +237,22 @@ test_fingerprint_normalised(void **state)
     assert_string_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,"
                               "\"currency\":\"EUR\",\"buyer_trust\":\"untrusted\"}"));
     /* every field does */
-    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5001,\"currency\":\"EUR\"}"));
-    assert_string_not_equal(a, fp("{\"buyer_id\":\"b2\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":\"EUR\"}"));
-    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s2\",\"amount_cents\":5000,\"currency\":\"EUR\"}"));
-    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":\"USD\"}"));
-    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,\"currency\":\"EUR\",\"buyer_trust\":\"trusted\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5001,"
+                                  "\"currency\":\"EUR\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b2\",\"seller_id\":\"s1\",\"amount_cents\":5000,"
+                                  "\"currency\":\"EUR\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s2\",\"amount_cents\":5000,"
+                                  "\"currency\":\"EUR\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,"
+                                  "\"currency\":\"USD\"}"));
+    assert_string_not_equal(a, fp("{\"buyer_id\":\"b1\",\"seller_id\":\"s1\",\"amount_cents\":5000,"
+                                  "\"currency\":\"EUR\",\"buyer_trust\":\"trusted\"}"));
     /* no ambiguity by concatenation */
-    snprintf(a, sizeof(a), "%s",
-             fp("{\"buyer_id\":\"ab\",\"seller_id\":\"c\",\"amount_cents\":1,\"currency\":\"EUR\"}"));
-    assert_string_not_equal(a, fp("{\"buyer_id\":\"a\",\"seller_id\":\"bc\",\"amount_cents\":1,\"currency\":\"EUR\"}"));
+    snprintf(
+        a, sizeof(a), "%s",
+        fp("{\"buyer_id\":\"ab\",\"seller_id\":\"c\",\"amount_cents\":1,\"currency\":\"EUR\"}"));
+    assert_string_not_equal(
+        a, fp("{\"buyer_id\":\"a\",\"seller_id\":\"bc\",\"amount_cents\":1,\"currency\":\"EUR\"}"));
 }
 
 static void
