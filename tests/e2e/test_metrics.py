@@ -107,8 +107,11 @@ _, s2, _ = scrape(d)
 t.eq(r.status, 201, "a checkout during the outage is answered")
 t.eq(s2.get('paymentsd_provider_call_duration_seconds_count{call="charge",answered="false"}', 0), 1,
      "an unanswered charge is observed with answered=\"false\"")
-t.ok(s2.get('paymentsd_provider_call_duration_seconds_sum{call="charge",answered="false"}', 0) >= 0.3,
-     "after the 300 ms provider_timeout")
+# libevent counts the timeout from its loop's cached time, which may lag the
+# call's own start by a fraction of a millisecond: hence 0.29, not 0.3.
+t.ok(s2.get('paymentsd_provider_call_duration_seconds_sum{call="charge",answered="false"}', 0) >= 0.29,
+     "after the 300 ms provider_timeout",
+     s2.get('paymentsd_provider_call_duration_seconds_sum{call="charge",answered="false"}'))
 
 # --- group commit: one worker, one connection, a burst: batches form
 statuses = burst(d, 40)
