@@ -260,11 +260,11 @@ replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
                  e.status, http_reason(e.status), located ? "Location: " : "",
                  located ? location : "", located ? "\r\n" : "", request_id, http_date(now_ms),
                  e.body_len);
-    if (n <= 0 || (size_t)n >= sizeof(head) || evbuffer_add(out, head, (size_t)n) < 0
-        || evbuffer_add(out, e.body, e.body_len) < 0) {
-        evbuffer_drain(out, evbuffer_get_length(out));
-        return 0;               /* out of memory: the handler answers */
-    }
+    /* Room for both first, so that out stays untouched when there is none
+     * (the handler answers then). */
+    if (n <= 0 || (size_t)n >= sizeof(head) || evbuffer_expand(out, (size_t)n + e.body_len) < 0
+        || evbuffer_add(out, head, (size_t)n) < 0 || evbuffer_add(out, e.body, e.body_len) < 0)
+        return 0;
     worker_count(w, SHM_METRICS_CACHE_HIT);
     worker_count(w, SHM_METRICS_CHECKOUT_REPLAYED);
     worker_count(w, SHM_METRICS_REPLAY_CACHE);

@@ -380,12 +380,12 @@ validate_checkout_body(const char *body, size_t len, const conf_t *conf,
         }
     }
     json_object_object_get_ex(obj, "buyer_id", &v);
-    if (get_id(v, "buyer_id", ID_CHARS, "A-Za-z0-9_.:-", 1, VALIDATE_ID_MAX, out->buyer_id, err) <
-        0)
+    if (get_id(v, "buyer_id", ID_CHARS, "A-Za-z0-9_.:-", 1, VALIDATE_ID_MAX, out->buyer_id,
+               err) < 0)
         goto done;
     json_object_object_get_ex(obj, "seller_id", &v);
-    if (get_id(v, "seller_id", ID_CHARS, "A-Za-z0-9_.:-", 1, VALIDATE_ID_MAX, out->seller_id, err) <
-        0)
+    if (get_id(v, "seller_id", ID_CHARS, "A-Za-z0-9_.:-", 1, VALIDATE_ID_MAX, out->seller_id,
+               err) < 0)
         goto done;
 
     json_object_object_get_ex(obj, "amount_cents", &v);
