@@ -118,6 +118,14 @@ resolve_free(resolve_t *r)
     free(r);
 }
 
+void
+resolve_settle(struct event_base *base)
+{
+    /* Nothing but deferred callbacks is left to run: every other event of
+     * the owner is gone, so one pass that does not wait runs just those. */
+    (void)event_base_loop(base, EVLOOP_NONBLOCK);
+}
+
 int
 resolve_is_address(const char *host)
 {

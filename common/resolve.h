@@ -37,9 +37,15 @@ resolve_t *resolve_new(struct event_base *base, const char *resolv_conf, int64_t
     __attribute__((warn_unused_result));
 
 /* Free the resolver; every name must have been freed already.  A query
- * still out is failed: its name is freed when the loop runs that answer
- * (a process that exits now need not run it). */
+ * still out is failed: its name (and libevent's request) is freed when the
+ * loop runs that answer, so a process that frees its event base next calls
+ * resolve_settle first. */
 void resolve_free(resolve_t *r);
+
+/* Run what base still has deferred (the failed answers of resolve_free),
+ * once and without waiting; only when every other event of base is gone,
+ * just before event_base_free. */
+void resolve_settle(struct event_base *base);
 
 /* Non-zero when host is an IPv4 or IPv6 address literal (unbracketed),
  * which needs no resolving. */

@@ -45,6 +45,7 @@
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/pidfile.h"
+#include "common/resolve.h"
 #include "provider-sim/charges.h"
 #include "provider-sim/hooks.h"
 #include "provider-sim/reply.h"
@@ -711,7 +712,9 @@ cleanup:
         if (s.signals[i] != NULL)
             event_free(s.signals[i]);
     }
-    if (s.base != NULL)
+    if (s.base != NULL) {
+        resolve_settle(s.base);
         event_base_free(s.base);
+    }
     return rc;
 }

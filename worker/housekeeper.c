@@ -764,6 +764,7 @@ housekeeper_main(const conf_t *conf, const worker_shared_t *shared, pid_t master
     for (size_t i = 0; i < WORKER_SIGNALS; i++)
         event_free(signals[i]);
     worker_ignore_signals_free(ignored);
+    resolve_settle(h.base);
     event_base_free(h.base);
     exit(PD_EXIT_OK);
 

@@ -13,7 +13,11 @@ A DNS server in this process (harness.FakeDNS, named by the sim's
 resolv_conf) answers NXDOMAIN for the receiver's name, then its address."""
 
 import json
+import os
+import socket
+import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harness import TAP, FakeDNS, ProviderSim, new_key, request, wait_until
@@ -89,4 +93,19 @@ t.ok(wait_until(lambda: sim.stats()["webhooks_delivered"] == 1, 2) and hooks.ord
 t.ok("webhook_url host %s resolves to 127.0.0.1" % NAME in sim.log(), "the sim logs the address")
 sim.stop()
 t.eq(sim.proc.returncode, 0, "and stops cleanly")
+
+# Stopped while a query is out (a nameserver that never answers): the
+# failed query's name and libevent's request are freed before the event
+# base, not leaked (LeakSanitizer reported them under the ASan build).
+silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+silent.bind(("127.0.0.1", 0))
+with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+    f.write("nameserver 127.0.0.1:%d\noptions timeout:30 attempts:1\n" % silent.getsockname()[1])
+stuck = ProviderSim(extra={"webhook_url": "http://%s:%d/webhooks/provider" % (NAME, hooks.server_address[1]),
+                           "resolv_conf": f.name}).start()
+time.sleep(0.3)
+stuck.stop()
+t.eq(stuck.proc.returncode, 0, "regression: stopped while its webhook host's query is out: a clean stop")
+silent.close()
+os.unlink(f.name)
 t.done()
