@@ -190,7 +190,8 @@ def logged(pid, sig):
 t.ok(wait_until(lambda: all(logged(p, s) for p in [d.pid] + workers + housekeepers for s in STRAY), 5),
      "regress_stray_signal: each stray signal is logged by the master and by each child",
      [(p, name(s)) for p in [d.pid] + workers + housekeepers for s in STRAY if not logged(p, s)][:10])
-t.ok(all(logged(p, signal.SIGHUP) for p in workers + housekeepers), "SIGHUP to a child is logged too")
+t.ok(wait_until(lambda: all(logged(p, signal.SIGHUP) for p in workers + housekeepers), 5),
+     "SIGHUP to a child is logged too")
 t.ok(all(state(p) in ("R", "S") for p in [d.pid] + workers + housekeepers),
      "regress_stray_signal: no process died or stopped (SIGTTIN, SIGTTOU)",
      [(p, state(p)) for p in [d.pid] + workers + housekeepers])
