@@ -122,20 +122,23 @@ struct slot_meta {
     int32_t owner_pid;          /* IN_PROGRESS only */
     uint16_t status;
     uint16_t body_len;
+    uint16_t req_len;           /* COMPLETED only */
     uint8_t state;
     uint8_t keylen;
-    uint8_t pad[6];
+    uint8_t pad[4];
 };
 
 struct slot {
     _Atomic uint32_t seq;       /* odd while a writer is changing the slot */
     _Atomic uint32_t withdrawn; /* == seq: this version was withdrawn (release) */
-    uint64_t csum;              /* over meta, key, fingerprint and body */
+    uint64_t csum;              /* over meta, key, fingerprint, req and body */
     struct slot_meta m;
     char fp[SHM_CACHE_FP_LEN];
     char key[SHM_CACHE_KEY_MAX + 1];
+    unsigned char req[SHM_CACHE_REQ_MAX];
     unsigned char body[SLOT_SIZE - 2 * sizeof(uint32_t) - sizeof(uint64_t)
-                       - sizeof(struct slot_meta) - SHM_CACHE_FP_LEN - (SHM_CACHE_KEY_MAX + 1)];
+                       - sizeof(struct slot_meta) - SHM_CACHE_FP_LEN - (SHM_CACHE_KEY_MAX + 1)
+                       - SHM_CACHE_REQ_MAX];
 };
 
 static_assert(sizeof(struct slot) == SLOT_SIZE, "a slot is SLOT_SIZE bytes");
@@ -212,15 +215,17 @@ key_hash(const shm_cache_t *c, const void *key, size_t keylen)
 
 static uint64_t
 slot_csum(const shm_cache_t *c, const struct slot_meta *m, const void *key,
-          const char *fp, const void *body)
+          const char *fp, const void *req, const void *body)
 {
     uint64_t h = c->k1 ^ UINT64_C(0x2545f4914f6cdd1d);
 
     h = shm_hash_csum(h, m, sizeof(*m));
     h = shm_hash_csum(h, key, m->keylen);
     h = shm_hash_csum(h, fp, SHM_CACHE_FP_LEN);
-    if (m->state == ST_COMPLETED)
+    if (m->state == ST_COMPLETED) {
+        h = shm_hash_csum(h, req, m->req_len);
         h = shm_hash_csum(h, body, m->body_len);
+    }
     return h;
 }
 
@@ -229,7 +234,16 @@ meta_sane(const struct slot_meta *m)
 {
     return (m->state == ST_IN_PROGRESS || m->state == ST_COMPLETED) &&
            m->keylen >= 1 && m->body_len <= SHM_CACHE_BODY_MAX &&
-           (m->state == ST_COMPLETED || m->body_len == 0);
+           m->req_len <= SHM_CACHE_REQ_MAX &&
+           (m->state == ST_COMPLETED || (m->body_len == 0 && m->req_len == 0));
+}
+
+/* Whether a used slot's entry is whole: sane, and matching its checksum. */
+static bool
+slot_intact_locked(const shm_cache_t *c, const struct slot *sl)
+{
+    return meta_sane(&sl->m)
+           && slot_csum(c, &sl->m, sl->key, sl->fp, sl->req, sl->body) == sl->csum;
 }
 
 static uint32_t
@@ -308,7 +322,8 @@ slot_clear_locked(shm_cache_t *c, size_t si, unsigned w)
 /* sum is slot_csum() of the same entry, computed before taking the lock. */
 static void
 slot_store_locked(shm_cache_t *c, size_t si, unsigned w, const struct slot_meta *m,
-                  const void *key, const char *fp, const void *body, uint64_t sum)
+                  const void *key, const char *fp, const void *req, const void *body,
+                  uint64_t sum)
 {
     struct slot *sl = slot_at(c, si, w);
     size_t half = m->body_len / 2;
@@ -317,6 +332,8 @@ slot_store_locked(shm_cache_t *c, size_t si, unsigned w, const struct slot_meta 
     sl->m = *m;
     memcpy(sl->key, key, m->keylen);
     memcpy(sl->fp, fp, SHM_CACHE_FP_LEN);
+    if (m->req_len > 0)
+        memcpy(sl->req, req, m->req_len);
     /* Two halves, so that a test can stop a writer with the body torn. */
     if (half > 0)
         memcpy(sl->body, body, half);
@@ -341,8 +358,7 @@ set_repair_locked(shm_cache_t *c, size_t si, pid_t dead)
         uint32_t v = atomic_load_explicit(&sl->seq, memory_order_relaxed);
         bool used = sl->m.state != ST_EMPTY;
 
-        if ((v & 1) || (used && (!meta_sane(&sl->m) ||
-                                 slot_csum(c, &sl->m, sl->key, sl->fp, sl->body) != sl->csum))) {
+        if ((v & 1) || (used && !slot_intact_locked(c, sl))) {
             slot_clear_locked(c, si, w);
             dropped++;
             continue;
@@ -491,6 +507,7 @@ entry_fill(shm_cache_entry_t *out, const struct slot_meta *m)
     out->owner_pid = m->state == ST_IN_PROGRESS ? m->owner_pid : 0;
     out->status = m->state == ST_COMPLETED ? m->status : 0;
     out->body_len = m->state == ST_COMPLETED ? m->body_len : 0;
+    out->req_len = m->state == ST_COMPLETED ? m->req_len : 0;
 }
 
 /* ---- public API ------------------------------------------------------- */
@@ -577,9 +594,12 @@ slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
                    memcmp(sl->key, key, keylen) == 0;
         if (same_key) {
             memcpy(out->fingerprint, sl->fp, SHM_CACHE_FP_LEN);
-            if (m.state == ST_COMPLETED)
+            if (m.state == ST_COMPLETED) {
+                memcpy(out->req, sl->req, m.req_len <= SHM_CACHE_REQ_MAX
+                                          ? m.req_len : SHM_CACHE_REQ_MAX);
                 memcpy(out->body, sl->body, m.body_len <= SHM_CACHE_BODY_MAX
                                             ? m.body_len : SHM_CACHE_BODY_MAX);
+            }
         }
         sum = sl->csum;
         withdrawn = atomic_load_explicit(&sl->withdrawn, memory_order_relaxed) == v1;
@@ -588,7 +608,7 @@ slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
             continue;
         if (!same_key || withdrawn)
             return 0;
-        if (!meta_sane(&m) || slot_csum(c, &m, key, out->fingerprint, out->body) != sum)
+        if (!meta_sane(&m) || slot_csum(c, &m, key, out->fingerprint, out->req, out->body) != sum)
             return -2;
         entry_fill(out, &m);
         *version = v1;
@@ -597,13 +617,14 @@ slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
     return -1;
 }
 
-/* Write an entry (m, key, fp, body; sum its slot_csum) into way w of the
+/* Write an entry (m, key, fp, req, body; sum its slot_csum) into way w of the
  * locked set si, or when w < 0 into the way set_victim_locked picks, then
  * unlock the set and count the insert.  Returns 0, or -1 (unlocked too) when
  * every way holds a live marker of a live owner. */
 static int
 set_write_unlock(shm_cache_t *c, size_t si, int w, int64_t now_ms, const struct slot_meta *m,
-                 const void *key, const char *fp, const void *body, uint64_t sum)
+                 const void *key, const char *fp, const void *req, const void *body,
+                 uint64_t sum)
 {
     bool evicted = false;
 
@@ -613,7 +634,7 @@ set_write_unlock(shm_cache_t *c, size_t si, int w, int64_t now_ms, const struct 
         set_unlock(c, si);
         return -1;
     }
-    slot_store_locked(c, si, (unsigned)w, m, key, fp, body, sum);
+    slot_store_locked(c, si, (unsigned)w, m, key, fp, req, body, sum);
     set_unlock(c, si);
     count(c, si, C_INSERTS);
     if (evicted)
@@ -689,33 +710,33 @@ shm_cache_claim(shm_cache_t *c, const void *key, size_t keylen, const char *fing
     m.owner_pid = pid;
     m.state = ST_IN_PROGRESS;
     m.keylen = (uint8_t)keylen;
-    sum = slot_csum(c, &m, key, fingerprint, NULL);
+    sum = slot_csum(c, &m, key, fingerprint, NULL, NULL);
     if (set_lock(c, si, LOCK_SPIN_NS) < 0)
         return SHM_CACHE_NOT_CACHED;
     w = set_find_locked(c, si, hash, key, keylen);
     if (w >= 0) {
         struct slot *sl = slot_at(c, si, (unsigned)w);
-        bool live = !slot_withdrawn(sl) && now_ms < sl->m.expiry_ms && meta_sane(&sl->m) &&
-                    slot_csum(c, &sl->m, sl->key, sl->fp, sl->body) == sl->csum &&
+        bool live = !slot_withdrawn(sl) && now_ms < sl->m.expiry_ms && slot_intact_locked(c, sl) &&
                     (sl->m.state == ST_COMPLETED || pid_alive(sl->m.owner_pid));
 
         if (live) {
             entry_fill(out, &sl->m);
             memcpy(out->fingerprint, sl->fp, SHM_CACHE_FP_LEN);
+            memcpy(out->req, sl->req, out->req_len);
             memcpy(out->body, sl->body, out->body_len);
             set_unlock(c, si);
             return SHM_CACHE_EXISTS;
         }
     }
-    if (set_write_unlock(c, si, w, now_ms, &m, key, fingerprint, NULL, sum) < 0)
+    if (set_write_unlock(c, si, w, now_ms, &m, key, fingerprint, NULL, NULL, sum) < 0)
         return SHM_CACHE_NOT_CACHED;
     return SHM_CACHE_CLAIMED;
 }
 
 shm_cache_result_t
 shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint,
-                int status, const void *body, size_t body_len, int64_t now_ms,
-                int64_t expiry_ms)
+                int status, const void *body, size_t body_len, const void *req,
+                size_t req_len, int64_t now_ms, int64_t expiry_ms)
 {
     struct slot_meta m;
     uint64_t hash, sum = 0;
@@ -723,8 +744,10 @@ shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fing
     int w;
 
     if (!key_ok(key, keylen) || fingerprint == NULL || status < 100 || status > 999 ||
-        (body == NULL && body_len > 0))
+        (body == NULL && body_len > 0) || (req == NULL && req_len > 0))
         return SHM_CACHE_NOT_CACHED;
+    if (req_len > SHM_CACHE_REQ_MAX)
+        req_len = 0;            /* the answer is kept, the note is not */
     hash = key_hash(c, key, keylen);
     si = hash % c->nsets;
     memset(&m, 0, sizeof(m));
@@ -734,9 +757,10 @@ shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fing
         m.start_ms = now_ms;
         m.status = (uint16_t)status;
         m.body_len = (uint16_t)body_len;
+        m.req_len = (uint16_t)req_len;
         m.state = ST_COMPLETED;
         m.keylen = (uint8_t)keylen;
-        sum = slot_csum(c, &m, key, fingerprint, body);
+        sum = slot_csum(c, &m, key, fingerprint, req, body);
     }
     if (set_lock(c, si, LOCK_SPIN_NS) < 0)
         return SHM_CACHE_NOT_CACHED;
@@ -749,7 +773,7 @@ shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fing
         count(c, si, C_TOO_BIG);
         return SHM_CACHE_NOT_CACHED;
     }
-    if (set_write_unlock(c, si, w, now_ms, &m, key, fingerprint, body, sum) < 0)
+    if (set_write_unlock(c, si, w, now_ms, &m, key, fingerprint, req, body, sum) < 0)
         return SHM_CACHE_NOT_CACHED;
     return SHM_CACHE_STORED;
 }
@@ -873,6 +897,21 @@ shm_cache_test_corrupt(shm_cache_t *c, const void *key, size_t keylen)
     if (w < 0)
         return -1;
     slot_at(c, si, (unsigned)w)->body[0] ^= 0x20;
+    return 0;
+}
+
+int
+shm_cache_test_corrupt_req(shm_cache_t *c, const void *key, size_t keylen)
+{
+    uint64_t hash = key_hash(c, key, keylen);
+    size_t si = hash % c->nsets;
+    int w = set_find_locked(c, si, hash, key, keylen);
+    struct slot *sl;
+
+    if (w < 0)
+        return -1;
+    sl = slot_at(c, si, (unsigned)w);
+    sl->req[sl->m.req_len > 0 ? sl->m.req_len - 1 : 0] ^= 0x20;
     return 0;
 }
 

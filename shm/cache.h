@@ -5,7 +5,9 @@
  * the master creates before forking and keeps across reloads and worker
  * crashes.  It remembers, per Idempotency-Key, either "a request with this
  * fingerprint is executing on this host" (IN_PROGRESS, with the owner's pid)
- * or the first response as sent (COMPLETED: status and body).
+ * or the first response as sent (COMPLETED: status and body, and the
+ * caller's note of the request it answered, so that a replay of the same
+ * bytes can be told without parsing it again).
  *
  * PostgreSQL stays the source of truth.  The cache may forget anything at any
  * time (eviction, a full set, contention, a half-written entry, a restart),
@@ -38,7 +40,8 @@ typedef struct shm_cache shm_cache_t;
 
 #define SHM_CACHE_KEY_MAX   255     /* Idempotency-Key bytes, 1..255 */
 #define SHM_CACHE_FP_LEN    64      /* fingerprint: 64 hex characters */
-#define SHM_CACHE_BODY_MAX  1672    /* largest response body a slot holds */
+#define SHM_CACHE_REQ_MAX   320     /* largest request note a slot holds */
+#define SHM_CACHE_BODY_MAX  1352    /* largest response body a slot holds */
 
 /* What the cache holds for a key: the state of a copied entry, and what
  * lookup reports (UNKNOWN: nothing it can vouch for). */
@@ -66,6 +69,8 @@ typedef struct shm_cache_entry {
     int64_t start_ms;           /* when it was stored (IN_PROGRESS: started) */
     int status;                 /* COMPLETED: HTTP status */
     size_t body_len;            /* COMPLETED: bytes of body */
+    size_t req_len;             /* COMPLETED: bytes of req, 0 when none was kept */
+    unsigned char req[SHM_CACHE_REQ_MAX];   /* the caller's note of the request */
     unsigned char body[SHM_CACHE_BODY_MAX];
 } shm_cache_entry_t;
 
@@ -128,12 +133,16 @@ shm_cache_result_t shm_cache_claim(shm_cache_t *cache, const void *key, size_t k
  * NOT_CACHED when body_len > SHM_CACHE_BODY_MAX (the key's entry is dropped
  * so nothing stale remains), the set is full of live markers, or its lock
  * stayed busy for a few microseconds, or status is not 100..999: then the
- * caller's marker is still there, and the caller must release it.  body is
- * copied.
+ * caller's marker is still there, and the caller must release it.  req
+ * (req_len bytes, may be NULL when 0) is the caller's note of the request
+ * that got this answer, for lookups to compare; one longer than
+ * SHM_CACHE_REQ_MAX is not kept (req_len 0 in the entry), the answer is.
+ * body and req are copied, and covered by the entry's checksum.
  */
 shm_cache_result_t shm_cache_store(shm_cache_t *cache, const void *key, size_t keylen,
                                    const char *fingerprint, int status,
                                    const void *body, size_t body_len,
+                                   const void *req, size_t req_len,
                                    int64_t now_ms, int64_t expiry_ms);
 
 /*
@@ -181,6 +190,9 @@ size_t shm_cache_test_set_of(shm_cache_t *cache, const void *key, size_t keylen)
 /* Flip one body byte of key's entry without touching its version, as a stray
  * write would.  Returns 0, or -1 when key has no entry. */
 int shm_cache_test_corrupt(shm_cache_t *cache, const void *key, size_t keylen);
+
+/* The same for the last byte of the entry's req (its note of the request). */
+int shm_cache_test_corrupt_req(shm_cache_t *cache, const void *key, size_t keylen);
 #endif
 
 #endif

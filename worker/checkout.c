@@ -427,13 +427,19 @@ static void
 cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t completed_ms)
 {
     int64_t expiry = cache_expiry(c, completed_ms);
+    unsigned char note[SHM_CACHE_REQ_MAX];
+    const char *req;
+    size_t req_len, note_len = 0;
 
     if (completed_ms <= 0 || expiry <= clock_real_ms())
         return;                 /* the marker, if any, goes at checkout_free */
+    /* The request body, still contiguous from the validation. */
+    if ((req = http_req_body(c->r, &req_len)) != NULL)
+        note_len = replay_note(&c->order, req, req_len, note);
     /* shm_cache_store replaces our marker; if it could not (a busy set),
      * the marker must still go at checkout_free. */
     if (shm_cache_store(worker_shared(c->worker)->cache, c->key, c->keylen,
-                        c->order.fingerprint, status, body, len, completed_ms,
+                        c->order.fingerprint, status, body, len, note, note_len, completed_ms,
                         expiry) == SHM_CACHE_STORED)
         c->marked = 0;
 }

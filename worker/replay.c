@@ -11,6 +11,17 @@
  * bytes: a POST /checkout over HTTP/1.1 whose Idempotency-Key, Content-Type
  * and body pass the handler's own checks (validate.c), whose key the cache
  * holds COMPLETED, unexpired under today's TTL, for the same fingerprint.
+ *
+ * Parsing the body and hashing its fingerprint cost more than the rest of
+ * a replay, and a retry mostly sends the very bytes it sent first.  So the
+ * handler keeps a note of the request with the answer (replay_note: the
+ * body's bytes, and the amount and currency that a reload may stop
+ * accepting), and a body whose bytes are exactly the note's is taken as
+ * validated, with the entry's fingerprint.  That is exact: those bytes
+ * passed validate_checkout_body and made that fingerprint, and nothing in
+ * them but length, amount and currency depends on the conf, which
+ * validate_checkout_accepted asks again.  Any other body (same meaning,
+ * other bytes; longer than a note holds) is parsed as before.
  * The header values are read as evhttp reads them (leading spaces and
  * trailing whitespace dropped; the first of a repeated field).  Whatever
  * would make the handler's answer differ goes to evhttp instead: a
@@ -209,6 +220,43 @@ log_replay(const front_request_t *rq, const fields_t *fl, const char *request_id
     http_access_log(&a);
 }
 
+/* The start of a note: what today's conf must still accept of its body. */
+typedef struct {
+    int64_t amount_cents;
+    char currency[4];
+    char pad[4];                /* zeroed: notes compare as bytes */
+} note_head_t;
+
+size_t
+replay_note(const validate_checkout_t *order, const char *body, size_t len,
+            unsigned char out[SHM_CACHE_REQ_MAX])
+{
+    note_head_t h;
+
+    if (len > SHM_CACHE_REQ_MAX - sizeof(h))
+        return 0;
+    memset(&h, 0, sizeof(h));
+    h.amount_cents = order->amount_cents;
+    memcpy(h.currency, order->currency, sizeof(h.currency));
+    memcpy(out, &h, sizeof(h));
+    memcpy(out + sizeof(h), body, len);
+    return sizeof(h) + len;
+}
+
+/* Whether body (len bytes) is, byte for byte, the one e's note was made of,
+ * and today's conf still accepts it: then it is valid, with e's fingerprint. */
+static int
+same_request(const conf_t *conf, const shm_cache_entry_t *e, const char *body, size_t len)
+{
+    note_head_t h;
+
+    if (e->req_len != sizeof(h) + len || memcmp(e->req + sizeof(h), body, len) != 0)
+        return 0;
+    memcpy(&h, e->req, sizeof(h));
+    h.currency[sizeof(h.currency) - 1] = '\0';
+    return validate_checkout_accepted(conf, len, h.amount_cents, h.currency);
+}
+
 int
 replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
 {
@@ -223,7 +271,7 @@ replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
     validate_error_t err;
     validate_checkout_t req;
     int64_t start_us, now_ms, dur_us;
-    int n, located;
+    int n, located, same;
 
     if (rq->h->minor != 1 || strcmp(rq->h->method, "POST") != 0
         || rq->h->target_len != strlen("/checkout")
@@ -237,14 +285,16 @@ replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
         return 0;
     keys[0] = value_str(&fl.key, key_value, sizeof(key_value));
     if (validate_idempotency_key(keys, 1, key, &err) < 0
-        || validate_content_type(value_str(&fl.content_type, ctype, sizeof(ctype)), &err) < 0
-        || validate_checkout_body(rq->body, rq->body_len, conf, &req, &err) < 0)
+        || validate_content_type(value_str(&fl.content_type, ctype, sizeof(ctype)), &err) < 0)
         return 0;
     now_ms = clock_real_ms();
     /* An answer without a body (1xx, 204, 304) is never an order's. */
     if (!replay_lookup(w, key, strlen(key), now_ms, &e)
-        || strcmp(e.fingerprint, req.fingerprint) != 0
         || e.status < 200 || e.status == 204 || e.status == 304)
+        return 0;
+    same = same_request(conf, &e, rq->body, rq->body_len);
+    if (!same && (validate_checkout_body(rq->body, rq->body_len, conf, &req, &err) < 0
+                  || strcmp(e.fingerprint, req.fingerprint) != 0))
         return 0;
 
     /* The first X-Request-Id, as evhttp_find_header finds it (one longer
@@ -272,6 +322,7 @@ replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
     if (log_access_enabled())
         log_replay(rq, &fl, request_id, e.status, e.body_len, dur_us);
     worker_answered(w, SHM_METRICS_ROUTE_CHECKOUT, "POST", e.status, dur_us);
-    log_debug("%s: a cached replay, answered by the front reader", request_id);
+    log_debug("%s: a cached replay, answered by the front reader (%s)", request_id,
+              same ? "the same bytes, not parsed" : "parsed");
     return 1;
 }

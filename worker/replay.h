@@ -12,6 +12,7 @@
 
 #include "common/conf.h"
 #include "shm/cache.h"
+#include "worker/validate.h"
 #include "worker/worker.h"
 
 /* Of worker/front.h, which checkout.c (no libevent there) need not see. */
@@ -34,6 +35,13 @@ int64_t replay_expiry(const conf_t *conf, int64_t completed_ms);
  * may have shortened it), else 0.  Lock-free. */
 int replay_lookup(worker_t *w, const char *key, size_t keylen, int64_t now_ms,
                   shm_cache_entry_t *e);
+
+/* The note that a cached answer keeps of its request (shm_cache_store's
+ * req), for replay_answer to take the same bytes again without parsing:
+ * order, validated from body (len bytes).  Returns its length in out, or 0
+ * when the body is too long to note (then no note is kept). */
+size_t replay_note(const validate_checkout_t *order, const char *body, size_t len,
+                   unsigned char out[SHM_CACHE_REQ_MAX]);
 
 /* The Location of a 201 order answer into out: of order_id, or when that is
  * NULL or empty, of the "order_id" member of body (a cached answer).  1, or

@@ -342,6 +342,30 @@ fingerprint(validate_checkout_t *c)
     c->fingerprint[2 * mdlen] = '\0';
 }
 
+static int
+amount_accepted(const conf_t *conf, int64_t amount_cents)
+{
+    return amount_cents >= 1 && amount_cents <= conf->max_amount_cents;
+}
+
+static int
+currency_accepted(const conf_t *conf, const char *currency)
+{
+    for (size_t i = 0; i < conf->currencies.n; i++) {
+        if (strcmp(currency, conf->currencies.items[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int
+validate_checkout_accepted(const conf_t *conf, size_t len, int64_t amount_cents,
+                           const char *currency)
+{
+    return (int64_t)len <= conf->max_body_size && amount_accepted(conf, amount_cents)
+           && currency_accepted(conf, currency);
+}
+
 int
 validate_checkout_body(const char *body, size_t len, const conf_t *conf,
                        validate_checkout_t *out, validate_error_t *err)
@@ -397,7 +421,7 @@ validate_checkout_body(const char *body, size_t len, const conf_t *conf,
     /* json-c clamps integers beyond int64 to its limits, so INT64_MAX may
      * stand for a larger number (kept as a uint64): out of range even when
      * max_amount_cents is INT64_MAX, never taken as another amount. */
-    if (out->amount_cents < 1 || out->amount_cents > conf->max_amount_cents
+    if (!amount_accepted(conf, out->amount_cents)
         || json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
         fail(err, 422, "validation_failed", "amount_cents",
              "amount_cents must be from 1 to %lld", (long long)conf->max_amount_cents);
@@ -407,17 +431,10 @@ validate_checkout_body(const char *body, size_t len, const conf_t *conf,
     json_object_object_get_ex(obj, "currency", &v);
     if (get_id(v, "currency", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "A-Z", 3, 3, out->currency, err) < 0)
         goto done;
-    {
-        size_t i;
-        for (i = 0; i < conf->currencies.n; i++) {
-            if (strcmp(out->currency, conf->currencies.items[i]) == 0)
-                break;
-        }
-        if (i == conf->currencies.n) {
-            fail(err, 422, "validation_failed", "currency", "currency %s is not accepted",
-                 out->currency);
-            goto done;
-        }
+    if (!currency_accepted(conf, out->currency)) {
+        fail(err, 422, "validation_failed", "currency", "currency %s is not accepted",
+             out->currency);
+        goto done;
     }
 
     snprintf(out->buyer_trust, sizeof(out->buyer_trust), "untrusted");

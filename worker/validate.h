@@ -55,6 +55,14 @@ int validate_checkout_body(const char *body, size_t len, const conf_t *conf,
                            validate_checkout_t *out, validate_error_t *err)
     __attribute__((warn_unused_result));
 
+/*
+ * Whether conf still accepts a body that passed validate_checkout_body under
+ * another conf (a reload since): its length (len bytes), amount and currency
+ * are all that the conf judges.  Non-zero when it does.
+ */
+int validate_checkout_accepted(const conf_t *conf, size_t len, int64_t amount_cents,
+                               const char *currency);
+
 /* A provider webhook's event, checked. */
 #define VALIDATE_EVENT_ID_MAX 255
 

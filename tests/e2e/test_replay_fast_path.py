@@ -227,6 +227,91 @@ t.ok(ans and ans[0].status == 201, "HTTP/1.0: the replay", ans)
 t.eq(fronted() - n6, 0, "both answered by the handler")
 t.eq(fronted() - n5, 4, "no failed check was answered by the front reader")
 
+# The cached answer keeps a note of its request's body: the same bytes are
+# taken without parsing them ("not parsed" in the debug line); other bytes
+# are parsed, and replayed only when they say the same.  The body ends with
+# its amount and a newline, so that a compare that skipped the last byte,
+# or compared only a prefix or the lengths, would show below.
+def unparsed():
+    return log_count("answered by the front reader (the same bytes, not parsed)")
+
+
+def parsed():
+    return log_count("answered by the front reader (parsed)")
+
+
+def paths_since(before):
+    return (unparsed() - before[0], parsed() - before[1])
+
+
+def error_of(ans):
+    """(status, error code, field) of the only answer, or what came instead."""
+    if len(ans) != 1:
+        return ans
+    err = ans[0].json().get("error", {}) if ans[0].body[:1] == b"{" else {}
+    return ans[0].status, err.get("code"), err.get("field")
+
+
+key3 = new_key("fast-bytes")
+B3 = b'{"buyer_id":"fast-buyer","seller_id":"fast-seller","currency":"EUR","amount_cents":1999}\n'
+_, ans = exchange(post(key3, body=B3), 1)
+t.eq(ans[0].status if ans else None, 201, "a new checkout whose body ends with its amount: 201")
+out_h, _ = exchange(HEALTHZ + post(key3, body=B3, extra=ident), 2)
+c0 = (unparsed(), parsed())
+out_f, _ = exchange(post(key3, body=B3, extra=ident), 1)
+t.eq(paths_since(c0), (1, 0), "the same bytes again: answered by the front reader, not parsed")
+t.eq(raw_answers(out_f)[0], raw_answers(out_h)[1], "the same answer as the handler's (but Date)")
+for name, body in [("its members in another order", json.dumps(json.loads(B3)).encode()),
+                   ("a space after it", B3 + b" "),
+                   ("its last byte (a newline) cut", B3[:-1]),
+                   ("its last byte a space", B3[:-1] + b" "),
+                   ("a space before it", b" " + B3),
+                   ("a space before the amount", B3.replace(b":1999", b": 1999"))]:
+    c0 = (unparsed(), parsed())
+    out, _ = exchange(post(key3, body=body, extra=ident), 1)
+    t.eq(paths_since(c0), (0, 1), "the same body with %s: parsed by the front reader" % name)
+    t.eq(raw_answers(out)[0] if out else None, raw_answers(out_h)[1], "and the same answer")
+for name, body, want in [
+        ("its amount's last digit changed", B3.replace(b"1999", b"1998"),
+         (409, "idempotency_key_reused", None)),
+        ("a byte in the middle changed", B3.replace(b"fast-buyer", b"fast-buyeR"),
+         (409, "idempotency_key_reused", None)),
+        ("its closing brace cut", B3[:-2] + b"\n", (400, "invalid_json", None))]:
+    n7 = fronted()
+    _, ans = exchange(post(key3, body=body), 1)
+    t.eq(error_of(ans), want, "the key with %s: %d %s" % (name, want[0], want[1]))
+    t.eq(fronted() - n7, 0, "not answered by the front reader")
+
+# A reload may stop accepting what the noted body says (its amount, its
+# currency): the same bytes then get the handler's 422, not the replay.
+for setting, value, field in [("max_amount_cents", "1000", "amount_cents"),
+                              ("currencies", "USD GBP", "currency")]:
+    kept = d.settings.get(setting)
+    d.settings[setting] = value
+    d.write_conf()
+    old = d.workers()
+    d.signal(signal.SIGHUP)
+    t.ok(wait_until(lambda: len(d.workers()) == 1 and not set(d.workers()) & set(old), 15),
+         "reloaded with %s = %s" % (setting, value))
+    n7 = fronted()
+    _, ans = exchange(post(key3, body=B3), 1)
+    t.eq(error_of(ans), (422, "validation_failed", field),
+         "the same bytes, now out of %s: 422 on %s" % (setting, field))
+    t.eq(fronted() - n7, 0, "from the handler")
+    if kept is None:
+        del d.settings[setting]
+    else:
+        d.settings[setting] = kept
+    d.write_conf()
+    old = d.workers()
+    d.signal(signal.SIGHUP)
+    t.ok(wait_until(lambda: len(d.workers()) == 1 and not set(d.workers()) & set(old), 15),
+         "%s back" % setting)
+c0 = (unparsed(), parsed())
+out_f, _ = exchange(post(key3, body=B3, extra=ident), 1)
+t.eq(paths_since(c0), (1, 0), "after the reloads, the same bytes: the replay, not parsed")
+t.eq(raw_answers(out_f)[0] if out_f else None, raw_answers(out_h)[1], "the same answer")
+
 # A client that reads late: neither the answers made here nor evhttp's
 # later ones overtake each other, and its EOF right after its requests
 # still gets every answer.  Which side is answering when the socket fills

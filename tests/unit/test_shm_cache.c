@@ -68,6 +68,19 @@ body_make(const char *key, unsigned n, unsigned char *buf, int *status)
     return (size_t)prefix + fill;
 }
 
+/* The request note of version n of key: its length (0 to SHM_CACHE_REQ_MAX)
+ * and bytes vary with both, so that a note torn between two writes, or
+ * left from another version, does not match the body. */
+static size_t
+req_make(const char *key, unsigned n, unsigned char *buf)
+{
+    size_t len = (n * 31 + (unsigned char)key[0]) % (SHM_CACHE_REQ_MAX + 1);
+
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)(n * 5 + i * 11 + (unsigned char)key[0]);
+    return len;
+}
+
 /* Does e (as found for key) hold what some writer of key wrote? */
 static int
 entry_valid(const char *key, const shm_cache_entry_t *e)
@@ -95,19 +108,22 @@ entry_valid(const char *key, const shm_cache_entry_t *e)
         n = n * 10 + (unsigned)(e->body[k] - '0');
     }
     len = body_make(key, n, want, &status);
-    return len == e->body_len && status == e->status && memcmp(want, e->body, len) == 0;
+    if (len != e->body_len || status != e->status || memcmp(want, e->body, len) != 0)
+        return 0;
+    len = req_make(key, n, want);
+    return len == e->req_len && memcmp(want, e->req, len) == 0;
 }
 
 static shm_cache_result_t
 store(shm_cache_t *c, const char *key, unsigned n, int64_t now, int64_t expiry)
 {
-    unsigned char body[SHM_CACHE_BODY_MAX];
+    unsigned char body[SHM_CACHE_BODY_MAX], req[SHM_CACHE_REQ_MAX];
     char fp[SHM_CACHE_FP_LEN + 1];
     int status;
-    size_t len = body_make(key, n, body, &status);
+    size_t len = body_make(key, n, body, &status), req_len = req_make(key, n, req);
 
     fp_of(key, strlen(key), fp);
-    return shm_cache_store(c, KEY(key), fp, status, body, len, now, expiry);
+    return shm_cache_store(c, KEY(key), fp, status, body, len, req, req_len, now, expiry);
 }
 
 static shm_cache_result_t
@@ -134,6 +150,9 @@ assert_completed(shm_cache_t *c, const char *key, unsigned n, int64_t now)
     assert_int_equal(e.status, status);
     assert_int_equal(e.body_len, len);
     assert_memory_equal(e.body, want, len);
+    len = req_make(key, n, want);
+    assert_int_equal(e.req_len, len);
+    assert_memory_equal(e.req, want, len);
 }
 
 static void
@@ -394,18 +413,20 @@ test_too_big(void **state)
     fp_of(KEY("big"), fp);
     memset(body, 'b', sizeof(body));
     assert_int_equal(claim(c, "big", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
-    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), T0, T0 + TTL),
+    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), NULL, 0,
+                                     T0, T0 + TTL),
                      SHM_CACHE_NOT_CACHED);
     assert_miss(c, "big", T0);      /* the marker went too */
 
-    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, SHM_CACHE_BODY_MAX,
+    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, SHM_CACHE_BODY_MAX, NULL, 0,
                                      T0, T0 + TTL), SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, KEY("big"), T0, &e), SHM_CACHE_COMPLETED);
     assert_int_equal(e.body_len, SHM_CACHE_BODY_MAX);
     assert_memory_equal(e.body, body, SHM_CACHE_BODY_MAX);
 
     /* A bigger answer for a cached key must not leave the old one behind. */
-    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), T0, T0 + TTL),
+    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), NULL, 0,
+                                     T0, T0 + TTL),
                      SHM_CACHE_NOT_CACHED);
     assert_miss(c, "big", T0);
     assert_int_equal(stats(c).too_big, 2);
@@ -426,33 +447,89 @@ test_bad_arguments(void **state)
     assert_int_equal(shm_cache_claim(c, long_key, sizeof(long_key), fp, getpid(), T0, T0 + 1, &e),
                      SHM_CACHE_NOT_CACHED);
     assert_int_equal(shm_cache_claim(c, KEY("k"), fp, 0, T0, T0 + 1, &e), SHM_CACHE_NOT_CACHED);
-    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 42, "x", 1, T0, T0 + 1),
+    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 42, "x", 1, NULL, 0, T0, T0 + 1),
+                     SHM_CACHE_NOT_CACHED);
+    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 200, "x", 1, NULL, 1, T0, T0 + 1),
                      SHM_CACHE_NOT_CACHED);
     /* The longest key works. */
-    assert_int_equal(shm_cache_store(c, long_key, SHM_CACHE_KEY_MAX, fp, 200, "x", 1,
+    assert_int_equal(shm_cache_store(c, long_key, SHM_CACHE_KEY_MAX, fp, 200, "x", 1, NULL, 0,
                                      T0, T0 + TTL), SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, long_key, SHM_CACHE_KEY_MAX, T0, &e),
                      SHM_CACHE_COMPLETED);
     /* An empty body is a body. */
-    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 204, NULL, 0, T0, T0 + TTL),
+    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 204, NULL, 0, NULL, 0, T0, T0 + TTL),
                      SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, KEY("k"), T0, &e), SHM_CACHE_COMPLETED);
     assert_int_equal(e.status, 204);
     assert_int_equal(e.body_len, 0);
 }
 
+/* A stray write (corrupt: a byte flipped, the version untouched) into an
+ * entry: lookups miss it and count it, a writer does not take it for live. */
 static void
-test_checksum_catches_stray_write(void **state)
+assert_stray_write_caught(shm_cache_t *c, int (*corrupt)(shm_cache_t *, const void *, size_t))
 {
-    shm_cache_t *c = *state;
     shm_cache_entry_t e;
 
     assert_int_equal(store(c, "victim", 500, T0, T0 + TTL), SHM_CACHE_STORED);
-    assert_int_equal(shm_cache_test_corrupt(c, KEY("victim")), 0);
+    assert_int_equal(shm_cache_lookup(c, KEY("victim"), T0, &e), SHM_CACHE_COMPLETED);
+    assert_true(e.req_len > 0 && e.body_len > 0);
+    assert_int_equal(corrupt(c, KEY("victim")), 0);
     assert_miss(c, "victim", T0);
     assert_int_equal(stats(c).corrupt, 1);
-    /* A writer does not take the damaged entry for a live one. */
     assert_int_equal(claim(c, "victim", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
+}
+
+static void
+test_checksum_catches_stray_write(void **state)
+{
+    assert_stray_write_caught(*state, shm_cache_test_corrupt);
+}
+
+/* The same in the request note: a replay compares it instead of parsing
+ * the request, so a damaged one must not be served. */
+static void
+test_checksum_catches_stray_write_in_req(void **state)
+{
+    assert_stray_write_caught(*state, shm_cache_test_corrupt_req);
+}
+
+/* The request note: kept with the answer up to SHM_CACHE_REQ_MAX bytes and
+ * copied out by lookup and claim; a longer one is dropped, not the answer;
+ * a later answer for the key replaces the note with its own, or with none. */
+static void
+test_req_note(void **state)
+{
+    static unsigned char req[SHM_CACHE_REQ_MAX + 1];
+    shm_cache_t *c = *state;
+    shm_cache_entry_t e;
+    char fp[SHM_CACHE_FP_LEN + 1];
+
+    fp_of(KEY("k"), fp);
+    for (size_t i = 0; i < sizeof(req); i++)
+        req[i] = (unsigned char)(i * 7 + 1);
+    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 201, "{}", 2, req, SHM_CACHE_REQ_MAX,
+                                     T0, T0 + TTL), SHM_CACHE_STORED);
+    assert_int_equal(shm_cache_lookup(c, KEY("k"), T0, &e), SHM_CACHE_COMPLETED);
+    assert_int_equal(e.req_len, SHM_CACHE_REQ_MAX);
+    assert_memory_equal(e.req, req, SHM_CACHE_REQ_MAX);
+    assert_int_equal(e.body_len, 2);
+    assert_memory_equal(e.body, "{}", 2);
+    assert_int_equal(claim(c, "k", getpid(), T0, T0 + TTL, &e), SHM_CACHE_EXISTS);
+    assert_int_equal(e.req_len, SHM_CACHE_REQ_MAX);
+    assert_memory_equal(e.req, req, SHM_CACHE_REQ_MAX);
+
+    /* One byte too long: the answer is stored, without a note (not the old one). */
+    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 201, "{1}", 3, req, sizeof(req),
+                                     T0 + 1, T0 + TTL), SHM_CACHE_STORED);
+    assert_int_equal(shm_cache_lookup(c, KEY("k"), T0 + 1, &e), SHM_CACHE_COMPLETED);
+    assert_int_equal(e.req_len, 0);
+    assert_int_equal(e.body_len, 3);
+
+    /* A marker has no note. */
+    assert_int_equal(claim(c, "m", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
+    assert_int_equal(shm_cache_lookup(c, KEY("m"), T0, &e), SHM_CACHE_IN_PROGRESS);
+    assert_int_equal(e.req_len, 0);
 }
 
 static void
@@ -892,6 +969,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_too_big, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_checksum_catches_stray_write, setup_one_set, teardown),
+        cmocka_unit_test_setup_teardown(test_checksum_catches_stray_write_in_req, setup_one_set,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_req_note, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_release_pid_drops_markers, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_wipe, setup_one_set, teardown),
         cmocka_unit_test_setup_teardown(test_holder_stopped_then_killed, setup_one_set, teardown),
