@@ -110,14 +110,25 @@ request_id_valid(const char *s)
     return 1;
 }
 
+/* Without snprintf: its format parsing cost a cached replay more than
+ * the rest of making its answer. */
 void
 http_request_id(const char *client_id, char out[HTTP_ID_SIZE])
 {
-    if (client_id != NULL && request_id_valid(client_id))
-        snprintf(out, HTTP_ID_SIZE, "%s", client_id);
-    else
-        snprintf(out, HTTP_ID_SIZE, "%016llx%016llx",
-                 (unsigned long long)rng_next(), (unsigned long long)rng_next());
+    static const char hex[] = "0123456789abcdef";
+
+    if (client_id != NULL && request_id_valid(client_id)) {
+        memcpy(out, client_id, strlen(client_id) + 1);      /* at most 128 + 1 */
+        return;
+    }
+    /* 32 lower-case hex digits, as "%016llx%016llx" of two draws. */
+    for (int half = 0; half < 2; half++) {
+        uint64_t v = rng_next();
+
+        for (int i = 15; i >= 0; i--, v >>= 4)
+            out[16 * half + i] = hex[v & 15];
+    }
+    out[32] = '\0';
 }
 
 static void connection_closed(struct evhttp_connection *evcon, void *arg);

@@ -144,6 +144,45 @@ value_str(const value_t *v, char *buf, size_t size)
     return buf;
 }
 
+/* An answer's head, appended piece by piece: snprintf's format parsing
+ * cost more than the rest of a replay once the body was no longer parsed.
+ * A piece that does not fit marks the head overflowed (never cut). */
+typedef struct {
+    char buf[768];
+    size_t len;
+    int overflowed;
+} head_t;
+
+static void
+head_put(head_t *h, const char *s, size_t n)
+{
+    if (n > sizeof(h->buf) - h->len) {
+        h->overflowed = 1;
+        return;
+    }
+    memcpy(h->buf + h->len, s, n);
+    h->len += n;
+}
+
+static void
+head_put_str(head_t *h, const char *s)
+{
+    head_put(h, s, strlen(s));
+}
+
+static void
+head_put_uint(head_t *h, size_t v)
+{
+    char digits[20];
+    size_t i = sizeof(digits);
+
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    head_put(h, digits + i, sizeof(digits) - i);
+}
+
 /* The Date field's value at now_ms (Unix ms) as evhttp writes it, made
  * once a second. */
 static const char *
@@ -265,13 +304,13 @@ replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
     fields_t fl = { .keys = 0 };
     char key_value[VALIDATE_KEY_MAX + 3], ctype[128], id_value[HTTP_ID_SIZE + 1];
     char key[VALIDATE_KEY_MAX + 1], request_id[HTTP_ID_SIZE], location[REPLAY_LOCATION_SIZE];
-    char head[768];
+    head_t head = { .len = 0 };
     const char *keys[1];
     shm_cache_entry_t e;        /* ~1.8 KiB: the stack, not malloc */
     validate_error_t err;
     validate_checkout_t req;
     int64_t start_us, now_ms, dur_us;
-    int n, located, same;
+    int same;
 
     if (rq->h->minor != 1 || strcmp(rq->h->method, "POST") != 0
         || rq->h->target_len != strlen("/checkout")
@@ -301,19 +340,28 @@ replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
      * than a valid one is not cut to fit). */
     http_request_id(fl.request_id.p != NULL && fl.request_id.n >= HTTP_ID_SIZE ? ""
                     : value_str(&fl.request_id, id_value, sizeof(id_value)), request_id);
-    located = e.status == 201
-              && replay_location(NULL, (const char *)e.body, e.body_len, location);
-    n = snprintf(head, sizeof(head),
-                 "HTTP/1.1 %d %s\r\n%s%s%sIdempotent-Replayed: true\r\n"
-                 "Content-Type: application/json\r\nX-Request-Id: %s\r\nDate: %s\r\n"
-                 "Content-Length: %zu\r\n\r\n",
-                 e.status, http_reason(e.status), located ? "Location: " : "",
-                 located ? location : "", located ? "\r\n" : "", request_id, http_date(now_ms),
-                 e.body_len);
+    head_put_str(&head, "HTTP/1.1 ");
+    head_put_uint(&head, (size_t)e.status);     /* 200..999: checked above, and by the cache */
+    head_put_str(&head, " ");
+    head_put_str(&head, http_reason(e.status));
+    head_put_str(&head, "\r\n");
+    if (e.status == 201 && replay_location(NULL, (const char *)e.body, e.body_len, location)) {
+        head_put_str(&head, "Location: ");
+        head_put_str(&head, location);
+        head_put_str(&head, "\r\n");
+    }
+    head_put_str(&head, "Idempotent-Replayed: true\r\nContent-Type: application/json\r\n"
+                        "X-Request-Id: ");
+    head_put_str(&head, request_id);
+    head_put_str(&head, "\r\nDate: ");
+    head_put_str(&head, http_date(now_ms));
+    head_put_str(&head, "\r\nContent-Length: ");
+    head_put_uint(&head, e.body_len);
+    head_put_str(&head, "\r\n\r\n");
     /* Room for both first, so that out stays untouched when there is none
      * (the handler answers then). */
-    if (n <= 0 || (size_t)n >= sizeof(head) || evbuffer_expand(out, (size_t)n + e.body_len) < 0
-        || evbuffer_add(out, head, (size_t)n) < 0 || evbuffer_add(out, e.body, e.body_len) < 0)
+    if (head.overflowed || evbuffer_expand(out, head.len + e.body_len) < 0
+        || evbuffer_add(out, head.buf, head.len) < 0 || evbuffer_add(out, e.body, e.body_len) < 0)
         return 0;
     worker_count(w, SHM_METRICS_CACHE_HIT);
     worker_count(w, SHM_METRICS_CHECKOUT_REPLAYED);

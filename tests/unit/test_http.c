@@ -382,6 +382,37 @@ test_body_out_of_memory(void **state)
     run_until(f, &f->done, 1);
 }
 
+/* A request id: the client's when valid (1..128 visible characters but '"'
+ * and '\\'), else a new one of 32 lower-case hex digits, never the same. */
+static void
+test_request_id(void **state)
+{
+    char id[HTTP_ID_SIZE], other[HTTP_ID_SIZE], longest[129], toolong[130];
+
+    (void)state;
+    http_request_id("client-id.1", id);
+    assert_string_equal(id, "client-id.1");
+    memset(longest, 'x', 128);
+    longest[128] = '\0';
+    http_request_id(longest, id);
+    assert_string_equal(id, longest);
+    for (int i = 0; i < 4; i++) {
+        const char *bad[] = { NULL, "", "a b", "a\"b" };
+
+        http_request_id(bad[i], id);
+        assert_int_equal(strlen(id), 32);
+        assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+        http_request_id(bad[i], other);
+        assert_string_not_equal(id, other);
+    }
+    /* One longer than 128 is not cut to fit: a new one. */
+    memset(toolong, 'y', sizeof(toolong) - 1);
+    toolong[sizeof(toolong) - 1] = '\0';
+    http_request_id(toolong, id);
+    assert_int_equal(strlen(id), 32);
+    assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+}
+
 int
 main(void)
 {
@@ -392,6 +423,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_keepalive_next_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accessors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_out_of_memory, setup, teardown),
+        cmocka_unit_test(test_request_id),
     };
 
     /* Before libevent allocates anything. */
