@@ -122,7 +122,7 @@ struct slot_meta {
     int32_t owner_pid;          /* IN_PROGRESS only */
     uint16_t status;
     uint16_t body_len;
-    uint16_t req_len;           /* COMPLETED only */
+    uint16_t req_len; /* COMPLETED only */
     uint8_t state;
     uint8_t keylen;
     uint8_t pad[4];
@@ -136,9 +136,9 @@ struct slot {
     char fp[SHM_CACHE_FP_LEN];
     char key[SHM_CACHE_KEY_MAX + 1];
     unsigned char req[SHM_CACHE_REQ_MAX];
-    unsigned char body[SLOT_SIZE - 2 * sizeof(uint32_t) - sizeof(uint64_t)
-                       - sizeof(struct slot_meta) - SHM_CACHE_FP_LEN - (SHM_CACHE_KEY_MAX + 1)
-                       - SHM_CACHE_REQ_MAX];
+    unsigned char body[SLOT_SIZE - 2 * sizeof(uint32_t) - sizeof(uint64_t) -
+                       sizeof(struct slot_meta) - SHM_CACHE_FP_LEN - (SHM_CACHE_KEY_MAX + 1) -
+                       SHM_CACHE_REQ_MAX];
 };
 
 static_assert(sizeof(struct slot) == SLOT_SIZE, "a slot is SLOT_SIZE bytes");
@@ -214,8 +214,8 @@ key_hash(const shm_cache_t *c, const void *key, size_t keylen)
 }
 
 static uint64_t
-slot_csum(const shm_cache_t *c, const struct slot_meta *m, const void *key,
-          const char *fp, const void *req, const void *body)
+slot_csum(const shm_cache_t *c, const struct slot_meta *m, const void *key, const char *fp,
+          const void *req, const void *body)
 {
     uint64_t h = c->k1 ^ UINT64_C(0x2545f4914f6cdd1d);
 
@@ -232,9 +232,8 @@ slot_csum(const shm_cache_t *c, const struct slot_meta *m, const void *key,
 static bool
 meta_sane(const struct slot_meta *m)
 {
-    return (m->state == ST_IN_PROGRESS || m->state == ST_COMPLETED) &&
-           m->keylen >= 1 && m->body_len <= SHM_CACHE_BODY_MAX &&
-           m->req_len <= SHM_CACHE_REQ_MAX &&
+    return (m->state == ST_IN_PROGRESS || m->state == ST_COMPLETED) && m->keylen >= 1 &&
+           m->body_len <= SHM_CACHE_BODY_MAX && m->req_len <= SHM_CACHE_REQ_MAX &&
            (m->state == ST_COMPLETED || (m->body_len == 0 && m->req_len == 0));
 }
 
@@ -242,8 +241,8 @@ meta_sane(const struct slot_meta *m)
 static bool
 slot_intact_locked(const shm_cache_t *c, const struct slot *sl)
 {
-    return meta_sane(&sl->m)
-           && slot_csum(c, &sl->m, sl->key, sl->fp, sl->req, sl->body) == sl->csum;
+    return meta_sane(&sl->m) &&
+           slot_csum(c, &sl->m, sl->key, sl->fp, sl->req, sl->body) == sl->csum;
 }
 
 static uint32_t
@@ -321,9 +320,8 @@ slot_clear_locked(shm_cache_t *c, size_t si, unsigned w)
 
 /* sum is slot_csum() of the same entry, computed before taking the lock. */
 static void
-slot_store_locked(shm_cache_t *c, size_t si, unsigned w, const struct slot_meta *m,
-                  const void *key, const char *fp, const void *req, const void *body,
-                  uint64_t sum)
+slot_store_locked(shm_cache_t *c, size_t si, unsigned w, const struct slot_meta *m, const void *key,
+                  const char *fp, const void *req, const void *body, uint64_t sum)
 {
     struct slot *sl = slot_at(c, si, w);
     size_t half = m->body_len / 2;
@@ -595,8 +593,8 @@ slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
         if (same_key) {
             memcpy(out->fingerprint, sl->fp, SHM_CACHE_FP_LEN);
             if (m.state == ST_COMPLETED) {
-                memcpy(out->req, sl->req, m.req_len <= SHM_CACHE_REQ_MAX
-                                          ? m.req_len : SHM_CACHE_REQ_MAX);
+                memcpy(out->req, sl->req,
+                       m.req_len <= SHM_CACHE_REQ_MAX ? m.req_len : SHM_CACHE_REQ_MAX);
                 memcpy(out->body, sl->body, m.body_len <= SHM_CACHE_BODY_MAX
                                             ? m.body_len : SHM_CACHE_BODY_MAX);
             }
@@ -623,8 +621,7 @@ slot_read(shm_cache_t *c, size_t si, unsigned w, uint64_t hash, const void *key,
  * every way holds a live marker of a live owner. */
 static int
 set_write_unlock(shm_cache_t *c, size_t si, int w, int64_t now_ms, const struct slot_meta *m,
-                 const void *key, const char *fp, const void *req, const void *body,
-                 uint64_t sum)
+                 const void *key, const char *fp, const void *req, const void *body, uint64_t sum)
 {
     bool evicted = false;
 
@@ -734,9 +731,9 @@ shm_cache_claim(shm_cache_t *c, const void *key, size_t keylen, const char *fing
 }
 
 shm_cache_result_t
-shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint,
-                int status, const void *body, size_t body_len, const void *req,
-                size_t req_len, int64_t now_ms, int64_t expiry_ms)
+shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fingerprint, int status,
+                const void *body, size_t body_len, const void *req, size_t req_len, int64_t now_ms,
+                int64_t expiry_ms)
 {
     struct slot_meta m;
     uint64_t hash, sum = 0;
@@ -747,7 +744,7 @@ shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fing
         (body == NULL && body_len > 0) || (req == NULL && req_len > 0))
         return SHM_CACHE_NOT_CACHED;
     if (req_len > SHM_CACHE_REQ_MAX)
-        req_len = 0;            /* the answer is kept, the note is not */
+        req_len = 0; /* the answer is kept, the note is not */
     hash = key_hash(c, key, keylen);
     si = hash % c->nsets;
     memset(&m, 0, sizeof(m));

@@ -70,7 +70,7 @@ typedef struct shm_cache_entry {
     int status;                 /* COMPLETED: HTTP status */
     size_t body_len;            /* COMPLETED: bytes of body */
     size_t req_len;             /* COMPLETED: bytes of req, 0 when none was kept */
-    unsigned char req[SHM_CACHE_REQ_MAX];   /* the caller's note of the request */
+    unsigned char req[SHM_CACHE_REQ_MAX]; /* the caller's note of the request */
     unsigned char body[SHM_CACHE_BODY_MAX];
 } shm_cache_entry_t;
 
@@ -140,10 +140,9 @@ shm_cache_result_t shm_cache_claim(shm_cache_t *cache, const void *key, size_t k
  * body and req are copied, and covered by the entry's checksum.
  */
 shm_cache_result_t shm_cache_store(shm_cache_t *cache, const void *key, size_t keylen,
-                                   const char *fingerprint, int status,
-                                   const void *body, size_t body_len,
-                                   const void *req, size_t req_len,
-                                   int64_t now_ms, int64_t expiry_ms);
+                                   const char *fingerprint, int status, const void *body,
+                                   size_t body_len, const void *req, size_t req_len, int64_t now_ms,
+                                   int64_t expiry_ms);
 
 /*
  * Drop pid's IN_PROGRESS marker for key (the request ended without a stored

@@ -118,7 +118,7 @@ http_request_id(const char *client_id, char out[HTTP_ID_SIZE])
     static const char hex[] = "0123456789abcdef";
 
     if (client_id != NULL && request_id_valid(client_id)) {
-        memcpy(out, client_id, strlen(client_id) + 1);      /* at most 128 + 1 */
+        memcpy(out, client_id, strlen(client_id) + 1); /* at most 128 + 1 */
         return;
     }
     /* 32 lower-case hex digits, as "%016llx%016llx" of two draws. */

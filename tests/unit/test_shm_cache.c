@@ -413,21 +413,22 @@ test_too_big(void **state)
     fp_of(KEY("big"), fp);
     memset(body, 'b', sizeof(body));
     assert_int_equal(claim(c, "big", getpid(), T0, T0 + TTL, &e), SHM_CACHE_CLAIMED);
-    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), NULL, 0,
-                                     T0, T0 + TTL),
-                     SHM_CACHE_NOT_CACHED);
+    assert_int_equal(
+        shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), NULL, 0, T0, T0 + TTL),
+        SHM_CACHE_NOT_CACHED);
     assert_miss(c, "big", T0);      /* the marker went too */
 
-    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, SHM_CACHE_BODY_MAX, NULL, 0,
-                                     T0, T0 + TTL), SHM_CACHE_STORED);
+    assert_int_equal(
+        shm_cache_store(c, KEY("big"), fp, 201, body, SHM_CACHE_BODY_MAX, NULL, 0, T0, T0 + TTL),
+        SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, KEY("big"), T0, &e), SHM_CACHE_COMPLETED);
     assert_int_equal(e.body_len, SHM_CACHE_BODY_MAX);
     assert_memory_equal(e.body, body, SHM_CACHE_BODY_MAX);
 
     /* A bigger answer for a cached key must not leave the old one behind. */
-    assert_int_equal(shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), NULL, 0,
-                                     T0, T0 + TTL),
-                     SHM_CACHE_NOT_CACHED);
+    assert_int_equal(
+        shm_cache_store(c, KEY("big"), fp, 201, body, sizeof(body), NULL, 0, T0, T0 + TTL),
+        SHM_CACHE_NOT_CACHED);
     assert_miss(c, "big", T0);
     assert_int_equal(stats(c).too_big, 2);
 }
@@ -452,8 +453,9 @@ test_bad_arguments(void **state)
     assert_int_equal(shm_cache_store(c, KEY("k"), fp, 200, "x", 1, NULL, 1, T0, T0 + 1),
                      SHM_CACHE_NOT_CACHED);
     /* The longest key works. */
-    assert_int_equal(shm_cache_store(c, long_key, SHM_CACHE_KEY_MAX, fp, 200, "x", 1, NULL, 0,
-                                     T0, T0 + TTL), SHM_CACHE_STORED);
+    assert_int_equal(
+        shm_cache_store(c, long_key, SHM_CACHE_KEY_MAX, fp, 200, "x", 1, NULL, 0, T0, T0 + TTL),
+        SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, long_key, SHM_CACHE_KEY_MAX, T0, &e),
                      SHM_CACHE_COMPLETED);
     /* An empty body is a body. */
@@ -508,8 +510,9 @@ test_req_note(void **state)
     fp_of(KEY("k"), fp);
     for (size_t i = 0; i < sizeof(req); i++)
         req[i] = (unsigned char)(i * 7 + 1);
-    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 201, "{}", 2, req, SHM_CACHE_REQ_MAX,
-                                     T0, T0 + TTL), SHM_CACHE_STORED);
+    assert_int_equal(
+        shm_cache_store(c, KEY("k"), fp, 201, "{}", 2, req, SHM_CACHE_REQ_MAX, T0, T0 + TTL),
+        SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, KEY("k"), T0, &e), SHM_CACHE_COMPLETED);
     assert_int_equal(e.req_len, SHM_CACHE_REQ_MAX);
     assert_memory_equal(e.req, req, SHM_CACHE_REQ_MAX);
@@ -520,8 +523,9 @@ test_req_note(void **state)
     assert_memory_equal(e.req, req, SHM_CACHE_REQ_MAX);
 
     /* One byte too long: the answer is stored, without a note (not the old one). */
-    assert_int_equal(shm_cache_store(c, KEY("k"), fp, 201, "{1}", 3, req, sizeof(req),
-                                     T0 + 1, T0 + TTL), SHM_CACHE_STORED);
+    assert_int_equal(
+        shm_cache_store(c, KEY("k"), fp, 201, "{1}", 3, req, sizeof(req), T0 + 1, T0 + TTL),
+        SHM_CACHE_STORED);
     assert_int_equal(shm_cache_lookup(c, KEY("k"), T0 + 1, &e), SHM_CACHE_COMPLETED);
     assert_int_equal(e.req_len, 0);
     assert_int_equal(e.body_len, 3);
