@@ -12,7 +12,10 @@
  * the default spelled out) give the same fingerprint.  What the default
  * conf accepts, the wide one accepts as the same request; the wide one
  * takes an amount of INT64_MAX only when the body says so (json-c clamps
- * larger integers to it).
+ * larger integers to it).  And what replay.c relies on to take a body's
+ * bytes again without parsing them: of a body that one conf accepted,
+ * another judges only its length, amount and currency
+ * (validate_checkout_accepted).
  */
 #include "config.h"
 
@@ -76,6 +79,7 @@ check_accepted(const conf_t *cf, const char *body, size_t size, const validate_c
     memset(&b, 0, sizeof(b));
     FUZZ_ASSERT(validate_checkout_body(body, size, cf, &b, &e) == 0);
     FUZZ_ASSERT(memcmp(a, &b, sizeof(b)) == 0);
+    FUZZ_ASSERT(validate_checkout_accepted(cf, size, a->amount_cents, a->currency));
 
     n = snprintf(canon, sizeof(canon),
                  "{\"buyer_trust\":\"%s\",\"currency\":\"%s\",\"amount_cents\":%lld,"
@@ -94,17 +98,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *body = fuzz_bytes(data, size);
     validate_checkout_t req, req_wide;
     validate_error_t e;
+    int wide_ok, conf_ok;
 
     memset(&e, 0, sizeof(e));
     memset(&req_wide, 0, sizeof(req_wide));
-    if (validate_checkout_body(body, size, wide, &req_wide, &e) == 0) {
+    wide_ok = validate_checkout_body(body, size, wide, &req_wide, &e) == 0;
+    if (wide_ok) {
         check_accepted(wide, body, size, &req_wide);
         FUZZ_ASSERT(req_wide.amount_cents != INT64_MAX
                     || memmem(body, size, "9223372036854775807", 19) != NULL);
     }
     memset(&e, 0, sizeof(e));
     memset(&req, 0, sizeof(req));
-    if (validate_checkout_body(body, size, conf, &req, &e) == 0) {
+    conf_ok = validate_checkout_body(body, size, conf, &req, &e) == 0;
+    if (wide_ok)
+        FUZZ_ASSERT(validate_checkout_accepted(conf, size, req_wide.amount_cents,
+                                               req_wide.currency) == conf_ok);
+    if (conf_ok) {
         check_accepted(conf, body, size, &req);
         FUZZ_ASSERT(memcmp(&req, &req_wide, sizeof(req)) == 0);
     } else {
