@@ -136,9 +136,9 @@ struct slot {
     char fp[SHM_CACHE_FP_LEN];
     char key[SHM_CACHE_KEY_MAX + 1];
     unsigned char req[SHM_CACHE_REQ_MAX];
-    unsigned char body[SLOT_SIZE - 2 * sizeof(uint32_t) - sizeof(uint64_t) -
-                       sizeof(struct slot_meta) - SHM_CACHE_FP_LEN - (SHM_CACHE_KEY_MAX + 1) -
-                       SHM_CACHE_REQ_MAX];
+    unsigned char body[SLOT_SIZE - 2 * sizeof(uint32_t) - sizeof(uint64_t)
+                       - sizeof(struct slot_meta) - SHM_CACHE_FP_LEN - (SHM_CACHE_KEY_MAX + 1)
+                       - SHM_CACHE_REQ_MAX];
 };
 
 static_assert(sizeof(struct slot) == SLOT_SIZE, "a slot is SLOT_SIZE bytes");
@@ -232,17 +232,17 @@ slot_csum(const shm_cache_t *c, const struct slot_meta *m, const void *key, cons
 static bool
 meta_sane(const struct slot_meta *m)
 {
-    return (m->state == ST_IN_PROGRESS || m->state == ST_COMPLETED) && m->keylen >= 1 &&
-           m->body_len <= SHM_CACHE_BODY_MAX && m->req_len <= SHM_CACHE_REQ_MAX &&
-           (m->state == ST_COMPLETED || (m->body_len == 0 && m->req_len == 0));
+    return (m->state == ST_IN_PROGRESS || m->state == ST_COMPLETED) && m->keylen >= 1
+           && m->body_len <= SHM_CACHE_BODY_MAX && m->req_len <= SHM_CACHE_REQ_MAX
+           && (m->state == ST_COMPLETED || (m->body_len == 0 && m->req_len == 0));
 }
 
 /* Whether a used slot's entry is whole: sane, and matching its checksum. */
 static bool
 slot_intact_locked(const shm_cache_t *c, const struct slot *sl)
 {
-    return meta_sane(&sl->m) &&
-           slot_csum(c, &sl->m, sl->key, sl->fp, sl->req, sl->body) == sl->csum;
+    return meta_sane(&sl->m)
+           && slot_csum(c, &sl->m, sl->key, sl->fp, sl->req, sl->body) == sl->csum;
 }
 
 static uint32_t
@@ -713,8 +713,8 @@ shm_cache_claim(shm_cache_t *c, const void *key, size_t keylen, const char *fing
     w = set_find_locked(c, si, hash, key, keylen);
     if (w >= 0) {
         struct slot *sl = slot_at(c, si, (unsigned)w);
-        bool live = !slot_withdrawn(sl) && now_ms < sl->m.expiry_ms && slot_intact_locked(c, sl) &&
-                    (sl->m.state == ST_COMPLETED || pid_alive(sl->m.owner_pid));
+        bool live = !slot_withdrawn(sl) && now_ms < sl->m.expiry_ms && slot_intact_locked(c, sl)
+                    && (sl->m.state == ST_COMPLETED || pid_alive(sl->m.owner_pid));
 
         if (live) {
             entry_fill(out, &sl->m);
@@ -740,8 +740,8 @@ shm_cache_store(shm_cache_t *c, const void *key, size_t keylen, const char *fing
     size_t si;
     int w;
 
-    if (!key_ok(key, keylen) || fingerprint == NULL || status < 100 || status > 999 ||
-        (body == NULL && body_len > 0) || (req == NULL && req_len > 0))
+    if (!key_ok(key, keylen) || fingerprint == NULL || status < 100 || status > 999
+        || (body == NULL && body_len > 0) || (req == NULL && req_len > 0))
         return SHM_CACHE_NOT_CACHED;
     if (req_len > SHM_CACHE_REQ_MAX)
         req_len = 0; /* the answer is kept, the note is not */

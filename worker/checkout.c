@@ -439,7 +439,7 @@ cache_store(checkout_t *c, int status, const char *body, size_t len, int64_t com
     /* shm_cache_store replaces our marker; if it could not (a busy set),
      * the marker must still go at checkout_free. */
     if (shm_cache_store(worker_shared(c->worker)->cache, c->key, c->keylen, c->order.fingerprint,
-                        status, body, len, note, note_len, completed_ms,
-                        expiry) == SHM_CACHE_STORED)
+                        status, body, len, note, note_len, completed_ms, expiry)
+        == SHM_CACHE_STORED)
         c->marked = 0;
 }

@@ -323,17 +323,18 @@ replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
         || (fl.content_type.p != NULL && fl.content_type.n >= sizeof(ctype)))
         return 0;
     keys[0] = value_str(&fl.key, key_value, sizeof(key_value));
-    if (validate_idempotency_key(keys, 1, key, &err) < 0 ||
-        validate_content_type(value_str(&fl.content_type, ctype, sizeof(ctype)), &err) < 0)
+    if (validate_idempotency_key(keys, 1, key, &err) < 0
+        || validate_content_type(value_str(&fl.content_type, ctype, sizeof(ctype)), &err) < 0)
         return 0;
     now_ms = clock_real_ms();
     /* An answer without a body (1xx, 204, 304) is never an order's. */
-    if (!replay_lookup(w, key, strlen(key), now_ms, &e) || e.status < 200 || e.status == 204 ||
-        e.status == 304)
+    if (!replay_lookup(w, key, strlen(key), now_ms, &e) || e.status < 200 || e.status == 204
+        || e.status == 304)
         return 0;
     same = same_request(conf, &e, rq->body, rq->body_len);
-    if (!same && (validate_checkout_body(rq->body, rq->body_len, conf, &req, &err) < 0 ||
-                  strcmp(e.fingerprint, req.fingerprint) != 0))
+    if (!same
+        && (validate_checkout_body(rq->body, rq->body_len, conf, &req, &err) < 0
+            || strcmp(e.fingerprint, req.fingerprint) != 0))
         return 0;
 
     /* The first X-Request-Id, as evhttp_find_header finds it (one longer
@@ -360,8 +361,8 @@ replay_answer(void *arg, const front_request_t *rq, struct evbuffer *out)
     head_put_str(&head, "\r\n\r\n");
     /* Room for both first, so that out stays untouched when there is none
      * (the handler answers then). */
-    if (head.overflowed || evbuffer_expand(out, head.len + e.body_len) < 0 ||
-        evbuffer_add(out, head.buf, head.len) < 0 || evbuffer_add(out, e.body, e.body_len) < 0)
+    if (head.overflowed || evbuffer_expand(out, head.len + e.body_len) < 0
+        || evbuffer_add(out, head.buf, head.len) < 0 || evbuffer_add(out, e.body, e.body_len) < 0)
         return 0;
     worker_count(w, SHM_METRICS_CACHE_HIT);
     worker_count(w, SHM_METRICS_CHECKOUT_REPLAYED);

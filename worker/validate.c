@@ -362,8 +362,8 @@ int
 validate_checkout_accepted(const conf_t *conf, size_t len, int64_t amount_cents,
                            const char *currency)
 {
-    return (int64_t)len <= conf->max_body_size && amount_accepted(conf, amount_cents) &&
-           currency_accepted(conf, currency);
+    return (int64_t)len <= conf->max_body_size && amount_accepted(conf, amount_cents)
+           && currency_accepted(conf, currency);
 }
 
 int
@@ -421,8 +421,8 @@ validate_checkout_body(const char *body, size_t len, const conf_t *conf,
     /* json-c clamps integers beyond int64 to its limits, so INT64_MAX may
      * stand for a larger number (kept as a uint64): out of range even when
      * max_amount_cents is INT64_MAX, never taken as another amount. */
-    if (!amount_accepted(conf, out->amount_cents) ||
-        json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
+    if (!amount_accepted(conf, out->amount_cents)
+        || json_object_get_uint64(v) > (uint64_t)INT64_MAX) {
         fail(err, 422, "validation_failed", "amount_cents",
              "amount_cents must be from 1 to %lld", (long long)conf->max_amount_cents);
         goto done;

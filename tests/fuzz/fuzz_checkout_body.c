@@ -112,8 +112,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&req, 0, sizeof(req));
     conf_ok = validate_checkout_body(body, size, conf, &req, &e) == 0;
     if (wide_ok)
-        FUZZ_ASSERT(validate_checkout_accepted(conf, size, req_wide.amount_cents,
-                                               req_wide.currency) == conf_ok);
+        FUZZ_ASSERT(validate_checkout_accepted(conf, size, req_wide.amount_cents, req_wide.currency)
+                    == conf_ok);
     if (conf_ok) {
         check_accepted(conf, body, size, &req);
         FUZZ_ASSERT(memcmp(&req, &req_wide, sizeof(req)) == 0);
