@@ -35,7 +35,7 @@
 --   reversal_settle(order_id, answer) -> text
 --   reversals_due(retry_after, limit) -> (order_id, amount_cents, currency)
 --   order_get(order_id) -> text, order_ledger(order_id) -> text,
---   order_json(orders) -> text
+--   order_json(orders) -> text, order_json(orders, order_reversals) -> text
 --   purge_expired_idempotency_keys(ttl, limit) -> int
 --   checkout_claim_stale(lock_timeout, limit)
 --       -> (key, order_id, amount_cents, currency, lock_token)
@@ -720,7 +720,17 @@ $$;
 -- response and a fresh rendering of the same row are byte-identical.
 -- Free-text values go through to_json() for escaping.  Timestamps are ISO 8601
 -- in UTC with microseconds: "2026-11-24T10:00:00.123456Z".
-CREATE OR REPLACE FUNCTION order_json(o orders) RETURNS text
+--
+-- The layout lives once, in order_json(o, r): the order and its reversal
+-- row, NULL (or all NULL) when it has none.  It has no sub-select, so
+-- PostgreSQL inlines it into the calling query (a plain SQL expression, not
+-- a function call per row through the SQL-function executor; inline_function
+-- refuses a body with a sub-select, a SECURITY DEFINER or SET function, and
+-- a parameter used more than once unless its argument is cheap -- a column,
+-- a whole row, a parameter).  The API functions LEFT JOIN order_reversals and
+-- call it with both rows.  order_json(o) looks the reversal up itself: one
+-- call for a row at hand (tests, psql), not inlined.
+CREATE OR REPLACE FUNCTION order_json(o orders, r order_reversals) RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT '{"order_id":"' || (o).id::text
         || '","status":' || to_json((o).status)::text
@@ -733,9 +743,8 @@ LANGUAGE sql STABLE AS $$
         || CASE WHEN (o).status = 'FAILED'
                 THEN ',"failure_reason":' || to_json((o).failure_reason)::text
                 ELSE '' END
-        || coalesce((SELECT ',"reversal":{"status":"' || r.status
-                            || '","amount_cents":' || r.amount_cents::text || '}'
-                       FROM order_reversals r WHERE r.order_id = (o).id), '')
+        || coalesce(',"reversal":{"status":"' || (r).status
+                    || '","amount_cents":' || (r).amount_cents::text || '}', '')
         || ',"created_at":"'
         || to_char((o).created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
         || '","updated_at":"'
@@ -743,10 +752,17 @@ LANGUAGE sql STABLE AS $$
         || '"}'
 $$;
 
+CREATE OR REPLACE FUNCTION order_json(o orders) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT order_json(o, (SELECT r FROM order_reversals r WHERE r.order_id = (o).id))
+$$;
+
 -- GET /orders/{id}: the order's JSON, NULL when there is no such order.
 CREATE OR REPLACE FUNCTION order_get(p_order_id uuid) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT order_json(o) FROM orders o WHERE o.id = p_order_id
+    SELECT order_json(o, r)
+      FROM orders o LEFT JOIN order_reversals r ON r.order_id = o.id
+     WHERE o.id = p_order_id
 $$;
 
 -- GET /orders/{id}/ledger: the order's ledger transactions (oldest first)
@@ -1116,6 +1132,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     k           record;
     o           orders;
+    r           order_reversals;
     v_body      text;
     v_charge_id text := p_charge_id;
     v_reversal  boolean := false;
@@ -1182,7 +1199,8 @@ BEGIN
         END IF;
     END IF;
 
-    v_body := order_json(o);
+    SELECT * INTO r FROM order_reversals rv WHERE rv.order_id = o.id;   -- all NULL: none
+    v_body := order_json(o, r);
     UPDATE idempotency_keys ik
        SET state = 'completed', response_status = 201, response_body = v_body,
            completed_at = now()
@@ -1618,11 +1636,11 @@ BEGIN
                WITH ORDINALITY AS u(order_id, key, lock_token, i)),
     fin AS (
         UPDATE idempotency_keys ik
-           SET state = 'completed', response_status = 201, response_body = order_json(od),
+           SET state = 'completed', response_status = 201, response_body = order_json(od, rv),
                completed_at = now()
-          FROM u, orders od
+          FROM u JOIN orders od ON od.id = u.order_id
+                 LEFT JOIN order_reversals rv ON rv.order_id = od.id
          WHERE ik.key = u.key AND ik.state = 'in_progress' AND ik.lock_token = u.lock_token
-           AND od.id = u.order_id
         RETURNING ik.key, ik.response_body, od.status)
     SELECT u.i::int,
            CASE WHEN fin.key IS NOT NULL THEN 'finished'
@@ -1687,9 +1705,10 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     PERFORM batch_size('order_get_many', ARRAY[batch_len(p_order_ids)]);
     RETURN QUERY
-    SELECT u.i::int, CASE WHEN o.id IS NOT NULL THEN order_json(o) END
+    SELECT u.i::int, CASE WHEN o.id IS NOT NULL THEN order_json(o, r) END
       FROM unnest(p_order_ids) WITH ORDINALITY AS u(id, i)
       LEFT JOIN orders o ON o.id = u.id
+      LEFT JOIN order_reversals r ON r.order_id = o.id
      ORDER BY u.i;
 END
 $$;
@@ -1827,9 +1846,9 @@ BEGIN
     END IF;
 
     UPDATE idempotency_keys ik
-       SET state = 'completed', response_status = 201, response_body = order_json(od),
+       SET state = 'completed', response_status = 201, response_body = order_json(od, rv),
            completed_at = now()
-      FROM orders od
+      FROM orders od LEFT JOIN order_reversals rv ON rv.order_id = od.id
      WHERE od.id = ik.order_id
        AND ik.key IN (SELECT x.key
                         FROM idempotency_keys x JOIN orders xo ON xo.id = x.order_id
@@ -1920,7 +1939,8 @@ BEGIN
         'checkout_finish_arg_error(uuid, text, uuid, text, bigint)',
         'finish_status(text, text, bigint, bigint)',
         'finish_failure_reason(text, text, bigint, bigint)',
-        'order_json(orders)', 'order_get(uuid)', 'order_ledger(uuid)',
+        'order_json(orders, order_reversals)', 'order_json(orders)',
+        'order_get(uuid)', 'order_ledger(uuid)',
         'checkout_begin(text, text, text, text, bigint, text, text, interval, interval)',
         'checkout_finish(uuid, text, uuid, text, text, bigint)',
         'webhook_apply(text, uuid, text, text)',
@@ -1941,7 +1961,7 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION
-    order_json(orders), order_get(uuid), order_ledger(uuid),
+    order_json(orders, order_reversals), order_json(orders), order_get(uuid), order_ledger(uuid),
     checkout_begin(text, text, text, text, bigint, text, text, interval, interval),
     checkout_finish(uuid, text, uuid, text, text, bigint),
     webhook_apply(text, uuid, text, text),

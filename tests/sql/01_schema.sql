@@ -2,7 +2,7 @@
 -- constraint (each one proven to fire by a row that only it refuses).
 BEGIN;
 \ir helpers.psql
-SELECT plan(149);
+SELECT plan(150);
 
 -- Tables and their keys ------------------------------------------------------
 SELECT has_table('orders');
@@ -151,6 +151,7 @@ SELECT is(pg_get_function_result('pending_orders_due(interval,integer)'::regproc
           'TABLE(order_id uuid, amount_cents bigint, currency text)',
           'pending_orders_due result columns');
 SELECT function_returns('order_json', ARRAY['orders'], 'text');
+SELECT function_returns('order_json', ARRAY['orders', 'order_reversals'], 'text');
 SELECT function_returns('order_get', ARRAY['uuid'], 'text');
 SELECT function_returns('order_ledger', ARRAY['uuid'], 'text');
 SELECT function_returns('purge_expired_idempotency_keys', ARRAY['interval', 'integer'], 'integer');

@@ -3,7 +3,7 @@
 -- order_get).
 BEGIN;
 \ir helpers.psql
-SELECT plan(57);
+SELECT plan(65);
 
 -- Born PROCESSING ------------------------------------------------------------
 SELECT pg_temp.throws(format($$ INSERT INTO orders (buyer_id, seller_id, amount_cents, currency, buyer_trust, status%s)
@@ -193,6 +193,125 @@ SELECT is(order_get((SELECT id FROM t_aged)),
           'order_get returns the order_json rendering');
 SELECT is(order_get(gen_random_uuid()), NULL, 'order_get of an unknown order is NULL');
 SELECT is(order_get(NULL), NULL, 'order_get(NULL) is NULL');
+
+-- Every API path renders with order_json(o, r), inlined ---------------------
+-- Orders in every status, and FAILED ones with each kind of reversal, made
+-- through the API; each path that stores or returns an order's JSON (the
+-- single and the batch finish, checkout_claim_stale, order_get,
+-- order_get_many) must give the bytes of order_json(o) and of the layout
+-- spelt out below.  track_functions counts the calls of SQL functions that
+-- were not inlined: the API paths must make none of order_json.
+SET LOCAL track_functions = 'all';
+CREATE FUNCTION pg_temp.explain(q text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE 'EXPLAIN (VERBOSE, COSTS OFF) ' || q;
+END
+$$;
+CREATE TEMP TABLE t_api (label text PRIMARY KEY, id uuid, token uuid, body text);
+INSERT INTO t_api (label, id, token)
+SELECT v.label, b.order_id, b.lock_token
+  FROM unnest(ARRAY['processing', 'paid', 'rev_pending', 'declined', 'pending_payment',
+                    'rev_canceled', 'rev_refunded', 'stale']) AS v(label)
+ CROSS JOIN LATERAL checkout_begin('json-' || v.label, pg_temp.fp(v.label), 'b-1', 's-1', 5000,
+                                   'EUR', CASE v.label WHEN 'pending_payment' THEN 'trusted'
+                                                       ELSE 'untrusted' END,
+                                   '30 seconds', '1 day') b;
+WITH f AS (
+    SELECT t.label, f.response_body
+      FROM t_api t
+     CROSS JOIN LATERAL checkout_finish(t.id, 'json-' || t.label, t.token,
+                                        CASE t.label WHEN 'paid' THEN 'succeeded'
+                                                     ELSE 'unavailable' END, 'ch_1', 10000) f
+     WHERE t.label IN ('paid', 'rev_pending'))
+UPDATE t_api SET body = f.response_body FROM f WHERE t_api.label = f.label;
+WITH a AS (
+    SELECT array_agg(t.label ORDER BY t.label) AS labels, array_agg(t.id ORDER BY t.label) AS ids,
+           array_agg('json-' || t.label ORDER BY t.label) AS keys,
+           array_agg(t.token ORDER BY t.label) AS tokens,
+           array_agg(CASE t.label WHEN 'declined' THEN 'declined' ELSE 'unavailable' END
+                     ORDER BY t.label) AS outcomes
+      FROM t_api t
+     WHERE t.label IN ('declined', 'pending_payment', 'rev_canceled', 'rev_refunded')),
+f AS (
+    SELECT a.labels[f.ord] AS label, f.response_body
+      FROM a CROSS JOIN LATERAL checkout_finish_many(a.ids, a.keys, a.tokens, a.outcomes,
+                                                     array_fill('ch_1'::text, ARRAY[4]),
+                                                     array_fill(10000::bigint, ARRAY[4])) f)
+UPDATE t_api SET body = f.response_body FROM f WHERE t_api.label = f.label;
+SELECT reversal_settle(id, CASE label WHEN 'rev_canceled' THEN 'canceled' ELSE 'refunded' END)
+  FROM t_api WHERE label IN ('rev_canceled', 'rev_refunded');
+-- stale: a webhook failed its order and a PAID event opened a reversal, since
+-- canceled, while its worker died; checkout_claim_stale completes the key.
+SELECT webhook_apply('json-stale-' || o, id, o, '{}')
+  FROM t_api, unnest(ARRAY['FAILED', 'PAID']) WITH ORDINALITY AS e(o, n)
+ WHERE label = 'stale' ORDER BY n;
+SELECT reversal_settle(id, 'canceled') FROM t_api WHERE label = 'stale';
+UPDATE idempotency_keys SET locked_at = now() - interval '1 hour' WHERE key = 'json-stale';
+SELECT is((SELECT count(*) FROM checkout_claim_stale('30 seconds', 100)), 0::bigint,
+          'checkout_claim_stale completes a stale key whose order is final (nothing to claim)');
+UPDATE t_api SET body = ik.response_body
+  FROM idempotency_keys ik WHERE ik.key = 'json-stale' AND t_api.label = 'stale';
+CREATE TEMP TABLE t_read AS
+SELECT t.label, order_get(t.id) AS got, g.body AS got_many
+  FROM t_api t
+  JOIN order_get_many(ARRAY(SELECT id FROM t_api ORDER BY label)) g
+    ON g.ord = (SELECT count(*) FROM t_api x WHERE x.label <= t.label);
+SELECT is((SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions
+            WHERE schemaname = 'public' AND funcname = 'order_json'), 0::numeric,
+          'checkout_finish(_many), checkout_claim_stale, order_get(_many): order_json is inlined');
+SELECT is((SELECT count(*) FROM t_api WHERE body IS NOT NULL), 7::bigint,
+          'every key but the PROCESSING one has its stored body');
+-- The layout, spelt out for these orders (rev: the reversal's status, NULL
+-- for none).
+CREATE FUNCTION pg_temp.want_json(o orders, rev text) RETURNS text LANGUAGE sql AS $$
+    SELECT '{"order_id":"' || o.id || '","status":"' || o.status || '","ready_to_ship":'
+        || (o.status = 'PAID') || ',"amount_cents":5000,"currency":"EUR","buyer_id":"b-1",'
+        || '"seller_id":"s-1","buyer_trust":"' || o.buyer_trust || '"'
+        || CASE WHEN o.status = 'FAILED'
+                THEN ',"failure_reason":"' || o.failure_reason || '"' ELSE '' END
+        || CASE WHEN rev IS NOT NULL
+                THEN ',"reversal":{"status":"' || rev || '","amount_cents":5000}' ELSE '' END
+        || ',"created_at":"' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        || '","updated_at":"' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        || '"}'
+$$;
+SELECT results_eq(
+    $$ SELECT t.label, t.body, r.got, r.got_many, order_json(o), order_json(o, rv)
+         FROM t_api t JOIN t_read r USING (label) JOIN orders o ON o.id = t.id
+         LEFT JOIN order_reversals rv ON rv.order_id = o.id
+        ORDER BY t.label $$,
+    $$ SELECT t.label,
+              CASE WHEN t.label IN ('rev_canceled', 'rev_refunded')
+                   THEN pg_temp.want_json(o, 'pending')     -- when it was stored
+                   WHEN t.label <> 'processing' THEN pg_temp.want_json(o, rv.status) END,
+              pg_temp.want_json(o, rv.status), pg_temp.want_json(o, rv.status),
+              pg_temp.want_json(o, rv.status), pg_temp.want_json(o, rv.status)
+         FROM t_api t JOIN orders o ON o.id = t.id
+         LEFT JOIN order_reversals rv ON rv.order_id = o.id
+        ORDER BY t.label $$,
+    'stored (single and batch finish, claim_stale), order_get, order_get_many, order_json(o) '
+    'and order_json(o, r): the bytes of the layout, for every status and reversal');
+SELECT results_eq(
+    $$ SELECT o.status, o.failure_reason, rv.status FROM t_api t JOIN orders o ON o.id = t.id
+         LEFT JOIN order_reversals rv ON rv.order_id = o.id ORDER BY t.label $$,
+    $$ VALUES ('FAILED', 'declined', NULL), ('PAID', NULL, NULL),
+              ('PENDING_PAYMENT', NULL, NULL), ('PROCESSING', NULL, NULL),
+              ('FAILED', 'provider_unavailable', 'canceled'),
+              ('FAILED', 'provider_unavailable', 'pending'),
+              ('FAILED', 'provider_unavailable', 'refunded'),
+              ('FAILED', 'declined', 'canceled') $$,
+    'the orders cover every status, and FAILED with no, a pending, a canceled, a refunded reversal');
+SELECT is(order_json(o, NULL::order_reversals), order_json(o, ROW(NULL, NULL, NULL, NULL, NULL,
+                                                                  NULL, NULL, NULL)::order_reversals),
+          'order_json(o, r): a NULL reversal and one of NULLs (a plpgsql row not found) render alike')
+  FROM orders o JOIN t_api t ON o.id = t.id WHERE t.label = 'declined';
+SELECT unalike((SELECT string_agg(x, E'\n')
+                 FROM pg_temp.explain($$ SELECT order_json(o, r) FROM orders o
+                                          LEFT JOIN order_reversals r ON r.order_id = o.id $$) x),
+              '%order_json%', 'EXPLAIN VERBOSE: order_json(o, r) is inlined (no call left)');
+SELECT alike((SELECT string_agg(x, E'\n')
+               FROM pg_temp.explain($$ SELECT order_json(o) FROM orders o $$) x),
+            '%order_json(o.*)%', 'EXPLAIN VERBOSE: order_json(o), with its sub-select, is a call');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -4,7 +4,7 @@
 -- for real by borrowing the role).
 BEGIN;
 \ir helpers.psql
-SELECT plan(148);
+SELECT plan(149);
 
 -- Our functions: those in public that no extension (pgTAP) brought.
 CREATE TEMP TABLE our_functions AS
@@ -40,6 +40,7 @@ SELECT function_privs_are(f, args, 'app', ARRAY['EXECUTE'], 'app may call ' || f
                ('reversal_settle', ARRAY['uuid', 'text']),
                ('reversals_due', ARRAY['interval', 'integer']),
                ('order_json', ARRAY['orders']),
+               ('order_json', ARRAY['orders', 'order_reversals']),
                ('order_get', ARRAY['uuid']),
                ('order_ledger', ARRAY['uuid']),
                ('purge_expired_idempotency_keys', ARRAY['interval', 'integer']),
@@ -70,7 +71,7 @@ SELECT is(ARRAY(SELECT name FROM our_functions
           ARRAY[]::text[], 'none of our functions is executable by PUBLIC');
 SELECT is(ARRAY(SELECT name FROM our_functions WHERE has_function_privilege('app', oid, 'EXECUTE') ORDER BY 1),
           ARRAY['checkout_begin', 'checkout_begin_many', 'checkout_claim_stale', 'checkout_finish',
-                'checkout_finish_many', 'order_get', 'order_get_many', 'order_json',
+                'checkout_finish_many', 'order_get', 'order_get_many', 'order_json', 'order_json',
                 'order_ledger', 'pending_orders_due', 'purge_expired_idempotency_keys', 'reversal_settle',
                 'reversals_due', 'webhook_apply', 'webhook_apply_many'],
           'app may call exactly the API');
@@ -156,7 +157,8 @@ SELECT is(ARRAY(SELECT sig FROM our_functions ORDER BY 1),
                 'forbid_change()', 'housekeeping_arg_error(interval,integer,text)',
                 'is_visible_ascii(text)', 'ledger_check_txn()',
                 'ledger_write_payment(uuid,bigint,character)', 'ledger_write_reversal(uuid,bigint,character)',
-                'order_get(uuid)', 'order_get_many(uuid[])', 'order_json(orders)', 'order_ledger(uuid)',
+                'order_get(uuid)', 'order_get_many(uuid[])', 'order_json(orders)',
+                'order_json(orders,order_reversals)', 'order_ledger(uuid)',
                 'order_reversals_check()', 'order_reversals_check_refunded()',
                 'orders_check_insert()', 'orders_check_paid()', 'orders_check_update()',
                 'pending_orders_due(interval,integer)', 'purge_expired_idempotency_keys(interval,integer)',
