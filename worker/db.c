@@ -25,19 +25,6 @@
  * whatever waits when a connection frees, so there is no timer and an idle
  * server adds no latency.  The calls of one statement succeed or fail
  * together: a failed COMMIT fails every one of them.
- *
- * One batch of a kind at a time.  While a batch of a kind runs, the calls
- * of that kind wait for it to return, even when another connection is
- * idle (unless a full batch waits): the next batch then carries all of
- * them.  Under load PostgreSQL's cost is mostly per statement, not per
- * call, so the fewer and larger the batches, the more checkouts a second;
- * and the other kinds, and plain calls, still have the other connections.
- * An idle server sends at once, as before.
- *
- * Calls made while the loop runs the callbacks of one wake-up (requests
- * read, provider answers) go together: db_call queues, and the dispatch
- * runs from an event activated for this same pass of the loop, after
- * those callbacks, not from inside db_call.
  */
 #include "config.h"
 
@@ -63,10 +50,6 @@
 
 /* Entries of a host list that follow_hosts takes (libpq has no limit). */
 #define DB_HOSTS_MAX 16
-
-/* Kinds of batched call whose state dispatch keeps while it scans the
- * queue; a further kind waits for the next scan. */
-#define DB_KINDS_MAX 8
 
 typedef struct db_call {
     TAILQ_ENTRY(db_call) next;  /* in the queue, then in its connection's flight */
@@ -127,7 +110,6 @@ struct db_pool {
     int busy;
     int last_attempt_failed;
     struct event queue_timer;   /* expires the oldest waiting call */
-    struct event dispatch_ev;   /* activated by call_queue: dispatch in this pass */
     db_observer_t observer;
 };
 
@@ -571,58 +553,8 @@ conn_connect(db_conn_t *c)
     }
 }
 
-/* Whether a batch of kind may go now: none of its kind is running, or a
- * full batch of it waits (so a busy kind still uses idle connections). */
-static int
-kind_may_go(const db_pool_t *p, const db_batch_kind_t *kind)
-{
-    const db_call_t *q;
-    int running = 0, waiting = 0;
-
-    for (int i = 0; i < p->size && !running; i++) {
-        const db_conn_t *c = &p->conns[i];
-
-        running = c->state == DB_BUSY && TAILQ_FIRST(&c->flight)->kind == kind;
-    }
-    if (!running)
-        return 1;
-    TAILQ_FOREACH(q, &p->queue, next) {
-        if (q->kind == kind && ++waiting >= p->batch_max)
-            return 1;
-    }
-    return 0;
-}
-
-/* The first waiting call that may go now (a plain call, or a batched one
- * whose kind_may_go), or NULL. */
-static db_call_t *
-next_call(const db_pool_t *p)
-{
-    const db_batch_kind_t *kinds[DB_KINDS_MAX];
-    int verdict[DB_KINDS_MAX], nkinds = 0, k;
-    db_call_t *q;
-
-    TAILQ_FOREACH(q, &p->queue, next) {
-        if (q->kind == NULL)
-            return q;
-        for (k = 0; k < nkinds && kinds[k] != q->kind; k++)
-            ;
-        if (k == nkinds) {
-            if (nkinds == DB_KINDS_MAX)
-                continue;
-            kinds[k] = q->kind;
-            verdict[k] = kind_may_go(p, q->kind);
-            nkinds++;
-        }
-        if (verdict[k])
-            return q;
-    }
-    return NULL;
-}
-
-/* Hand waiting calls to idle connections: the first call that may go
- * (next_call), and with a batched call every waiting call of its kind, up
- * to batch_max. */
+/* Hand waiting calls to idle connections: the head of the queue, and with a
+ * batched call every waiting call of its kind, up to batch_max. */
 static void
 dispatch(db_pool_t *p)
 {
@@ -637,9 +569,7 @@ dispatch(db_pool_t *p)
 
         if (c->state != DB_IDLE)
             continue;
-        call = next_call(p);
-        if (call == NULL)
-            break;              /* what waits, waits for its kind's batch */
+        call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
         p->queued--;
         if (call->deadline_ms - now < floor_ms) {
@@ -663,14 +593,6 @@ dispatch(db_pool_t *p)
     }
     if (TAILQ_EMPTY(&p->queue))
         evtimer_del(&p->queue_timer);
-}
-
-static void
-dispatch_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    dispatch(arg);
 }
 
 static void
@@ -894,7 +816,6 @@ db_pool_new(struct event_base *base, resolve_t *resolve, const char *conninfo,
         return NULL;
     }
     evtimer_assign(&p->queue_timer, base, queue_timer_cb, p);
-    event_assign(&p->dispatch_ev, base, -1, 0, dispatch_cb, p);
     for (int i = 0; i < size; i++) {
         db_conn_t *c = &p->conns[i];
         c->pool = p;
@@ -930,7 +851,6 @@ db_pool_free(db_pool_t *p)
         flight_fail(&flight, NULL, "shutting down");
     }
     evtimer_del(&p->queue_timer);
-    event_del(&p->dispatch_ev);
     while (!TAILQ_EMPTY(&p->queue)) {
         db_call_t *call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
@@ -988,8 +908,7 @@ call_queue(db_pool_t *p, const char *sql, const db_batch_kind_t *kind, int npara
         struct timeval tv = clock_tv(p->timeout_ms);
         evtimer_add(&p->queue_timer, &tv);
     }
-    /* Later in this pass of the loop, with the calls made beside this one. */
-    event_active(&p->dispatch_ev, EV_TIMEOUT, 0);
+    dispatch(p);
     return 0;
 }
 

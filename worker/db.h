@@ -80,11 +80,9 @@ int db_call(db_pool_t *pool, const char *sql, int nparams,
 
 /*
  * Run a call of kind with kind->nparams text parameters (copied; NULL is SQL
- * NULL), in a batch with the other calls of its kind that wait when it goes
- * out: one round trip and one transaction for all of them.  A kind has one
- * batch running at a time (a second only when batch_max calls wait), so
- * under load its calls gather.  cb gets this call's row, or the batch's
- * failure.  Returns as db_call.
+ * NULL), in a batch with the other calls of its kind that wait when a
+ * connection frees: one round trip and one transaction for all of them.
+ * cb gets this call's row, or the batch's failure.  Returns as db_call.
  */
 int db_call_batched(db_pool_t *pool, const db_batch_kind_t *kind, const char *const *params,
                     db_cb_t cb, void *arg) __attribute__((warn_unused_result));
