@@ -24,7 +24,10 @@
  * ordinal.  One round trip and one commit serve the whole batch; a batch is
  * whatever waits when a connection frees, so there is no timer and an idle
  * server adds no latency.  The calls of one statement succeed or fail
- * together: a failed COMMIT fails every one of them.
+ * together: a failed COMMIT fails every one of them.  The pool runs one
+ * statement at a time while it is young (DB_HOLD_MS): the calls that arrive
+ * meanwhile wait for it, even with a connection idle, and go as the next
+ * batch; the other connections take over only from a slow statement.
  */
 #include "config.h"
 
@@ -50,6 +53,9 @@
 
 /* Entries of a host list that follow_hosts takes (libpq has no limit). */
 #define DB_HOSTS_MAX 16
+
+/* How long a running statement holds the waiting calls back (dispatch). */
+#define DB_HOLD_MS 20
 
 typedef struct db_call {
     TAILQ_ENTRY(db_call) next;  /* in the queue, then in its connection's flight */
@@ -87,6 +93,7 @@ typedef struct db_conn {
     struct event timer;         /* back-off when DOWN, deadline otherwise */
     int io_added;
     int64_t backoff_ms;
+    int64_t sent_ms;            /* when the flight was sent (BUSY) */
     int index;
 } db_conn_t;
 
@@ -109,7 +116,9 @@ struct db_pool {
     int up;                     /* connections IDLE or BUSY */
     int busy;
     int last_attempt_failed;
+    int closing;                /* db_pool_free has begun: no new calls */
     struct event queue_timer;   /* expires the oldest waiting call */
+    struct event hold_timer;    /* ends a hold (see dispatch) */
     db_observer_t observer;
 };
 
@@ -255,6 +264,7 @@ conn_fail(db_conn_t *c, const char *why)
             call_answer_free(q, NULL, 0, "database unavailable");
         }
     }
+    dispatch(p);                /* the calls this flight held back */
 }
 
 /*
@@ -315,6 +325,7 @@ conn_send(db_conn_t *c)
     int rc, sent;
 
     c->state = DB_BUSY;
+    c->sent_ms = clock_mono_ms();
     p->busy++;
     if (first->kind != NULL) {
         params = batch_params(c, first->kind->nparams);
@@ -553,8 +564,40 @@ conn_connect(db_conn_t *c)
     }
 }
 
-/* Hand waiting calls to idle connections: the head of the queue, and with a
- * batched call every waiting call of its kind, up to batch_max. */
+/* Until when a running statement holds the waiting calls back: the end of
+ * the hold of the youngest BUSY connection, or 0 when none holds. */
+static int64_t
+hold_until(const db_pool_t *p, int64_t now)
+{
+    int64_t until = 0;
+
+    for (int i = 0; i < p->size; i++) {
+        const db_conn_t *c = &p->conns[i];
+
+        if (c->state == DB_BUSY && c->sent_ms + DB_HOLD_MS > now && c->sent_ms + DB_HOLD_MS > until)
+            until = c->sent_ms + DB_HOLD_MS;
+    }
+    return until;
+}
+
+static void
+hold_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    dispatch(arg);
+}
+
+/* Hand waiting calls to an idle connection: the head of the queue, and with
+ * a batched call every waiting call of its kind, up to batch_max.
+ *
+ * One statement at a time: while a statement younger than DB_HOLD_MS runs,
+ * the waiting calls wait for it, even with a connection idle, so that they
+ * go together as the next batch.  PostgreSQL's cost is mostly per statement,
+ * so two half batches side by side cost it almost twice one whole batch.
+ * The other connections serve only while every running statement is older
+ * than the hold: a slow one (a lock wait, a stalled disk) stalls the rest
+ * for DB_HOLD_MS at most. */
 static void
 dispatch(db_pool_t *p)
 {
@@ -567,8 +610,17 @@ dispatch(db_pool_t *p)
         db_call_t *call, *q, *tmp;
         int64_t now = clock_mono_ms();
 
+        int64_t hold;
+
         if (c->state != DB_IDLE)
             continue;
+        hold = hold_until(p, now);
+        if (hold != 0) {
+            struct timeval tv = clock_tv(hold - now);
+
+            evtimer_add(&p->hold_timer, &tv);
+            break;
+        }
         call = TAILQ_FIRST(&p->queue);
         TAILQ_REMOVE(&p->queue, call, next);
         p->queued--;
@@ -816,6 +868,7 @@ db_pool_new(struct event_base *base, resolve_t *resolve, const char *conninfo,
         return NULL;
     }
     evtimer_assign(&p->queue_timer, base, queue_timer_cb, p);
+    evtimer_assign(&p->hold_timer, base, hold_timer_cb, p);
     for (int i = 0; i < size; i++) {
         db_conn_t *c = &p->conns[i];
         c->pool = p;
@@ -834,6 +887,8 @@ db_pool_free(db_pool_t *p)
 {
     if (p == NULL)
         return;
+    p->closing = 1;             /* the callbacks below may call again */
+    evtimer_del(&p->hold_timer);
     for (int i = 0; i < p->size; i++) {
         db_conn_t *c = &p->conns[i];
         struct db_calls flight;
@@ -872,7 +927,7 @@ call_queue(db_pool_t *p, const char *sql, const db_batch_kind_t *kind, int npara
     db_call_t *call;
     char *dst;
 
-    if (p->up == 0 && p->last_attempt_failed)
+    if (p->closing || (p->up == 0 && p->last_attempt_failed))
         return -1;
     if (p->queued >= p->queue_max)
         return -1;

@@ -64,7 +64,8 @@ db_pool_t *db_pool_new(struct event_base *base, resolve_t *resolve, const char *
                        int batch_max, int64_t timeout_ms) __attribute__((warn_unused_result));
 
 /* Close every connection; calls still queued or running fail with
- * "shutting down" before this returns. */
+ * "shutting down" before this returns (a call their callbacks make is
+ * refused). */
 void db_pool_free(db_pool_t *pool);
 
 /*
@@ -73,6 +74,9 @@ void db_pool_free(db_pool_t *pool);
  * Returns 0 when the call was accepted: cb will be called exactly once.
  * Returns -1 without calling cb when the database is unreachable (no live
  * connection and the last attempt failed) or the queue is full: answer 503.
+ * While a statement younger than 20 ms runs, a call waits for it even when
+ * another connection is idle, to go in the next batch (see dispatch in
+ * db.c).
  */
 int db_call(db_pool_t *pool, const char *sql, int nparams,
             const char *const *params, db_cb_t cb, void *arg)
