@@ -573,9 +573,10 @@ hold_until(const db_pool_t *p, int64_t now)
 
     for (int i = 0; i < p->size; i++) {
         const db_conn_t *c = &p->conns[i];
+        int64_t end = c->sent_ms + DB_HOLD_MS;
 
-        if (c->state == DB_BUSY && c->sent_ms + DB_HOLD_MS > now && c->sent_ms + DB_HOLD_MS > until)
-            until = c->sent_ms + DB_HOLD_MS;
+        if (c->state == DB_BUSY && end > now && end > until)
+            until = end;
     }
     return until;
 }
@@ -608,9 +609,7 @@ dispatch(db_pool_t *p)
     for (int i = 0; i < p->size && !TAILQ_EMPTY(&p->queue); i++) {
         db_conn_t *c = &p->conns[i];
         db_call_t *call, *q, *tmp;
-        int64_t now = clock_mono_ms();
-
-        int64_t hold;
+        int64_t now = clock_mono_ms(), hold;
 
         if (c->state != DB_IDLE)
             continue;
