@@ -247,11 +247,19 @@ t.ok("paymentsd_db_pool_connections" in series, "database pool gauges")
 before = series.get('paymentsd_http_requests_total{route="healthz",status="200"}', 0)
 for _ in range(5):
     d.get("/healthz")
-after = {}
-for line in d.get("/metrics").body.decode().splitlines():
-    if line.startswith('paymentsd_http_requests_total{route="healthz",status="200"}'):
-        after = float(line.split()[-1])
-t.eq(after, before + 5, "counters move as requests are made")
+
+
+def healthz_count():
+    for line in d.get("/metrics").body.decode().splitlines():
+        if line.startswith('paymentsd_http_requests_total{route="healthz",status="200"}'):
+            return float(line.split()[-1])
+    return None
+
+
+# A request is counted when its answer is written out (on_complete), which
+# the client may see first; /metrics may come from the other worker.
+wait_until(lambda: healthz_count() == before + 5, 2)
+t.eq(healthz_count(), before + 5, "counters move as requests are made")
 
 for s in (d, d2):
     t.ok(s.stop(), "no process left behind")

@@ -143,7 +143,10 @@ env.update(PROVIDER_SIM_LISTEN="127.0.0.1:%d" % sim_port,
            PROVIDER_SIM_WEBHOOK_URL=env["PROVIDER_SIM_WEBHOOK_URL"].replace(":8000/", ":%d/" % pay_port),
            PROVIDER_SIM_RESOLV_CONF=resolv, PROVIDER_SIM_RESOLVE_INTERVAL="200ms",
            # settled after paymentsd gave up on the charge (provider_timeout 800ms)
-           PROVIDER_SIM_WEBHOOK_DELAY="1500ms", PROVIDER_SIM_WEBHOOK_BACKOFF="100ms")
+           PROVIDER_SIM_WEBHOOK_DELAY="1500ms", PROVIDER_SIM_WEBHOOK_BACKOFF="100ms",
+           # the charge must succeed: at the default 0.1 one run in ten
+           # declined it (FAILED, not PAID)
+           PROVIDER_SIM_DECLINE_RATE="0")
 sim = start("provider-sim", sim_svc, PROVIDER_SIM, env)
 t.ok(wait_until(lambda: request(sim_port, "GET", "/admin/stats", timeout=1).status == 200, 5)
      and sim.poll() is None,
