@@ -506,10 +506,21 @@ struct event_base *
 worker_loop_new(worker_signal_fn handler, void *arg, struct event *signals[WORKER_SIGNALS],
                 struct event **ignored, const char **what)
 {
+    struct event_config *cfg;
     struct event_base *base;
 
+    /* With the changelist, epoll learns of a watch that is dropped and taken
+     * again within one turn of the loop (evhttp's client does that around
+     * every request, the front around every answer) as one change, not two
+     * system calls.  Its caveat, a file descriptor shared with dup(), does
+     * not arise: the worker dups none. */
     *what = "event_base_new";
-    if ((base = event_base_new()) == NULL)
+    if ((cfg = event_config_new()) == NULL)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    if (base == NULL)
         return NULL;
     *what = "evsignal_new";
     for (size_t i = 0; i < WORKER_SIGNALS; i++) {
