@@ -184,16 +184,11 @@ flight_fail(struct db_calls *flight, const PGresult *res, const char *err)
     }
 }
 
-/* (Re)watch the connection's socket.  While connecting, libpq may close
- * the socket and open another, even under the same number, so the event is
- * assigned afresh each time; once connected, an unchanged watch is left as
- * it is and costs no system call. */
+/* (Re)watch the connection's socket; the socket may change while
+ * connecting, so the event is assigned afresh each time. */
 static void
 conn_watch(db_conn_t *c, short what)
 {
-    if (c->io_added && c->state != DB_CONNECTING
-        && event_get_events(&c->io) == (what | EV_PERSIST))
-        return;
     if (c->io_added)
         event_del(&c->io);
     event_assign(&c->io, c->pool->base, PQsocket(c->pg), what | EV_PERSIST, conn_io_cb, c);

@@ -511,9 +511,9 @@ worker_loop_new(worker_signal_fn handler, void *arg, struct event *signals[WORKE
 
     /* With the changelist, epoll learns of a watch that is dropped and taken
      * again within one turn of the loop (evhttp's client does that around
-     * every request, the front around every answer) as one change, not two
-     * system calls.  Its caveat, a file descriptor shared with dup(), does
-     * not arise: the worker dups none. */
+     * every provider call, the database pool around every statement) as one
+     * change, not two system calls.  Its caveat, a file descriptor shared
+     * with dup(), does not arise: the worker dups none. */
     *what = "event_base_new";
     if ((cfg = event_config_new()) == NULL)
         return NULL;
